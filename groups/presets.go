@@ -1,0 +1,202 @@
+package groups
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// PresetOptions change a preset the way serving flags change a model.
+type PresetOptions struct {
+	// MTP attaches the model's native MTP draft layers (Qwen3.5,
+	// Qwen3-Next, DeepSeek-V3, DeepSeek-V3.2). Refused for models without.
+	MTP bool
+	// NumSpeculativeTokens overrides the speculative token count (default
+	// 1 with MTP, 3 for Eagle3 presets, 0 otherwise).
+	NumSpeculativeTokens int
+	// SSMDType overrides the recurrent state dtype of GDN and Mamba2
+	// layers (vLLM's --mamba-ssm-cache-dtype). KDA stays fp32.
+	SSMDType DType
+}
+
+type preset struct {
+	name   string
+	mtp    int // native MTP layers available
+	eagle3 bool
+	build  func(o PresetOptions) (*Model, error)
+}
+
+func ssm(o PresetOptions, def DType) DType {
+	if o.SSMDType != DTypeInvalid {
+		return o.SSMDType
+	}
+	return def
+}
+
+func qwen35(name string, layers, kv, v int) preset {
+	return preset{name: name, mtp: 1, build: func(o PresetOptions) (*Model, error) {
+		return Qwen35(Qwen35Config{
+			Name: name, Architecture: "qwen3_5", Layers: layers, FullInterval: 4,
+			KVHeads: kv, HeadDim: 256, LinearK: 16, LinearV: v, LinearDK: 128, LinearDV: 128,
+			ConvKernel: 4, DType: BF16, SSMDType: ssm(o, FP32), MTPLayers: mtpLayers(o, 1),
+			NumSpeculativeTokens: o.NumSpeculativeTokens,
+		})
+	}}
+}
+
+func mtpLayers(o PresetOptions, n int) int {
+	if o.MTP {
+		return n
+	}
+	return 0
+}
+
+func deepseek(name, arch string, indexer int, mtp int) preset {
+	return preset{name: name, mtp: mtp, build: func(o PresetOptions) (*Model, error) {
+		return DeepSeekMLA(MLAConfig{Name: name, Architecture: arch, Layers: 61, LatentDim: 512, RopeDim: 64,
+			DType: BF16, IndexerHeadDim: indexer, MTPLayers: mtpLayers(o, mtp), NumSpeculativeTokens: o.NumSpeculativeTokens})
+	}}
+}
+
+func gemma3(name string, layers, kv, hd int) preset {
+	return preset{name: name, build: func(o PresetOptions) (*Model, error) {
+		m := Pattern(name, "gemma3", layers, func(i int) (Layer, bool) {
+			if (i+1)%6 == 0 {
+				return AttentionLayer(fmt.Sprintf("layers.%d.attn", i), kv, hd, BF16), true
+			}
+			return SlidingLayer(fmt.Sprintf("layers.%d.attn", i), kv, hd, 1024, BF16), true
+		})
+		return m, m.Validate()
+	}}
+}
+
+func gptOSS(name string, layers int) preset {
+	return preset{name: name, build: func(o PresetOptions) (*Model, error) {
+		m := Pattern(name, "gpt_oss", layers, func(i int) (Layer, bool) {
+			if i%2 == 0 {
+				return SlidingLayer(fmt.Sprintf("layers.%d.attn", i), 8, 64, 128, BF16), true
+			}
+			return AttentionLayer(fmt.Sprintf("layers.%d.attn", i), 8, 64, BF16), true
+		})
+		return m, m.Validate()
+	}}
+}
+
+func llama(name string, layers int) preset {
+	return preset{name: name, build: func(o PresetOptions) (*Model, error) {
+		m := Pattern(name, "llama", layers, func(i int) (Layer, bool) {
+			return AttentionLayer(fmt.Sprintf("layers.%d.attn", i), 8, 128, BF16), true
+		})
+		return m, m.Validate()
+	}}
+}
+
+func nemotron(name, pattern string, kv, mheads, mhd int) preset {
+	return preset{name: name, build: func(o PresetOptions) (*Model, error) {
+		return NemotronH(NemotronHConfig{Name: name, Architecture: "nemotron_h", Pattern: pattern,
+			KVHeads: kv, HeadDim: 128, MambaHeads: mheads, MambaHeadDim: mhd, NGroups: 8, State: 128,
+			ConvKernel: 4, DType: BF16, SSMDType: ssm(o, FP32)})
+	}}
+}
+
+// KimiLinearMLALayers are the 0-indexed MLA layers of Kimi-Linear-48B-A3B
+// (the config's 1-indexed full_attn_layers minus one).
+var kimiLinearMLA = map[int]bool{3: true, 7: true, 11: true, 15: true, 19: true, 23: true, 26: true}
+
+var presets = []preset{
+	qwen35("qwen3.5-0.8b", 24, 2, 16),
+	qwen35("qwen3.5-2b", 24, 2, 16),
+	qwen35("qwen3.5-4b", 32, 4, 32),
+	qwen35("qwen3.5-9b", 32, 4, 32),
+	qwen35("qwen3.5-27b", 64, 4, 48),
+	qwen35("qwen3.5-35b-a3b", 40, 2, 32),
+	qwen35("qwen3.5-122b-a10b", 48, 2, 64),
+	qwen35("qwen3.5-397b-a17b", 60, 2, 64),
+	{name: "qwen3-next-80b-a3b", mtp: 1, build: func(o PresetOptions) (*Model, error) {
+		return Qwen35(Qwen35Config{
+			Name: "qwen3-next-80b-a3b", Architecture: "qwen3_next", Layers: 48, FullInterval: 4,
+			KVHeads: 2, HeadDim: 256, LinearK: 16, LinearV: 32, LinearDK: 128, LinearDV: 128,
+			ConvKernel: 4, DType: BF16, SSMDType: ssm(o, BF16), MTPLayers: mtpLayers(o, 1),
+			NumSpeculativeTokens: o.NumSpeculativeTokens,
+		})
+	}},
+	{name: "kimi-linear-48b-a3b", build: func(o PresetOptions) (*Model, error) {
+		m := Pattern("kimi-linear-48b-a3b", "kimi_linear", 27, func(i int) (Layer, bool) {
+			if kimiLinearMLA[i] {
+				return MLALayer(fmt.Sprintf("layers.%d.mla", i), 512, 64, BF16, MLAPlain), true
+			}
+			return RecurrentLayer(fmt.Sprintf("layers.%d.kda", i), KDAState(32, 128, 32, 128, 4, BF16)), true
+		})
+		m.NumSpeculativeTokens = o.NumSpeculativeTokens
+		return m, m.Validate()
+	}},
+	deepseek("kimi-k2.5", "kimi_k2", 0, 0),
+	{name: "kimi-k2.5-eagle3", eagle3: true, build: func(o PresetOptions) (*Model, error) {
+		t, err := DeepSeekMLA(MLAConfig{Name: "kimi-k2.5", Architecture: "kimi_k2", Layers: 61, LatentDim: 512, RopeDim: 64, DType: BF16})
+		if err != nil {
+			return nil, err
+		}
+		n := o.NumSpeculativeTokens
+		if n == 0 {
+			n = 3
+		}
+		return AttachEagle3(t, "kimi-k2.5-eagle3", Eagle3Draft{Layers: 1, KVHeads: 64, HeadDim: 128, DType: BF16, NumSpeculativeTokens: n})
+	}},
+	deepseek("deepseek-v3", "deepseek_v3", 0, 1),
+	deepseek("deepseek-v3.2", "deepseek_v32", 128, 1),
+	gemma3("gemma-3-4b", 34, 4, 256),
+	gemma3("gemma-3-12b", 48, 8, 256),
+	gemma3("gemma-3-27b", 62, 16, 128),
+	gptOSS("gpt-oss-20b", 24),
+	gptOSS("gpt-oss-120b", 36),
+	nemotron("nemotron-3-nano-30b-a3b", "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME", 2, 64, 64),
+	nemotron("nemotron-nano-9b-v2", "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-", 8, 128, 80),
+	llama("llama-3.1-8b", 32),
+	llama("llama-3.1-70b", 80),
+}
+
+// PresetNames lists every preset in a stable order (the order of
+// shared/reference/models.md).
+func PresetNames() []string {
+	out := make([]string, len(presets))
+	for i, p := range presets {
+		out[i] = p.name
+	}
+	return out
+}
+
+// Preset builds the named preset with options.
+func Preset(name string, o PresetOptions) (*Model, error) {
+	for _, p := range presets {
+		if p.name != name {
+			continue
+		}
+		if o.MTP && p.mtp == 0 {
+			return nil, fmt.Errorf("%w: preset %q has no MTP layers", ErrUnsupported, name)
+		}
+		if o.NumSpeculativeTokens < 0 {
+			return nil, fieldErr("num_speculative_tokens", "negative")
+		}
+		if o.SSMDType != DTypeInvalid && o.SSMDType.Size() == 0 {
+			return nil, fieldErr("ssm_dtype", "invalid")
+		}
+		return p.build(o)
+	}
+	return nil, fmt.Errorf("%w: %q (known: %s)", ErrUnknownPreset, name, strings.Join(sortedNames(), ", "))
+}
+
+// HasMTP reports whether the named preset has native MTP layers.
+func HasMTP(name string) bool {
+	for _, p := range presets {
+		if p.name == name {
+			return p.mtp > 0
+		}
+	}
+	return false
+}
+
+func sortedNames() []string {
+	n := PresetNames()
+	sort.Strings(n)
+	return n
+}

@@ -1,0 +1,153 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors shared by every Transport implementation. Implementations
+// wrap them (with %w) so callers can test with errors.Is whatever the backend.
+var (
+	ErrClosed       = errors.New("transport: closed")
+	ErrDisconnected = errors.New("transport: peer disconnected")
+	ErrCanceled     = errors.New("transport: canceled")
+	ErrOutOfBounds  = errors.New("transport: access outside registered memory")
+	ErrBadKey       = errors.New("transport: bad remote key")
+	ErrUnsupported  = errors.New("transport: unsupported")
+	// ErrInjected marks failures made by the fault-injecting wrapper.
+	ErrInjected = errors.New("transport: injected fault")
+)
+
+// MemDesc is what a peer needs to read a registered range: the owner's base
+// address (opaque outside the owner, used for offsets and bounds only), its
+// length, and a packed remote key. It travels in the handshake metadata.
+type MemDesc struct {
+	Addr uint64
+	Len  uint64
+	Key  []byte
+}
+
+// Memory is a local range registered with a Transport. Bytes is valid until
+// Close. Real transports hand out memory that is not Go heap memory (mmap'd or
+// transport-allocated), so it may be referenced by C code and remote peers.
+type Memory interface {
+	Bytes() []byte
+	Desc() MemDesc
+	Close() error
+}
+
+// RemoteMemory is a peer's registered range imported from its MemDesc.
+type RemoteMemory interface {
+	Desc() MemDesc
+}
+
+// Op is one read (Peer.Read: remote -> local) or write (Peer.Write:
+// local -> remote) of Len bytes.
+type Op struct {
+	Local     Memory
+	LocalOff  uint64
+	Remote    RemoteMemory
+	RemoteOff uint64
+	Len       uint64
+}
+
+// Result is the outcome of a batch. Err is nil when every op succeeded. When
+// some ops failed, Failed lists their indexes in the posted slice (ascending)
+// and Err wraps the first cause (ErrDisconnected, ErrCanceled, ErrInjected, a
+// backend status error).
+type Result struct {
+	Err    error
+	Failed []int
+}
+
+// Batch is a posted set of ops. Done is closed when every op has completed
+// or failed; Result is then final. Cancel asks the batch to stop: ops not yet
+// complete fail with ErrCanceled; Done still closes.
+type Batch interface {
+	Done() <-chan struct{}
+	Result() Result
+	Cancel()
+}
+
+// Wait blocks until b is done or ctx ends. When ctx ends first the batch is
+// canceled and Wait still waits for it to settle, so no op is left in flight.
+func Wait(ctx context.Context, b Batch) Result {
+	select {
+	case <-b.Done():
+	case <-ctx.Done():
+		b.Cancel()
+		<-b.Done()
+	}
+	return b.Result()
+}
+
+// PeerID identifies a connected peer on the local side.
+type PeerID uint64
+
+// Handlers receive events from the transport's progress loop. They must not
+// block for long; they may call Peer methods.
+type Handlers struct {
+	// Notify receives a notification message sent by a peer with
+	// Peer.Notify. msg is only valid during the call.
+	Notify func(from PeerID, msg []byte)
+	// PeerFailed reports that a peer's endpoint failed (its process died or
+	// the connection broke). In-flight batches to it fail with ErrDisconnected.
+	PeerFailed func(p PeerID, err error)
+}
+
+// Transport moves bytes between registered memory of processes. Handlers are
+// given at construction time (no notification can arrive before a handler
+// exists). All methods are safe for concurrent use.
+type Transport interface {
+	// Name is the backend's name ("inproc", "ucx", ...).
+	Name() string
+	// Alloc returns size bytes of zeroed memory registered for remote access.
+	Alloc(size int) (Memory, error)
+	// Address is what a peer passes to Connect to reach this transport.
+	Address() []byte
+	// Connect opens an endpoint to the transport at addr.
+	Connect(ctx context.Context, addr []byte) (Peer, error)
+	// Close stops the transport: in-flight batches fail with ErrClosed, and
+	// memory it allocated is released.
+	Close() error
+}
+
+// Peer is an endpoint to one remote transport.
+type Peer interface {
+	ID() PeerID
+	// Import checks and unpacks a remote range descriptor.
+	Import(d MemDesc) (RemoteMemory, error)
+	// Read posts ops that copy remote bytes into local memory. Bounds are
+	// checked for every op before anything is posted: an out-of-range op
+	// fails the call with ErrOutOfBounds and posts nothing.
+	Read(ops []Op) (Batch, error)
+	// Write posts ops that copy local bytes into remote memory, with the
+	// same checks. The batch completes when the data is visible remotely.
+	Write(ops []Op) (Batch, error)
+	// Notify sends a small message, delivered to the remote Handlers.Notify
+	// after every batch this side completed before calling Notify.
+	Notify(msg []byte) error
+	// Close releases the endpoint; in-flight batches fail with ErrClosed.
+	Close() error
+}
+
+// CheckOp validates one op against the local and remote registered bounds.
+// Backends call it for every op before posting a batch.
+func CheckOp(i int, op Op) error {
+	if op.Local == nil || op.Remote == nil {
+		return fmt.Errorf("%w: op %d: nil memory", ErrOutOfBounds, i)
+	}
+	if op.Len == 0 {
+		return fmt.Errorf("%w: op %d: zero length", ErrOutOfBounds, i)
+	}
+	ll := uint64(len(op.Local.Bytes()))
+	if op.LocalOff > ll || op.Len > ll-op.LocalOff {
+		return fmt.Errorf("%w: op %d: local [%d, +%d) outside %d bytes", ErrOutOfBounds, i, op.LocalOff, op.Len, ll)
+	}
+	rl := op.Remote.Desc().Len
+	if op.RemoteOff > rl || op.Len > rl-op.RemoteOff {
+		return fmt.Errorf("%w: op %d: remote [%d, +%d) outside %d bytes", ErrOutOfBounds, i, op.RemoteOff, op.Len, rl)
+	}
+	return nil
+}
