@@ -16,7 +16,6 @@ type Summary struct {
 	StateBytes    int64          `json:"state_bytes"`               // one request, prompt_tokens tokens, one rank, draft excluded
 	DraftBytes    int64          `json:"draft_bytes"`               // draft layers' state for the same request and rank
 	DraftTokenB   int64          `json:"draft_bytes_per_token"`     // draft layers, per token, per rank
-	Kinds         map[string]int `json:"-"`
 }
 
 // LiveTokens is how many of n tokens' state a layer of this kind keeps

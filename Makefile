@@ -1,0 +1,47 @@
+# hybridxfer: make demo | test | bench | lint | fuzz
+SHELL := /bin/bash
+GO ?= go
+PKGS := ./...
+# The pure core must build and test without cgo.
+PURE := ./groups/... ./hma/... ./specdec/... ./proptest/... ./kernels ./statexfer/transport/...
+FUZZTIME ?= 30s
+
+.PHONY: all deps build demo test test-pure test-race lint fuzz bench soak
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	$(GO) build -o bin/hybridxfer ./cmd/hybridxfer
+
+demo: build
+	./bin/hybridxfer demo
+
+# The whole suite. -race where it is cheap (everything but the long
+# property runs, which run without it), then the pure core without cgo.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -timeout 20m $(PKGS)
+	CGO_ENABLED=0 $(GO) test -count=1 -timeout 10m $(PURE)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) test -count=1 -run 'TestImportRules' ./internal/importrules/
+
+# Each fuzz target for FUZZTIME (go test runs one -fuzz target at a time).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+
+# Long allocator/protocol state-machine runs: make soak CHECKS=10000
+CHECKS ?= 5000
+soak:
+	$(GO) test -count=1 -timeout 2h -run 'StateMachine|Property' ./proptest/ ./hma/ -rapid.checks=$(CHECKS)

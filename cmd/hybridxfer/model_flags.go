@@ -1,0 +1,47 @@
+package main
+
+import (
+	"os"
+	"strings"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/spf13/cobra"
+)
+
+// modelFlags are the flags every command that loads a model shares.
+type modelFlags struct {
+	mtp      bool
+	numSpec  int
+	ssmDType string
+}
+
+func (f *modelFlags) register(c *cobra.Command) {
+	c.Flags().BoolVar(&f.mtp, "mtp", false, "attach the model's native MTP draft layers (Qwen3.5, Qwen3-Next, DeepSeek-V3/V3.2)")
+	c.Flags().IntVar(&f.numSpec, "num-speculative-tokens", 0, "speculative tokens (widens conv states; default 1 with --mtp, 3 for Eagle3 presets)")
+	c.Flags().StringVar(&f.ssmDType, "ssm-dtype", "", "recurrent state dtype override, like vLLM's --mamba-ssm-cache-dtype (bf16, fp32)")
+}
+
+func (f *modelFlags) presetOptions() (groups.PresetOptions, error) {
+	o := groups.PresetOptions{MTP: f.mtp, NumSpeculativeTokens: f.numSpec}
+	if f.ssmDType != "" {
+		d, err := groups.ParseDType(f.ssmDType)
+		if err != nil {
+			return o, err
+		}
+		o.SSMDType = d
+	}
+	return o, nil
+}
+
+// load resolves NAME|FILE: a preset name, or a path to our JSON or a Hugging
+// Face config.json.
+func (f *modelFlags) load(nameOrFile string) (*groups.Model, error) {
+	o, err := f.presetOptions()
+	if err != nil {
+		return nil, err
+	}
+	if _, statErr := os.Stat(nameOrFile); statErr == nil || strings.ContainsAny(nameOrFile, "/\\") || strings.HasSuffix(nameOrFile, ".json") {
+		return groups.ParseModelFile(nameOrFile, groups.HFOptions{MTP: o.MTP, NumSpeculativeTokens: o.NumSpeculativeTokens, SSMDType: o.SSMDType})
+	}
+	return groups.Preset(nameOrFile, o)
+}

@@ -1,0 +1,202 @@
+package importrules
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/hybridxfer/hybridxfer"
+
+// cgoAllowed are the only directories whose files may `import "C"`.
+var cgoAllowed = map[string]bool{
+	"statexfer/ucx": true,
+	"kernels/cuda":  true,
+}
+
+// zmqAllowed is the only directory that may import ZeroMQ.
+var zmqAllowed = map[string]bool{"statexfer/zmqchan": true}
+
+// pureDirs are the pure, deterministic core: no Prometheus, no wall clock,
+// no global math/rand, no cgo, no network.
+func isPure(dir string) bool {
+	for _, p := range []string{"groups", "hma", "specdec", "proptest", "statexfer/plan"} {
+		if dir == p || strings.HasPrefix(dir, p+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// Forbidden selector uses in non-test files of the pure core.
+var pureForbiddenCalls = map[string][]string{
+	"time":      {"Now", "Since", "Until", "Sleep", "After", "Tick", "NewTimer", "NewTicker", "AfterFunc"},
+	"math/rand": {"Int", "Intn", "Int63", "Int63n", "Int31", "Int31n", "Float64", "Float32", "Perm", "Shuffle", "Seed", "Uint32", "Uint64", "Read", "ExpFloat64", "NormFloat64"},
+	"math/rand/v2": {"Int", "IntN", "N", "Int64", "Int64N", "Int32", "Int32N", "Uint32", "Uint64", "Float64", "Float32",
+		"Perm", "Shuffle", "UintN", "Uint32N", "Uint64N", "ExpFloat64", "NormFloat64"},
+}
+
+var pureForbiddenImports = []string{"github.com/prometheus/", "net", "net/http", "os/exec", "github.com/pebbe/zmq4", "C"}
+
+func repoRoot(t *testing.T) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found")
+		}
+		dir = parent
+	}
+}
+
+type violation struct{ file, msg string }
+
+// check applies the rules to one parsed file in dir (slash-separated,
+// relative to the module root).
+func check(dir, file string, f *ast.File) []violation {
+	var out []violation
+	isTest := strings.HasSuffix(file, "_test.go")
+	names := map[string]string{} // local name -> import path
+	for _, imp := range f.Imports {
+		p, _ := strconv.Unquote(imp.Path.Value)
+		local := p[strings.LastIndex(p, "/")+1:]
+		if p == "math/rand/v2" {
+			local = "rand"
+		}
+		if imp.Name != nil {
+			local = imp.Name.Name
+		}
+		names[local] = p
+		if p == "C" && !cgoAllowed[dir] {
+			out = append(out, violation{file, `import "C" outside statexfer/ucx and kernels/cuda`})
+		}
+		if strings.HasPrefix(p, "github.com/pebbe/zmq4") && !zmqAllowed[dir] {
+			out = append(out, violation{file, "ZeroMQ imported outside statexfer/zmqchan"})
+		}
+		if isPure(dir) && !isTest {
+			for _, bad := range pureForbiddenImports {
+				if p == bad || (strings.HasSuffix(bad, "/") && strings.HasPrefix(p, bad)) {
+					out = append(out, violation{file, "pure core imports " + p})
+				}
+			}
+		}
+	}
+	if !isPure(dir) || isTest {
+		return out
+	}
+	ast.Inspect(f, func(n ast.Node) bool {
+		sel, ok := n.(*ast.SelectorExpr)
+		if !ok {
+			return true
+		}
+		id, ok := sel.X.(*ast.Ident)
+		if !ok {
+			return true
+		}
+		path, ok := names[id.Name]
+		if !ok {
+			return true
+		}
+		for _, fn := range pureForbiddenCalls[path] {
+			if sel.Sel.Name == fn {
+				out = append(out, violation{file, "pure core uses " + path + "." + fn})
+			}
+		}
+		return true
+	})
+	return out
+}
+
+func TestImportRules(t *testing.T) {
+	root := repoRoot(t)
+	fset := token.NewFileSet()
+	files := 0
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if n := d.Name(); n == "testdata" || strings.HasPrefix(n, ".") || n == "bin" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly|parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		if f, err = parser.ParseFile(fset, path, nil, parser.SkipObjectResolution); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, filepath.Dir(path))
+		for _, v := range check(filepath.ToSlash(rel), filepath.Base(path), f) {
+			t.Errorf("%s/%s: %s", rel, v.file, v.msg)
+		}
+		files++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 10 {
+		t.Fatalf("only %d Go files found under %s", files, root)
+	}
+}
+
+// The checker itself must catch each kind of violation.
+func TestImportRulesCatchViolations(t *testing.T) {
+	cases := []struct {
+		dir, src string
+		want     string
+	}{
+		{"hma", "package hma\nimport \"C\"\n", `import "C"`},
+		{"statexfer", "package statexfer\nimport _ \"github.com/pebbe/zmq4\"\n", "ZeroMQ"},
+		{"groups", "package groups\nimport \"time\"\nfunc f() { _ = time.Now() }\n", "time.Now"},
+		{"hma", "package hma\nimport r \"math/rand\"\nfunc f() { _ = r.Intn(3) }\n", "math/rand.Intn"},
+		{"proptest", "package proptest\nimport \"math/rand/v2\"\nfunc f() { _ = rand.IntN(3) }\n", "math/rand/v2.IntN"},
+		{"specdec", "package specdec\nimport _ \"github.com/prometheus/client_golang/prometheus\"\n", "prometheus"},
+		{"statexfer/plan", "package plan\nimport \"time\"\nfunc f() { time.Sleep(1) }\n", "time.Sleep"},
+	}
+	for _, c := range cases {
+		f, err := parser.ParseFile(token.NewFileSet(), "x.go", c.src, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs := check(c.dir, "x.go", f)
+		found := false
+		for _, v := range vs {
+			found = found || strings.Contains(v.msg, c.want)
+		}
+		if !found {
+			t.Errorf("%s: %q not flagged (got %v)", c.dir, c.want, vs)
+		}
+	}
+	// Allowed: cgo in ucx, zmq in zmqchan, time.Duration in the core, rand.New with a seed.
+	ok := []struct{ dir, src string }{
+		{"statexfer/ucx", "package ucx\nimport \"C\"\n"},
+		{"statexfer/zmqchan", "package zmqchan\nimport _ \"github.com/pebbe/zmq4\"\n"},
+		{"hma", "package hma\nimport \"time\"\nvar d time.Duration\n"},
+		{"proptest", "package proptest\nimport \"math/rand\"\nvar r = rand.New(rand.NewSource(1))\n"},
+	}
+	for _, c := range ok {
+		f, _ := parser.ParseFile(token.NewFileSet(), "x.go", c.src, 0)
+		if vs := check(c.dir, "x.go", f); len(vs) != 0 {
+			t.Errorf("%s: false positive %v", c.dir, vs)
+		}
+	}
+}
