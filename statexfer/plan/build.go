@@ -1,0 +1,481 @@
+package plan
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+)
+
+// Planner builds transfer plans between one P and one D. It is pure and
+// deterministic, and safe for concurrent use once built.
+type Planner struct {
+	P, D *Side
+	// Cost decides Auto mode.
+	Cost CostModel
+	// targets[d]: P ranks D rank d notifies; consumers[p]: notifications P rank p expects.
+	targets   [][]int
+	consumers []int
+}
+
+// New checks that P and D can exchange state and returns a planner.
+func New(p, d *Side) (*Planner, error) {
+	if p == nil || d == nil || p.TP() == 0 || d.TP() == 0 {
+		return nil, fmt.Errorf("%w: empty side", ErrIncompatible)
+	}
+	pm, dm := p.Ranks[0].Model, d.Ranks[0].Model
+	if groups.CompatHash(pm, 0) != groups.CompatHash(dm, 0) {
+		return nil, fmt.Errorf("%w: P serves %q and D %q with different specs", ErrIncompatible, pm.Name, dm.Name)
+	}
+	a, b := p.TP(), d.TP()
+	if max(a, b)%min(a, b) != 0 {
+		return nil, fmt.Errorf("%w: prefill tp %d and decode tp %d: one must divide the other", ErrIncompatible, a, b)
+	}
+	if len(p.Ranks[0].Groups) != len(d.Ranks[0].Groups) {
+		return nil, fmt.Errorf("%w: %d groups on P, %d on D", ErrIncompatible, len(p.Ranks[0].Groups), len(d.Ranks[0].Groups))
+	}
+	pl := &Planner{P: p, D: d, Cost: DefaultCost}
+	pl.targets, pl.consumers = Notifications(a, b)
+	return pl, nil
+}
+
+// Consumers is the number of notifications P rank p waits for per request.
+func (pl *Planner) Consumers(p int) int { return pl.consumers[p] }
+
+// Targets is the list of P ranks D rank d notifies per request.
+func (pl *Planner) Targets(d int) []int { return pl.targets[d] }
+
+// builder holds what one Plan call needs.
+type builder struct {
+	pl  *Planner
+	d   int
+	req *Request
+	nlo int // D rank's natural P ranks [nlo, nhi)
+	nhi int
+}
+
+// Plan builds D rank d's plan for req.
+func (pl *Planner) Plan(d int, req *Request, mode Mode) (*Plan, error) {
+	if d < 0 || d >= pl.D.TP() {
+		return nil, fmt.Errorf("%w: decode rank %d of tp %d", ErrBadRequest, d, pl.D.TP())
+	}
+	ng := len(pl.D.Ranks[0].Groups)
+	if req.Tokens < 0 || req.DHit < 0 {
+		return nil, fmt.Errorf("%w: negative token count", ErrBadRequest)
+	}
+	if len(req.PBlocks) != ng || len(req.DBlocks) != ng {
+		return nil, fmt.Errorf("%w: %d/%d block lists for %d groups", ErrBadRequest, len(req.PBlocks), len(req.DBlocks), ng)
+	}
+	b := &builder{pl: pl, d: d, req: req}
+	b.nlo, b.nhi = natural(pl.P.TP(), pl.D.TP(), d)
+	tmpls := make([]*template, ng)
+	for g := 0; g < ng; g++ {
+		t, err := b.group(g)
+		if err != nil {
+			return nil, err
+		}
+		tmpls[g] = t
+	}
+	p := b.instantiate(tmpls)
+	for _, r := range p.Remotes {
+		if r.Rank < b.nlo || r.Rank >= b.nhi {
+			return nil, fmt.Errorf("%w: internal: decode rank %d reads from prefill rank %d outside its notification range [%d,%d)",
+				ErrIncompatible, d, r.Rank, b.nlo, b.nhi)
+		}
+	}
+	if mode == Auto {
+		mode = Direct
+		if pl.Cost.PreferStaged(p) {
+			mode = Staged
+		}
+	}
+	p.Mode = mode
+	if mode == Staged {
+		stage(p)
+	}
+	return p, nil
+}
+
+// group builds the template of group g.
+func (b *builder) group(g int) (*template, error) {
+	dg := &b.pl.D.Ranks[b.d].Groups[g]
+	if dg.Kind == groups.Recurrent {
+		return b.recurrent(g)
+	}
+	return b.tokens(g)
+}
+
+// liveStart is the first position a per-token layer still needs at h
+// computed tokens (its skipped-token rule).
+func liveStart(l *groups.Layer, h int) int {
+	switch l.Kind {
+	case groups.SlidingWindow:
+		return max(0, h-l.Attention.Window+1)
+	case groups.ChunkedLocal:
+		return h / l.Attention.Chunk * l.Attention.Chunk
+	}
+	return 0
+}
+
+func (b *builder) checkID(side string, g, idx, id int, numBlocks int) error {
+	switch {
+	case id == 0:
+		return &BlockError{Side: side, Group: g, Index: idx, ID: id, Msg: "null block"}
+	case id < 0 || id >= numBlocks:
+		return &BlockError{Side: side, Group: g, Index: idx, ID: id, Msg: fmt.Sprintf("outside the pool's %d blocks", numBlocks)}
+	}
+	return nil
+}
+
+// part is one of the per-token vectors of an attention page.
+type part uint8
+
+const (
+	partK part = iota
+	partV
+	partKS
+	partVS
+)
+
+func partBytes(l *groups.LayerGeometry, pt part) int {
+	switch pt {
+	case partK:
+		return l.KBytes
+	case partV:
+		return l.VBytes
+	}
+	return l.ScaleBytes
+}
+
+func partOffset(l *groups.LayerGeometry, pt part, t, head int) int {
+	switch pt {
+	case partK:
+		return l.KOffset(t, head)
+	case partV:
+		return l.VOffset(t, head)
+	case partKS:
+		return l.ScaleOffset(t, head, false)
+	}
+	return l.ScaleOffset(t, head, true)
+}
+
+// tokenStride is the distance between consecutive tokens' vectors of one
+// head within a kernel block.
+func tokenStride(l *groups.LayerGeometry, pt part) int {
+	if l.AttnLayout == groups.NHD {
+		return l.Heads.Count * partBytes(l, pt)
+	}
+	return partBytes(l, pt)
+}
+
+func kernelBlock(l *groups.LayerGeometry) int {
+	if l.Layer.Kind == groups.MLA || l.Layer.Kind == groups.Indexer {
+		return l.BlockSize
+	}
+	return l.KernelBlockSize
+}
+
+// tokenSrc maps D-local heads to (P rank, P-local head).
+type tokenSrc struct {
+	rank, head int
+}
+
+func (b *builder) tokens(g int) (*template, error) {
+	pl, req := b.pl, b.req
+	dGeo := pl.D.Ranks[b.d]
+	li := dGeo.Groups[g].Layers[0]
+	dl := dGeo.Layer(li)
+	layer := dl.Layer
+	h := req.Tokens
+	lo, hi := max(req.DHit, liveStart(layer, h)), h
+	t := &template{}
+	if lo >= hi {
+		return t, nil
+	}
+	pg := &pl.P.Ranks[0].Groups[g]
+	bsP, bsD := pg.BlockSize, dl.BlockSize
+	pIDs, dIDs := req.PBlocks[g], req.DBlocks[g]
+	nP := (h + bsP - 1) / bsP
+	firstP := nP - len(pIDs) // block index of pIDs[0]
+	if lo/bsP < firstP {
+		return nil, &BlockError{Side: "prefill", Group: g, Index: 0, ID: -1,
+			Msg: fmt.Sprintf("%d ids sent, positions from %d need block index %d of %d", len(pIDs), lo, lo/bsP, nP)}
+	}
+	if firstP < 0 {
+		return nil, &BlockError{Side: "prefill", Group: g, Index: 0, ID: -1, Msg: fmt.Sprintf("%d ids for %d blocks", len(pIDs), nP)}
+	}
+	if need := (hi + bsD - 1) / bsD; len(dIDs) < need {
+		return nil, &BlockError{Side: "decode", Group: g, Index: len(dIDs), ID: -1, Msg: fmt.Sprintf("table of %d blocks, %d needed", len(dIDs), need)}
+	}
+	pPool, dPool := pg.Pool, dl.Pool
+	for k := lo / bsP; k < nP; k++ {
+		if err := b.checkID("prefill", g, k-firstP, pIDs[k-firstP], pl.P.NumBlocks[pPool]); err != nil {
+			return nil, err
+		}
+	}
+	for k := lo / bsD; k < (hi+bsD-1)/bsD; k++ {
+		if err := b.checkID("decode", g, k, dIDs[k], pl.D.NumBlocks[dPool]); err != nil {
+			return nil, err
+		}
+	}
+	// Where each of D's heads comes from.
+	pls := make([]groups.LayerGeometry, pl.P.TP())
+	for p := range pls {
+		pls[p] = pl.P.Ranks[p].Layer(li)
+	}
+	srcs := make([]tokenSrc, dl.Heads.Count)
+	for hd := range srcs {
+		if layer.Kind == groups.MLA || layer.Kind == groups.Indexer {
+			srcs[hd] = tokenSrc{rank: b.nlo}
+			continue
+		}
+		gh := dl.Heads.First + hd
+		hlo, hhi := holders(layer.Attention.KVHeads, pl.P.TP(), gh)
+		p := pick(hlo, hhi, b.nlo, b.nhi)
+		srcs[hd] = tokenSrc{rank: p, head: gh - pls[p].Heads.First}
+	}
+	parts := []part{partK}
+	if dl.VBytes > 0 {
+		parts = append(parts, partV)
+	}
+	if dl.ScaleBytes > 0 {
+		parts = append(parts, partKS, partVS)
+	}
+	e := tokenEmitter{t: t, dl: &dl, pls: pls, bsP: bsP, bsD: bsD, pIDs: pIDs, firstP: firstP, dIDs: dIDs,
+		strideP: int64(pl.P.Ranks[0].Pools[pPool].PageStride), strideD: int64(dl.PageStride)}
+	kbsD := kernelBlock(&dl)
+	// Emit in D page order: block, kernel block, part, then heads and tokens
+	// in D's layout order, so consecutive emissions are adjacent on D.
+	for k := lo / bsD; k*bsD < hi; k++ {
+		for u := max(lo, k*bsD); u < min(hi, (k+1)*bsD); {
+			v := min(hi, (k+1)*bsD, (u/kbsD+1)*kbsD)
+			for _, pt := range parts {
+				if dl.AttnLayout == groups.HND || dl.Heads.Count == 1 {
+					for hd, s := range srcs {
+						e.run(pt, u, v, hd, s)
+					}
+				} else {
+					for x := u; x < v; x++ {
+						for hd, s := range srcs {
+							e.run(pt, x, x+1, hd, s)
+						}
+					}
+				}
+			}
+			u = v
+		}
+	}
+	t.coalesce()
+	return t, nil
+}
+
+type tokenEmitter struct {
+	t                *template
+	dl               *groups.LayerGeometry
+	pls              []groups.LayerGeometry
+	bsP, bsD         int
+	pIDs, dIDs       []int
+	firstP           int
+	strideP, strideD int64
+}
+
+// run emits the reads of part pt of tokens [u, v) of D-local head hd, all
+// within one D kernel block, splitting at P kernel-block boundaries and
+// falling back to one read per token where a side is not contiguous.
+func (e *tokenEmitter) run(pt part, u, v, hd int, s tokenSrc) {
+	dl, plg := e.dl, &e.pls[s.rank]
+	pb := int64(partBytes(dl, pt))
+	kbsP := kernelBlock(plg)
+	pContig := tokenStride(plg, pt) == int(pb)
+	dContig := tokenStride(dl, pt) == int(pb)
+	for x := u; x < v; {
+		end := min(v, (x/kbsP+1)*kbsP) // stay within one P kernel block (hence one P block)
+		if !pContig || !dContig {
+			end = x + 1
+		}
+		kp, kd := x/e.bsP, x/e.bsD
+		src := int64(e.pIDs[kp-e.firstP])*e.strideP + int64(partOffset(plg, pt, x-kp*e.bsP, s.head))
+		dst := int64(e.dIDs[kd])*e.strideD + int64(partOffset(dl, pt, x-kd*e.bsD, hd))
+		e.t.add(s.rank, src, loc{kind: locPage, off: dst}, int64(end-x)*pb)
+		x = end
+	}
+}
+
+// recurrent builds the template of a recurrent group: the one state slot,
+// each conv segment and state tensor sliced by both sides' shards.
+func (b *builder) recurrent(g int) (*template, error) {
+	pl, req := b.pl, b.req
+	dGeo := pl.D.Ranks[b.d]
+	li := dGeo.Groups[g].Layers[0]
+	dl := dGeo.Layer(li)
+	pg := &pl.P.Ranks[0].Groups[g]
+	if len(req.PBlocks[g]) != 1 {
+		return nil, &BlockError{Side: "prefill", Group: g, Index: 0, ID: -1, Msg: fmt.Sprintf("recurrent group needs exactly 1 id, got %d", len(req.PBlocks[g]))}
+	}
+	if len(req.DBlocks[g]) != 1 {
+		return nil, &BlockError{Side: "decode", Group: g, Index: 0, ID: -1, Msg: fmt.Sprintf("recurrent group needs exactly 1 id, got %d", len(req.DBlocks[g]))}
+	}
+	pid, did := req.PBlocks[g][0], req.DBlocks[g][0]
+	if err := b.checkID("prefill", g, 0, pid, pl.P.NumBlocks[pg.Pool]); err != nil {
+		return nil, err
+	}
+	if err := b.checkID("decode", g, 0, did, pl.D.NumBlocks[dl.Pool]); err != nil {
+		return nil, err
+	}
+	t := &template{}
+	if req.Tokens == 0 {
+		return t, nil
+	}
+	srcBase := int64(pid) * int64(pl.P.Ranks[0].Pools[pg.Pool].PageStride)
+	dstBase := int64(did) * int64(dl.PageStride)
+	pls := make([]groups.LayerGeometry, pl.P.TP())
+	for p := range pls {
+		pls[p] = pl.P.Ranks[p].Layer(li)
+	}
+	rows, e := dl.ConvRows, int64(dl.ConvElem)
+	for si, ds := range dl.Segments {
+		// Runs of D units held by the same P rank, contiguous there.
+		for u := ds.First; u < ds.First+ds.Count; {
+			hlo, hhi := holders(ds.Units, pl.P.TP(), u)
+			p := pick(hlo, hhi, b.nlo, b.nhi)
+			ps := pls[p].Segments[si]
+			end := min(ds.First+ds.Count, ps.First+ps.Count)
+			w := ds.UnitWidth
+			cD := ds.Offset + (u-ds.First)*w
+			cP := ps.Offset + (u-ps.First)*w
+			b.convRun(t, p, &pls[p], &dl, srcBase, dstBase, cP, cD, (end-u)*w, rows, e)
+			u = end
+		}
+	}
+	for si, ds := range dl.States {
+		hb := int64(ds.HeadElems() * ds.DType.Size())
+		for h := ds.First; h < ds.First+ds.Count; {
+			hlo, hhi := holders(ds.Heads, pl.P.TP(), h)
+			p := pick(hlo, hhi, b.nlo, b.nhi)
+			ps := pls[p].States[si]
+			end := min(ds.First+ds.Count, ps.First+ps.Count)
+			src := srcBase + int64(ps.Offset) + int64(h-ps.First)*hb
+			dst := dstBase + int64(ds.Offset) + int64(h-ds.First)*hb
+			t.add(p, src, loc{kind: locPage, off: dst}, int64(end-h)*hb)
+			h = end
+		}
+	}
+	t.coalesce()
+	return t, nil
+}
+
+// convRun moves n channels starting at P channel cP / D channel cD, all
+// rows, between the two conv layouts.
+func (b *builder) convRun(t *template, p int, pl, dl *groups.LayerGeometry, srcBase, dstBase int64, cP, cD, n, rows int, e int64) {
+	pOff := func(c, r int) int64 { return srcBase + int64(pl.ConvOffset(c, r)) }
+	dOff := func(c, r int) int64 { return dstBase + int64(dl.ConvOffset(c, r)) }
+	slice := int64(n) * int64(rows) * e
+	switch {
+	case pl.ConvLayout == groups.DS && dl.ConvLayout == groups.DS:
+		t.add(p, pOff(cP, 0), loc{kind: locPage, off: dOff(cD, 0)}, slice)
+	case pl.ConvLayout == groups.SD && dl.ConvLayout == groups.SD:
+		for r := 0; r < rows; r++ {
+			t.add(p, pOff(cP, r), loc{kind: locPage, off: dOff(cD, r)}, int64(n)*e)
+		}
+	case pl.ConvLayout == groups.DS: // DS -> SD: read (n x rows), transpose to (rows x n), copy rows
+		a := t.scratch
+		tr := a + slice
+		t.scratch += 2 * slice
+		t.add(p, pOff(cP, 0), loc{kind: locScratch, off: a}, slice)
+		t.post = append(t.post, tStep{kind: StepTranspose, src: loc{locScratch, a}, dst: loc{locScratch, tr}, rows: n, cols: rows, itm: int(e)})
+		for r := 0; r < rows; r++ {
+			t.post = append(t.post, tStep{kind: StepCopy, src: loc{locScratch, tr + int64(r*n)*e}, dst: loc{locPage, dOff(cD, r)}, n: int64(n) * e})
+		}
+	default: // SD -> DS: read rows into (rows x n), transpose into the page's (n x rows) slice
+		a := t.scratch
+		t.scratch += slice
+		for r := 0; r < rows; r++ {
+			t.add(p, pOff(cP, r), loc{kind: locScratch, off: a + int64(r*n)*e}, int64(n)*e)
+		}
+		t.post = append(t.post, tStep{kind: StepTranspose, src: loc{locScratch, a}, dst: loc{locPage, dOff(cD, 0)}, rows: rows, cols: n, itm: int(e)})
+	}
+}
+
+// instantiate turns the group templates into a direct-mode plan: every layer
+// of a group gets its template with its own regions.
+func (b *builder) instantiate(tmpls []*template) *Plan {
+	pl := b.pl
+	pGeo, dGeo := pl.P.Ranks[0], pl.D.Ranks[b.d]
+	plan := &Plan{DRank: b.d, Notify: pl.targets[b.d]}
+	byRank := make([][]Read, pl.P.TP())
+	for g, t := range tmpls {
+		if len(t.reads) == 0 && len(t.post) == 0 {
+			continue
+		}
+		for _, li := range dGeo.Groups[g].Layers {
+			pReg := Region{Pool: pGeo.Groups[g].Pool, Slot: pGeo.LayerSlot[li]}
+			dReg := Region{Pool: dGeo.Groups[g].Pool, Slot: dGeo.LayerSlot[li]}
+			base := plan.ScratchBytes
+			plan.ScratchBytes += t.scratch
+			resolve := func(l loc) (Region, int64) {
+				if l.kind == locScratch {
+					return Staging, base + l.off
+				}
+				return dReg, l.off
+			}
+			for _, r := range t.reads {
+				reg, off := resolve(r.dst)
+				byRank[r.pRank] = append(byRank[r.pRank], Read{Remote: pReg, RemoteOff: r.src, Local: reg, LocalOff: off, Len: r.n})
+			}
+			for _, s := range t.post {
+				sr, so := resolve(s.src)
+				dr, do := resolve(s.dst)
+				plan.Post = append(plan.Post, Step{Kind: s.kind, Src: sr, SrcOff: so, Dst: dr, DstOff: do, Len: s.n, Rows: s.rows, Cols: s.cols, ItemBytes: s.itm})
+			}
+		}
+	}
+	for p, rs := range byRank {
+		if len(rs) == 0 {
+			continue
+		}
+		rs = coalesceReads(rs)
+		rp := RemotePlan{Rank: p, Reads: rs}
+		for _, r := range rs {
+			rp.Bytes += r.Len
+		}
+		plan.Remotes = append(plan.Remotes, rp)
+	}
+	return plan
+}
+
+// coalesceReads merges reads contiguous on both sides across groups (in a
+// unified pool, blocks of different groups share regions).
+func coalesceReads(rs []Read) []Read {
+	key := func(r *Read) (int, int, int, int, int64) {
+		return r.Remote.Pool, r.Remote.Slot, r.Local.Pool, r.Local.Slot, r.RemoteOff
+	}
+	sort.Slice(rs, func(i, j int) bool {
+		a1, a2, a3, a4, a5 := key(&rs[i])
+		b1, b2, b3, b4, b5 := key(&rs[j])
+		if a1 != b1 {
+			return a1 < b1
+		}
+		if a2 != b2 {
+			return a2 < b2
+		}
+		if a3 != b3 {
+			return a3 < b3
+		}
+		if a4 != b4 {
+			return a4 < b4
+		}
+		return a5 < b5
+	})
+	out := rs[:0]
+	for _, r := range rs {
+		if k := len(out) - 1; k >= 0 {
+			p := &out[k]
+			if p.Remote == r.Remote && p.Local == r.Local && p.RemoteOff+p.Len == r.RemoteOff && p.LocalOff+p.Len == r.LocalOff {
+				p.Len += r.Len
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}

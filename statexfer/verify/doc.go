@@ -1,0 +1,8 @@
+// Package verify runs the byte-exact transfer check behind `hybridxfer
+// verify` and the planner's property tests: it lays out P's and D's per-rank
+// memory with their real geometry, fills P with the synthetic coordinate
+// pattern of package oracle, allocates block ids for a batch of requests
+// (some with prefix hits on D), plans and executes every D rank's transfer,
+// then checks every byte D owns against the pattern for D's own geometry and
+// every other byte of D against its prior contents.
+package verify
