@@ -1,8 +1,9 @@
 package plan
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"slices"
 
 	"github.com/hybridxfer/hybridxfer/groups"
 )
@@ -244,11 +245,30 @@ func (b *builder) tokens(g int) (*template, error) {
 	e := tokenEmitter{t: t, dl: &dl, pls: pls, bsP: bsP, bsD: bsD, pIDs: pIDs, firstP: firstP, dIDs: dIDs,
 		strideP: int64(pl.P.Ranks[0].Pools[pPool].PageStride), strideD: int64(dl.PageStride)}
 	kbsD := kernelBlock(&dl)
+	// Fast path: when P's page for this layer has the same structure as D's
+	// (layout, kernel block, heads) and D's heads all come from one P rank
+	// with the same local indexes, a whole kernel block is one contiguous
+	// range on both sides.
+	same := len(srcs) > 0
+	for hd, s := range srcs {
+		q := &pls[s.rank]
+		same = same && s.rank == srcs[0].rank && s.head == hd && q.Heads.Count == dl.Heads.Count &&
+			q.AttnLayout == dl.AttnLayout && kernelBlock(q) == kbsD && q.TokenBytes == dl.TokenBytes
+	}
+	kbBytes := int64(kbsD) * int64(dl.TokenBytes)
 	// Emit in D page order: block, kernel block, part, then heads and tokens
 	// in D's layout order, so consecutive emissions are adjacent on D.
 	for k := lo / bsD; k*bsD < hi; k++ {
 		for u := max(lo, k*bsD); u < min(hi, (k+1)*bsD); {
 			v := min(hi, (k+1)*bsD, (u/kbsD+1)*kbsD)
+			if same && v-u == kbsD && (u%bsP)%kbsD == 0 {
+				kp := u / bsP
+				src := int64(pIDs[kp-firstP])*e.strideP + int64((u-kp*bsP)/kbsD)*kbBytes
+				dst := int64(dIDs[k])*e.strideD + int64((u-k*bsD)/kbsD)*kbBytes
+				t.add(srcs[0].rank, src, loc{kind: locPage, off: dst}, kbBytes)
+				u = v
+				continue
+			}
 			for _, pt := range parts {
 				if dl.AttnLayout == groups.HND || dl.Heads.Count == 1 {
 					for hd, s := range srcs {
@@ -396,20 +416,88 @@ func (b *builder) convRun(t *template, p int, pl, dl *groups.LayerGeometry, srcB
 	}
 }
 
+// bucket collects the reads between one P rank's region and one D region.
+// Each (group, layer) contributes one run sorted by remote offset.
+type bucket struct {
+	rank          int
+	remote, local Region
+	reads         []Read
+	runs          []int // start index of each run
+	n             int   // reads, counted before filling
+}
+
 // instantiate turns the group templates into a direct-mode plan: every layer
-// of a group gets its template with its own regions.
+// of a group gets its template with its own regions. Reads are bucketed by
+// (P rank, P region, D region); a bucket fed by several layers (groups
+// sharing a slot in a unified pool) merges their sorted runs, so reads that
+// continue each other across groups coalesce too.
 func (b *builder) instantiate(tmpls []*template) *Plan {
 	pl := b.pl
 	pGeo, dGeo := pl.P.Ranks[0], pl.D.Ranks[b.d]
 	plan := &Plan{DRank: b.d, Notify: pl.targets[b.d]}
-	byRank := make([][]Read, pl.P.TP())
-	for g, t := range tmpls {
-		if len(t.reads) == 0 && len(t.post) == 0 {
-			continue
+	type key struct {
+		rank          int
+		remote, local Region
+	}
+	regions := func(g, li int) (Region, Region) {
+		return Region{Pool: pGeo.Groups[g].Pool, Slot: pGeo.LayerSlot[li]}, Region{Pool: dGeo.Groups[g].Pool, Slot: dGeo.LayerSlot[li]}
+	}
+	// chunks calls fn for each run of template reads with the same P rank
+	// and destination kind (templates are sorted that way).
+	chunks := func(t *template, fn func(i, j int)) {
+		for i := 0; i < len(t.reads); {
+			j := i + 1
+			for j < len(t.reads) && t.reads[j].pRank == t.reads[i].pRank && t.reads[j].dst.kind == t.reads[i].dst.kind {
+				j++
+			}
+			fn(i, j)
+			i = j
 		}
+	}
+	localOf := func(d Region, l loc) Region {
+		if l.kind == locScratch {
+			return Staging
+		}
+		return d
+	}
+	// Pass 1: bucket sizes, so every read is written once into one array
+	// laid out in output order.
+	index := map[key]*bucket{}
+	var buckets []*bucket
+	total := 0
+	for g, t := range tmpls {
 		for _, li := range dGeo.Groups[g].Layers {
-			pReg := Region{Pool: pGeo.Groups[g].Pool, Slot: pGeo.LayerSlot[li]}
-			dReg := Region{Pool: dGeo.Groups[g].Pool, Slot: dGeo.LayerSlot[li]}
+			pReg, dReg := regions(g, li)
+			chunks(t, func(i, j int) {
+				k := key{t.reads[i].pRank, pReg, localOf(dReg, t.reads[i].dst)}
+				bk := index[k]
+				if bk == nil {
+					bk = &bucket{rank: k.rank, remote: k.remote, local: k.local}
+					index[k] = bk
+					buckets = append(buckets, bk)
+				}
+				bk.n += j - i
+				total += j - i
+			})
+		}
+	}
+	slices.SortFunc(buckets, func(x, y *bucket) int {
+		if c := cmp.Compare(x.rank, y.rank); c != 0 {
+			return c
+		}
+		return cmpRegionRead(Read{Remote: x.remote, Local: x.local}, Read{Remote: y.remote, Local: y.local})
+	})
+	all := make([]Read, total)
+	at, maxN := 0, 0
+	for _, bk := range buckets {
+		bk.reads = all[at : at : at+bk.n]
+		at += bk.n
+		maxN = max(maxN, bk.n)
+	}
+	// Pass 2: fill the buckets, one sorted run per (group, layer).
+	for g, t := range tmpls {
+		for _, li := range dGeo.Groups[g].Layers {
+			pReg, dReg := regions(g, li)
 			base := plan.ScratchBytes
 			plan.ScratchBytes += t.scratch
 			resolve := func(l loc) (Region, int64) {
@@ -418,10 +506,14 @@ func (b *builder) instantiate(tmpls []*template) *Plan {
 				}
 				return dReg, l.off
 			}
-			for _, r := range t.reads {
-				reg, off := resolve(r.dst)
-				byRank[r.pRank] = append(byRank[r.pRank], Read{Remote: pReg, RemoteOff: r.src, Local: reg, LocalOff: off, Len: r.n})
-			}
+			chunks(t, func(i, j int) {
+				bk := index[key{t.reads[i].pRank, pReg, localOf(dReg, t.reads[i].dst)}]
+				bk.runs = append(bk.runs, len(bk.reads))
+				for _, r := range t.reads[i:j] {
+					local, off := resolve(r.dst)
+					bk.reads = append(bk.reads, Read{Remote: pReg, RemoteOff: r.src, Local: local, LocalOff: off, Len: r.n})
+				}
+			})
 			for _, s := range t.post {
 				sr, so := resolve(s.src)
 				dr, do := resolve(s.dst)
@@ -429,43 +521,74 @@ func (b *builder) instantiate(tmpls []*template) *Plan {
 			}
 		}
 	}
-	for p, rs := range byRank {
-		if len(rs) == 0 {
-			continue
+	// Merge, coalesce and compact each bucket in place, in output order.
+	tmp := make([]Read, maxN)
+	w := 0
+	for _, bk := range buckets {
+		rs := coalesceReads(mergeRuns(bk.reads, bk.runs, tmp[:len(bk.reads)]))
+		if n := len(plan.Remotes); n == 0 || plan.Remotes[n-1].Rank != bk.rank {
+			if n > 0 {
+				plan.Remotes[n-1].Reads = all[plan.Remotes[n-1].Bytes:w:w]
+			}
+			plan.Remotes = append(plan.Remotes, RemotePlan{Rank: bk.rank, Bytes: int64(w)}) // Bytes holds the start until fixed below
 		}
-		rs = coalesceReads(rs)
-		rp := RemotePlan{Rank: p, Reads: rs}
-		for _, r := range rs {
+		w += copy(all[w:], rs)
+	}
+	if n := len(plan.Remotes); n > 0 {
+		plan.Remotes[n-1].Reads = all[plan.Remotes[n-1].Bytes:w:w]
+	}
+	for i := range plan.Remotes {
+		rp := &plan.Remotes[i]
+		rp.Bytes = 0
+		for _, r := range rp.Reads {
 			rp.Bytes += r.Len
 		}
-		plan.Remotes = append(plan.Remotes, rp)
 	}
 	return plan
 }
 
-// coalesceReads merges reads contiguous on both sides across groups (in a
-// unified pool, blocks of different groups share regions).
-func coalesceReads(rs []Read) []Read {
-	key := func(r *Read) (int, int, int, int, int64) {
-		return r.Remote.Pool, r.Remote.Slot, r.Local.Pool, r.Local.Slot, r.RemoteOff
+// mergeRuns merges the sorted runs of rs (starting at runs[i]) by remote
+// offset, pairwise, in O(n log runs).
+func mergeRuns(rs []Read, runs []int, tmp []Read) []Read {
+	if len(runs) <= 1 {
+		return rs
 	}
-	sort.Slice(rs, func(i, j int) bool {
-		a1, a2, a3, a4, a5 := key(&rs[i])
-		b1, b2, b3, b4, b5 := key(&rs[j])
-		if a1 != b1 {
-			return a1 < b1
+	bounds := append(runs, len(rs))
+	orig := rs
+	for len(bounds) > 2 {
+		nb := []int{0}
+		for i := 0; i+1 < len(bounds); i += 2 {
+			lo, mid := bounds[i], bounds[i+1]
+			hi := mid
+			if i+2 < len(bounds) {
+				hi = bounds[i+2]
+			}
+			a, c, k := lo, mid, lo
+			for a < mid && c < hi {
+				if rs[c].RemoteOff < rs[a].RemoteOff {
+					tmp[k] = rs[c]
+					c++
+				} else {
+					tmp[k] = rs[a]
+					a++
+				}
+				k++
+			}
+			k += copy(tmp[k:], rs[a:mid])
+			copy(tmp[k:], rs[c:hi])
+			nb = append(nb, hi)
 		}
-		if a2 != b2 {
-			return a2 < b2
-		}
-		if a3 != b3 {
-			return a3 < b3
-		}
-		if a4 != b4 {
-			return a4 < b4
-		}
-		return a5 < b5
-	})
+		rs, tmp = tmp, rs
+		bounds = nb
+	}
+	if &rs[0] != &orig[0] {
+		copy(orig, rs)
+	}
+	return orig
+}
+
+// coalesceReads merges sorted reads contiguous on both sides.
+func coalesceReads(rs []Read) []Read {
 	out := rs[:0]
 	for _, r := range rs {
 		if k := len(out) - 1; k >= 0 {
@@ -478,4 +601,20 @@ func coalesceReads(rs []Read) []Read {
 		out = append(out, r)
 	}
 	return out
+}
+
+func cmpRegionRead(a, b Read) int {
+	if c := cmp.Compare(a.Remote.Pool, b.Remote.Pool); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Remote.Slot, b.Remote.Slot); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Local.Pool, b.Local.Pool); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Local.Slot, b.Local.Slot); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.RemoteOff, b.RemoteOff)
 }

@@ -40,7 +40,7 @@ func (c CostModel) PreferStaged(p *Plan) bool {
 // D's staging buffer after the plan's own scratch, then scatter it to the
 // original destinations before the plan's post steps run.
 func stage(p *Plan) {
-	var scatter []Step
+	scatter := make([]Step, 0, p.NumReads()+len(p.Post))
 	for i := range p.Remotes {
 		rp := &p.Remotes[i]
 		var s int64
@@ -56,7 +56,8 @@ func stage(p *Plan) {
 		rp.Reads = []Read{{Remote: Staging, RemoteOff: 0, Local: Staging, LocalOff: base, Len: s}}
 		p.ScratchBytes += s
 	}
-	p.Post = append(scatter, p.Post...)
+	p.Post = append(scatter, p.Post...) // scatter has room for Post: no copy of the reads
+
 }
 
 // appendCopy appends a copy step, merging it into the previous one when

@@ -1,6 +1,9 @@
 package plan
 
-import "sort"
+import (
+	"cmp"
+	"slices"
+)
 
 // A template is the plan of ONE layer of a group: every layer of a group has
 // the same spec, hence the same per-rank shape and the same page offsets on
@@ -64,9 +67,8 @@ func (t *template) add(pRank int, src int64, dst loc, n int64) {
 // exactly one read per maximal run.
 func (t *template) coalesce() {
 	rs := t.reads
-	sorted := sort.SliceIsSorted(rs, func(i, j int) bool { return less(&rs[i], &rs[j]) })
-	if !sorted {
-		sort.Slice(rs, func(i, j int) bool { return less(&rs[i], &rs[j]) })
+	if !slices.IsSortedFunc(rs, cmpRead) {
+		slices.SortFunc(rs, cmpRead)
 	}
 	out := rs[:0]
 	for _, r := range rs {
@@ -82,12 +84,12 @@ func (t *template) coalesce() {
 	t.reads = out
 }
 
-func less(a, b *tRead) bool {
+func cmpRead(a, b tRead) int {
 	if a.pRank != b.pRank {
-		return a.pRank < b.pRank
+		return cmp.Compare(a.pRank, b.pRank)
 	}
 	if a.dst.kind != b.dst.kind {
-		return a.dst.kind < b.dst.kind
+		return cmp.Compare(a.dst.kind, b.dst.kind)
 	}
-	return a.src < b.src
+	return cmp.Compare(a.src, b.src)
 }

@@ -322,8 +322,8 @@ func garbageFill(b []byte, seed uint64) {
 // coalescer would have merged.
 func NonMaximal(p *plan.Plan) int {
 	type end struct {
-		rank             int
-		remote, local    plan.Region
+		rank                int
+		remote, local       plan.Region
 		remoteOff, localOff int64
 	}
 	n := 0
