@@ -17,35 +17,43 @@ type HMAPreset struct {
 
 func grp(k groups.Kind, bs int) hma.GroupSpec { return hma.GroupSpec{Kind: k, BlockSize: bs} }
 
-func sw(bs, w int) hma.GroupSpec {
-	return hma.GroupSpec{Kind: groups.SlidingWindow, BlockSize: bs, Window: w}
-}
-
-func eagle(g hma.GroupSpec) hma.GroupSpec { g.Eagle = true; return g }
-
-// HMAPresets returns the group structures of the models in
-// shared/reference/models.md (and a chunked-local one), with and without
-// their draft layers. Under the unified layout vLLM gives all groups one page
-// and, for hybrids, one block size; the separate layout may not.
+// HMAPresets returns the group structures of every groups preset (with its
+// MTP layers too where it has them) as the planner's geometry derives them
+// (hma.ConfigFromGeometry at tp 1, unified layout), scaled down so small
+// pools exercise them: the same groups, kinds, Eagle flags and pools, block
+// sizes of 4 tokens and windows or chunks of at most 9. A chunked-local
+// structure (no preset has one) is added by hand.
 func HMAPresets() []HMAPreset {
-	F, M, I, R := groups.FullAttention, groups.MLA, groups.Indexer, groups.Recurrent
-	return []HMAPreset{
-		{"llama-3.1", []hma.GroupSpec{grp(F, 4)}},
-		{"llama-3.1+eagle3", []hma.GroupSpec{eagle(grp(F, 4))}},
-		{"gpt-oss", []hma.GroupSpec{sw(4, 6), grp(F, 4)}},
-		{"gpt-oss+eagle3", []hma.GroupSpec{sw(4, 6), eagle(grp(F, 4))}},
-		{"gemma-3", []hma.GroupSpec{grp(F, 2), sw(2, 9), sw(2, 9), sw(2, 9)}},
-		{"gemma-3+eagle3", []hma.GroupSpec{grp(F, 2), sw(2, 9), sw(2, 9), eagle(grp(F, 2))}},
-		{"qwen3.5", []hma.GroupSpec{grp(F, 4), grp(R, 4)}},
-		{"qwen3.5+mtp", []hma.GroupSpec{eagle(grp(F, 4)), grp(R, 4)}},
-		{"qwen3-next-separate-bs", []hma.GroupSpec{grp(F, 2), grp(R, 8)}},
-		{"nemotron-h", []hma.GroupSpec{grp(F, 8), grp(R, 8)}},
-		{"kimi-linear", []hma.GroupSpec{grp(M, 4), grp(R, 4)}},
-		{"kimi-k2.5+eagle3", []hma.GroupSpec{grp(M, 4), eagle(grp(F, 4))}},
-		{"deepseek-v3+mtp", []hma.GroupSpec{eagle(grp(M, 4))}},
-		{"deepseek-v3.2", []hma.GroupSpec{grp(M, 4), grp(I, 4)}},
-		{"chunked-local", []hma.GroupSpec{{Kind: groups.ChunkedLocal, BlockSize: 2, Chunk: 6}, grp(F, 2)}},
+	var out []HMAPreset
+	for _, name := range groups.PresetNames() {
+		for _, mtp := range []bool{false, true} {
+			if mtp && !groups.HasMTP(name) {
+				continue
+			}
+			m, err := groups.Preset(name, groups.PresetOptions{MTP: mtp})
+			if err != nil {
+				panic(err)
+			}
+			g, err := groups.NewGeometry(m, groups.InstanceConfig{TP: 1}, 0)
+			if err != nil {
+				panic(err)
+			}
+			cfg, err := hma.ConfigFromGeometry(g, []int{1 << 20}, hma.RecurrentNone, true)
+			if err != nil {
+				panic(err)
+			}
+			gs := cfg.Groups
+			for i := range gs {
+				gs[i].BlockSize, gs[i].Pool = 4, 0
+				gs[i].Window, gs[i].Chunk = min(gs[i].Window, 9), min(gs[i].Chunk, 9)
+			}
+			if mtp {
+				name += "+mtp"
+			}
+			out = append(out, HMAPreset{Name: name, Groups: gs})
+		}
 	}
+	return append(out, HMAPreset{Name: "chunked-local", Groups: []hma.GroupSpec{{Kind: groups.ChunkedLocal, BlockSize: 2, Chunk: 6}, grp(groups.FullAttention, 2)}})
 }
 
 // GenHMAPresetConfig draws a Config for preset p: unified or separate layout
