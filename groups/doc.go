@@ -1,6 +1,7 @@
 // Package groups describes what a model's per-request state looks like,
 // globally and on each tensor-parallel rank. It is pure data and arithmetic:
-// stdlib only, no cgo, no clock, no IO beyond parsing bytes it is given.
+// stdlib only, no cgo, no clock; the only IO is ParseModelFile reading the
+// one file it is named.
 //
 // Main types:
 //

@@ -270,3 +270,63 @@ func NemotronH(c NemotronHConfig) (*Model, error) {
 	})
 	return m, m.Validate()
 }
+
+// AttentionConfig holds what the builder of attention-only models needs
+// (Llama, Mistral, Gemma 3, gpt-oss): full and sliding-window layers.
+type AttentionConfig struct {
+	Name, Architecture string
+	Layers             int
+	// Sliding marks the sliding-window layers (window Window); nil: none.
+	Sliding              []bool
+	Window               int
+	KVHeads, HeadDim     int
+	DType                DType
+	NumSpeculativeTokens int
+}
+
+// AttentionModel builds an attention-only model: layers named
+// "layers.<i>.attn", full or sliding window.
+func AttentionModel(c AttentionConfig) (*Model, error) {
+	if c.Sliding != nil && len(c.Sliding) != c.Layers {
+		return nil, fieldErr("layer_types", fmt.Sprintf("%d entries for %d layers", len(c.Sliding), c.Layers))
+	}
+	m := Pattern(c.Name, c.Architecture, c.Layers, func(i int) (Layer, bool) {
+		if c.Sliding != nil && c.Sliding[i] {
+			return SlidingLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.Window, c.DType), true
+		}
+		return AttentionLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.DType), true
+	})
+	m.NumSpeculativeTokens = c.NumSpeculativeTokens
+	return m, m.Validate()
+}
+
+// KimiLinearConfig holds what the Kimi Linear builder needs.
+type KimiLinearConfig struct {
+	Name, Architecture string
+	Layers             int
+	// MLA marks the full-attention (MLA) layers, 0-indexed; the others are
+	// KDA layers.
+	MLA                  []bool
+	LatentDim, RopeDim   int // kv_lora_rank, qk_rope_head_dim
+	KDAHeads, KDAHeadDim int // q, k and v heads of the KDA short convs
+	ConvKernel           int
+	DType                DType
+	NumSpeculativeTokens int
+}
+
+// KimiLinear builds a Kimi Linear model: KDA layers (recurrent state always
+// fp32) and MLA layers.
+func KimiLinear(c KimiLinearConfig) (*Model, error) {
+	if len(c.MLA) != c.Layers {
+		return nil, fieldErr("linear_attn_config.kda_layers", fmt.Sprintf("%d layer flags for %d layers", len(c.MLA), c.Layers))
+	}
+	m := Pattern(c.Name, c.Architecture, c.Layers, func(i int) (Layer, bool) {
+		if c.MLA[i] {
+			return MLALayer(fmt.Sprintf("layers.%d.mla", i), c.LatentDim, c.RopeDim, c.DType, MLAPlain), true
+		}
+		return RecurrentLayer(fmt.Sprintf("layers.%d.kda", i),
+			KDAState(c.KDAHeads, c.KDAHeadDim, c.KDAHeads, c.KDAHeadDim, c.ConvKernel, c.DType)), true
+	})
+	m.NumSpeculativeTokens = c.NumSpeculativeTokens
+	return m, m.Validate()
+}

@@ -60,34 +60,30 @@ func deepseek(name, arch string, indexer int, mtp int) preset {
 
 func gemma3(name string, layers, kv, hd int) preset {
 	return preset{name: name, build: func(o PresetOptions) (*Model, error) {
-		m := Pattern(name, "gemma3", layers, func(i int) (Layer, bool) {
-			if (i+1)%6 == 0 {
-				return AttentionLayer(fmt.Sprintf("layers.%d.attn", i), kv, hd, BF16), true
-			}
-			return SlidingLayer(fmt.Sprintf("layers.%d.attn", i), kv, hd, 1024, BF16), true
-		})
-		return m, m.Validate()
+		sliding := make([]bool, layers)
+		for i := range sliding {
+			sliding[i] = (i+1)%6 != 0 // 5:1 local:global
+		}
+		return AttentionModel(AttentionConfig{Name: name, Architecture: "gemma3", Layers: layers, Sliding: sliding, Window: 1024,
+			KVHeads: kv, HeadDim: hd, DType: BF16, NumSpeculativeTokens: o.NumSpeculativeTokens})
 	}}
 }
 
 func gptOSS(name string, layers int) preset {
 	return preset{name: name, build: func(o PresetOptions) (*Model, error) {
-		m := Pattern(name, "gpt_oss", layers, func(i int) (Layer, bool) {
-			if i%2 == 0 {
-				return SlidingLayer(fmt.Sprintf("layers.%d.attn", i), 8, 64, 128, BF16), true
-			}
-			return AttentionLayer(fmt.Sprintf("layers.%d.attn", i), 8, 64, BF16), true
-		})
-		return m, m.Validate()
+		sliding := make([]bool, layers)
+		for i := range sliding {
+			sliding[i] = i%2 == 0 // alternating, sliding first
+		}
+		return AttentionModel(AttentionConfig{Name: name, Architecture: "gpt_oss", Layers: layers, Sliding: sliding, Window: 128,
+			KVHeads: 8, HeadDim: 64, DType: BF16, NumSpeculativeTokens: o.NumSpeculativeTokens})
 	}}
 }
 
 func llama(name string, layers int) preset {
 	return preset{name: name, build: func(o PresetOptions) (*Model, error) {
-		m := Pattern(name, "llama", layers, func(i int) (Layer, bool) {
-			return AttentionLayer(fmt.Sprintf("layers.%d.attn", i), 8, 128, BF16), true
-		})
-		return m, m.Validate()
+		return AttentionModel(AttentionConfig{Name: name, Architecture: "llama", Layers: layers,
+			KVHeads: 8, HeadDim: 128, DType: BF16, NumSpeculativeTokens: o.NumSpeculativeTokens})
 	}}
 }
 
@@ -121,14 +117,13 @@ var presets = []preset{
 		})
 	}},
 	{name: "kimi-linear-48b-a3b", build: func(o PresetOptions) (*Model, error) {
-		m := Pattern("kimi-linear-48b-a3b", "kimi_linear", 27, func(i int) (Layer, bool) {
-			if kimiLinearMLA[i] {
-				return MLALayer(fmt.Sprintf("layers.%d.mla", i), 512, 64, BF16, MLAPlain), true
-			}
-			return RecurrentLayer(fmt.Sprintf("layers.%d.kda", i), KDAState(32, 128, 32, 128, 4, BF16)), true
-		})
-		m.NumSpeculativeTokens = o.NumSpeculativeTokens
-		return m, m.Validate()
+		mla := make([]bool, 27)
+		for i := range mla {
+			mla[i] = kimiLinearMLA[i]
+		}
+		return KimiLinear(KimiLinearConfig{Name: "kimi-linear-48b-a3b", Architecture: "kimi_linear", Layers: 27, MLA: mla,
+			LatentDim: 512, RopeDim: 64, KDAHeads: 32, KDAHeadDim: 128, ConvKernel: 4, DType: BF16,
+			NumSpeculativeTokens: o.NumSpeculativeTokens})
 	}},
 	deepseek("kimi-k2.5", "kimi_k2", 0, 0),
 	{name: "kimi-k2.5-eagle3", eagle3: true, build: func(o PresetOptions) (*Model, error) {

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/spf13/cobra"
+)
+
+func benchCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmarks: plan (planner cost and reads per request)",
+	}
+	c.AddCommand(benchPlanCmd())
+	return c
+}
+
+// planRow is one line of `bench plan`.
+type planRow struct {
+	Model        string  `json:"model"`
+	Tokens       int     `json:"tokens"`
+	PrefillTP    int     `json:"prefill_tp"`
+	DecodeTP     int     `json:"decode_tp"`
+	Bytes        int64   `json:"bytes"`
+	DirectReads  int     `json:"direct_reads"`
+	StagedReads  int     `json:"staged_reads"`
+	AutoMode     string  `json:"auto_mode"`
+	DirectPlanUs float64 `json:"direct_plan_us"` // per decode rank
+	StagedPlanUs float64 `json:"staged_plan_us"`
+}
+
+func benchPlanCmd() *cobra.Command {
+	var (
+		mf      modelFlags
+		model   string
+		tokens  string
+		pf, df  instanceFlags
+		asJSON  bool
+		repeats int
+	)
+	c := &cobra.Command{
+		Use:   "plan",
+		Short: "Plan one request per model and report reads (all decode ranks) and planning time",
+		Long: `plan builds, for every preset (or --model), one request of each --prompt-tokens
+length with worst-case fragmented block ids, plans it for every decode rank in
+direct and staged mode, and reports the read descriptors of the whole request
+(summed over decode ranks), the bytes moved and the planning time per decode
+rank (best of --repeats).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lens []int
+			for _, s := range strings.Split(tokens, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(s))
+				if err != nil || n < 1 {
+					return fmt.Errorf("--prompt-tokens: bad length %q", s)
+				}
+				lens = append(lens, n)
+			}
+			names := groups.PresetNames()
+			if model != "" {
+				names = []string{model}
+			}
+			pc, err := pf.config()
+			if err != nil {
+				return err
+			}
+			dc, err := df.config()
+			if err != nil {
+				return err
+			}
+			var rows []planRow
+			for _, name := range names {
+				m, err := mf.load(name)
+				if err != nil {
+					return err
+				}
+				for _, n := range lens {
+					row, err := benchPlanOne(m, pc, dc, n, repeats)
+					if err != nil {
+						return fmt.Errorf("%s at %d tokens: %w", name, n, err)
+					}
+					rows = append(rows, row)
+				}
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
+			}
+			tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "model\ttokens\ttp\tbytes\tdirect reads\tstaged reads\tauto\tdirect plan us\tstaged plan us\t")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%d\t%d->%d\t%d\t%d\t%d\t%s\t%.1f\t%.1f\t\n", r.Model, r.Tokens, r.PrefillTP, r.DecodeTP,
+					r.Bytes, r.DirectReads, r.StagedReads, r.AutoMode, r.DirectPlanUs, r.StagedPlanUs)
+			}
+			return tw.Flush()
+		},
+	}
+	mf.register(c)
+	pf.register(c, "prefill", 2)
+	df.register(c, "decode", 4)
+	c.Flags().StringVar(&model, "model", "", "one preset or file instead of every preset")
+	c.Flags().StringVar(&tokens, "prompt-tokens", "4096,32768", "comma-separated request lengths")
+	c.Flags().IntVar(&repeats, "repeats", 5, "planning repetitions (the best time is reported)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	return c
+}
+
+func benchPlanOne(m *groups.Model, pc, dc groups.InstanceConfig, tokens, repeats int) (planRow, error) {
+	row := planRow{Model: m.Name, Tokens: tokens, PrefillTP: pc.TP, DecodeTP: dc.TP}
+	pl, req, err := plan.Synthetic(m, pc, dc, tokens-1, 0, 1)
+	if err != nil {
+		return row, err
+	}
+	staged, direct := 0, 0
+	for d := 0; d < dc.TP; d++ {
+		for _, mode := range []plan.Mode{plan.Direct, plan.Staged, plan.Auto} {
+			best := time.Duration(1 << 62)
+			var p *plan.Plan
+			for i := 0; i < max(1, repeats); i++ {
+				start := time.Now()
+				p, err = pl.Plan(d, req, mode)
+				if err != nil {
+					return row, err
+				}
+				best = min(best, time.Since(start))
+			}
+			us := float64(best.Nanoseconds()) / 1e3 / float64(dc.TP)
+			switch mode {
+			case plan.Direct:
+				row.DirectReads += p.NumReads()
+				row.Bytes += p.Bytes()
+				row.DirectPlanUs += us
+			case plan.Staged:
+				row.StagedReads += p.NumReads()
+				row.StagedPlanUs += us
+			default:
+				if p.Mode == plan.Staged {
+					staged++
+				} else {
+					direct++
+				}
+			}
+		}
+	}
+	row.AutoMode = "direct"
+	switch {
+	case staged == dc.TP:
+		row.AutoMode = "staged"
+	case staged > 0:
+		row.AutoMode = fmt.Sprintf("mixed(%d staged)", staged)
+	}
+	return row, nil
+}
