@@ -1,29 +1,84 @@
 package verify
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 )
 
-func TestPresetsSmall(t *testing.T) {
-	for _, name := range []string{"qwen3.5-0.8b", "gemma-3-4b", "kimi-linear-48b-a3b", "nemotron-3-nano-30b-a3b", "deepseek-v3.2", "gpt-oss-20b"} {
-		m, err := groups.Preset(name, groups.PresetOptions{})
+// Every preset, real shapes, a short prompt: P and D differ in tp (both
+// directions across the list), layouts and memory layouts.
+func TestEveryPresetByteExact(t *testing.T) {
+	tpPairs := [][2]int{{2, 4}, {4, 2}, {1, 2}, {2, 1}, {8, 2}, {2, 8}}
+	for i, name := range groups.PresetNames() {
+		m, err := groups.Preset(name, groups.PresetOptions{MTP: groups.HasMTP(name)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, tp := range [][2]int{{1, 2}, {2, 1}, {2, 4}, {4, 2}} {
-			for _, mode := range []plan.Mode{plan.Direct, plan.Staged} {
-				res, err := Run(Config{Model: m, P: groups.InstanceConfig{TP: tp[0], AttnLayout: groups.NHD, ConvLayout: groups.SD},
-					D: groups.InstanceConfig{TP: tp[1]}, PromptTokens: 1500, Requests: 3, Seed: 7, Mode: mode})
-				if err != nil {
-					t.Fatalf("%s %v %v: %v", name, tp, mode, err)
-				}
-				if !res.OK() {
-					t.Errorf("%s %v %v: %+v", name, tp, mode, res)
-				}
-			}
+		tp := tpPairs[i%len(tpPairs)]
+		p := groups.InstanceConfig{TP: tp[0], AttnLayout: groups.NHD, ConvLayout: groups.SD}
+		d := groups.InstanceConfig{TP: tp[1], BlockSize: 32, Memory: groups.Separate}
+		if i%2 == 1 {
+			p, d = d, p
+			p.TP, d.TP = tp[0], tp[1]
 		}
+		mode := []plan.Mode{plan.Direct, plan.Staged, plan.Auto}[i%3]
+		t.Run(name, func(t *testing.T) {
+			res, err := Run(Config{Model: m, P: p, D: d, PromptTokens: 300, Requests: 2, Seed: uint64(i), Mode: mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.OK() {
+				t.Fatalf("%d mismatches, %d untouched violations: %s", res.ByteMismatches, res.UntouchedViolations, res.FirstProblem)
+			}
+			if res.BytesMoved == 0 || res.Reads == 0 {
+				t.Fatalf("nothing moved: %+v", res)
+			}
+		})
+	}
+}
+
+// A broken executor must be caught: dropping one read leaves owned bytes
+// wrong; writing one byte too many touches bytes D does not own.
+func TestVerifyCatchesBrokenTransfers(t *testing.T) {
+	m, _ := groups.Preset("qwen3.5-0.8b", groups.PresetOptions{})
+	cfg := Config{Model: m, P: groups.InstanceConfig{TP: 2}, D: groups.InstanceConfig{TP: 4}, PromptTokens: 200, Requests: 2, Seed: 3, Mode: plan.Direct}
+	drop := cfg
+	drop.Executor = func(p *plan.Plan, pm []*plan.RankMemory, dm *plan.RankMemory) error {
+		p.Remotes[0].Reads = p.Remotes[0].Reads[1:]
+		return plan.Execute(p, pm, dm)
+	}
+	res, err := Run(drop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ByteMismatches == 0 {
+		t.Errorf("dropped read not detected: %+v", res)
+	}
+	over := cfg
+	over.Executor = func(p *plan.Plan, pm []*plan.RankMemory, dm *plan.RankMemory) error {
+		r := &p.Remotes[0].Reads[len(p.Remotes[0].Reads)-1]
+		r.Len++
+		return plan.Execute(p, pm, dm)
+	}
+	if res, err = Run(over); err != nil {
+		t.Fatal(err)
+	}
+	if res.UntouchedViolations == 0 && res.ByteMismatches == 0 {
+		t.Errorf("overlong read not detected: %+v", res)
+	}
+}
+
+func TestVerifyRefusesImpossible(t *testing.T) {
+	m, _ := groups.Preset("qwen3.5-9b", groups.PresetOptions{})
+	_, err := Run(Config{Model: m, P: groups.InstanceConfig{TP: 3}, D: groups.InstanceConfig{TP: 1}, PromptTokens: 10, Requests: 1})
+	if !errors.Is(err, groups.ErrImpossibleTP) {
+		t.Errorf("tp 3: %v", err)
+	}
+	_, err = Run(Config{Model: m, P: groups.InstanceConfig{TP: 4}, D: groups.InstanceConfig{TP: 1}, PromptTokens: 0, Requests: 1})
+	if !errors.Is(err, ErrConfig) {
+		t.Errorf("0 tokens: %v", err)
 	}
 }
