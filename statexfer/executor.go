@@ -54,10 +54,11 @@ type Executor struct {
 func stageKey(p int, req string) string { return fmt.Sprintf("%d/%s", p, req) }
 
 // Handle processes a control message addressed to D (MsgStaged).
-func (e *Executor) Handle(m *Message, fromRank int) {
+func (e *Executor) Handle(m *Message) {
 	if m.Type != MsgStaged {
 		return
 	}
+	fromRank := m.PRank
 	e.mu.Lock()
 	ch := e.waiters[stageKey(fromRank, m.ReqID)]
 	e.mu.Unlock()
@@ -216,6 +217,7 @@ func (e *Executor) stage(ctx context.Context, reqID string, rp *plan.RemotePlan,
 // Source is P's side of the protocol for one rank: it runs staging gathers
 // and counts read-completion notifications.
 type Source struct {
+	Rank  int
 	Local *Local
 	Tr    transport.Transport
 	// Released is called once per request when its expected number of
@@ -266,7 +268,7 @@ func (s *Source) Handle(ctx context.Context, m *Message) {
 		if !complete {
 			return
 		}
-		ans := &Message{Type: MsgStaged, ReqID: m.ReqID, DRank: m.DRank}
+		ans := &Message{Type: MsgStaged, ReqID: m.ReqID, DRank: m.DRank, PRank: s.Rank}
 		if err := s.gather(steps, m.Offset); err != nil {
 			ans.Err = err.Error()
 		}

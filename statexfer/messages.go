@@ -32,6 +32,7 @@ type Message struct {
 	Type      MsgType
 	ReqID     string
 	DRank     int
+	PRank     int // MsgStaged: the answering P rank
 	Consumers int
 	Part      int
 	Parts     int
@@ -54,6 +55,7 @@ func AppendMessage(b []byte, m *Message) []byte {
 	b = append(b, msgMagic, byte(m.Type))
 	b = appendString(b, m.ReqID)
 	b = binary.AppendUvarint(b, uint64(m.DRank))
+	b = binary.AppendUvarint(b, uint64(m.PRank))
 	b = binary.AppendUvarint(b, uint64(m.Consumers))
 	b = binary.AppendUvarint(b, uint64(m.Part))
 	b = binary.AppendUvarint(b, uint64(m.Parts))
@@ -132,6 +134,7 @@ func DecodeMessage(b []byte) (*Message, error) {
 	r := &msgReader{b: b[2:]}
 	m.ReqID = r.str(maxReqID)
 	m.DRank = int(r.uvarint(1 << 20))
+	m.PRank = int(r.uvarint(1 << 20))
 	m.Consumers = int(r.uvarint(1 << 20))
 	m.Part = int(r.uvarint(1 << 20))
 	m.Parts = int(r.uvarint(1 << 20))

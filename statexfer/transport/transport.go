@@ -54,16 +54,18 @@ type Op struct {
 
 // Result is the outcome of a batch. Err is nil when every op succeeded. When
 // some ops failed, Failed lists their indexes in the posted slice (ascending)
-// and Err wraps the first cause (ErrDisconnected, ErrCanceled, ErrInjected, a
-// backend status error).
+// and Err wraps the cause of the first of them (ErrDisconnected, ErrCanceled,
+// ErrClosed, ErrInjected, a backend status error). The destination bytes of a
+// failed op are undefined; those of every other op are final.
 type Result struct {
 	Err    error
 	Failed []int
 }
 
 // Batch is a posted set of ops. Done is closed when every op has completed
-// or failed; Result is then final. Cancel asks the batch to stop: ops not yet
-// complete fail with ErrCanceled; Done still closes.
+// or failed; Result is then final (before that it is not meaningful). Cancel
+// asks the batch to stop: ops not yet complete fail with ErrCanceled; Done
+// still closes. Cancel after Done, or twice, does nothing.
 type Batch interface {
 	Done() <-chan struct{}
 	Result() Result
@@ -82,11 +84,15 @@ func Wait(ctx context.Context, b Batch) Result {
 	return b.Result()
 }
 
-// PeerID identifies a connected peer on the local side.
+// PeerID identifies a connected peer on the local side. A transport has one
+// PeerID per remote transport, whichever side connected first: Peers that
+// Connect returns for that remote have it, notifications from that remote
+// carry it as from, and PeerFailed reports it.
 type PeerID uint64
 
-// Handlers receive events from the transport's progress loop. They must not
-// block for long; they may call Peer methods.
+// Handlers receive events from the transport's progress loop, one call at a
+// time. They must not block for long; they may call Peer methods but not
+// Transport.Close (which waits for the handlers to return).
 type Handlers struct {
 	// Notify receives a notification message sent by a peer with
 	// Peer.Notify. msg is only valid during the call.

@@ -48,6 +48,18 @@ type Result struct {
 	NonMaximalReads     int   `json:"non_maximal_reads"`
 	ByteMismatches      int64 `json:"byte_mismatches"`
 	UntouchedViolations int64 `json:"untouched_violations"`
+	DirectPlans         int   `json:"direct_plans"`
+	StagedPlans         int   `json:"staged_plans"`
+	// Transport names the transport that moved the bytes ("memory": plain
+	// copies in process).
+	Transport string `json:"transport"`
+	// Paths counts the read batches per transport path (UCX: mapped,
+	// one-sided, emulated).
+	Paths map[string]int `json:"paths,omitempty"`
+	// PrefillReleased counts requests whose P ranks all saw the expected
+	// read-completion notifications (transport runs only).
+	PrefillReleased int `json:"prefill_released,omitempty"`
+	modes           map[plan.Mode]int
 	// FirstProblem describes the first mismatch or violation found.
 	FirstProblem string `json:"first_problem,omitempty"`
 	// PrefillBlockSize, DecodeBlockSize: attention block sizes after
@@ -67,8 +79,23 @@ type request struct {
 	dTab      [][]int // D's table (0 = null); recurrent one id
 }
 
-// Run performs one verification.
-func Run(cfg Config) (*Result, error) {
+// Job is one verification's deterministic setup: geometry, requests with
+// their block ids on both sides, pool sizes and the planner. Every process
+// of a multi-process run builds the same Job from the same Config.
+type Job struct {
+	Cfg     Config
+	PGeo    *groups.Geometry // rank 0
+	DGeo    *groups.Geometry
+	NumP    []int // blocks per pool
+	NumD    []int
+	PSide   *plan.Side
+	DSide   *plan.Side
+	Planner *plan.Planner
+	reqs    []*request
+}
+
+// NewJob builds the job of cfg.
+func NewJob(cfg Config) (*Job, error) {
 	if cfg.Model == nil {
 		return nil, fmt.Errorf("%w: no model", ErrConfig)
 	}
@@ -78,7 +105,8 @@ func Run(cfg Config) (*Result, error) {
 	if cfg.HitPercent == 0 {
 		cfg.HitPercent = 30
 	}
-	pc, dc := cfg.P.WithDefaults(), cfg.D.WithDefaults()
+	cfg.P, cfg.D = cfg.P.WithDefaults(), cfg.D.WithDefaults()
+	pc, dc := cfg.P, cfg.D
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x5eed))
 	// Geometry first (errors like an impossible tp surface here).
 	pGeo, err := groups.NewGeometry(cfg.Model, pc, 0)
@@ -90,7 +118,6 @@ func Run(cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
 	ng := len(pGeo.Groups)
-	// Requests and block ids.
 	pAlloc := newAllocator(len(pGeo.Pools))
 	dAlloc := newAllocator(len(dGeo.Pools))
 	hitAlign := 1
@@ -145,51 +172,129 @@ func Run(cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Model: cfg.Model.Name, PrefillTP: pc.TP, DecodeTP: dc.TP, Mode: cfg.Mode.String(), Requests: len(reqs)}
-	res.PrefillBlockSize, res.DecodeBlockSize = attnBlock(pGeo), attnBlock(dGeo)
-	for _, r := range reqs {
+	return &Job{Cfg: cfg, PGeo: pGeo, DGeo: dGeo, NumP: numP, NumD: numD, PSide: pSide, DSide: dSide, Planner: planner, reqs: reqs}, nil
+}
+
+// Requests is the number of requests.
+func (j *Job) Requests() int { return len(j.reqs) }
+
+// ReqID names request i.
+func (j *Job) ReqID(i int) string { return fmt.Sprintf("req-%d", i) }
+
+// NewResult returns a Result header for the job.
+func (j *Job) NewResult() *Result {
+	res := &Result{Model: j.Cfg.Model.Name, PrefillTP: j.Cfg.P.TP, DecodeTP: j.Cfg.D.TP, Mode: j.Cfg.Mode.String(), Requests: len(j.reqs)}
+	res.PrefillBlockSize, res.DecodeBlockSize = attnBlock(j.PGeo), attnBlock(j.DGeo)
+	for _, r := range j.reqs {
 		res.Tokens += int64(r.h)
 	}
-	// P memory with the pattern of every request's live state.
-	pMem := make([]*plan.RankMemory, pc.TP)
-	for rank, g := range pSide.Ranks {
-		pMem[rank] = plan.NewRankMemory(g, numP)
-		for _, r := range reqs {
-			fillP(g, pMem[rank], r)
-		}
+	return res
+}
+
+// PlanRequest plans request i for decode rank d (with the job's mode).
+func (j *Job) PlanRequest(d, i int) (*plan.Plan, error) {
+	r := j.reqs[i]
+	return j.Planner.Plan(d, &plan.Request{Tokens: r.h, PBlocks: r.pIDs, DBlocks: r.dTab, DHit: r.hit}, j.Cfg.Mode)
+}
+
+// FillP writes every request's pattern into P rank memory.
+func (j *Job) FillP(rank int, m *plan.RankMemory) {
+	for _, r := range j.reqs {
+		fillP(j.PSide.Ranks[rank], m, r)
+	}
+}
+
+// PrepareD fills D rank memory with the garbage stream and the pattern of
+// the positions D already holds (prefix hits).
+func (j *Job) PrepareD(rank int, m *plan.RankMemory) {
+	garbage(m, uint64(rank))
+	for _, r := range j.reqs {
+		fillHit(j.DSide.Ranks[rank], m, r)
+	}
+}
+
+// CheckD checks D rank memory after every request arrived, adding to res.
+func (j *Job) CheckD(rank int, m *plan.RankMemory, res *Result) {
+	check(j.DSide.Ranks[rank], m, j.reqs, uint64(rank), res)
+}
+
+// Account adds one executed plan to res.
+func (res *Result) Account(p *plan.Plan) {
+	res.BytesMoved += p.Bytes()
+	res.Reads += p.NumReads()
+	res.PostSteps += len(p.Post)
+	if p.Mode == plan.Direct {
+		res.NonMaximalReads += NonMaximal(p)
+	}
+	if res.modes == nil {
+		res.modes = map[plan.Mode]int{}
+	}
+	res.modes[p.Mode]++
+}
+
+// Merge adds another rank's result (same job) into res.
+func (res *Result) Merge(o *Result) {
+	res.BytesMoved += o.BytesMoved
+	res.Reads += o.Reads
+	res.PostSteps += o.PostSteps
+	res.NonMaximalReads += o.NonMaximalReads
+	res.ExpectedBytes += o.ExpectedBytes
+	res.ByteMismatches += o.ByteMismatches
+	res.UntouchedViolations += o.UntouchedViolations
+	if res.FirstProblem == "" {
+		res.FirstProblem = o.FirstProblem
+	}
+	if res.modes == nil {
+		res.modes = map[plan.Mode]int{}
+	}
+	for k, v := range o.modes {
+		res.modes[k] += v
+	}
+	res.DirectPlans, res.StagedPlans = res.modes[plan.Direct], res.modes[plan.Staged]
+}
+
+// Finish sets the mode summary.
+func (res *Result) Finish() {
+	res.DirectPlans, res.StagedPlans = res.modes[plan.Direct], res.modes[plan.Staged]
+	if res.Mode == plan.Auto.String() {
+		res.Mode = fmt.Sprintf("auto(direct=%d,staged=%d)", res.DirectPlans, res.StagedPlans)
+	}
+}
+
+// Run performs one verification in process: plans executed by cfg.Executor
+// (default plan.Execute) between Go byte slices.
+func Run(cfg Config) (*Result, error) {
+	j, err := NewJob(cfg)
+	if err != nil {
+		return nil, err
+	}
+	res := j.NewResult()
+	res.Transport = "memory"
+	pMem := make([]*plan.RankMemory, j.Cfg.P.TP)
+	for rank, g := range j.PSide.Ranks {
+		pMem[rank] = plan.NewRankMemory(g, j.NumP)
+		j.FillP(rank, pMem[rank])
 	}
 	exec := cfg.Executor
 	if exec == nil {
 		exec = plan.Execute
 	}
-	modes := map[plan.Mode]int{}
-	for rank, g := range dSide.Ranks {
-		dMem := plan.NewRankMemory(g, numD)
-		garbage(dMem, uint64(rank))
-		for _, r := range reqs {
-			fillHit(g, dMem, r)
-		}
-		for _, r := range reqs {
-			p, err := planner.Plan(rank, &plan.Request{Tokens: r.h, PBlocks: r.pIDs, DBlocks: r.dTab, DHit: r.hit}, cfg.Mode)
+	for rank, g := range j.DSide.Ranks {
+		dMem := plan.NewRankMemory(g, j.NumD)
+		j.PrepareD(rank, dMem)
+		for i := range j.reqs {
+			p, err := j.PlanRequest(rank, i)
 			if err != nil {
 				return nil, fmt.Errorf("plan for decode rank %d: %w", rank, err)
 			}
-			modes[p.Mode]++
-			if p.Mode == plan.Direct {
-				res.NonMaximalReads += NonMaximal(p)
-			}
-			res.BytesMoved += p.Bytes()
-			res.Reads += p.NumReads()
-			res.PostSteps += len(p.Post)
+			res.Account(p)
 			if err := exec(p, pMem, dMem); err != nil {
 				return nil, fmt.Errorf("execute for decode rank %d: %w", rank, err)
 			}
 		}
-		check(g, dMem, reqs, uint64(rank), res)
+		j.CheckD(rank, dMem, res)
 	}
-	if cfg.Mode == plan.Auto {
-		res.Mode = fmt.Sprintf("auto(direct=%d,staged=%d)", modes[plan.Direct], modes[plan.Staged])
-	}
+	res.Finish()
 	return res, nil
 }
 

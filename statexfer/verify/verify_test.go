@@ -1,11 +1,13 @@
 package verify
 
 import (
+	"context"
 	"errors"
 	"testing"
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
 
 // Every preset, real shapes, a short prompt: P and D differ in tp (both
@@ -80,5 +82,28 @@ func TestVerifyRefusesImpossible(t *testing.T) {
 	_, err = Run(Config{Model: m, P: groups.InstanceConfig{TP: 4}, D: groups.InstanceConfig{TP: 1}, PromptTokens: 0, Requests: 1})
 	if !errors.Is(err, ErrConfig) {
 		t.Errorf("0 tokens: %v", err)
+	}
+}
+
+// The whole protocol over the in-process transport: handshake metadata,
+// staging requests, reads, notifications, releases on P.
+func TestInprocTransport(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		tp   [2]int
+		mode plan.Mode
+	}{{"qwen3.5-0.8b", [2]int{2, 4}, plan.Direct}, {"qwen3.5-0.8b", [2]int{4, 2}, plan.Staged}, {"deepseek-v3.2", [2]int{1, 2}, plan.Auto}} {
+		m, _ := groups.Preset(c.name, groups.PresetOptions{})
+		res, err := RunTransport(context.Background(), Config{Model: m, P: groups.InstanceConfig{TP: c.tp[0]}, D: groups.InstanceConfig{TP: c.tp[1], ConvLayout: groups.SD},
+			PromptTokens: 300, Requests: 3, Seed: 5, Mode: c.mode}, "inproc",
+			func(side string, rank int, h transport.Handlers) (transport.Transport, error) {
+				return transport.NewInproc(h), nil
+			})
+		if err != nil {
+			t.Fatalf("%s %v: %v", c.name, c.tp, err)
+		}
+		if !res.OK() || res.PrefillReleased != 3 {
+			t.Fatalf("%s %v: %+v", c.name, c.tp, res)
+		}
 	}
 }

@@ -1,0 +1,70 @@
+// Package transporttest is the conformance suite for transport backends.
+//
+// A backend's test supplies an Env and calls Run:
+//
+//	func TestMyBackend(t *testing.T) { transporttest.Run(t, myEnv{}) }
+//
+// Every subtest checks behavior of the transport.Transport contract: data is
+// moved byte-exact, bounds are checked before anything is posted, a
+// notification sent after a batch completed arrives after its data, failures
+// and cancellation settle every batch, nothing hangs (generous deadlines turn
+// hangs into failures) and nothing leaks. No subtest asserts on timing.
+package transporttest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+)
+
+// Env makes transports of the backend under test.
+type Env interface {
+	// New returns a new transport delivering events to h. Run closes every
+	// transport it makes (Close must tolerate being called twice); New may
+	// register its own cleanup too.
+	New(t *testing.T, h transport.Handlers) transport.Transport
+	// Kill ends tr abruptly, as if its process or endpoint died, and
+	// reports whether the backend supports that; when it returns false the
+	// subtests that need it are skipped.
+	Kill(t *testing.T, tr transport.Transport) bool
+}
+
+// settleWait bounds every wait in the suite. It is a safety net that turns
+// a hang into a failure, never a performance assertion.
+const settleWait = 60 * time.Second
+
+// testCase is one conformance subtest.
+type testCase struct {
+	name string
+	run  func(t *testing.T, env Env)
+}
+
+// cases lists the subtests in the order Run runs them.
+var cases = []testCase{
+	{"AllocRegisterDesc", testAllocRegisterDesc},
+	{"ReadRandom", testReadRandom},
+	{"WriteRandom", testWriteRandom},
+	{"LargeOps", testLargeOps},
+	{"BoundsRejected", testBoundsRejected},
+	{"NotifyOrder", testNotifyOrder},
+	{"NotifyAfterWrite", testNotifyAfterWrite},
+	{"NotifyAfterRead", testNotifyAfterRead},
+	{"PartialFailure", testPartialFailure},
+	{"RemoteClose", testRemoteClose},
+	{"RemoteKill", testRemoteKill},
+	{"Cancel", testCancel},
+	{"Concurrent", testConcurrent},
+	{"PeerCloseWhileBusy", testPeerCloseWhileBusy},
+	{"CloseWhileBusy", testCloseWhileBusy},
+	{"NotifyClosedPeer", testNotifyClosedPeer},
+	{"PeerIDs", testPeerIDs},
+}
+
+// Run runs the conformance suite against env, one subtest per behavior.
+// Subtests run one at a time (some count goroutines).
+func Run(t *testing.T, env Env) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { c.run(t, env) })
+	}
+}

@@ -1,0 +1,112 @@
+// Package ucx is the UCX backend of statexfer/transport, and the only package
+// of the project that calls UCX (libucp through cgo, `#cgo pkg-config: ucx`).
+//
+// # Objects
+//
+// A Transport owns one UCX context and one worker. New reads the UCX_*
+// environment (ucp_config_read with a nil prefix; UCX_TLS, UCX_NET_DEVICES,
+// UCX_MEM_ALLOC_METHOD, ... pass through) and applies Config.UCX on top, so
+// two Transports in one process may use different transports. Address is
+// "HXU1", a random 64-bit transport id and the worker address. Connect
+// creates an endpoint from such an address; each endpoint is a Peer. Alloc
+// returns Memory: UCX-allocated (ucp_mem_map with UCP_MEM_MAP_ALLOCATE),
+// zeroed, with its packed rkey in Desc().Key (wrapped in a checked envelope
+// that names the owning transport). Peer.Import unpacks a peer's key on that
+// endpoint (ucp_ep_rkey_unpack) into a Remote. Peer.Read and Peer.Write post
+// batches of gets (ucp_get_nbx) and puts (ucp_put_nbx, then an endpoint
+// flush). Peer.Notify sends an active message that the remote Transport
+// hands to its Handlers.Notify.
+//
+// # Threading
+//
+// The worker is created in single-thread mode and belongs to one progress
+// goroutine locked to its OS thread (runtime.LockOSThread); every UCX call
+// is made there. Other goroutines submit commands (closures) to a queue; the
+// loop alternates draining the queue with ucp_worker_progress (up to 32
+// calls per cgo call). It busy-polls while a command, a batch or an
+// endpoint close is pending and for Config.SpinFor after the last UCX
+// event, then idles according to Config.Idle:
+//
+//   - IdleWait (default): arm the worker and block in ppoll on its event fd
+//     and the queue's eventfd (at most 50ms at a time, so UCX timers run).
+//     No CPU while idle; an incoming request or a submitted command wakes it
+//     within microseconds. Needs UCP_FEATURE_WAKEUP.
+//   - IdleSpin: never block. Lowest latency, one core per Transport.
+//   - IdleSleep: sleep Config.IdleSleep per round, woken by commands only.
+//     Cheapest, but a peer's emulated gets are served once per round.
+//
+// The idle strategy matters on the side being read: on UCX 1.13, gets that
+// are not one-sided (see Paths) are served by the TARGET's progress loop, so
+// the target must keep progressing while others read from it.
+//
+// Handlers are called on a separate dispatcher goroutine, in order, with
+// notification payloads copied inside the UCX callback: a handler may call
+// any Peer method, and a slow handler never stalls UCX progress.
+//
+// # Completion and memory rules
+//
+// C never holds a Go pointer after a call returns. A batch's addresses,
+// rkeys, per-op statuses and callback records live in one C allocation
+// (hx_batch_t); UCX's completion callbacks write statuses and count
+// completions there (a request that completes immediately returns no handle
+// and fires no callback, and is counted by the posting C loop). The
+// progress loop finalizes a batch when its completion count reaches the
+// number of posted requests, so thousands of requests never cost a Go call
+// each. Batches post at most Config.Window ops at a time. Endpoint error
+// callbacks and active-message callbacks reach Go through exported functions
+// that carry registry keys (integers), never pointers. Memory handed to UCX
+// is UCX-allocated or C memory, never Go heap memory.
+//
+// # Paths
+//
+// Every batch reports the path that served it (Batch.Path, Transport.Stats):
+//
+//   - mapped: the peer is on this host and its Memory is UCX-allocated shared
+//     memory, so ucp_rkey_ptr maps it into this process; the batch is a Go
+//     copy() per op on a goroutine of its own, without UCX requests (the
+//     fastest path, about memcpy speed). It works whatever the endpoint's
+//     error mode, because it uses no endpoint lane. Config.DisableMapped
+//     turns it off.
+//   - one-sided: UCX gets/puts on shared-memory lanes (sysv/posix) to
+//     UCX-allocated memory: the initiator copies, the target does nothing.
+//   - emulated: UCX implements the get/put with active messages the target's
+//     progress loop serves: always on tcp, and on one host whenever the
+//     endpoint is in ErrModePeer (UCX 1.13 drops shm lanes for it).
+//
+// # Errors and failure detection
+//
+// UCX statuses are *StatusError values, which wrap this package's sentinels
+// (and transport.ErrDisconnected for connection failures). With ErrModePeer
+// an endpoint failure fails every in-flight op of that peer with an error
+// wrapping transport.ErrDisconnected and calls Handlers.PeerFailed. With
+// ErrModeNone (the default, because it keeps shm lanes) UCX reports nothing
+// when a peer dies; the side channel must detect it (heartbeat, process
+// exit, connection loss) and call Peer.Fail, which does the same.
+//
+// Close stops the loop: batches in flight fail with transport.ErrClosed,
+// endpoints are closed (forced for dead peers and for ErrModePeer endpoints
+// with requests in flight, which UCX then purges; otherwise flushed for at
+// most Config.CloseTimeout), memory is unmapped, and the worker and context
+// are destroyed. Without peer error handling UCX cannot purge requests: a
+// batch still in flight after CloseTimeout is settled with ErrClosed and its
+// requests are left to UCX until they complete or the worker is destroyed;
+// if that peer was merely slow, a late get may still land in local memory.
+//
+// # UCX 1.13 defects worked around or documented
+//
+//   - A target that replies to emulated gets of an initiator that has
+//     closed or died aborts in ucp_request_try_send ("Fatal: unexpected
+//     error"), in both error modes (TestTwoProcessTargetAbort). Keep
+//     emulated reads off production paths that can lose initiators, or
+//     prefer the mapped/one-sided paths.
+//   - Force-closing a peer-mode endpoint whose wireup is in flight asserts
+//     ("got REP message"); this package forces only when it must.
+//   - Forced close without peer error handling does not purge requests.
+//
+// # Environment
+//
+// libucs installs signal handlers when it is loaded; set UCX_HANDLE_ERRORS=none
+// in the process environment to get Go's tracebacks. Set UCX_NET_DEVICES=lo
+// to keep tcp on loopback in tests. The tests of this package re-execute
+// themselves with both set.
+package ucx

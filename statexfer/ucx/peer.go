@@ -1,0 +1,450 @@
+package ucx
+
+/*
+#include <stdlib.h>
+#include "hx.h"
+*/
+import "C"
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+)
+
+// PeerID is transport.PeerID.
+type PeerID = transport.PeerID
+
+const (
+	peerOpen int32 = iota
+	peerClosed
+	peerFailed
+)
+
+// Peer is an endpoint to one remote Transport. It implements transport.Peer.
+type Peer struct {
+	t         *Transport
+	id        PeerID
+	key       uint64
+	remoteTid uint64
+
+	state  atomic.Int32
+	errMu  sync.Mutex
+	errVal error // why the peer is closed or failed
+
+	// mapMu is held for reading by mapped copies (which dereference
+	// pointers from ucp_rkey_ptr) and for writing while rkeys are destroyed.
+	mapMu   sync.RWMutex
+	mapGone bool
+
+	// rmaGet: the endpoint has get protocols of its own (ucp_ep_print_info
+	// lists "get[" lines), i.e. one-sided lanes to memory of their md.
+	rmaGet atomic.Bool
+
+	// Owned by the progress goroutine.
+	ep      C.ucp_ep_h
+	closed  bool
+	failErr error
+	remotes map[string]*Remote
+	batches map[*Batch]struct{}
+}
+
+var _ transport.Peer = (*Peer)(nil)
+
+// Remote is a peer's memory range imported through Peer.Import.
+type Remote struct {
+	p      *Peer
+	desc   transport.MemDesc
+	rkey   C.ucp_rkey_h
+	mapped unsafe.Pointer // Desc().Addr mapped by ucp_rkey_ptr, or nil (not Go memory)
+}
+
+// Desc implements transport.RemoteMemory.
+func (r *Remote) Desc() transport.MemDesc { return r.desc }
+
+// Mapped reports whether ucp_rkey_ptr mapped the range into this process
+// (the peer is on this host and its memory is UCX-allocated shared memory).
+func (r *Remote) Mapped() bool { return r.mapped != nil }
+
+// Connect implements transport.Transport. It creates an endpoint from the
+// peer's address with Config.ErrMode. UCX wires it up in the background; the
+// first operations complete once it is connected.
+func (t *Transport) Connect(ctx context.Context, addr []byte) (transport.Peer, error) {
+	return t.ConnectPeer(ctx, addr)
+}
+
+// ConnectPeer is Connect returning the concrete type.
+func (t *Transport) ConnectPeer(ctx context.Context, addr []byte) (*Peer, error) {
+	tid, waddr, err := parseAddress(addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p := &Peer{
+		t:         t,
+		id:        t.idFor(tid),
+		key:       regNext.Add(1),
+		remoteTid: tid,
+		remotes:   make(map[string]*Remote),
+		batches:   make(map[*Batch]struct{}),
+	}
+	caddr := C.CBytes(waddr)
+	defer C.free(caddr)
+	err = t.call(ctx, func() error {
+		peersByKey.Store(p.key, p)
+		mode := C.int(0)
+		if t.cfg.ErrMode == ErrModePeer {
+			mode = 1
+		}
+		if st := C.hx_ep_create(t.worker, caddr, mode, C.uintptr_t(p.key), &p.ep); st != 0 {
+			peersByKey.Delete(p.key)
+			return statusErr("ucp_ep_create", int(st))
+		}
+		t.peers[p] = struct{}{}
+		return nil
+	}, func() {
+		t.closePeer(p, fmt.Errorf("ucx: connect abandoned: %w", transport.ErrClosed))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// ID implements transport.Peer. Every Peer connected to the same remote
+// Transport has the same ID, which is also the ID notifications from that
+// Transport carry.
+func (p *Peer) ID() PeerID { return p.id }
+
+func (p *Peer) setErr(err error) {
+	p.errMu.Lock()
+	if p.errVal == nil {
+		p.errVal = err
+	}
+	p.errMu.Unlock()
+}
+
+// usable returns nil while the peer is open.
+func (p *Peer) usable() error {
+	if p.state.Load() == peerOpen {
+		return nil
+	}
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	if p.errVal != nil {
+		return p.errVal
+	}
+	return fmt.Errorf("ucx: peer: %w", transport.ErrClosed)
+}
+
+// Packed keys in MemDesc.Key: "HXK1", crc32 of the rest, owner transport id,
+// UCX packed rkey. The envelope lets Import reject foreign or damaged keys
+// before UCX parses them (ucp_ep_rkey_unpack trusts its input).
+func wrapKey(tid uint64, rkey []byte) []byte {
+	k := make([]byte, 0, 16+len(rkey))
+	k = append(k, keyMagic...)
+	k = append(k, 0, 0, 0, 0)
+	k = binary.LittleEndian.AppendUint64(k, tid)
+	k = append(k, rkey...)
+	binary.LittleEndian.PutUint32(k[4:], crc32.ChecksumIEEE(k[8:]))
+	return k
+}
+
+func unwrapKey(k []byte) (tid uint64, rkey []byte, ok bool) {
+	if len(k) <= 16 || string(k[:4]) != keyMagic {
+		return 0, nil, false
+	}
+	if binary.LittleEndian.Uint32(k[4:]) != crc32.ChecksumIEEE(k[8:]) {
+		return 0, nil, false
+	}
+	return binary.LittleEndian.Uint64(k[8:]), k[16:], true
+}
+
+// Import implements transport.Peer: it checks the descriptor's envelope and
+// owner, unpacks the rkey on this endpoint and tries ucp_rkey_ptr. Importing
+// the same descriptor again returns the same Remote. Remotes live until the
+// Peer closes.
+func (p *Peer) Import(d transport.MemDesc) (transport.RemoteMemory, error) {
+	return p.ImportRemote(d)
+}
+
+// ImportRemote is Import returning the concrete type.
+func (p *Peer) ImportRemote(d transport.MemDesc) (*Remote, error) {
+	tid, rkey, ok := unwrapKey(d.Key)
+	if !ok {
+		return nil, fmt.Errorf("%w: not a ucx key (%d bytes)", transport.ErrBadKey, len(d.Key))
+	}
+	if tid != p.remoteTid {
+		return nil, fmt.Errorf("%w: key belongs to transport %x, peer is %x", transport.ErrBadKey, tid, p.remoteTid)
+	}
+	if d.Len == 0 || d.Addr+d.Len < d.Addr {
+		return nil, fmt.Errorf("%w: range [%#x, +%d)", transport.ErrBadKey, d.Addr, d.Len)
+	}
+	if err := p.usable(); err != nil {
+		return nil, err
+	}
+	ck := fmt.Sprintf("%x/%x/", d.Addr, d.Len) + string(d.Key)
+	crkey := C.CBytes(rkey)
+	defer C.free(crkey)
+	var r *Remote
+	err := p.t.callSync(func() error {
+		if p.closed {
+			return p.usable()
+		}
+		if old, ok := p.remotes[ck]; ok {
+			r = old
+			return nil
+		}
+		nr := &Remote{p: p, desc: transport.MemDesc{Addr: d.Addr, Len: d.Len, Key: bytes.Clone(d.Key)}}
+		if st := C.ucp_ep_rkey_unpack(p.ep, crkey, &nr.rkey); st != 0 {
+			return fmt.Errorf("%w: %w", transport.ErrBadKey, statusErr("ucp_ep_rkey_unpack", int(st)))
+		}
+		p.rmaGet.Store(strings.Contains(p.infoLocked(), "get["))
+		var ptr unsafe.Pointer
+		if C.ucp_rkey_ptr(nr.rkey, C.uint64_t(d.Addr), &ptr) == 0 && ptr != nil {
+			nr.mapped = ptr
+		}
+		p.remotes[ck] = nr
+		r = nr
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// destroyRkeys runs on the progress goroutine once no op uses them.
+func (p *Peer) destroyRkeys() {
+	if len(p.remotes) == 0 && p.mapGone {
+		return
+	}
+	p.mapMu.Lock() // waits for mapped copies in progress
+	p.mapGone = true
+	p.mapMu.Unlock()
+	for k, r := range p.remotes {
+		C.ucp_rkey_destroy(r.rkey)
+		r.rkey = nil
+		delete(p.remotes, k)
+	}
+}
+
+// Read implements transport.Peer.
+func (p *Peer) Read(ops []transport.Op) (transport.Batch, error) {
+	b, err := p.post(ops, false)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Write implements transport.Peer. The batch completes after an endpoint
+// flush, when the data is visible in the peer's memory.
+func (p *Peer) Write(ops []transport.Op) (transport.Batch, error) {
+	b, err := p.post(ops, true)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// ReadBatch and WriteBatch are Read and Write returning the concrete type.
+func (p *Peer) ReadBatch(ops []transport.Op) (*Batch, error)  { return p.post(ops, false) }
+func (p *Peer) WriteBatch(ops []transport.Op) (*Batch, error) { return p.post(ops, true) }
+
+func (p *Peer) post(ops []transport.Op, write bool) (*Batch, error) {
+	for i, op := range ops {
+		if err := transport.CheckOp(i, op); err != nil {
+			return nil, err
+		}
+	}
+	locals := make([]*Memory, len(ops))
+	remotes := make([]*Remote, len(ops))
+	mapped := !p.t.cfg.DisableMapped
+	var total uint64
+	for i, op := range ops {
+		lm, ok := op.Local.(*Memory)
+		if !ok || lm.t != p.t {
+			return nil, fmt.Errorf("%w: %w: op %d: local memory", transport.ErrUnsupported, ErrForeignMemory, i)
+		}
+		if lm.closed.Load() {
+			return nil, fmt.Errorf("%w: op %d: local memory closed", transport.ErrClosed, i)
+		}
+		rm, ok := op.Remote.(*Remote)
+		if !ok || rm.p != p {
+			return nil, fmt.Errorf("%w: %w: op %d: remote memory not imported through this peer", transport.ErrBadKey, ErrForeignMemory, i)
+		}
+		locals[i], remotes[i] = lm, rm
+		mapped = mapped && rm.mapped != nil
+		total += op.Len
+	}
+	if err := p.usable(); err != nil {
+		return nil, err
+	}
+	b := &Batch{p: p, t: p.t, write: write, n: len(ops), bytes: total, done: make(chan struct{})}
+	switch {
+	case len(ops) == 0:
+		b.path = PathNone
+		b.settle(transport.Result{})
+		return b, nil
+	case mapped:
+		b.path = PathMapped
+		go b.copyMapped(ops, locals, remotes)
+		return b, nil
+	}
+	b.path = p.rmaPath(remotes)
+	c := C.hx_batch_new(nil, C.uint32_t(len(ops)), boolInt(write))
+	if c == nil {
+		return nil, fmt.Errorf("%w: batch of %d ops", ErrNoResource, len(ops))
+	}
+	n := len(ops)
+	laddr := unsafe.Slice((*uint64)(unsafe.Pointer(c.laddr)), n)
+	raddr := unsafe.Slice((*uint64)(unsafe.Pointer(c.raddr)), n)
+	lens := unsafe.Slice((*uint64)(unsafe.Pointer(c.len)), n)
+	rkeys := unsafe.Slice(c.rkey, n)
+	for i, op := range ops {
+		laddr[i] = uint64(locals[i].base) + op.LocalOff
+		raddr[i] = remotes[i].desc.Addr + op.RemoteOff
+		lens[i] = op.Len
+		rkeys[i] = remotes[i].rkey
+	}
+	b.c = c
+	err := p.t.submit(func() { p.t.start(b) })
+	if err != nil {
+		C.hx_batch_free(c)
+		return nil, err
+	}
+	return b, nil
+}
+
+// rmaPath is the path UCX takes for gets/puts through this endpoint:
+// one-sided when the memory is reachable through shared memory (rkey_ptr
+// works, so UCX-allocated shm) and the endpoint has get protocols on shm
+// lanes (error mode none); emulated (active messages served by the target's
+// progress) otherwise. TestOneSidedWithoutTargetProgress checks the claim.
+func (p *Peer) rmaPath(remotes []*Remote) Path {
+	if p.t.cfg.ErrMode == ErrModePeer || !p.rmaGet.Load() {
+		return PathEmulated
+	}
+	for _, r := range remotes {
+		if r.mapped == nil {
+			return PathEmulated
+		}
+	}
+	return PathOneSided
+}
+
+// Notify implements transport.Peer. The message is sent as an eager active
+// message from the progress goroutine, after every batch that completed
+// before the call. Payloads above Config.MaxNotify fail with
+// ErrNotifyTooLarge.
+func (p *Peer) Notify(msg []byte) error {
+	if len(msg) > p.t.cfg.MaxNotify {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrNotifyTooLarge, len(msg), p.t.cfg.MaxNotify)
+	}
+	if err := p.usable(); err != nil {
+		return err
+	}
+	var cmsg unsafe.Pointer
+	if len(msg) > 0 {
+		cmsg = C.CBytes(msg)
+	}
+	defer C.free(cmsg)
+	return p.t.callSync(func() error {
+		if p.closed {
+			return p.usable()
+		}
+		st := int(C.hx_am_send(p.ep, C.HX_AM_NOTIFY, C.uint64_t(p.t.tid), cmsg, C.size_t(len(msg)), 0))
+		if st != statusOK && st != statusInProgress {
+			return statusErr("ucp_am_send_nbx", st)
+		}
+		return nil
+	})
+}
+
+// Close implements transport.Peer: in-flight batches fail with
+// transport.ErrClosed and the endpoint is closed. The close is forced when
+// the error mode is ErrModePeer and UCX requests are in flight (UCX then
+// purges them); otherwise it flushes, which needs the peer to progress, and
+// Close waits for at most Config.CloseTimeout. Batches still in flight then
+// are settled and their requests left to UCX (see the package
+// documentation).
+func (p *Peer) Close() error {
+	var c *epClose
+	err := p.t.callSync(func() error {
+		if p.closed {
+			return nil
+		}
+		c = p.t.closePeer(p, fmt.Errorf("ucx: peer: %w", transport.ErrClosed))
+		return nil
+	})
+	if err != nil {
+		if p.t.isClosed() {
+			return nil
+		}
+		return err
+	}
+	if c != nil {
+		<-c.done
+	}
+	return nil
+}
+
+// Fail declares the peer dead from outside UCX, for example when the side
+// channel's heartbeat stops while the endpoint uses ErrModeNone (in which
+// UCX does not detect peer failure). In-flight batches fail with an error
+// wrapping transport.ErrDisconnected and cause, the endpoint is
+// force-closed and Handlers.PeerFailed is called. It returns when the
+// failure has been applied, not when the endpoint close completes.
+func (p *Peer) Fail(cause error) {
+	if cause == nil {
+		cause = fmt.Errorf("ucx: peer declared failed")
+	}
+	err := fmt.Errorf("%w: %w", transport.ErrDisconnected, cause)
+	_ = p.t.callSync(func() error {
+		if !p.closed {
+			p.t.failPeer(p, err)
+		}
+		return nil
+	})
+}
+
+// Info returns UCX's description of the endpoint (ucp_ep_print_info): its
+// lanes and the transports they use.
+func (p *Peer) Info() string {
+	var s string
+	_ = p.t.callSync(func() error {
+		s = p.infoLocked()
+		return nil
+	})
+	return s
+}
+
+func (p *Peer) infoLocked() string {
+	if p.ep == nil {
+		return ""
+	}
+	var n C.size_t
+	buf := C.hx_ep_info(p.ep, &n)
+	if buf == nil {
+		return ""
+	}
+	defer C.free(unsafe.Pointer(buf))
+	return C.GoStringN(buf, C.int(n))
+}
+
+func (t *Transport) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
