@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 	"github.com/hybridxfer/hybridxfer/statexfer/verify"
 	"github.com/spf13/cobra"
 )
@@ -55,6 +59,8 @@ func verifyCmd() *cobra.Command {
 		seed     uint64
 		mode     string
 		asJSON   bool
+		tport    string
+		errMode  string
 	)
 	c := &cobra.Command{
 		Use:   "verify --model NAME|FILE --prefill-tp N --decode-tp M [flags]",
@@ -87,7 +93,20 @@ byte_mismatches and untouched_violations are both zero.`,
 				return err
 			}
 			start := time.Now()
-			res, err := verify.Run(verify.Config{Model: m, P: pc, D: dc, PromptTokens: tokens, Requests: requests, Seed: seed, Mode: md})
+			cfg := verify.Config{Model: m, P: pc, D: dc, PromptTokens: tokens, Requests: requests, Seed: seed, Mode: md}
+			var res *verify.Result
+			switch tport {
+			case "inproc":
+				res, err = verify.RunTransport(cmd.Context(), cfg, "inproc", func(_ string, _ int, h transport.Handlers) (transport.Transport, error) {
+					return transport.NewInproc(h), nil
+				})
+			case "ucx":
+				res, err = verifyCluster(cmd.Context(), cfg, errMode)
+			case "memory":
+				res, err = verify.Run(cfg)
+			default:
+				return fmt.Errorf("--transport %q (want inproc or ucx)", tport)
+			}
 			if err != nil {
 				return err
 			}
@@ -104,6 +123,7 @@ byte_mismatches and untouched_violations are both zero.`,
 					res.Model, res.PrefillTP, res.PrefillBlockSize, res.DecodeTP, res.DecodeBlockSize, res.Mode)
 				fmt.Fprintf(out, "requests %d, tokens %d, bytes moved %d, reads %d, post steps %d (%.2fs)\n",
 					res.Requests, res.Tokens, res.BytesMoved, res.Reads, res.PostSteps, elapsed.Seconds())
+				fmt.Fprintf(out, "transport %s%s, prefill released %d of %d requests\n", res.Transport, pathsText(res.Paths), res.PrefillReleased, res.Requests)
 				fmt.Fprintf(out, "byte mismatches %d, untouched violations %d\n", res.ByteMismatches, res.UntouchedViolations)
 			}
 			if !res.OK() {
@@ -124,5 +144,60 @@ byte_mismatches and untouched_violations are both zero.`,
 	c.Flags().Uint64Var(&seed, "seed", 1, "seed for lengths, block ids, prefix hits and contents")
 	c.Flags().StringVar(&mode, "mode", "auto", "read shaping: direct, staged or auto (cost model)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	c.Flags().StringVar(&tport, "transport", "inproc", "inproc: every rank in this process over the in-process transport; ucx: each rank its own process, ZeroMQ handshake and UCX reads on 127.0.0.1")
+	c.Flags().StringVar(&errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none (shared-memory lanes, dead peers found by the side channel) or peer (UCX 1.13: tcp lanes, emulated gets)")
 	return c
+}
+
+func pathsText(p map[string]int) string {
+	if len(p) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(p))
+	for k := range p {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, p[k])
+	}
+	return " (read batches: " + strings.Join(parts, ", ") + ")"
+}
+
+// verifyCluster runs the verification with every rank in its own process.
+func verifyCluster(ctx context.Context, cfg verify.Config, errMode string) (*verify.Result, error) {
+	j, err := verify.NewJob(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+	defer cancel()
+	results, dones, err := runCluster(ctx, cfg, perRank(j.Cfg.P.TP, j.Cfg.D.TP), errMode, false, 0)
+	if err != nil {
+		return nil, err
+	}
+	res := j.NewResult()
+	res.Transport = "ucx"
+	for _, r := range results {
+		var o verify.Result
+		if err := json.Unmarshal([]byte(r), &o); err != nil {
+			return nil, fmt.Errorf("decode worker result: %w", err)
+		}
+		res.Merge(&o)
+	}
+	total := 0
+	for _, d := range dones {
+		var o struct{ Released, Ranks int }
+		if err := json.Unmarshal([]byte(d), &o); err != nil {
+			return nil, fmt.Errorf("prefill worker: %w", err)
+		}
+		total += o.Released
+	}
+	res.PrefillReleased = total / j.Cfg.P.TP
+	if total != j.Requests()*j.Cfg.P.TP {
+		return nil, fmt.Errorf("prefill ranks released %d request-ranks, want %d", total, j.Requests()*j.Cfg.P.TP)
+	}
+	res.Finish()
+	return res, nil
 }

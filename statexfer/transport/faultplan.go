@@ -21,6 +21,7 @@ const (
 	numOpKinds
 )
 
+// String returns the kind's name ("read", "write", "notify", "connect").
 func (k OpKind) String() string {
 	switch k {
 	case OpRead:
@@ -61,6 +62,7 @@ const (
 	FaultDisconnect
 )
 
+// String returns the fault kind's name.
 func (k FaultKind) String() string {
 	switch k {
 	case FaultNone:
@@ -84,6 +86,7 @@ type Fault struct {
 	Delay time.Duration
 }
 
+// String describes the fault, with its duration for a delay.
 func (f Fault) String() string {
 	if f.Kind == FaultDelay {
 		return fmt.Sprintf("delay(%v)", f.Delay)

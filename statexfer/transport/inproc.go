@@ -53,7 +53,6 @@ type Inproc struct {
 	nextPeer PeerID
 	mems     map[uint64]*inprocMem
 	links    map[uint64]*inprocLink // by remote instance id
-	peers    map[*inprocPeer]struct{}
 	inflight map[*inprocBatch]struct{}
 	queue    []*inprocBatch
 	events   []inprocEvent
@@ -95,7 +94,6 @@ func newInproc(h Handlers) *Inproc {
 		nextAddr: 1 << 32,
 		mems:     make(map[uint64]*inprocMem),
 		links:    make(map[uint64]*inprocLink),
-		peers:    make(map[*inprocPeer]struct{}),
 		inflight: make(map[*inprocBatch]struct{}),
 	}
 	t.workCond = sync.NewCond(&t.mu)
@@ -195,10 +193,12 @@ func (t *Inproc) Connect(ctx context.Context, addr []byte) (Peer, error) {
 	if l.failed == nil && r != t && r.dead.Load() {
 		// r began closing and may have looked for this link before it
 		// existed: fail it here (remoteGone is a no-op on a failed link).
-		abort := t.failLinkLocked(l, fmt.Errorf("%w: inproc %d closed", ErrDisconnected, r.id), false)
+		err := fmt.Errorf("%w: inproc %d closed", ErrDisconnected, r.id)
+		abort := t.failLinkLocked(l, err, false)
 		t.mu.Unlock()
-		abortAll(abort, l.failed)
-		return nil, l.failed
+		abortAll(abort, err)
+		t.queuePeerFailed(l, err)
+		return nil, err
 	}
 	if l.failed != nil {
 		err := l.failed
@@ -206,7 +206,6 @@ func (t *Inproc) Connect(ctx context.Context, addr []byte) (Peer, error) {
 		return nil, err
 	}
 	p := &inprocPeer{t: t, link: l}
-	t.peers[p] = struct{}{}
 	t.mu.Unlock()
 	return p, nil
 }
@@ -246,11 +245,13 @@ func (t *Inproc) remoteGone(r *Inproc, err error, lost bool) {
 	abort := t.failLinkLocked(l, err, lost)
 	t.mu.Unlock()
 	abortAll(abort, err)
+	t.queuePeerFailed(l, err)
 }
 
-// failLinkLocked marks l failed with err, queues PeerFailed and returns the
-// batches to abort (outside the lock). With lost set, notifications from the
-// remote not yet delivered are dropped. t.mu is held.
+// failLinkLocked marks l failed with err and returns the batches to abort
+// (outside the lock, before queuePeerFailed, so that every batch to the peer
+// has been told to fail by the time PeerFailed runs). With lost set,
+// notifications from the remote not yet delivered are dropped. t.mu is held.
 func (t *Inproc) failLinkLocked(l *inprocLink, err error, lost bool) []*inprocBatch {
 	l.failed = err
 	var abort []*inprocBatch
@@ -269,9 +270,18 @@ func (t *Inproc) failLinkLocked(l *inprocLink, err error, lost bool) []*inprocBa
 		clear(t.events[len(kept):])
 		t.events = kept
 	}
+	return abort
+}
+
+// queuePeerFailed queues PeerFailed for l.
+func (t *Inproc) queuePeerFailed(l *inprocLink, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
 	t.events = append(t.events, inprocEvent{src: l.remote.id, peer: l.id, err: err})
 	t.evCond.Signal()
-	return abort
 }
 
 // abortAll aborts every batch in bs with err.

@@ -55,12 +55,12 @@ func (p *inprocPeer) Import(d MemDesc) (RemoteMemory, error) {
 	if owner != r.id {
 		return nil, fmt.Errorf("%w: key of inproc %d used on a peer to inproc %d", ErrBadKey, owner, r.id)
 	}
-	if r.dead.Load() {
-		return nil, fmt.Errorf("%w: inproc %d closed", ErrDisconnected, r.id)
-	}
 	r.mu.Lock()
 	m := r.mems[id]
 	r.mu.Unlock()
+	if r.dead.Load() {
+		return nil, fmt.Errorf("%w: inproc %d closed", ErrDisconnected, r.id)
+	}
 	if m == nil || m.closed.Load() {
 		return nil, fmt.Errorf("%w: no memory %d at inproc %d", ErrBadKey, id, r.id)
 	}
@@ -138,7 +138,6 @@ func (p *inprocPeer) Close() error {
 		return nil
 	}
 	p.closed = true
-	delete(t.peers, p)
 	var abort []*inprocBatch
 	for b := range t.inflight {
 		if b.peer == p {
@@ -288,10 +287,12 @@ func (b *inprocBatch) copyOp(op *Op) error {
 	if lm.closed.Load() {
 		return fmt.Errorf("%w: local memory released", ErrClosed)
 	}
-	if rm.owner.dead.Load() {
+	// The owner's shutdown sets dead before releasing its memory: load in
+	// the other order so a dying remote reads as a disconnect, never as a
+	// bad key.
+	if released := rm.closed.Load(); rm.owner.dead.Load() {
 		return fmt.Errorf("%w: inproc %d closed", ErrDisconnected, rm.owner.id)
-	}
-	if rm.closed.Load() {
+	} else if released {
 		return fmt.Errorf("%w: remote memory released", ErrBadKey)
 	}
 	dst := lm.buf[op.LocalOff : op.LocalOff+op.Len]

@@ -59,7 +59,6 @@ type Result struct {
 	// PrefillReleased counts requests whose P ranks all saw the expected
 	// read-completion notifications (transport runs only).
 	PrefillReleased int `json:"prefill_released,omitempty"`
-	modes           map[plan.Mode]int
 	// FirstProblem describes the first mismatch or violation found.
 	FirstProblem string `json:"first_problem,omitempty"`
 	// PrefillBlockSize, DecodeBlockSize: attention block sizes after
@@ -226,10 +225,11 @@ func (res *Result) Account(p *plan.Plan) {
 	if p.Mode == plan.Direct {
 		res.NonMaximalReads += NonMaximal(p)
 	}
-	if res.modes == nil {
-		res.modes = map[plan.Mode]int{}
+	if p.Mode == plan.Staged {
+		res.StagedPlans++
+	} else {
+		res.DirectPlans++
 	}
-	res.modes[p.Mode]++
 }
 
 // Merge adds another rank's result (same job) into res.
@@ -244,18 +244,18 @@ func (res *Result) Merge(o *Result) {
 	if res.FirstProblem == "" {
 		res.FirstProblem = o.FirstProblem
 	}
-	if res.modes == nil {
-		res.modes = map[plan.Mode]int{}
+	res.DirectPlans += o.DirectPlans
+	res.StagedPlans += o.StagedPlans
+	for k, v := range o.Paths {
+		if res.Paths == nil {
+			res.Paths = map[string]int{}
+		}
+		res.Paths[k] += v
 	}
-	for k, v := range o.modes {
-		res.modes[k] += v
-	}
-	res.DirectPlans, res.StagedPlans = res.modes[plan.Direct], res.modes[plan.Staged]
 }
 
 // Finish sets the mode summary.
 func (res *Result) Finish() {
-	res.DirectPlans, res.StagedPlans = res.modes[plan.Direct], res.modes[plan.Staged]
 	if res.Mode == plan.Auto.String() {
 		res.Mode = fmt.Sprintf("auto(direct=%d,staged=%d)", res.DirectPlans, res.StagedPlans)
 	}

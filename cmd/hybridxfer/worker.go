@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/statexfer"
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+	"github.com/hybridxfer/hybridxfer/statexfer/ucx"
+	"github.com/hybridxfer/hybridxfer/statexfer/verify"
+	"github.com/hybridxfer/hybridxfer/statexfer/zmqchan"
+	"github.com/spf13/cobra"
+)
+
+func workerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "worker",
+		Short:  "Internal: one prefill or decode process of a multi-process run (reads its spec on stdin)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in := bufio.NewReader(os.Stdin)
+			line, err := in.ReadString('\n')
+			if err != nil {
+				return fmt.Errorf("worker: read spec: %w", err)
+			}
+			var spec workerSpec
+			if err := json.Unmarshal([]byte(line), &spec); err != nil {
+				return fmt.Errorf("worker: bad spec: %w", err)
+			}
+			out := &lineWriter{w: os.Stdout}
+			var runErr error
+			switch spec.Side {
+			case "prefill":
+				runErr = runPrefillWorker(spec, in, out)
+			case "decode":
+				runErr = runDecodeWorker(spec, in, out)
+			default:
+				runErr = fmt.Errorf("worker: side %q", spec.Side)
+			}
+			if runErr != nil {
+				out.line("ERROR", runErr.Error())
+			}
+			return runErr
+		},
+	}
+}
+
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) line(verb, payload string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "%s %s\n", verb, strings.ReplaceAll(payload, "\n", " "))
+}
+
+func ucxConfig(name, errMode string) (ucx.Config, error) {
+	c := ucx.Config{Name: name}
+	switch errMode {
+	case "", "none":
+		c.ErrMode = ucx.ErrModeNone
+	case "peer":
+		c.ErrMode = ucx.ErrModePeer
+	default:
+		return c, fmt.Errorf("error mode %q (want none or peer)", errMode)
+	}
+	return c, nil
+}
+
+func compat(m *groups.Model) (zmqchan.Hash, map[string]string) {
+	return zmqchan.Hash(groups.CompatHash(m, statexfer.ProtocolVersion)), groups.CompatFields(m, statexfer.ProtocolVersion)
+}
+
+// runPrefillWorker hosts P ranks: registers and fills their memory,
+// publishes metadata, serves the handshake (the host of rank 0), and waits
+// until every request was released on every hosted rank.
+func runPrefillWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error {
+	cfg, err := spec.Job.config()
+	if err != nil {
+		return err
+	}
+	j, err := verify.NewJob(cfg)
+	if err != nil {
+		return err
+	}
+	area, _, err := j.Staging()
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	var ranks []*verify.PRank
+	var trs []transport.Transport
+	defer func() {
+		for _, t := range trs {
+			t.Close()
+		}
+	}()
+	var metas []statexfer.RankMeta
+	for _, r := range spec.Ranks {
+		uc, err := ucxConfig(fmt.Sprintf("prefill-%d", r), spec.ErrMode)
+		if err != nil {
+			return err
+		}
+		d := &statexfer.Dispatch{Ctx: ctx, Log: slog.Default()}
+		tr, err := ucx.New(uc, d.Handlers())
+		if err != nil {
+			return fmt.Errorf("prefill rank %d: %w", r, err)
+		}
+		trs = append(trs, tr)
+		p, err := j.StartP(r, tr, d, area[r])
+		if err != nil {
+			return err
+		}
+		ranks = append(ranks, p)
+		metas = append(metas, p.Local.Meta("prefill", 0, tr.Address(), time.Now()))
+	}
+	enc, err := statexfer.EncodeRankMetas(metas)
+	if err != nil {
+		return err
+	}
+	out.line("META", b64(enc))
+	hostsRank0 := len(spec.Ranks) > 0 && spec.Ranks[0] == 0
+	if hostsRank0 {
+		line, err := in.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("read METAS: %w", err)
+		}
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "METAS ")
+		if !ok {
+			return fmt.Errorf("expected METAS, got %q", line)
+		}
+		var all []statexfer.RankMeta
+		for _, part := range strings.Split(rest, ",") {
+			b, err := unb64(part)
+			if err != nil {
+				return err
+			}
+			ms, err := statexfer.DecodeRankMetas(b)
+			if err != nil {
+				return err
+			}
+			all = append(all, ms...)
+		}
+		payload, err := statexfer.EncodeRankMetas(all)
+		if err != nil {
+			return err
+		}
+		hash, summary := compat(cfg.Model)
+		srv, err := zmqchan.Listen(zmqchan.ServerConfig{Host: "127.0.0.1", BasePort: spec.BasePort, EngineID: "prefill",
+			CompatHash: hash, Summary: summary,
+			Handler: func(zmqchan.Request) (zmqchan.Reply, error) { return zmqchan.Reply{Payload: payload}, nil }})
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		out.line("LISTEN", srv.Addr())
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	released := 0
+	for _, p := range ranks {
+		if err := p.Wait(wctx); err != nil {
+			return err
+		}
+		released += p.Released()
+	}
+	out.line("DONE", fmt.Sprintf(`{"released":%d,"ranks":%d}`, released, len(ranks)))
+	io.Copy(io.Discard, in) // stay up (serving reads) until the coordinator closes stdin
+	return nil
+}
+
+// fetchMetas does the handshake with P's side channel.
+func fetchMetas(ctx context.Context, addr string, m *groups.Model) ([]statexfer.RankMeta, error) {
+	hash, summary := compat(m)
+	rep, err := zmqchan.Fetch(ctx, addr, zmqchan.Request{Rank: zmqchan.RankAll, EngineID: "decode", CompatHash: hash},
+		zmqchan.WithTimeout(10*time.Second), zmqchan.WithSummary(summary))
+	if err != nil {
+		return nil, err
+	}
+	off, unc := rep.ClockOffset()
+	slog.Debug("handshake", "addr", addr, "engine", rep.EngineID, "hash", hex.EncodeToString(hash[:4]), "clock_offset", off, "uncertainty", unc)
+	return statexfer.DecodeRankMetas(rep.Payload)
+}
+
+// runDecodeWorker hosts D ranks: handshake, reads, checks (or a benchmark).
+func runDecodeWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error {
+	cfg, err := spec.Job.config()
+	if err != nil {
+		return err
+	}
+	j, err := verify.NewJob(cfg)
+	if err != nil {
+		return err
+	}
+	area, scratch, err := j.Staging()
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	metas, err := fetchMetas(ctx, spec.SideChannel, cfg.Model)
+	if err != nil {
+		return err
+	}
+	var trs []*ucx.Transport
+	defer func() {
+		for _, t := range trs {
+			t.Close()
+		}
+	}()
+	if spec.Bench {
+		res, err := benchDecode(ctx, j, spec, metas, area, scratch, &trs)
+		if err != nil {
+			return err
+		}
+		b, _ := json.Marshal(res)
+		out.line("RESULT", string(b))
+		io.Copy(io.Discard, in)
+		return nil
+	}
+	res := &verify.Result{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var firstErr error
+	for _, r := range spec.Ranks {
+		uc, err := ucxConfig(fmt.Sprintf("decode-%d", r), spec.ErrMode)
+		if err != nil {
+			return err
+		}
+		d := &statexfer.Dispatch{Ctx: ctx, Log: slog.Default()}
+		tr, err := ucx.New(uc, d.Handlers())
+		if err != nil {
+			return fmt.Errorf("decode rank %d: %w", r, err)
+		}
+		trs = append(trs, tr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dr, err := j.RunD(ctx, r, tr, d, metas, area, scratch[r])
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			res.Merge(dr)
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	res.Paths = map[string]int{}
+	for _, t := range trs {
+		for path, n := range t.Stats().Batches {
+			if n > 0 {
+				res.Paths[path.String()] += int(n)
+			}
+		}
+	}
+	b, _ := json.Marshal(res)
+	out.line("RESULT", string(b))
+	io.Copy(io.Discard, in)
+	return nil
+}
