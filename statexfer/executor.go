@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
@@ -75,10 +76,24 @@ func (e *Executor) Handle(m *Message) {
 	}
 }
 
+// RunStats times the phases of one Run.
+type RunStats struct {
+	Stage time.Duration // staging round trips (staged mode)
+	Post  time.Duration // posting the reads
+	Wait  time.Duration // from the last post to the last completion
+	Steps time.Duration // D's post-processing
+}
+
 // Run executes p for request reqID: staging (if any), every read, the post
 // steps, then the read-completion notifications. Every read is checked
 // against the remote's bounds before anything is posted.
-func (e *Executor) Run(ctx context.Context, reqID string, p *plan.Plan) error {
+func (e *Executor) Run(ctx context.Context, reqID string, p *plan.Plan) (RunStats, error) {
+	var st RunStats
+	err := e.run(ctx, reqID, p, &st)
+	return st, err
+}
+
+func (e *Executor) run(ctx context.Context, reqID string, p *plan.Plan, st *RunStats) error {
 	for i := range p.Remotes {
 		rp := &p.Remotes[i]
 		r := e.Remotes[rp.Rank]
@@ -93,6 +108,7 @@ func (e *Executor) Run(ctx context.Context, reqID string, p *plan.Plan) error {
 		}
 	}
 	// Staging: P gathers into this D rank's area of its staging buffer.
+	t0 := time.Now()
 	offsets := map[int]int64{}
 	for i := range p.Remotes {
 		rp := &p.Remotes[i]
@@ -108,6 +124,8 @@ func (e *Executor) Run(ctx context.Context, reqID string, p *plan.Plan) error {
 			return err
 		}
 	}
+	t1 := time.Now()
+	st.Stage = t1.Sub(t0)
 	// Reads, one batch per P rank, all in flight together.
 	type posted struct {
 		rank  int
@@ -142,6 +160,8 @@ func (e *Executor) Run(ctx context.Context, reqID string, p *plan.Plan) error {
 		}
 		batches = append(batches, posted{rp.Rank, b})
 	}
+	t2 := time.Now()
+	st.Post = t2.Sub(t1)
 	failed := &ReadError{ReqID: reqID, Failed: map[int][]int{}, Err: postErr}
 	for _, b := range batches {
 		res := transport.Wait(ctx, b.batch)
@@ -155,9 +175,12 @@ func (e *Executor) Run(ctx context.Context, reqID string, p *plan.Plan) error {
 	if failed.Err != nil {
 		return failed
 	}
+	t3 := time.Now()
+	st.Wait = t3.Sub(t2)
 	if err := plan.RunSteps(e.Local.Mem, p.Post); err != nil {
 		return fmt.Errorf("post-processing request %s: %w", reqID, err)
 	}
+	st.Steps = time.Since(t3)
 	return e.notifyDone(reqID, p.Notify)
 }
 

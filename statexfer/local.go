@@ -119,3 +119,6 @@ func Import(ctx context.Context, tr transport.Transport, meta RankMeta) (*Remote
 	}
 	return r, nil
 }
+
+// Region returns an imported region of the remote rank (nil when absent).
+func (r *Remote) Region(reg plan.Region) transport.RemoteMemory { return r.regs[reg] }

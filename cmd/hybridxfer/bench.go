@@ -16,9 +16,9 @@ import (
 func benchCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "bench",
-		Short: "Benchmarks: plan (planner cost and reads per request)",
+		Short: "Benchmarks: plan (planner cost and reads per request), transfer (P -> D over UCX)",
 	}
-	c.AddCommand(benchPlanCmd())
+	c.AddCommand(benchPlanCmd(), benchTransferCmd())
 	return c
 }
 

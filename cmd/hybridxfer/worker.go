@@ -69,6 +69,12 @@ func (l *lineWriter) line(verb, payload string) {
 
 func ucxConfig(name, errMode string) (ucx.Config, error) {
 	c := ucx.Config{Name: name}
+	switch os.Getenv("HYBRIDXFER_UCX_IDLE") {
+	case "spin":
+		c.Idle = ucx.IdleSpin
+	case "sleep":
+		c.Idle = ucx.IdleSleep
+	}
 	switch errMode {
 	case "", "none":
 		c.ErrMode = ucx.ErrModeNone

@@ -299,7 +299,11 @@ func (p *Peer) post(ops []transport.Op, write bool) (*Batch, error) {
 		return b, nil
 	case mapped:
 		b.path = PathMapped
-		go b.copyMapped(ops, locals, remotes)
+		if total <= inlineMapped {
+			b.copyMapped(ops, locals, remotes) // small: no goroutine hand-off
+		} else {
+			go b.copyMapped(ops, locals, remotes)
+		}
 		return b, nil
 	}
 	b.path = p.rmaPath(remotes)
@@ -359,18 +363,29 @@ func (p *Peer) Notify(msg []byte) error {
 	if len(msg) > 0 {
 		cmsg = C.CBytes(msg)
 	}
-	defer C.free(cmsg)
-	return p.t.callSync(func() error {
+	// Asynchronous: the send is queued behind every command submitted
+	// before it (so it follows the batches this side completed) and the
+	// caller does not wait for the progress goroutine to wake. A send that
+	// fails later marks the peer failed (Handlers.PeerFailed).
+	err := p.t.submit(func() {
+		defer C.free(cmsg)
 		if p.closed {
-			return p.usable()
+			return
 		}
 		st := int(C.hx_am_send(p.ep, C.HX_AM_NOTIFY, C.uint64_t(p.t.tid), cmsg, C.size_t(len(msg)), 0))
 		if st != statusOK && st != statusInProgress {
-			return statusErr("ucp_am_send_nbx", st)
+			p.t.failPeer(p, statusErr("ucp_am_send_nbx", st))
 		}
-		return nil
 	})
+	if err != nil {
+		C.free(cmsg)
+	}
+	return err
 }
+
+// inlineMapped is the largest mapped batch copied on the caller's
+// goroutine; larger ones get a goroutine of their own.
+const inlineMapped = 256 << 10
 
 // Close implements transport.Peer: in-flight batches fail with
 // transport.ErrClosed and the endpoint is closed. The close is forced when

@@ -52,6 +52,7 @@ type PRank struct {
 	Source   *statexfer.Source
 	released atomic.Int64
 	done     chan struct{}
+	once     sync.Once
 	want     int64
 }
 
@@ -68,8 +69,8 @@ func (j *Job) StartP(rank int, tr transport.Transport, d *statexfer.Dispatch, ar
 	j.FillP(rank, l.Mem)
 	p := &PRank{Rank: rank, Local: l, done: make(chan struct{}), want: int64(len(j.reqs))}
 	p.Source = &statexfer.Source{Rank: rank, Local: l, Tr: tr, Released: func(string) {
-		if p.released.Add(1) == p.want {
-			close(p.done)
+		if p.released.Add(1) >= p.want {
+			p.once.Do(func() { close(p.done) })
 		}
 	}}
 	d.SetSource(p.Source)
@@ -89,16 +90,23 @@ func (p *PRank) Wait(ctx context.Context) error {
 	}
 }
 
-// RunD runs decode rank rank over tr: registers memory, imports the P ranks
-// it needs from their metadata, executes every request's plan and checks
-// its memory. d must be the Dispatch whose Handlers tr was built with.
-func (j *Job) RunD(ctx context.Context, rank int, tr transport.Transport, d *statexfer.Dispatch, metas []statexfer.RankMeta, area []int64, scratch int64) (*Result, error) {
+// DRank is one decode rank set up for a transport run.
+type DRank struct {
+	Rank  int
+	Local *statexfer.Local
+	Exec  *statexfer.Executor
+}
+
+// SetupD registers decode rank memory with tr, prepares it (garbage and
+// prefix hits) and imports the P ranks it needs from their metadata, each
+// checked against the geometry D computes for P's configuration. d must be
+// the Dispatch whose Handlers tr was built with.
+func (j *Job) SetupD(ctx context.Context, rank int, tr transport.Transport, d *statexfer.Dispatch, metas []statexfer.RankMeta, area []int64, scratch int64) (*DRank, error) {
 	g := j.DSide.Ranks[rank]
 	l, err := statexfer.NewLocal(tr, g, j.NumD, scratch)
 	if err != nil {
 		return nil, err
 	}
-	defer l.Close()
 	j.PrepareD(rank, l.Mem)
 	ex := &statexfer.Executor{DRank: rank, Local: l, Remotes: map[int]*statexfer.Remote{}, Address: tr.Address(),
 		Consumers: j.Planner.Consumers,
@@ -108,22 +116,36 @@ func (j *Job) RunD(ctx context.Context, rank int, tr transport.Transport, d *sta
 	d.SetExecutor(ex)
 	for _, pr := range j.Planner.Targets(rank) {
 		if pr >= len(metas) {
+			l.Close()
 			return nil, fmt.Errorf("no metadata for prefill rank %d", pr)
 		}
 		m := metas[pr]
 		pg, err := groups.NewGeometry(j.Cfg.Model, m.Config, m.Rank)
-		if err != nil {
-			return nil, fmt.Errorf("prefill rank %d metadata: %w", pr, err)
+		if err == nil {
+			_, err = m.CheckAgainst(pg)
 		}
-		if _, err := m.CheckAgainst(pg); err != nil {
-			return nil, err
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("prefill rank %d metadata: %w", pr, err)
 		}
 		r, err := statexfer.Import(ctx, tr, m)
 		if err != nil {
+			l.Close()
 			return nil, err
 		}
 		ex.Remotes[pr] = r
 	}
+	return &DRank{Rank: rank, Local: l, Exec: ex}, nil
+}
+
+// RunD runs decode rank rank over tr: SetupD, every request's plan
+// executed with real reads and notifications, then the memory check.
+func (j *Job) RunD(ctx context.Context, rank int, tr transport.Transport, d *statexfer.Dispatch, metas []statexfer.RankMeta, area []int64, scratch int64) (*Result, error) {
+	dr, err := j.SetupD(ctx, rank, tr, d, metas, area, scratch)
+	if err != nil {
+		return nil, err
+	}
+	defer dr.Local.Close()
 	res := &Result{}
 	for i := range j.reqs {
 		p, err := j.PlanRequest(rank, i)
@@ -131,11 +153,11 @@ func (j *Job) RunD(ctx context.Context, rank int, tr transport.Transport, d *sta
 			return nil, fmt.Errorf("plan for decode rank %d: %w", rank, err)
 		}
 		res.Account(p)
-		if err := ex.Run(ctx, j.ReqID(i), p); err != nil {
+		if _, err := dr.Exec.Run(ctx, j.ReqID(i), p); err != nil {
 			return nil, fmt.Errorf("decode rank %d: %w", rank, err)
 		}
 	}
-	j.CheckD(rank, l.Mem, res)
+	j.CheckD(rank, dr.Local.Mem, res)
 	return res, nil
 }
 

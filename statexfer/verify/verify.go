@@ -23,8 +23,11 @@ type Config struct {
 	Requests     int    // how many requests
 	Seed         uint64 // block ids, lengths, prefix hits and contents
 	Mode         plan.Mode
-	// HitPercent is the share of requests with a prefix hit on D (default 30).
+	// HitPercent is the share of requests with a prefix hit on D (default
+	// 30; negative for none).
 	HitPercent int
+	// Exact gives every request exactly PromptTokens tokens (benchmarks).
+	Exact bool
 	// Executor runs a plan; nil means plan.Execute (in process).
 	Executor func(p *plan.Plan, pMem []*plan.RankMemory, dMem *plan.RankMemory) error
 }
@@ -128,6 +131,9 @@ func NewJob(cfg Config) (*Job, error) {
 	reqs := make([]*request, cfg.Requests)
 	for i := range reqs {
 		n := 1 + rng.IntN(cfg.PromptTokens)
+		if cfg.Exact {
+			n = cfg.PromptTokens
+		}
 		r := &request{n: n, h: n - 1, seed: rng.Uint64(), pIDs: make([][]int, ng), dTab: make([][]int, ng)}
 		if r.h >= hitAlign && rng.IntN(100) < cfg.HitPercent {
 			r.hit = rng.IntN(r.h/hitAlign+1) * hitAlign
