@@ -137,18 +137,31 @@ func (e *Executor) run(ctx context.Context, reqID string, p *plan.Plan, st *RunS
 		rp := &p.Remotes[i]
 		r := e.Remotes[rp.Rank]
 		ops := make([]transport.Op, 0, len(rp.Reads))
-		for _, rd := range rp.Reads {
-			lm, ok := e.Local.Regions[rd.Local]
-			if !ok {
-				postErr = fmt.Errorf("%w: no local region %s", ErrBounds, rd.Local)
-				break
+		shift := offsets[rp.Rank]
+		var (
+			lastL, lastR plan.Region
+			lm           transport.Memory
+			rm           transport.RemoteMemory
+		)
+		for i, rd := range rp.Reads {
+			// Reads come grouped by region pair: look regions up on change only.
+			if i == 0 || rd.Local != lastL {
+				var ok bool
+				if lm, ok = e.Local.Regions[rd.Local]; !ok {
+					postErr = fmt.Errorf("%w: no local region %s", ErrBounds, rd.Local)
+					break
+				}
+				lastL = rd.Local
 			}
-			rm, ok := r.regs[rd.Remote]
-			if !ok {
-				postErr = fmt.Errorf("%w: prefill rank %d has no region %s", ErrBounds, rp.Rank, rd.Remote)
-				break
+			if i == 0 || rd.Remote != lastR {
+				var ok bool
+				if rm, ok = r.regs[rd.Remote]; !ok {
+					postErr = fmt.Errorf("%w: prefill rank %d has no region %s", ErrBounds, rp.Rank, rd.Remote)
+					break
+				}
+				lastR = rd.Remote
 			}
-			ops = append(ops, transport.Op{Local: lm, LocalOff: uint64(rd.LocalOff), Remote: rm, RemoteOff: uint64(rd.RemoteOff + offsets[rp.Rank]), Len: uint64(rd.Len)})
+			ops = append(ops, transport.Op{Local: lm, LocalOff: uint64(rd.LocalOff), Remote: rm, RemoteOff: uint64(rd.RemoteOff + shift), Len: uint64(rd.Len)})
 		}
 		if postErr != nil {
 			break
