@@ -29,6 +29,11 @@ func workerCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelWarn
+			if os.Getenv("HYBRIDXFER_LOG") == "debug" {
+				level = slog.LevelDebug
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 			in := bufio.NewReader(os.Stdin)
 			line, err := in.ReadString('\n')
 			if err != nil {

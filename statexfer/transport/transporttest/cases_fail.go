@@ -465,6 +465,10 @@ func testCloseWhileBusy(t *testing.T, env Env) {
 
 	var posted atomic.Int64
 	busy := make(chan struct{})
+	// Close releases the memory a transport allocated: bytes are compared
+	// only while a is open (memMu orders the checks against Close).
+	var memMu sync.RWMutex
+	aClosed := false
 	var wg sync.WaitGroup
 	for g := range workers {
 		wg.Go(func() {
@@ -488,6 +492,11 @@ func testCloseWhileBusy(t *testing.T, env Env) {
 				if res.Err != nil && !errors.Is(res.Err, transport.ErrClosed) {
 					t.Errorf("worker %d: Err %v, want nil or ErrClosed", g, res.Err)
 					return false
+				}
+				memMu.RLock()
+				defer memMu.RUnlock()
+				if aClosed {
+					return true
 				}
 				for j, op := range opss[s] {
 					if !slices.Contains(res.Failed, j) && !opBytesEqual(op, local.Bytes(), remoteMem.Bytes()) {
@@ -529,7 +538,12 @@ func testCloseWhileBusy(t *testing.T, env Env) {
 		t.Fatalf("workers did not post 64 batches within %v", settleWait)
 	}
 	closed := make(chan error, 1)
-	go func() { closed <- a.tr.Close() }()
+	go func() {
+		memMu.Lock()
+		aClosed = true
+		memMu.Unlock()
+		closed <- a.tr.Close()
+	}()
 	select {
 	case err := <-closed:
 		if err != nil {

@@ -1,0 +1,196 @@
+package statexfer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+	"pgregory.net/rapid"
+)
+
+func genMessage(t *rapid.T) *Message {
+	m := &Message{
+		Type:      MsgType(rapid.IntRange(int(MsgDone), int(MsgAbort)).Draw(t, "type")),
+		ReqID:     rapid.StringN(0, 40, maxReqID).Draw(t, "req"),
+		DRank:     rapid.IntRange(0, 1<<20).Draw(t, "drank"),
+		PRank:     rapid.IntRange(0, 1<<20).Draw(t, "prank"),
+		Consumers: rapid.IntRange(0, 1<<20).Draw(t, "consumers"),
+		Part:      rapid.IntRange(0, 1<<20).Draw(t, "part"),
+		Parts:     rapid.IntRange(0, 1<<20).Draw(t, "parts"),
+		Offset:    rapid.Int64Range(0, 1<<50).Draw(t, "offset"),
+		Err:       rapid.StringN(0, 30, maxErrLen).Draw(t, "err"),
+	}
+	if r := rapid.SliceOfN(rapid.Byte(), 0, 64).Draw(t, "reply"); len(r) > 0 {
+		m.Reply = r
+	}
+	n := rapid.IntRange(0, 5).Draw(t, "steps")
+	for i := 0; i < n; i++ {
+		reg := func(l string) plan.Region {
+			return plan.Region{Pool: rapid.IntRange(-1, 9).Draw(t, l+"pool"), Slot: rapid.IntRange(0, 99).Draw(t, l+"slot")}
+		}
+		m.Steps = append(m.Steps, plan.Step{Kind: plan.StepKind(rapid.IntRange(1, 2).Draw(t, "kind")), Src: reg("s"), SrcOff: rapid.Int64().Draw(t, "so"),
+			Dst: reg("d"), DstOff: rapid.Int64().Draw(t, "do"), Len: rapid.Int64().Draw(t, "len"),
+			Rows: rapid.IntRange(-5, 1<<20).Draw(t, "rows"), Cols: rapid.IntRange(0, 1<<20).Draw(t, "cols"), ItemBytes: rapid.IntRange(0, 8).Draw(t, "item")})
+	}
+	return m
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		m := genMessage(t)
+		b := AppendMessage(nil, m)
+		got, err := DecodeMessage(b)
+		if err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Fatalf("round trip:\n got %+v\nwant %+v", got, m)
+		}
+		// Every strict prefix is an error, never a panic.
+		for i := 0; i < len(b); i++ {
+			if _, err := DecodeMessage(b[:i]); err == nil {
+				t.Fatalf("prefix of %d bytes decoded", i)
+			}
+		}
+	})
+}
+
+func FuzzDecodeMessage(f *testing.F) {
+	f.Add(AppendMessage(nil, &Message{Type: MsgDone, ReqID: "r1", Consumers: 2}))
+	f.Add(AppendMessage(nil, &Message{Type: MsgStage, ReqID: "r2", Steps: []plan.Step{{Kind: plan.StepCopy, Len: 5}}, Reply: []byte("addr")}))
+	f.Add([]byte{msgMagic, 9})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeMessage(b)
+		if err != nil {
+			if !errors.Is(err, ErrMessage) {
+				t.Fatalf("error %v does not wrap ErrMessage", err)
+			}
+			return
+		}
+		again, err := DecodeMessage(AppendMessage(nil, m))
+		if err != nil || !reflect.DeepEqual(again, m) {
+			t.Fatalf("re-encode unstable: %v", err)
+		}
+	})
+}
+
+// testLocal registers tiny rank memory on an in-process transport.
+func testLocal(t *testing.T, tp, rank int) (*Local, transport.Transport) {
+	t.Helper()
+	m, err := groups.Preset("qwen3.5-0.8b", groups.PresetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := groups.NewGeometry(m, groups.InstanceConfig{TP: tp}, rank)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := transport.NewInproc(transport.Handlers{})
+	t.Cleanup(func() { tr.Close() })
+	l, err := NewLocal(tr, g, []int{5}, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, tr
+}
+
+func TestRankMetaRoundTripAndChecks(t *testing.T) {
+	l, tr := testLocal(t, 2, 1)
+	meta := l.Meta("p", 0, tr.Address(), time.Unix(0, 42))
+	b, err := EncodeRankMetas([]RankMeta{meta})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := DecodeRankMetas(b)
+	if err != nil || len(ms) != 1 || !reflect.DeepEqual(ms[0], meta) {
+		t.Fatalf("round trip: %v %+v", err, ms)
+	}
+	nb, err := ms[0].CheckAgainst(l.Geo)
+	if err != nil || !reflect.DeepEqual(nb, []int{5}) {
+		t.Fatalf("CheckAgainst own geometry: %v %v", nb, err)
+	}
+	// A peer whose geometry differs from what the metadata says is refused.
+	other, _ := groups.NewGeometry(l.Geo.Model, groups.InstanceConfig{TP: 2, BlockSize: 64}, 1)
+	if _, err := ms[0].CheckAgainst(other); !errors.Is(err, ErrMetadata) {
+		t.Errorf("different block size accepted: %v", err)
+	}
+	bad := meta
+	bad.Regions = append([]RegionMeta(nil), meta.Regions...)
+	bad.Regions[0].NumBlocks = 1 << 30
+	if b, _ := EncodeRankMetas([]RankMeta{bad}); b != nil {
+		if _, err := DecodeRankMetas(b); !errors.Is(err, ErrMetadata) {
+			t.Errorf("region claiming more blocks than bytes accepted: %v", err)
+		}
+	}
+}
+
+func FuzzDecodeRankMetas(f *testing.F) {
+	m := RankMeta{Version: MetadataVersion, TP: 1, Address: []byte{1}, Regions: []RegionMeta{{Len: 64, Stride: 16, NumBlocks: 4}}}
+	b, _ := EncodeRankMetas([]RankMeta{m})
+	f.Add(b)
+	f.Add([]byte{0x81, 0xa1, 0x76, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ms, err := DecodeRankMetas(b)
+		if err != nil {
+			if !errors.Is(err, ErrMetadata) {
+				t.Fatalf("error %v does not wrap ErrMetadata", err)
+			}
+			return
+		}
+		for _, m := range ms {
+			if err := m.sane(); err != nil {
+				t.Fatalf("accepted insane metadata: %v", err)
+			}
+		}
+	})
+}
+
+// Out-of-range reads are refused before anything is posted: the executor
+// returns ErrBounds and D's memory is unchanged.
+func TestExecutorRejectsOutOfBoundsBeforeReading(t *testing.T) {
+	pl, ptr := testLocal(t, 1, 0)
+	for i := range pl.Mem.Pools[0][0] {
+		pl.Mem.Pools[0][0][i] = 0xAB
+	}
+	dl, dtr := testLocal(t, 1, 0)
+	remote, err := Import(context.Background(), dtr, pl.Meta("p", 0, ptr.Address(), time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := &Executor{Local: dl, Remotes: map[int]*Remote{0: remote}, Consumers: func(int) int { return 1 }}
+	reg := plan.Region{Pool: 0, Slot: 0}
+	size := int64(len(pl.Mem.Pools[0][0]))
+	cases := map[string]plan.Read{
+		"remote past end":   {Remote: reg, RemoteOff: size - 8, Local: reg, LocalOff: 0, Len: 16},
+		"remote negative":   {Remote: reg, RemoteOff: -8, Local: reg, Len: 8},
+		"local past end":    {Remote: reg, Local: reg, LocalOff: size, Len: 8},
+		"unknown region":    {Remote: plan.Region{Pool: 3, Slot: 0}, Local: reg, Len: 8},
+		"zero length":       {Remote: reg, Local: reg, Len: 0},
+		"slot out of range": {Remote: plan.Region{Pool: 0, Slot: 99}, Local: reg, Len: 8},
+	}
+	for name, rd := range cases {
+		good := plan.Read{Remote: reg, RemoteOff: 0, Local: reg, LocalOff: 64, Len: 8}
+		p := &plan.Plan{Remotes: []plan.RemotePlan{{Rank: 0, Reads: []plan.Read{good, rd}}}}
+		before := bytes.Clone(dl.Mem.Pools[0][0])
+		if _, err := ex.Run(context.Background(), "r", p); !errors.Is(err, ErrBounds) {
+			t.Errorf("%s: %v, want ErrBounds", name, err)
+		}
+		if !bytes.Equal(before, dl.Mem.Pools[0][0]) {
+			t.Errorf("%s: memory changed although the plan was refused", name)
+		}
+	}
+	// The same good read alone goes through.
+	p := &plan.Plan{Remotes: []plan.RemotePlan{{Rank: 0, Reads: []plan.Read{{Remote: reg, Local: reg, LocalOff: 64, Len: 8}}}}}
+	if _, err := ex.Run(context.Background(), "r", p); err != nil {
+		t.Fatal(err)
+	}
+	if dl.Mem.Pools[0][0][64] != 0xAB {
+		t.Error("good read did not land")
+	}
+}
