@@ -3,7 +3,10 @@ SHELL := /bin/bash
 GO ?= go
 PKGS := ./...
 # The pure core must build and test without cgo.
-PURE := ./groups/... ./hma/... ./specdec/... ./proptest/... ./kernels ./statexfer/transport/...
+PURE := ./groups/... ./hma/... ./specdec/... ./proptest/... ./oracle/... ./statexfer/plan/... ./kernels ./statexfer/transport/...
+# Compute-heavy byte-level checks: without -race (their concurrent parts
+# run under -race separately).
+HEAVY := ./statexfer/verify ./proptest
 FUZZTIME ?= 30s
 
 .PHONY: all deps build demo test test-pure test-race lint fuzz bench soak
@@ -19,11 +22,14 @@ build: deps
 demo: build
 	./bin/hybridxfer demo
 
-# The whole suite. -race where it is cheap (everything but the long
-# property runs, which run without it), then the pure core without cgo.
+# The whole suite: -race where it is cheap, the heavy byte-level checks
+# without it (their concurrent tests again with it), then the pure core
+# built and tested with CGO_ENABLED=0.
 test: deps
 	$(GO) vet ./...
-	$(GO) test -race -timeout 20m $(PKGS)
+	$(GO) test -race -timeout 20m $$($(GO) list ./... | grep -vE '/(statexfer/verify|proptest)$$')
+	$(GO) test -timeout 20m $(HEAVY)
+	$(GO) test -race -timeout 10m -run 'TestInproc|TestVerifyCatches' ./statexfer/verify
 	CGO_ENABLED=0 $(GO) test -count=1 -timeout 10m $(PURE)
 
 lint:
