@@ -260,15 +260,20 @@ func (b *builder) tokens(g int) (*template, error) {
 	// in D's layout order, so consecutive emissions are adjacent on D.
 	for k := lo / bsD; k*bsD < hi; k++ {
 		for u := max(lo, k*bsD); u < min(hi, (k+1)*bsD); {
-			v := min(hi, (k+1)*bsD, (u/kbsD+1)*kbsD)
-			if same && v-u == kbsD && (u%bsP)%kbsD == 0 {
+			if same && u%kbsD == 0 {
+				// Whole kernel blocks up to the end of this P block (and
+				// this D block) form one range on both sides.
 				kp := u / bsP
-				src := int64(pIDs[kp-firstP])*e.strideP + int64((u-kp*bsP)/kbsD)*kbBytes
-				dst := int64(dIDs[k])*e.strideD + int64((u-k*bsD)/kbsD)*kbBytes
-				t.add(srcs[0].rank, src, loc{kind: locPage, off: dst}, kbBytes)
-				u = v
-				continue
+				w := min(hi, (k+1)*bsD, (kp+1)*bsP)
+				if nkb := (w - u) / kbsD; nkb > 0 {
+					src := int64(pIDs[kp-firstP])*e.strideP + int64((u-kp*bsP)/kbsD)*kbBytes
+					dst := int64(dIDs[k])*e.strideD + int64((u-k*bsD)/kbsD)*kbBytes
+					t.add(srcs[0].rank, src, loc{kind: locPage, off: dst}, int64(nkb)*kbBytes)
+					u += nkb * kbsD
+					continue
+				}
 			}
+			v := min(hi, (k+1)*bsD, (u/kbsD+1)*kbsD)
 			for _, pt := range parts {
 				if dl.AttnLayout == groups.HND || dl.Heads.Count == 1 {
 					for hd, s := range srcs {
