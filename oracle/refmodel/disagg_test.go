@@ -1,0 +1,154 @@
+package refmodel_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
+	"github.com/hybridxfer/hybridxfer/proptest"
+	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"pgregory.net/rapid"
+)
+
+// disaggCase is a monolithic run and a P/D run of the same request.
+type disaggCase struct {
+	mini   *groups.Model
+	model  *refmodel.Model
+	prompt []uint32
+	h, n   int
+	p, d   groups.InstanceConfig
+	seed   uint64
+}
+
+func drawDisagg(t *rapid.T) disaggCase {
+	c := disaggCase{mini: drawMini(t)}
+	c.model = refmodel.New(c.mini, rapid.Uint64().Draw(t, "seed"))
+	c.prompt = drawPrompt(t, rapid.IntRange(2, 24).Draw(t, "prompt_len"))
+	c.h = rapid.IntRange(1, len(c.prompt)-1).Draw(t, "h")
+	c.n = rapid.IntRange(1, 4).Draw(t, "generate")
+	c.p = proptest.GenInstance(t, "p", rapid.SampledFrom(smallTPs).Draw(t, "p_tp"))
+	c.d = proptest.GenInstance(t, "d", rapid.SampledFrom(smallTPs).Draw(t, "d_tp"))
+	c.seed = rapid.Uint64().Draw(t, "layout_seed")
+	return c
+}
+
+func (c disaggCase) String() string {
+	return fmt.Sprintf("%s H=%d of %d, +%d; P %+v; D %+v", c.mini.Name, c.h, len(c.prompt), c.n, c.p, c.d)
+}
+
+// monolithic is the reference: one store, the whole request.
+func (c disaggCase) monolithic(t tb) ([]uint32, *refmodel.Snapshot) {
+	s := refmodel.NewMapStore(c.mini)
+	out, err := c.model.Generate(s, c.prompt, 0, c.n)
+	if err != nil {
+		t.Fatalf("%v: monolithic: %v", c, err)
+	}
+	snap, err := c.model.Snapshot(s, refmodel.Computed(len(c.prompt), c.n))
+	if err != nil {
+		t.Fatalf("%v: monolithic snapshot: %v", c, err)
+	}
+	return out, snap
+}
+
+// prefill computes [0, H) on P.
+func (c disaggCase) prefill(t tb) *instance {
+	p := newInstance(t, c.mini, c.p, c.h, 0, c.seed)
+	if _, err := c.model.Prefill(p.store, c.prompt, 0, c.h); err != nil {
+		t.Fatalf("%v: prefill: %v", c, err)
+	}
+	return p
+}
+
+// decode continues on D (whose memory received the state) and compares
+// with the monolithic run.
+func (c disaggCase) decode(t tb, d *instance) {
+	want, wantSnap := c.monolithic(t)
+	got, err := c.model.Generate(d.store, c.prompt, c.h, c.n)
+	if err != nil {
+		t.Fatalf("%v: decode: %v", c, err)
+	}
+	if !equalTokens(got, want) {
+		t.Fatalf("%v: disaggregated %v, monolithic %v", c, got, want)
+	}
+	snap, err := c.model.Snapshot(d.store, refmodel.Computed(len(c.prompt), c.n))
+	if err != nil {
+		t.Fatalf("%v: decode snapshot: %v", c, err)
+	}
+	if err := snap.Diff(wantSnap); err != nil {
+		t.Fatalf("%v: final state: %v", c, err)
+	}
+}
+
+// TestDisaggregatedByCopy: P (tp a) computes [0, H), a naive
+// coordinate-by-coordinate copy moves the live state into D (tp b, its own
+// block size and layouts, blocks before the live window null), D
+// continues: tokens and final state equal the monolithic run's.
+func TestDisaggregatedByCopy(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		c := drawDisagg(t)
+		p := c.prefill(t)
+		d := newInstance(t, c.mini, c.d, refmodel.Computed(len(c.prompt), c.n), c.h, c.seed^1)
+		if err := refmodel.CopyState(c.mini, d.store, p.store, c.h); err != nil {
+			t.Fatalf("%v: copy: %v", c, err)
+		}
+		c.decode(t, d)
+	})
+}
+
+// TestDisaggregatedByPlanner: as TestDisaggregatedByCopy, with the state
+// moved by statexfer/plan (every D rank's plan executed in process).
+func TestDisaggregatedByPlanner(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		c := drawDisagg(t)
+		mode := rapid.SampledFrom([]plan.Mode{plan.Direct, plan.Staged, plan.Auto}).Draw(t, "mode")
+		p := c.prefill(t)
+		d := newInstance(t, c.mini, c.d, refmodel.Computed(len(c.prompt), c.n), c.h, c.seed^1)
+		planner, err := plan.New(p.side, d.side)
+		if err != nil {
+			t.Fatalf("%v: planner: %v", c, err)
+		}
+		req := &plan.Request{Tokens: c.h, PBlocks: p.sent(c.mini, c.h), DBlocks: d.tab}
+		for r := range d.side.Ranks {
+			pl, err := planner.Plan(r, req, mode)
+			if err != nil {
+				t.Fatalf("%v: plan for D rank %d: %v", c, r, err)
+			}
+			if err := plan.Execute(pl, p.mems, d.mems[r]); err != nil {
+				t.Fatalf("%v: execute for D rank %d: %v", c, r, err)
+			}
+		}
+		c.decode(t, d)
+	})
+}
+
+// TestMissingTransferDetected: a D that received nothing fails with
+// ErrMissingState as soon as a layer needs state from before H (full
+// attention, MLA, indexer and recurrent layers always do).
+func TestMissingTransferDetected(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		c := drawDisagg(t)
+		needs := false
+		for _, k := range []groups.Kind{groups.FullAttention, groups.MLA, groups.Indexer, groups.Recurrent} {
+			needs = needs || hasKind(c.mini, k)
+		}
+		if !needs {
+			t.Skip("no layer that always needs state from before H")
+		}
+		d := newInstance(t, c.mini, c.d, refmodel.Computed(len(c.prompt), c.n), c.h, c.seed)
+		for g := range d.tab { // no block holding a position before H, no state slot
+			for k := range d.tab[g] {
+				if d.side.Ranks[0].Groups[g].Kind == groups.Recurrent || k*d.side.Ranks[0].Groups[g].BlockSize < c.h {
+					d.tab[g][k] = 0
+				}
+			}
+		}
+		if _, err := c.model.Generate(d.store, c.prompt, c.h, c.n); !errors.Is(err, refmodel.ErrMissingState) {
+			t.Fatalf("%v: D without P's state: %v", c, err)
+		}
+		if _, err := c.model.Generate(refmodel.NewMapStore(c.mini), c.prompt, c.h, c.n); !errors.Is(err, refmodel.ErrMissingState) {
+			t.Fatalf("%v: empty map store: %v", c, err)
+		}
+	})
+}

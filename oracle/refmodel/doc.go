@@ -1,0 +1,54 @@
+// Package refmodel is the reference model of DESIGN section 8: a tiny,
+// deterministic hybrid model whose every KV and recurrent state lives in
+// per-rank cache memory in the real layouts, so that a monolithic run and
+// a disaggregated run (P computes positions [0, H), the state moves to D by
+// the planner, D continues from H) can be compared bit for bit.
+//
+// # The miniature
+//
+// Miniature turns any groups.Model into a miniature: the same layers,
+// kinds, order, draft layers, speculative token count and head / unit
+// counts (so tensor parallelism shards it exactly like the original, with
+// the same KV cache groups), but tiny dimensions and every dtype fp32. All
+// computation and storage is float32, so results are exact and
+// reproducible; dtype handling is the planner's and is checked by the byte
+// patterns of package oracle.
+//
+// # The model
+//
+// New draws weights from a seed (vocabulary Vocab, residual width Hidden).
+// A position t runs, in order, every target layer as a residual block
+// x += layer(rmsnorm(x)), then logits = U·rmsnorm(x) and a greedy argmax;
+// draft layers (MTP style) then run on rmsnorm(x) + embed(next) and give a
+// draft token. Layers:
+//
+//   - full / sliding-window / chunked-local attention: per KV head,
+//     softmax attention of q over the K/V of positions [LiveStart(t), t];
+//     with Attention.Scales, K and V are stored divided by their max-abs
+//     scale and the scales are stored too (real state, read back);
+//   - MLA: one latent ‖ rope vector per token; indexer: one vector of
+//     IndexerFloats values per token (its fp8 bytes and fp32 scales read as
+//     float32); attention over [0, t] with those vectors as keys;
+//   - recurrent: a causal conv over the last ConvRows rows plus the new
+//     input, then per state head a gated delta rule (GDN, KDA) or a
+//     selective-scan update (Mamba2, Mamba1); see update for the formulas.
+//
+// Arithmetic is float32 in a fixed order with explicitly rounded products
+// (no FMA contraction), no transcendental functions, no maps in the
+// computation, no goroutines, no clock, no global randomness: the same
+// inputs give the same bits on every platform.
+//
+// # Stores
+//
+// The model keeps no state: Forward reads earlier positions from a Store
+// and writes position t's state, by GLOBAL coordinates (oracle.Coord, see
+// VectorLen). MapStore is the obviously correct store. RankStore stores
+// one request in the cache memory of every rank of an instance
+// (plan.RankMemory) through its geometries and block table, exactly where
+// the allocator, the planner and the kernels expect it: replicated
+// coordinates are written to every rank holding them, reads of a null
+// block are ErrMissingState. A disaggregated run is therefore P's model
+// on a RankStore over P's memories, the planner moving bytes, and the same
+// model on a RankStore over D's memories; Snapshot and Diff compare final
+// states by coordinates, CopyState is the naive coordinate-wise transfer.
+package refmodel

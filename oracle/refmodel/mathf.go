@@ -1,0 +1,116 @@
+package refmodel
+
+import "math"
+
+// Float32 arithmetic with a fixed operation order. Every product that is
+// added to something is rounded explicitly (float32(a*b)): the Go spec lets
+// a compiler fuse x*y+z into one FMA unless an explicit conversion rounds
+// the product, and some architectures do. With the conversions, and with
+// only +, -, *, / and a correctly rounded square root, results are the same
+// bits on every platform. No transcendental function of package math is
+// used: their implementations differ across architectures and CPU
+// features.
+
+// dot returns sum_i a[i]*b[i], summed in index order.
+func dot(a, b []float32) float32 {
+	var s float32
+	for i := range a {
+		s += float32(a[i] * b[i])
+	}
+	return s
+}
+
+// matVec returns w·x for a rows x len(x) row-major matrix w.
+func matVec(w []float32, rows int, x []float32) []float32 {
+	n := len(x)
+	out := make([]float32, rows)
+	for r := range out {
+		out[r] = dot(w[r*n:(r+1)*n], x)
+	}
+	return out
+}
+
+// addInto adds o to x element-wise.
+func addInto(x, o []float32) {
+	for i := range x {
+		x[i] += o[i]
+	}
+}
+
+// rmsNorm returns x / sqrt(mean(x^2) + 1e-6).
+func rmsNorm(x []float32) []float32 {
+	ms := dot(x, x)/float32(len(x)) + 1e-6
+	r := float32(math.Sqrt(float64(ms))) // correctly rounded: deterministic
+	out := make([]float32, len(x))
+	for i, v := range x {
+		out[i] = v / r
+	}
+	return out
+}
+
+// l2Normalize scales x in place to unit length (almost: + 1e-6).
+func l2Normalize(x []float32) {
+	r := float32(math.Sqrt(float64(dot(x, x) + 1e-6)))
+	for i := range x {
+		x[i] /= r
+	}
+}
+
+// softsign is x / (1 + |x|), the model's fixed nonlinearity, in (-1, 1).
+func softsign(x float32) float32 {
+	return x / (1 + float32(math.Abs(float64(x))))
+}
+
+// gate is a sigmoid-like squashing into (0, 1): 0.5 + 0.5*softsign(x).
+func gate(x float32) float32 { return 0.5 + 0.5*softsign(x) }
+
+// expNeg approximates exp(x) for x <= 0 as max(0, 1+x/256)^256 (eight
+// squarings): monotone, in [0, 1], 1 at 0, exact bits everywhere.
+func expNeg(x float32) float32 {
+	if x >= 0 {
+		return 1
+	}
+	y := 1 + x*(1.0/256)
+	if y <= 0 {
+		return 0
+	}
+	for i := 0; i < 8; i++ {
+		y *= y
+	}
+	return y
+}
+
+// attend returns the softmax(scores)-weighted average of vals, with
+// weights expNeg(score - max score), accumulated in order.
+func attend(scores []float32, vals [][]float32, dim int) []float32 {
+	m := scores[0]
+	for _, s := range scores[1:] {
+		if s > m {
+			m = s
+		}
+	}
+	out := make([]float32, dim)
+	var sum float32
+	for j, s := range scores {
+		p := expNeg(s - m)
+		sum += p
+		for i := range out {
+			out[i] += float32(p * vals[j][i])
+		}
+	}
+	for i := range out {
+		out[i] /= sum
+	}
+	return out
+}
+
+// argmax returns the index of the largest value, the lowest on ties.
+func argmax(x []float32) uint32 {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return uint32(best)
+}

@@ -1,0 +1,140 @@
+package refmodel
+
+import (
+	"github.com/hybridxfer/hybridxfer/groups"
+)
+
+// recurrent computes a linear layer at position t:
+//
+//	u = Win·h + λ⊙row_{R-1}            conv input, all channels (segments concatenated)
+//	a[c] = softsign(sum_r Wc[c][r]·row_r[c] + Wc[c][R]·u[c])   over all R conv rows and u
+//	rows shift up by one, u becomes row R-1 (the newest)
+//	per state tensor, per head: features f = a[start .. start+4) (mod channels),
+//	  k, v, q = projections of f, gates from h; the head's state S (d1 x d2) is
+//	  updated by the layer type's rule and read out as y = S·q
+//	out = Wa·a + sum over tensors of Wy·y
+//
+// The conv input leaks the previous newest row in (λ in [0.25, 0.5)), so
+// even a one-row conv state depends on its whole history: a token fed twice
+// leaves a different state (unless the newest row is exactly zero). At t = 0 the conv rows and states are
+// zero and are not read (a new request).
+func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) ([]float32, error) {
+	r := l.Recurrent
+	t, C, R := st.t, w.channels, w.rows
+	u := matVec(w.in, C, h)
+	rows := make([]float32, C*R) // channel-major: rows[c*R + row]
+	if t > 0 {
+		for si, s := range r.Segments {
+			for ch := 0; ch < s.Channels(); ch++ {
+				c := w.segOff[si] + ch
+				v, err := st.read(ConvCoord(li, si, ch, 0), R)
+				if err != nil {
+					return nil, err
+				}
+				copy(rows[c*R:(c+1)*R], v)
+			}
+		}
+	}
+	for c := 0; c < C; c++ {
+		u[c] += float32(w.leak[c] * rows[c*R+R-1])
+	}
+	a := make([]float32, C)
+	for c := 0; c < C; c++ {
+		wc := w.conv[c*(R+1) : (c+1)*(R+1)]
+		acc := dot(wc[:R], rows[c*R:(c+1)*R]) + float32(wc[R]*u[c])
+		a[c] = softsign(acc)
+	}
+	for si, s := range r.Segments {
+		for ch := 0; ch < s.Channels(); ch++ {
+			c := w.segOff[si] + ch
+			nr := make([]float32, R)
+			copy(nr, rows[c*R+1:(c+1)*R])
+			nr[R-1] = u[c]
+			st.fixed = append(st.fixed, pending{ConvCoord(li, si, ch, 0), nr})
+		}
+	}
+	out := matVec(w.o, Hidden, a)
+	for si := range r.States {
+		s := &r.States[si]
+		sw := &w.states[si]
+		ys := make([]float32, 0, s.Heads*sw.d1)
+		for hd := 0; hd < s.Heads; hd++ {
+			S := make([]float32, sw.d1*sw.d2)
+			if t > 0 {
+				v, err := st.read(StateCoord(li, si, hd), len(S))
+				if err != nil {
+					return nil, err
+				}
+				S = v
+			}
+			f := make([]float32, stateFeatures)
+			start := hd * C / s.Heads
+			for j := range f {
+				f[j] = a[(start+j)%C]
+			}
+			ys = append(ys, update(r.Type, &sw.heads[hd], sw.d1, sw.d2, S, f, h)...)
+			st.fixed = append(st.fixed, pending{StateCoord(li, si, hd), S})
+		}
+		addInto(out, matVec(sw.o, Hidden, ys))
+	}
+	return out, nil
+}
+
+// update applies one token to state head S (d1 x d2, row-major, in place)
+// and returns its read-out y (d1 values). k, v, q are projections of the
+// features f; g, b are the head's gates of h.
+//
+//	GDN:        S = α·S; S += β·(v − S·k̂)·k̂ᵀ        α = gate(g), β = gate(b), k̂ = k/|k|
+//	KDA:        as GDN with a per-row decay α_i = gate(g + A_i0 − 1)
+//	Mamba2:     S = expNeg(−dt·A_00)·S + dt·v·kᵀ     dt = gate(g); y += skip·v
+//	Mamba1:     S_ij = expNeg(−dt·A_ij)·S_ij + dt·v_i·k_j;  y += skip·v
+//	short_conv: conv only; state tensors it declares get the Mamba2 rule
+//
+// and y = S·q in every case.
+func update(typ groups.RecurrentType, hw *headWeights, d1, d2 int, S, f, h []float32) []float32 {
+	k := matVec(hw.k, d2, f)
+	v := matVec(hw.v, d1, f)
+	q := matVec(hw.q, d2, f)
+	g, b := dot(hw.g, h), dot(hw.b, h)
+	y := make([]float32, d1)
+	switch typ {
+	case groups.GDN, groups.KDA:
+		l2Normalize(k)
+		beta := gate(b)
+		for i := 0; i < d1; i++ {
+			alpha := gate(g)
+			if typ == groups.KDA {
+				alpha = gate(g + hw.a[i*d2] - 1)
+			}
+			row := S[i*d2 : (i+1)*d2]
+			for j := range row {
+				row[j] *= alpha
+			}
+			e := v[i] - dot(row, k)
+			be := float32(beta * e)
+			for j := range row {
+				row[j] += float32(be * k[j])
+			}
+		}
+	default: // Mamba2, Mamba1, ShortConv
+		dt := gate(g)
+		for i := 0; i < d1; i++ {
+			dv := float32(dt * v[i])
+			for j := 0; j < d2; j++ {
+				rate := hw.a[0]
+				if typ == groups.Mamba1 {
+					rate = hw.a[i*d2+j]
+				}
+				decay := expNeg(-float32(dt * rate))
+				S[i*d2+j] = float32(decay*S[i*d2+j]) + float32(dv*k[j])
+			}
+		}
+	}
+	for i := 0; i < d1; i++ {
+		y[i] = dot(S[i*d2:(i+1)*d2], q)
+		if typ != groups.GDN && typ != groups.KDA {
+			y[i] += float32(hw.skip * v[i])
+		}
+	}
+	return y
+}

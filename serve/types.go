@@ -1,0 +1,100 @@
+package serve
+
+import (
+	"context"
+	"errors"
+)
+
+// Role is what an instance does.
+type Role string
+
+// Roles.
+const (
+	RolePrefill Role = "prefill" // computes prompts, holds their state for D
+	RoleDecode  Role = "decode"  // loads state from P, decodes
+	RoleBoth    Role = "both"    // monolithic: prefill and decode locally
+)
+
+// Handoff says which positions P computes.
+type Handoff string
+
+// Handoff modes. DecodeComputesLast (the default, vLLM-compatible): P
+// computes [0, N-1), D computes token N-1 and samples the first output.
+// PrefillSamplesFirst: P computes [0, N) and samples the first output token
+// (so a proxy can stream it at once); D starts at position N with it.
+const (
+	DecodeComputesLast  Handoff = "decode-computes-last"
+	PrefillSamplesFirst Handoff = "prefill-samples-first"
+)
+
+// Failure policies for state that could not be loaded.
+const (
+	PolicyFail      = "fail"
+	PolicyRecompute = "recompute"
+)
+
+// KVTransferParams travel in OpenAI request and response bodies under
+// "kv_transfer_params" (DESIGN section 5). A client (the proxy) sets
+// DoRemoteDecode on the request to P; P's response carries the rest, which
+// the proxy passes to D unchanged.
+type KVTransferParams struct {
+	DoRemoteDecode  bool    `json:"do_remote_decode,omitempty"`
+	DoRemotePrefill bool    `json:"do_remote_prefill,omitempty"`
+	RemoteEngineID  string  `json:"remote_engine_id,omitempty"`
+	RemoteRequestID string  `json:"remote_request_id,omitempty"`
+	RemoteHost      string  `json:"remote_host,omitempty"`
+	RemotePort      int     `json:"remote_port,omitempty"` // P's handshake (ZeroMQ) port
+	TPSize          int     `json:"tp_size,omitempty"`
+	RemoteBlockIDs  [][]int `json:"remote_block_ids,omitempty"` // per KV cache group
+	NumTokens       int     `json:"num_tokens,omitempty"`       // H: positions P computed
+	LeaseExpiryUnix float64 `json:"lease_expiry,omitempty"`     // seconds since the epoch, P's clock
+	Handoff         Handoff `json:"handoff,omitempty"`
+	FirstToken      *uint32 `json:"first_token,omitempty"` // PrefillSamplesFirst: P's sampled token
+	// KVLoadFailurePolicy overrides D's policy for this request: fail or recompute.
+	KVLoadFailurePolicy string `json:"kv_load_failure_policy,omitempty"`
+}
+
+// GenRequest is one generation request as the engine sees it, after the
+// HTTP layer decoded /v1/completions or /v1/chat/completions.
+type GenRequest struct {
+	ID        string
+	Prompt    string // completions: the prompt; chat: the rendered messages
+	MaxTokens int
+	// KV are the request's kv_transfer_params (nil when absent).
+	KV *KVTransferParams
+}
+
+// GenResult is a finished generation.
+type GenResult struct {
+	Text             string
+	Tokens           []uint32
+	PromptTokens     int
+	CompletionTokens int
+	FinishReason     string            // "length" or "stop"
+	KV               *KVTransferParams // P's answer to a do_remote_decode request
+}
+
+// Backend is what the HTTP layer serves: an engine of one role. Generate
+// runs the request (role both: monolithic; prefill: computes the prompt,
+// holds the state and returns KV params; decode: loads the state described
+// by req.KV and decodes). emit, when not nil, receives each output token's
+// text as soon as it is sampled (streaming); an error from emit aborts the
+// request. Errors wrap the sentinels below so the HTTP layer can choose a
+// status code.
+type Backend interface {
+	Generate(ctx context.Context, req GenRequest, emit func(text string) error) (*GenResult, error)
+	// ModelName is the served model's name.
+	ModelName() string
+	// Ready reports whether the engine can take requests (for /health).
+	Ready() error
+}
+
+// Sentinel errors of the engine, mapped to HTTP statuses by the API layer.
+var (
+	ErrBadRequest   = errors.New("serve: bad request")            // 400
+	ErrOverloaded   = errors.New("serve: no memory for request")  // 503
+	ErrKVLoad       = errors.New("serve: kv load failed")         // 502
+	ErrPeer         = errors.New("serve: peer unreachable")       // 502
+	ErrWrongRole    = errors.New("serve: wrong role for request") // 400
+	ErrShuttingDown = errors.New("serve: shutting down")          // 503
+)
