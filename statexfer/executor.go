@@ -259,6 +259,9 @@ type Source struct {
 	// Released is called once per request when its expected number of
 	// consumer notifications arrived.
 	Released func(reqID string)
+	// Heartbeat and Abort, when set, receive MsgHeartbeat and MsgAbort.
+	Heartbeat func(reqID string)
+	Abort     func(reqID string)
 
 	mu     sync.Mutex
 	counts map[string]int
@@ -270,6 +273,17 @@ type Source struct {
 // Handle processes a control message addressed to P.
 func (s *Source) Handle(ctx context.Context, m *Message) {
 	switch m.Type {
+	case MsgHeartbeat:
+		if s.Heartbeat != nil {
+			s.Heartbeat(m.ReqID)
+		}
+	case MsgAbort:
+		s.mu.Lock()
+		delete(s.counts, m.ReqID)
+		s.mu.Unlock()
+		if s.Abort != nil {
+			s.Abort(m.ReqID)
+		}
 	case MsgDone:
 		s.mu.Lock()
 		if s.counts == nil {
@@ -346,4 +360,17 @@ func (s *Source) peer(ctx context.Context, addr []byte) (transport.Peer, error) 
 	}
 	s.peers[string(addr)] = p
 	return p, nil
+}
+
+// Broadcast sends a control message about reqID (MsgHeartbeat, MsgAbort) to
+// every P rank this executor knows, returning the errors joined.
+func (e *Executor) Broadcast(t MsgType, reqID string) error {
+	var errs []error
+	msg := AppendMessage(nil, &Message{Type: t, ReqID: reqID, DRank: e.DRank})
+	for pr, r := range e.Remotes {
+		if err := r.Peer.Notify(msg); err != nil {
+			errs = append(errs, fmt.Errorf("prefill rank %d: %w", pr, err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -1,0 +1,196 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+)
+
+// Failed reads on D: policy fail gives the client an error naming the
+// cause and no tokens; policy recompute gives the monolithic answer with
+// every position computed exactly once; both release everything.
+func TestKVLoadFailurePolicies(t *testing.T) {
+	for _, policy := range []string{PolicyFail, PolicyRecompute} {
+		t.Run(policy, func(t *testing.T) {
+			m, _ := groups.Preset("qwen3.5-9b", groups.PresetOptions{})
+			faults := transport.NewFaultPlan(1).Add(transport.Rule{Kind: transport.OpRead, Calls: []int{0}, Ops: []int{0}, Fault: transport.Fault{Kind: transport.FaultFail}})
+			x := newPD(t, m, groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 1}, func(p, d *Config) {
+				d.FailurePolicy = policy
+				d.Transports = inprocTransports(faults)
+			})
+			prompt := "a prompt whose state will not arrive intact"
+			_, dr, err := x.run(context.Background(), "f", prompt, 5)
+			if len(faults.Injected()) == 0 {
+				t.Fatal("no fault was injected")
+			}
+			switch policy {
+			case PolicyFail:
+				if !errors.Is(err, ErrKVLoad) || !strings.Contains(err.Error(), "injected") {
+					t.Fatalf("policy fail: %v, want ErrKVLoad naming the injected fault", err)
+				}
+				if dr != nil {
+					t.Fatalf("policy fail returned tokens %v", dr.Tokens)
+				}
+			case PolicyRecompute:
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := reference(t, x.d, prompt, 5)
+				if fmt.Sprint(dr.Tokens) != fmt.Sprint(want) {
+					t.Fatalf("recompute: %v, monolithic %v", dr.Tokens, want)
+				}
+				// P computed [0,H) once; D recomputed [0,H) after the reported
+				// failure (allowed) and then decoded: D alone covers every
+				// position exactly once.
+				x.pCompute = map[string][][2]int{}
+				x.checkExactlyOnce(t, "f", refmodel.Computed(len(Tokenize(prompt)), 5))
+			}
+			waitIdle(t, x.p) // D aborted: P released at once, not by lease expiry
+			if err := x.d.CheckIdle(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// A decode instance that never reads: P reclaims the state when the lease
+// expires (every hold swept whatever its order), and a late D fails cleanly.
+func TestLeaseExpiryReclaims(t *testing.T) {
+	m, _ := groups.Preset("gpt-oss-20b", groups.PresetOptions{})
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { return now }
+	x := newPD(t, m, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 1}, func(p, d *Config) {
+		p.Now, p.LeaseTTL = clock, 10*time.Second
+	})
+	var params []*KVTransferParams
+	for i := 0; i < 3; i++ {
+		pr, err := x.p.Generate(context.Background(), GenRequest{ID: fmt.Sprint(i), Prompt: strings.Repeat("z", 10+i*7), MaxTokens: 1,
+			KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		params = append(params, pr.KV)
+		now = now.Add(time.Second) // later requests expire later
+	}
+	if err := x.p.CheckIdle(); err == nil {
+		t.Fatal("P idle while holding three requests")
+	}
+	if ids := x.p.Sweep(); len(ids) != 0 {
+		t.Fatalf("swept %v before expiry", ids)
+	}
+	now = now.Add(time.Hour)
+	if ids := x.p.Sweep(); len(ids) != 3 {
+		t.Fatalf("swept %v, want all three", ids)
+	}
+	if err := x.p.CheckIdle(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// P dies before D reads: D's load fails within the transfer timeout (not a
+// long default), and with policy recompute D still answers correctly.
+func TestDeadPrefillDetected(t *testing.T) {
+	m, _ := groups.Preset("kimi-linear-48b-a3b", groups.PresetOptions{})
+	x := newPD(t, m, groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 2}, func(p, d *Config) {
+		d.TransferTimeout = 2 * time.Second
+		d.FailurePolicy = PolicyRecompute
+	})
+	prompt := "state that nobody will serve"
+	pr, err := x.p.Generate(context.Background(), GenRequest{ID: "dead", Prompt: prompt, MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Warm the handshake, then kill P's transports (its process "dies").
+	if _, _, err := x.run(context.Background(), "warm", "warm up", 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, rk := range x.p.ranks {
+		rk.tr.(*transport.Inproc).Kill()
+	}
+	done := make(chan error, 1)
+	var dr *GenResult
+	go func() {
+		var err error
+		dr, err = x.d.Generate(context.Background(), GenRequest{ID: "dead", Prompt: prompt, MaxTokens: 4, KV: pr.KV}, nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("recompute after a dead peer: %v", err)
+		}
+	case <-time.After(time.Minute): // a hang guard, far above the 2 s bound
+		t.Fatal("decode hung on a dead prefill instance")
+	}
+	if want := reference(t, x.d, prompt, 4); fmt.Sprint(dr.Tokens) != fmt.Sprint(want) {
+		t.Fatalf("recompute: %v, monolithic %v", dr.Tokens, want)
+	}
+	if err := x.d.CheckIdle(); err != nil {
+		t.Error(err)
+	}
+}
+
+// A client that goes away mid-decode releases everything on D.
+func TestAbortReleases(t *testing.T) {
+	m, _ := groups.Preset("qwen3.5-0.8b", groups.PresetOptions{})
+	x := newPD(t, m, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 2}, nil)
+	pr, err := x.p.Generate(context.Background(), GenRequest{ID: "a", Prompt: "abort me", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	_, err = x.d.Generate(ctx, GenRequest{ID: "a", Prompt: "abort me", MaxTokens: 50, KV: pr.KV}, func(string) error {
+		n++
+		if n == 3 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled decode: %v", err)
+	}
+	if err := x.d.CheckIdle(); err != nil {
+		t.Error(err)
+	}
+	waitIdle(t, x.p)
+}
+
+// Wrong inputs are refused with the right sentinel.
+func TestEngineRefusals(t *testing.T) {
+	m, _ := groups.Preset("llama-3.1-8b", groups.PresetOptions{})
+	x := newPD(t, m, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 1}, nil)
+	ctx := context.Background()
+	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "x", MaxTokens: 1}, nil); !errors.Is(err, ErrWrongRole) {
+		t.Errorf("plain request to decode: %v", err)
+	}
+	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "x", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil); !errors.Is(err, ErrWrongRole) {
+		t.Errorf("do_remote_decode to decode: %v", err)
+	}
+	if _, err := x.p.Generate(ctx, GenRequest{Prompt: "x", MaxTokens: 0, KV: &KVTransferParams{DoRemoteDecode: true}}, nil); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("max_tokens 0: %v", err)
+	}
+	pr, _ := x.p.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+	bad := *pr.KV
+	bad.NumTokens = 2
+	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &bad}, nil); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("num_tokens mismatch: %v", err)
+	}
+	foreign := *pr.KV
+	foreign.RemoteBlockIDs = [][]int{{1 << 20}}
+	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &foreign}, nil); !errors.Is(err, ErrKVLoad) {
+		t.Errorf("foreign block ids: %v", err)
+	}
+	unreachable := *pr.KV
+	unreachable.RemotePort = 1
+	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &unreachable}, nil); !errors.Is(err, ErrPeer) {
+		t.Errorf("unreachable prefill: %v", err)
+	}
+}
