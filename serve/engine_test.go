@@ -17,8 +17,8 @@ import (
 
 // memHandshake is an in-memory handshake: servers by port.
 type memHandshake struct {
-	mu    sync.Mutex
-	next  int
+	mu     sync.Mutex
+	next   int
 	byPort map[int]struct {
 		compat  [32]byte
 		payload []byte
@@ -68,9 +68,9 @@ func inprocTransports(plan *transport.FaultPlan) TransportFactory {
 }
 
 type pd struct {
-	p, d    *Engine
+	p, d               *Engine
 	pCompute, dCompute map[string][][2]int
-	mu      sync.Mutex
+	mu                 sync.Mutex
 }
 
 func newPD(t *testing.T, m *groups.Model, pc, dc groups.InstanceConfig, mod func(p, d *Config)) *pd {
@@ -129,10 +129,10 @@ func (x *pd) run(ctx context.Context, id, prompt string, n int) (*GenResult, *Ge
 
 func TestDisaggregatedEqualsMonolithic(t *testing.T) {
 	cases := []struct {
-		model  string
-		p, d   groups.InstanceConfig
+		model   string
+		p, d    groups.InstanceConfig
 		handoff Handoff
-		mode   plan.Mode
+		mode    plan.Mode
 	}{
 		{"qwen3.5-27b", groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 4, AttnLayout: groups.NHD, ConvLayout: groups.SD}, DecodeComputesLast, plan.Direct},
 		{"kimi-linear-48b-a3b", groups.InstanceConfig{TP: 4}, groups.InstanceConfig{TP: 1, Memory: groups.Separate, BlockSize: 32}, PrefillSamplesFirst, plan.Staged},
