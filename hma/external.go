@@ -63,8 +63,39 @@ func (a *Allocator) LoadDone(id ReqID) error {
 	r.computed += r.pending
 	r.pending = 0
 	r.scheduled = r.computed
-	a.settle(r, nil)
+	a.settle(r, a.partialLoads(r))
 	return nil
+}
+
+// partialLoads returns the blocks a load filled only in part: in a sliding
+// window or chunked local group, the block holding the first live position
+// when that position is not a block boundary. Its earlier positions were
+// skipped by the sender, so its contents do not match its token hash and it
+// must never be cached (a later request hitting it would read positions
+// nobody wrote).
+func (a *Allocator) partialLoads(r *request) func(g int, id int32) bool {
+	var bad map[[2]int32]bool
+	for g := range a.cfg.Groups {
+		gs := &a.cfg.Groups[g]
+		if gs.Kind != groups.SlidingWindow && gs.Kind != groups.ChunkedLocal {
+			continue
+		}
+		sk := gs.SkippedTokens(r.computed)
+		if sk%gs.BlockSize == 0 {
+			continue
+		}
+		t := r.groups[g].table
+		if i := sk / gs.BlockSize; i < len(t) && t[i] != 0 {
+			if bad == nil {
+				bad = map[[2]int32]bool{}
+			}
+			bad[[2]int32{int32(g), t[i]}] = true
+		}
+	}
+	if bad == nil {
+		return nil
+	}
+	return func(g int, id int32) bool { return bad[[2]int32{int32(g), id}] }
 }
 
 // LoadFailed reports that the loads of some blocks of a request waiting for
@@ -173,6 +204,24 @@ func (a *Allocator) restartPoint(r *request, total int, bad func(g int, id int32
 		}
 		inv[g] = m
 	}
+	// nulls[g][i]: null positions among [0, i) (a recompute writes the
+	// positions after a restart into the request's own blocks: they must
+	// exist, failed or not).
+	nulls := make([][]int, len(a.cfg.Groups))
+	for g := range a.cfg.Groups {
+		if a.cfg.Groups[g].Kind == groups.Recurrent {
+			continue
+		}
+		t := r.groups[g].table
+		m := make([]int, len(t)+1)
+		for i, id := range t {
+			m[i+1] = m[i]
+			if id == 0 {
+				m[i+1]++
+			}
+		}
+		nulls[g] = m
+	}
 	validAt := func(p int) bool {
 		for g := range a.cfg.Groups {
 			gs := &a.cfg.Groups[g]
@@ -182,6 +231,10 @@ func (a *Allocator) restartPoint(r *request, total int, bad func(g int, id int32
 			lo := gs.SkippedTokens(p) / gs.BlockSize
 			hi := cdiv(p, gs.BlockSize)
 			if hi >= len(inv[g]) || inv[g][hi] != inv[g][lo] {
+				return false
+			}
+			end := min(cdiv(total, gs.BlockSize), len(nulls[g])-1)
+			if p < total && nulls[g][end] != nulls[g][p/gs.BlockSize] {
 				return false
 			}
 		}

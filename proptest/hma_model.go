@@ -523,7 +523,20 @@ func (m *HMAModel) LoadDone(id hma.ReqID) error {
 	r.Computed += r.Pending
 	r.Pending = 0
 	r.Scheduled = r.Computed
-	m.settle(r, nil)
+	// A window or chunk group's block that the load filled only from its
+	// first live position on is never cached.
+	bad := map[[2]int]bool{}
+	for g, gs := range m.Cfg.Groups {
+		if gs.Kind != groups.SlidingWindow && gs.Kind != groups.ChunkedLocal {
+			continue
+		}
+		if sk := gs.SkippedTokens(r.Computed); sk%gs.BlockSize != 0 {
+			if i := sk / gs.BlockSize; i < len(r.Tables[g]) && r.Tables[g][i] != 0 {
+				bad[[2]int{g, r.Tables[g][i]}] = true
+			}
+		}
+	}
+	m.settle(r, bad)
 	return nil
 }
 
@@ -617,6 +630,13 @@ func (m *HMAModel) validAt(r *ModelReq, p, total int, bad map[[2]int]bool) bool 
 		}
 		for i := gs.SkippedTokens(p) / gs.BlockSize; i < ceilDiv(p, gs.BlockSize); i++ {
 			if !ok(i) {
+				return false
+			}
+		}
+		// Positions [p, total) are recomputed into the request's own
+		// blocks: none of them may be null.
+		for i := p / gs.BlockSize; p < total && i < min(ceilDiv(total, gs.BlockSize), len(t)); i++ {
+			if t[i] == 0 {
 				return false
 			}
 		}

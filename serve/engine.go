@@ -64,6 +64,10 @@ type Config struct {
 	// OnCompute, when set, is told every range of positions the engine
 	// computes for a request (tests: exactly-once checks).
 	OnCompute func(reqID string, from, to int)
+	// OnFinish, when set, sees a request's store just before its blocks
+	// are freed, with the number of positions computed (tests: final
+	// state checks).
+	OnFinish func(reqID string, st refmodel.Store, computed int)
 }
 
 func (c *Config) defaults() error {
@@ -365,6 +369,20 @@ func (e *Engine) compute(id hma.ReqID, tokens []uint32, from, to int, alloc hma.
 		return 0, err
 	}
 	return next, nil
+}
+
+// finished reports a finished request's state to OnFinish (e.mu held).
+func (e *Engine) finished(id hma.ReqID) {
+	if e.cfg.OnFinish == nil {
+		return
+	}
+	n, err := e.alloc.NumComputedTokens(id)
+	if err != nil {
+		return
+	}
+	if st, err := e.store(id); err == nil {
+		e.cfg.OnFinish(string(id), st, n)
+	}
 }
 
 // decode emits first (an output token already sampled) and generates until

@@ -82,6 +82,7 @@ func (e *Engine) monolithic(ctx context.Context, req GenRequest, tokens []uint32
 	if err != nil {
 		return nil, err
 	}
+	e.finished(id)
 	return e.result(tokens, out), nil
 }
 
@@ -122,7 +123,24 @@ func (e *Engine) prefill(req GenRequest, tokens []uint32) (*GenResult, error) {
 		return nil, err
 	}
 	from := min(hit.Tokens, h)
-	next, err := e.compute(id, tokens, from, h, hma.AllocSpec{Prefix: from, New: h - from})
+	var next uint32
+	for {
+		// Everything P would compute may be cached: then use a shorter hit
+		// (all or nothing, so a refused allocation changed nothing) so there
+		// is a step to compute and logits to sample.
+		if from == h {
+			hc := e.alloc.Config()
+			from = (h - 1) / hc.Alignment() * hc.Alignment()
+		}
+		next, err = e.compute(id, tokens, from, h, hma.AllocSpec{Prefix: from, New: h - from})
+		if errors.Is(err, hma.ErrStalePrefix) && from > 0 {
+			from = min(from, h) - 1 // the next aligned candidate below
+			hc := e.alloc.Config()
+			from = from / hc.Alignment() * hc.Alignment()
+			continue
+		}
+		break
+	}
 	if err != nil {
 		e.alloc.Abort(id)
 		e.updatePoolMetrics()
@@ -400,6 +418,7 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 	if err != nil {
 		return nil, err
 	}
+	e.finished(id)
 	return e.result(tokens, out), nil
 }
 
@@ -412,14 +431,23 @@ func pendingPrefix(ext, from int) int {
 	return from
 }
 
-// recover applies the failure policy after a failed load (e.mu held).
+// recover applies the failure policy after a failed load (e.mu held): the
+// blocks that were being loaded (positions [h-ext, h) of per-token groups,
+// the state slot of recurrent groups) are reported failed.
 func (e *Engine) recover(id hma.ReqID, tokens []uint32, h, ext int, policy string, cause error) error {
 	var refs []hma.BlockRef
-	for g := range e.side.Ranks[0].Groups {
+	from := h - ext
+	for g, gg := range e.side.Ranks[0].Groups {
 		t, _ := e.alloc.BlockTable(id, g)
-		for _, b := range t {
-			if b != 0 {
+		if gg.Kind == groups.Recurrent {
+			if b := lastNonNull(t); b != 0 {
 				refs = append(refs, hma.BlockRef{Group: g, Block: b})
+			}
+			continue
+		}
+		for k := from / gg.BlockSize; k < len(t) && k*gg.BlockSize < h; k++ {
+			if t[k] != 0 {
+				refs = append(refs, hma.BlockRef{Group: g, Block: t[k]})
 			}
 		}
 	}

@@ -2,7 +2,6 @@ package serve
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -14,47 +13,6 @@ import (
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
-
-// memHandshake is an in-memory handshake: servers by port.
-type memHandshake struct {
-	mu     sync.Mutex
-	next   int
-	byPort map[int]struct {
-		compat  [32]byte
-		payload []byte
-	}
-}
-
-func (h *memHandshake) serve(_ string, compat [32]byte, _ map[string]string, payload []byte) (int, func() error, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.byPort == nil {
-		h.byPort = map[int]struct {
-			compat  [32]byte
-			payload []byte
-		}{}
-	}
-	h.next++
-	port := 40000 + h.next
-	h.byPort[port] = struct {
-		compat  [32]byte
-		payload []byte
-	}{compat, payload}
-	return port, func() error { h.mu.Lock(); delete(h.byPort, port); h.mu.Unlock(); return nil }, nil
-}
-
-func (h *memHandshake) fetch(_ context.Context, _ string, port int, compat [32]byte, _ map[string]string) ([]byte, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	s, ok := h.byPort[port]
-	if !ok {
-		return nil, fmt.Errorf("nobody on port %d", port)
-	}
-	if s.compat != compat {
-		return nil, errors.New("compat hash mismatch")
-	}
-	return s.payload, nil
-}
 
 // faultyTransports builds in-process transports, optionally wrapped with a
 // fault plan (decode side).
@@ -75,7 +33,7 @@ type pd struct {
 
 func newPD(t *testing.T, m *groups.Model, pc, dc groups.InstanceConfig, mod func(p, d *Config)) *pd {
 	t.Helper()
-	hs := &memHandshake{}
+	hs := &MemHandshake{}
 	x := &pd{pCompute: map[string][][2]int{}, dCompute: map[string][][2]int{}}
 	rec := func(dst map[string][][2]int) func(string, int, int) {
 		return func(id string, from, to int) {
@@ -85,9 +43,9 @@ func newPD(t *testing.T, m *groups.Model, pc, dc groups.InstanceConfig, mod func
 		}
 	}
 	pcfg := Config{Role: RolePrefill, EngineID: "P", Model: m, Seed: 7, Instance: pc, NumBlocks: 256, LeaseTTL: time.Hour,
-		Transports: inprocTransports(nil), Serve: hs.serve, OnCompute: rec(x.pCompute)}
+		Transports: inprocTransports(nil), Serve: hs.Serve, OnCompute: rec(x.pCompute)}
 	dcfg := Config{Role: RoleDecode, EngineID: "D", Model: m, Seed: 7, Instance: dc, NumBlocks: 256,
-		Transports: inprocTransports(nil), Fetch: hs.fetch, OnCompute: rec(x.dCompute)}
+		Transports: inprocTransports(nil), Fetch: hs.Fetch, OnCompute: rec(x.dCompute)}
 	if mod != nil {
 		mod(&pcfg, &dcfg)
 	}

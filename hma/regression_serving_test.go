@@ -1,0 +1,34 @@
+package hma
+
+import (
+	"testing"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+)
+
+// Found by proptest.CheckServing: a load into a sliding-window group starts
+// at the first live position, so the block holding it was filled only from
+// there on. Caching it let a later request hit positions nobody wrote.
+func TestRegressionPartiallyLoadedWindowBlockNotCached(t *testing.T) {
+	sw := GroupSpec{Kind: groups.SlidingWindow, BlockSize: 4, Window: 8}
+	a := mustNew(t, Config{Groups: []GroupSpec{sw}, Pools: []PoolSpec{{NumBlocks: 16}}, EnableCaching: true})
+	// 9 loaded tokens: window 8 skips positions 0 and 1 of block 0.
+	ok(t, a.AddRequest("d", toks(10, 0), 0))
+	ok(t, a.Allocate("d", AllocSpec{External: 9}))
+	bt := table(t, a, "d", 0)
+	ok(t, a.LoadDone("d"))
+	if a.Block(0, bt[0]).Cached {
+		t.Fatal("block 0 (positions 0, 1 never loaded) was cached")
+	}
+	if !a.Block(0, bt[1]).Cached {
+		t.Fatal("fully loaded block 1 not cached")
+	}
+	inv(t, a)
+	// A request sharing the first 4 tokens gets no hit on block 0.
+	ok(t, a.AddRequest("e", toks(6, 0), 0))
+	hit, err := a.LookupPrefix("e")
+	ok(t, err)
+	if hit.Tokens != 0 {
+		t.Fatalf("hit of %d tokens on a partially loaded block", hit.Tokens)
+	}
+}

@@ -1,0 +1,622 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// API limits and defaults.
+const (
+	// MaxBodyBytes bounds a request body.
+	MaxBodyBytes = 1 << 20
+	// DefaultMaxTokens is max_tokens when a request does not set it.
+	DefaultMaxTokens = 16
+	// MaxMaxTokens is the largest max_tokens accepted.
+	MaxMaxTokens = 4096
+	// maxRequestIDLen bounds a client-given X-Request-Id.
+	maxRequestIDLen = 128
+)
+
+// StatusClientClosedRequest is the (nginx) status logged for a request
+// whose client went away before it finished.
+const StatusClientClosedRequest = 499
+
+// HeaderRequestID carries a request's id, from the client or generated,
+// on requests and responses.
+const HeaderRequestID = "X-Request-Id"
+
+// apiError is an error as OpenAI reports it: {"error": apiError}.
+type apiError struct {
+	Status  int    `json:"-"`
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Param   string `json:"param,omitempty"`
+	Code    string `json:"code"`
+}
+
+// badRequest is a 400 about one field of the request (param may be empty).
+func badRequest(param, format string, args ...any) *apiError {
+	return &apiError{
+		Status:  http.StatusBadRequest,
+		Message: fmt.Sprintf(format, args...),
+		Type:    "invalid_request_error",
+		Param:   param,
+		Code:    "bad_request",
+	}
+}
+
+// errorClasses maps the engine's sentinels, and context errors, to HTTP.
+// Sentinels come first: the engine's own classification wins.
+var errorClasses = []struct {
+	err    error
+	status int
+	typ    string
+	code   string
+}{
+	{ErrBadRequest, http.StatusBadRequest, "invalid_request_error", "bad_request"},
+	{ErrWrongRole, http.StatusBadRequest, "invalid_request_error", "wrong_role"},
+	{ErrOverloaded, http.StatusServiceUnavailable, "overloaded_error", "overloaded"},
+	{ErrShuttingDown, http.StatusServiceUnavailable, "unavailable_error", "shutting_down"},
+	{ErrKVLoad, http.StatusBadGateway, "kv_transfer_error", "kv_load_failed"},
+	{ErrPeer, http.StatusBadGateway, "kv_transfer_error", "peer_unreachable"},
+	{context.Canceled, StatusClientClosedRequest, "client_closed_request", "canceled"},
+	{context.DeadlineExceeded, http.StatusGatewayTimeout, "timeout_error", "deadline_exceeded"},
+}
+
+// classify turns an error from Backend.Generate into the API error the
+// client sees. Its Code is also the status label of
+// hybridxfer_requests_total.
+func classify(err error) apiError {
+	for _, c := range errorClasses {
+		if errors.Is(err, c.err) {
+			return apiError{Status: c.status, Message: err.Error(), Type: c.typ, Code: c.code}
+		}
+	}
+	return apiError{Status: http.StatusInternalServerError, Message: err.Error(), Type: "server_error", Code: "internal_error"}
+}
+
+// writeJSON writes v as a JSON response with the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do
+}
+
+// writeError writes e in OpenAI's error format.
+func writeError(w http.ResponseWriter, e *apiError) {
+	writeJSON(w, e.Status, map[string]*apiError{"error": e})
+}
+
+// requestID returns the request's X-Request-Id, or a fresh random one
+// when it has none. A client-given id must be 1 to 128 visible ASCII
+// characters: it names the request on P and D and in their logs.
+func requestID(r *http.Request) (string, *apiError) {
+	id := r.Header.Get(HeaderRequestID)
+	if id == "" {
+		return rand.Text(), nil
+	}
+	if len(id) > maxRequestIDLen {
+		return "", badRequest("", "%s is longer than %d characters", HeaderRequestID, maxRequestIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return "", badRequest("", "%s must be visible ASCII characters", HeaderRequestID)
+		}
+	}
+	return id, nil
+}
+
+// readBody reads a request body of at most MaxBodyBytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &apiError{
+				Status:  http.StatusRequestEntityTooLarge,
+				Message: fmt.Sprintf("request body exceeds %d bytes", mbe.Limit),
+				Type:    "invalid_request_error",
+				Code:    "body_too_large",
+			}
+		}
+		return nil, badRequest("", "reading request body: %v", err)
+	}
+	return body, nil
+}
+
+// decodeJSON decodes a request body into v, naming the offending field
+// when a value has the wrong type.
+func decodeJSON(body []byte, v any) *apiError {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badRequest("", "request body is empty; want a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			return badRequest(te.Field, "invalid value for %q: got JSON %s, want %s", te.Field, te.Value, te.Type)
+		case errors.As(err, &te):
+			return badRequest("", "request body must be a JSON object, got JSON %s", te.Value)
+		case errors.As(err, &se):
+			return badRequest("", "malformed JSON body at offset %d: %v", se.Offset, err)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return badRequest("", "malformed JSON body: unexpected end")
+		default:
+			return badRequest("", "invalid request body: %v", err)
+		}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("", "malformed JSON body: data after the object")
+	}
+	return nil
+}
+
+// maxTokens resolves a request's max_tokens (named param) to the default
+// or a checked value.
+func maxTokens(param string, v *int) (int, *apiError) {
+	if v == nil {
+		return DefaultMaxTokens, nil
+	}
+	if *v < 1 || *v > MaxMaxTokens {
+		return 0, badRequest(param, "%s must be between 1 and %d, got %d", param, MaxMaxTokens, *v)
+	}
+	return *v, nil
+}
+
+// completionRequest is a /v1/completions body. Fields the reference model
+// has no use for (temperature, top_p, ...) are accepted and ignored.
+type completionRequest struct {
+	Model     string            `json:"model"`
+	Prompt    json.RawMessage   `json:"prompt"`
+	MaxTokens *int              `json:"max_tokens"`
+	Stream    bool              `json:"stream"`
+	KV        *KVTransferParams `json:"kv_transfer_params"`
+}
+
+// prompt returns the request's prompt: a string, or an array of exactly
+// one string.
+func (c *completionRequest) prompt() (string, *apiError) {
+	p := bytes.TrimSpace(c.Prompt)
+	if len(p) == 0 || string(p) == "null" {
+		return "", badRequest("prompt", "prompt is required")
+	}
+	var s string
+	if json.Unmarshal(p, &s) == nil {
+		return s, nil
+	}
+	var ss []string
+	if json.Unmarshal(p, &ss) == nil && len(ss) == 1 {
+		return ss[0], nil
+	}
+	return "", badRequest("prompt", "prompt must be a string or an array of exactly one string")
+}
+
+// chatRequest is a /v1/chat/completions body.
+type chatRequest struct {
+	Model               string            `json:"model"`
+	Messages            []ChatMessage     `json:"messages"`
+	MaxTokens           *int              `json:"max_tokens"`
+	MaxCompletionTokens *int              `json:"max_completion_tokens"`
+	Stream              bool              `json:"stream"`
+	KV                  *KVTransferParams `json:"kv_transfer_params"`
+}
+
+// apiHandler serves the OpenAI-compatible API of one Backend.
+type apiHandler struct {
+	b       Backend
+	log     *slog.Logger
+	started int64 // unix seconds, for /v1/models
+}
+
+// NewHandler returns the HTTP API of b:
+//
+//	POST /v1/completions       OpenAI completions, streaming or not
+//	POST /v1/chat/completions  OpenAI chat completions, streaming or not
+//	GET  /v1/models            the served model
+//	GET  /health               200 when b.Ready() is nil, else 503
+//	GET  /metrics              reg in the Prometheus text format (when reg is not nil)
+//
+// Requests carry kv_transfer_params (KVTransferParams) to and from the
+// engine. Errors are OpenAI error objects with a status chosen from the
+// engine's sentinel errors. log may be nil.
+func NewHandler(b Backend, reg *prometheus.Registry, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &apiHandler{b: b, log: log, started: time.Now().Unix()}
+	mux := http.NewServeMux()
+	routeMethod(mux, http.MethodPost, "/v1/completions", http.HandlerFunc(h.completions))
+	routeMethod(mux, http.MethodPost, "/v1/chat/completions", http.HandlerFunc(h.chat))
+	routeMethod(mux, http.MethodGet, "/v1/models", http.HandlerFunc(h.models))
+	routeMethod(mux, http.MethodGet, "/health", http.HandlerFunc(h.health))
+	if reg != nil {
+		routeMethod(mux, http.MethodGet, "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError),
+		}))
+	}
+	mux.HandleFunc("/", notFound)
+	return mux
+}
+
+// routeMethod serves method path with h, and other methods on path with 405.
+func routeMethod(mux *http.ServeMux, method, path string, h http.Handler) {
+	mux.Handle(method+" "+path, h)
+	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", method)
+		writeError(w, &apiError{
+			Status:  http.StatusMethodNotAllowed,
+			Message: fmt.Sprintf("%s %s: method not allowed; use %s", r.Method, path, method),
+			Type:    "invalid_request_error",
+			Code:    "method_not_allowed",
+		})
+	})
+}
+
+// notFound answers unknown paths in OpenAI's error format.
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, &apiError{
+		Status:  http.StatusNotFound,
+		Message: fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path),
+		Type:    "invalid_request_error",
+		Code:    "not_found",
+	})
+}
+
+func (h *apiHandler) health(w http.ResponseWriter, _ *http.Request) {
+	if err := h.b.Ready(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (h *apiHandler) models(w http.ResponseWriter, _ *http.Request) {
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"object": "list",
+		"data":   []model{{ID: h.b.ModelName(), Object: "model", Created: h.started, OwnedBy: "hybridxfer"}},
+	})
+}
+
+// checkModel rejects a request for a model this instance does not serve.
+// An empty model means the served one.
+func (h *apiHandler) checkModel(model string) *apiError {
+	if served := h.b.ModelName(); model != "" && model != served {
+		e := badRequest("model", "model %q is not served here (serving %q)", model, served)
+		e.Code = "model_not_found"
+		return e
+	}
+	return nil
+}
+
+// begin reads and decodes a generation request's body into v and settles
+// its id, which it also sets on the response.
+func (h *apiHandler) begin(w http.ResponseWriter, r *http.Request, v any) (string, *apiError) {
+	id, e := requestID(r)
+	if e != nil {
+		return "", e
+	}
+	w.Header().Set(HeaderRequestID, id)
+	body, e := readBody(w, r)
+	if e != nil {
+		return id, e
+	}
+	return id, decodeJSON(body, v)
+}
+
+func (h *apiHandler) completions(w http.ResponseWriter, r *http.Request) {
+	var req completionRequest
+	id, e := h.begin(w, r, &req)
+	if e == nil {
+		e = h.checkModel(req.Model)
+	}
+	var prompt string
+	if e == nil {
+		prompt, e = req.prompt()
+	}
+	var n int
+	if e == nil {
+		n, e = maxTokens("max_tokens", req.MaxTokens)
+	}
+	if e != nil {
+		h.reject(w, r, id, e)
+		return
+	}
+	out := responder{id: "cmpl-" + id, created: time.Now().Unix(), model: h.b.ModelName()}
+	h.generate(w, r, GenRequest{ID: id, Prompt: prompt, MaxTokens: n, KV: req.KV}, out, req.Stream)
+}
+
+func (h *apiHandler) chat(w http.ResponseWriter, r *http.Request) {
+	var req chatRequest
+	id, e := h.begin(w, r, &req)
+	if e == nil {
+		e = h.checkModel(req.Model)
+	}
+	if e == nil && len(req.Messages) == 0 {
+		e = badRequest("messages", "messages must not be empty")
+	}
+	for i := 0; e == nil && i < len(req.Messages); i++ {
+		if req.Messages[i].Role == "" {
+			e = badRequest("messages", "messages[%d].role is required", i)
+		}
+	}
+	var n int
+	if e == nil {
+		if req.MaxCompletionTokens != nil {
+			n, e = maxTokens("max_completion_tokens", req.MaxCompletionTokens)
+		} else {
+			n, e = maxTokens("max_tokens", req.MaxTokens)
+		}
+	}
+	if e != nil {
+		h.reject(w, r, id, e)
+		return
+	}
+	out := responder{chat: true, id: "chatcmpl-" + id, created: time.Now().Unix(), model: h.b.ModelName()}
+	h.generate(w, r, GenRequest{ID: id, Prompt: RenderChat(req.Messages), MaxTokens: n, KV: req.KV}, out, req.Stream)
+}
+
+// reject answers a request that never reached the engine.
+func (h *apiHandler) reject(w http.ResponseWriter, r *http.Request, id string, e *apiError) {
+	h.log.Info("rejected request", "id", id, "path", r.URL.Path, "status", e.Status, "err", e.Message)
+	writeError(w, e)
+}
+
+// generate runs req on the backend and writes its result, as one JSON
+// response or, when stream is set, as Server-Sent Events.
+func (h *apiHandler) generate(w http.ResponseWriter, r *http.Request, req GenRequest, out responder, stream bool) {
+	start := time.Now()
+	var (
+		res *GenResult
+		err error
+	)
+	if stream {
+		s := &sseStream{w: w, rc: http.NewResponseController(w), out: out}
+		res, err = h.b.Generate(r.Context(), req, s.emit)
+		if !s.finish(res, err) {
+			e := classify(err)
+			writeError(w, &e)
+		}
+	} else {
+		res, err = h.b.Generate(r.Context(), req, nil)
+		if err == nil {
+			writeJSON(w, http.StatusOK, out.full(res))
+		} else {
+			e := classify(err)
+			writeError(w, &e)
+		}
+	}
+	attrs := []any{"id", req.ID, "path", r.URL.Path, "stream", stream, "duration", time.Since(start)}
+	if err != nil {
+		e := classify(err)
+		level := slog.LevelWarn
+		if e.Status < 500 {
+			level = slog.LevelInfo
+		}
+		h.log.Log(r.Context(), level, "request failed", append(attrs, "status", e.Status, "err", err)...)
+		return
+	}
+	h.log.Debug("request done", append(attrs, "prompt_tokens", res.PromptTokens,
+		"completion_tokens", res.CompletionTokens, "finish_reason", res.FinishReason)...)
+}
+
+// errStreamClosed is returned by an emit called after Generate returned.
+var errStreamClosed = errors.New("serve: emit after the request finished")
+
+// sseStream writes a streaming response. The response starts (status 200,
+// event-stream headers) with the first token, so an error before any
+// token still gets a plain error response with its own status.
+type sseStream struct {
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	out responder
+
+	mu      sync.Mutex
+	started bool
+	done    bool
+	sent    strings.Builder // text emitted so far
+	err     error           // first write error: the client is gone
+}
+
+// emit is the Backend's emit callback: one event per token.
+func (s *sseStream) emit(text string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.done:
+		return errStreamClosed
+	case s.err != nil:
+		return s.err
+	case text == "":
+		return nil
+	}
+	s.startLocked()
+	s.sent.WriteString(text)
+	s.eventLocked(s.out.delta(text))
+	return s.err
+}
+
+// finish ends the stream after Generate returned res, err. On success it
+// sends text not yet emitted, the final chunk and [DONE]. On error after
+// the stream started it sends an error event; before, it returns false
+// and the caller writes a plain error response.
+func (s *sseStream) finish(res *GenResult, err error) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	if err != nil {
+		if !s.started {
+			return false
+		}
+		e := classify(err)
+		s.eventLocked(map[string]*apiError{"error": &e})
+		return true
+	}
+	s.startLocked()
+	if rest, ok := strings.CutPrefix(res.Text, s.sent.String()); ok && rest != "" {
+		s.eventLocked(s.out.delta(rest))
+	}
+	s.eventLocked(s.out.final(res))
+	s.writeLocked([]byte("data: [DONE]\n\n"))
+	return true
+}
+
+func (s *sseStream) startLocked() {
+	if s.started {
+		return
+	}
+	s.started = true
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // no proxy buffering
+	s.w.WriteHeader(http.StatusOK)
+	if first := s.out.first(); first != nil {
+		s.eventLocked(first)
+	}
+}
+
+func (s *sseStream) eventLocked(v any) {
+	b, err := json.Marshal(v)
+	if err != nil { // our own types: cannot happen
+		panic(err)
+	}
+	s.writeLocked(slices.Concat([]byte("data: "), b, []byte("\n\n")))
+}
+
+// writeLocked writes and flushes one event; after a failure it does
+// nothing and s.err holds the failure.
+func (s *sseStream) writeLocked(b []byte) {
+	if s.err != nil {
+		return
+	}
+	if _, err := s.w.Write(b); err != nil {
+		s.err = err
+		return
+	}
+	if err := error(nil); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		s.err = err
+	}
+}
+
+// Response bodies.
+type (
+	apiUsage struct {
+		PromptTokens     int `json:"prompt_tokens"`
+		CompletionTokens int `json:"completion_tokens"`
+		TotalTokens      int `json:"total_tokens"`
+	}
+	completionChoice struct {
+		Index        int     `json:"index"`
+		Text         string  `json:"text"`
+		Logprobs     any     `json:"logprobs"` // always null
+		FinishReason *string `json:"finish_reason"`
+	}
+	chatMessageOut struct {
+		Role    string `json:"role"`
+		Content string `json:"content"`
+	}
+	chatDelta struct {
+		Role    string `json:"role,omitempty"`
+		Content string `json:"content,omitempty"`
+	}
+	chatChoice struct {
+		Index        int             `json:"index"`
+		Message      *chatMessageOut `json:"message,omitempty"`
+		Delta        *chatDelta      `json:"delta,omitempty"`
+		Logprobs     any             `json:"logprobs"` // always null
+		FinishReason *string         `json:"finish_reason"`
+	}
+	// apiResponse is a completion, chat completion, or a chunk of either.
+	apiResponse struct {
+		ID      string            `json:"id"`
+		Object  string            `json:"object"`
+		Created int64             `json:"created"`
+		Model   string            `json:"model"`
+		Choices any               `json:"choices"`
+		Usage   *apiUsage         `json:"usage,omitempty"`
+		KV      *KVTransferParams `json:"kv_transfer_params,omitempty"`
+	}
+)
+
+// responder builds the response bodies of one request.
+type responder struct {
+	chat    bool
+	id      string
+	created int64
+	model   string
+}
+
+func (o responder) body(object string, choices any) *apiResponse {
+	return &apiResponse{ID: o.id, Object: object, Created: o.created, Model: o.model, Choices: choices}
+}
+
+func usageOf(res *GenResult) *apiUsage {
+	return &apiUsage{res.PromptTokens, res.CompletionTokens, res.PromptTokens + res.CompletionTokens}
+}
+
+// full is the non-streaming response.
+func (o responder) full(res *GenResult) *apiResponse {
+	var b *apiResponse
+	if o.chat {
+		b = o.body("chat.completion", []chatChoice{{
+			Message:      &chatMessageOut{Role: "assistant", Content: res.Text},
+			FinishReason: &res.FinishReason,
+		}})
+	} else {
+		b = o.body("text_completion", []completionChoice{{Text: res.Text, FinishReason: &res.FinishReason}})
+	}
+	b.Usage, b.KV = usageOf(res), res.KV
+	return b
+}
+
+// first is the chunk that opens a stream, or nil: chat announces the
+// assistant's role.
+func (o responder) first() *apiResponse {
+	if !o.chat {
+		return nil
+	}
+	return o.body("chat.completion.chunk", []chatChoice{{Delta: &chatDelta{Role: "assistant"}}})
+}
+
+// delta is the chunk carrying streamed text.
+func (o responder) delta(text string) *apiResponse {
+	if o.chat {
+		return o.body("chat.completion.chunk", []chatChoice{{Delta: &chatDelta{Content: text}}})
+	}
+	return o.body("text_completion", []completionChoice{{Text: text}})
+}
+
+// final is the chunk that ends a stream: finish reason, usage and the
+// result's kv_transfer_params.
+func (o responder) final(res *GenResult) *apiResponse {
+	var b *apiResponse
+	if o.chat {
+		b = o.body("chat.completion.chunk", []chatChoice{{Delta: &chatDelta{}, FinishReason: &res.FinishReason}})
+	} else {
+		b = o.body("text_completion", []completionChoice{{FinishReason: &res.FinishReason}})
+	}
+	b.Usage, b.KV = usageOf(res), res.KV
+	return b
+}

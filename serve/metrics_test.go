@@ -1,0 +1,175 @@
+package serve
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// exercise calls every Metrics method once or more.
+func exercise(m *Metrics) {
+	m.Transfer(3*time.Millisecond, time.Millisecond, 1<<20, 12)
+	m.Transfer(5*time.Millisecond, 2*time.Millisecond, 3<<20, 4)
+	m.TransferFailed("peer")
+	m.NotificationFailed()
+	m.LeasesExpired(2)
+	m.LeasesReleased("notified", 3)
+	m.Handshake(2*time.Millisecond, nil)
+	m.Handshake(0, errors.New("refused"))
+	m.BytesByKind("attention", 1000)
+	m.BytesByKind("ssm", 24)
+	m.PoolUsage(1, "attention", 7, 100)
+	m.Request(10, 5, time.Second, nil)
+	m.Request(3, 0, time.Millisecond, ErrOverloaded)
+	m.Recomputed(6)
+}
+
+// metricNames are every metric NewMetrics registers.
+var metricNames = []string{
+	"hybridxfer_transfer_seconds", "hybridxfer_transfer_post_seconds", "hybridxfer_transfer_bytes",
+	"hybridxfer_transfer_reads", "hybridxfer_transfer_bytes_total", "hybridxfer_transfer_failures_total",
+	"hybridxfer_transfer_bytes_by_kind_total", "hybridxfer_notification_failures_total",
+	"hybridxfer_leases_expired_total", "hybridxfer_leases_released_total", "hybridxfer_handshake_seconds",
+	"hybridxfer_handshake_failures_total", "hybridxfer_pool_blocks_used", "hybridxfer_pool_blocks_total",
+	"hybridxfer_requests_total", "hybridxfer_request_seconds", "hybridxfer_prompt_tokens_total",
+	"hybridxfer_completion_tokens_total", "hybridxfer_recomputed_tokens_total",
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	exercise(NewMetrics(reg, "d0", RoleDecode))
+	srv := httptest.NewServer(NewHandler(&fakeBackend{}, reg, nil))
+	defer srv.Close()
+	resp := apiGet(t, srv.URL+"/metrics")
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, %v", resp.StatusCode, err)
+	}
+	text := string(b)
+	for _, name := range metricNames {
+		if !strings.Contains(text, "# TYPE "+name+" ") {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	for _, line := range []string{
+		`hybridxfer_transfer_bytes_total{engine_id="d0",role="decode"} 4.194304e+06`,
+		`hybridxfer_transfer_failures_total{engine_id="d0",reason="peer",role="decode"} 1`,
+		`hybridxfer_leases_released_total{cause="notified",engine_id="d0",role="decode"} 3`,
+		`hybridxfer_pool_blocks_used{engine_id="d0",group="1",kind="attention",role="decode"} 7`,
+		`hybridxfer_pool_blocks_total{engine_id="d0",group="1",kind="attention",role="decode"} 100`,
+		`hybridxfer_requests_total{engine_id="d0",role="decode",status="ok"} 1`,
+		`hybridxfer_requests_total{engine_id="d0",role="decode",status="overloaded"} 1`,
+		`hybridxfer_prompt_tokens_total{engine_id="d0",role="decode"} 10`,
+		`hybridxfer_transfer_reads_count{engine_id="d0",role="decode"} 2`,
+		`hybridxfer_transfer_reads_sum{engine_id="d0",role="decode"} 16`,
+		`hybridxfer_handshake_seconds_count{engine_id="d0",role="decode"} 1`,
+		`hybridxfer_handshake_failures_total{engine_id="d0",role="decode"} 1`,
+		`hybridxfer_recomputed_tokens_total{engine_id="d0",role="decode"} 6`,
+	} {
+		if !strings.Contains(text, line+"\n") {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
+}
+
+func TestMetricsValues(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	exercise(NewMetrics(reg, "p0", RolePrefill))
+	// A second engine on the same registry: distinct const labels.
+	exercise(NewMetrics(reg, "p1", RolePrefill))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*dto.MetricFamily{}
+	for _, f := range families {
+		byName[f.GetName()] = f
+	}
+	if len(byName) != len(metricNames) {
+		t.Errorf("%d families, want %d", len(byName), len(metricNames))
+	}
+	for _, name := range metricNames {
+		f := byName[name]
+		if f == nil {
+			t.Errorf("%s not gathered", name)
+			continue
+		}
+		engines := map[string]bool{}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["role"] != "prefill" {
+				t.Errorf("%s: role label %q", name, labels["role"])
+			}
+			engines[labels["engine_id"]] = true
+		}
+		if !engines["p0"] || !engines["p1"] || len(engines) != 2 {
+			t.Errorf("%s: engine_id labels %v", name, engines)
+		}
+	}
+	bytes := byName["hybridxfer_transfer_bytes"].GetMetric()[0].GetHistogram()
+	if bytes.GetSampleCount() != 2 || bytes.GetSampleSum() != 4<<20 {
+		t.Errorf("transfer_bytes: count %d sum %g", bytes.GetSampleCount(), bytes.GetSampleSum())
+	}
+	kinds := map[string]float64{}
+	for _, m := range byName["hybridxfer_transfer_bytes_by_kind_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "kind" {
+				kinds[l.GetValue()] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if kinds["attention"] != 2000 || kinds["ssm"] != 48 {
+		t.Errorf("bytes by kind %v", kinds)
+	}
+}
+
+func TestMetricsNil(t *testing.T) {
+	var m *Metrics
+	exercise(m) // must not panic
+}
+
+func TestBuckets(t *testing.T) {
+	check := func(name string, b []float64, lo, hi float64) {
+		t.Helper()
+		if len(b) < 2 || b[0] != lo || b[len(b)-1] < hi*0.999 || b[len(b)-1] > hi*1.001 {
+			t.Errorf("%s buckets %v, want %g..%g", name, b, lo, hi)
+		}
+	}
+	check("seconds", secondsBuckets, 50e-6, 30)
+	check("bytes", bytesBuckets, 4<<10, 64<<30)
+	check("reads", readsBuckets, 1, 1<<20)
+}
+
+// docs/metrics.md documents every metric, and nothing else.
+func TestMetricsDoc(t *testing.T) {
+	b, err := os.ReadFile("../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	want := map[string]bool{}
+	for _, name := range metricNames {
+		want[name] = true
+		if !strings.Contains(doc, "`"+name+"`") {
+			t.Errorf("docs/metrics.md does not document %s", name)
+		}
+	}
+	// Every metric named in a table row is real.
+	for _, m := range regexp.MustCompile("(?m)^\\| `(hybridxfer_[a-z_]+)`").FindAllStringSubmatch(doc, -1) {
+		if !want[m[1]] {
+			t.Errorf("docs/metrics.md documents unknown metric %s", m[1])
+		}
+	}
+}
