@@ -496,6 +496,16 @@ func failureReason(err error) string {
 // load plans and runs the reads of every decode rank, bounded by the
 // transfer timeout, after extending P's lease.
 func (e *Engine) load(ctx context.Context, p *peer, kv *KVTransferParams, req *plan.Request) error {
+	// (pool, block) -> kind of the group that owns it, for the metrics.
+	kinds := map[[2]int]string{}
+	for g, ids := range req.DBlocks {
+		gg := e.side.Ranks[0].Groups[g]
+		for _, id := range ids {
+			if id != 0 {
+				kinds[[2]int{gg.Pool, id}] = gg.Kind.String()
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.TransferTimeout)
 	defer cancel()
 	for _, ex := range p.execs {
@@ -532,32 +542,28 @@ func (e *Engine) load(ctx context.Context, p *peer, kv *KVTransferParams, req *p
 			bytes += pl.Bytes()
 			reads += pl.NumReads()
 			post = max(post, stats[d].Post)
+			// Bytes by the kind of the group owning the block they land in.
+			landed := func(reg plan.Region, off, n int64) {
+				if reg.Pool < 0 {
+					return
+				}
+				stride := int64(e.side.Ranks[0].Pools[reg.Pool].PageStride)
+				if k, ok := kinds[[2]int{reg.Pool, int(off / stride)}]; ok {
+					m.BytesByKind(k, n)
+				}
+			}
 			for _, rp := range pl.Remotes {
 				for _, r := range rp.Reads {
-					if r.Local.Pool >= 0 {
-						m.BytesByKind(e.kindOfRegion(r.Local), r.Len)
-					}
+					landed(r.Local, r.LocalOff, r.Len)
 				}
+			}
+			for _, st := range pl.Post {
+				landed(st.Dst, st.DstOff, st.Bytes())
 			}
 		}
 		m.Transfer(time.Since(t0), post, bytes, reads)
 	}
 	return nil
-}
-
-// kindOfRegion names the layer kind stored in a region (the kind of the
-// first group using its pool).
-func (e *Engine) kindOfRegion(r plan.Region) string {
-	g := e.side.Ranks[0]
-	for _, gg := range g.Groups {
-		if gg.Pool == r.Pool {
-			if len(g.Pools[r.Pool].Groups) > 1 {
-				return "mixed"
-			}
-			return gg.Kind.String()
-		}
-	}
-	return "unknown"
 }
 
 func (p *peer) abort(reqID string) {

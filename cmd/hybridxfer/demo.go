@@ -1,54 +1,45 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 )
 
-// demoCmd is `make demo` on embedded defaults. Until the end-to-end
-// serving demo lands it shows the state sizes of every preset, then moves
-// real requests of two hybrid models between P and D with different TP
-// sizes and layouts and checks every byte: once with every rank a separate
-// process over ZeroMQ and UCX, once in process.
+// demoCmd is `make demo`: the end-to-end disaggregated serving demo on
+// embedded defaults.
 func demoCmd() *cobra.Command {
-	var transport string
+	var (
+		keep      bool
+		port      int
+		model     string
+		pTP, dTP  int
+		seed      uint64
+		maxTokens int
+	)
 	c := &cobra.Command{
-		Use:   "demo",
-		Short: "State sizes of every preset, then verified P -> D transfers of hybrid models",
-		Args:  cobra.NoArgs,
+		Use:   "demo [--keep-running] [--port P]",
+		Short: "Proxy + prefill (tp 2) + decode (tp 4) processes; chat requests checked against the monolithic model",
+		Long: `demo starts a proxy, a prefill instance (tp 2) and a decode instance (tp 4, NHD and SD
+layouts) as separate processes on 127.0.0.1, talking over ZeroMQ (handshake) and UCX (state,
+notifications). It sends a batch of chat requests (streaming and not) through the proxy with
+a plain HTTP client, checks every answer against the same reference model run monolithically
+in this process, prints a summary with a metrics excerpt, stops everything and exits 0 only
+if every answer matches. With --keep-running it prints the proxy URL and serves until
+interrupted.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			out := cmd.OutOrStdout()
-			fmt.Fprintln(out, "== Per-request state of every preset (4096 tokens, tp 1, one rank)")
-			if err := runSub(cmd, modelsCmd(), nil); err != nil {
-				return err
-			}
-			runs := [][]string{
-				{"--model", "qwen3.5-27b", "--prefill-tp", "2", "--decode-tp", "4", "--decode-layout", "NHD",
-					"--decode-conv-layout", "SD", "--prompt-tokens", "4096", "--requests", "3", "--transport", transport},
-				{"--model", "kimi-linear-48b-a3b", "--prefill-tp", "4", "--decode-tp", "1", "--decode-memory", "separate",
-					"--decode-block-size", "64", "--prompt-tokens", "4096", "--requests", "3", "--mode", "staged", "--transport", "inproc"},
-			}
-			for _, args := range runs {
-				fmt.Fprintf(out, "\n== hybridxfer verify %v\n", args)
-				if err := runSub(cmd, verifyCmd(), args); err != nil {
-					return err
-				}
-			}
-			return nil
+			demoProxyPort = port
+			return runE2EDemo(cmd.Context(), cmd.OutOrStdout(), model, pTP, dTP, seed, maxTokens, keep)
 		},
 	}
-	c.Flags().StringVar(&transport, "transport", "ucx", "transport of the first verification (ucx or inproc)")
+	c.Flags().BoolVar(&keep, "keep-running", false, "serve until interrupted instead of running the batch")
+	c.Flags().IntVar(&port, "port", 0, "proxy port (0: any free port)")
+	c.Flags().StringVar(&model, "model", "qwen3.5-27b", "preset whose reference miniature is served")
+	c.Flags().IntVar(&pTP, "prefill-tp", 2, "prefill tensor-parallel size")
+	c.Flags().IntVar(&dTP, "decode-tp", 4, "decode tensor-parallel size")
+	c.Flags().Uint64Var(&seed, "seed", 1, "reference model weights seed")
+	c.Flags().IntVar(&maxTokens, "max-tokens", 12, "tokens per answer")
 	return c
 }
 
-// runSub runs a subcommand with args, writing to cmd's output.
-func runSub(cmd *cobra.Command, sub *cobra.Command, args []string) error {
-	sub.SetOut(cmd.OutOrStdout())
-	sub.SetErr(cmd.ErrOrStderr())
-	sub.SetContext(cmd.Context())
-	if err := sub.ParseFlags(args); err != nil {
-		return err
-	}
-	return sub.RunE(sub, nil)
-}
+// demoProxyPort, when not 0, is the proxy's port.
+var demoProxyPort int

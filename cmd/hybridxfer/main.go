@@ -17,7 +17,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(modelsCmd(), verifyCmd(), benchCmd(), demoCmd(), workerCmd())
+	root.AddCommand(modelsCmd(), verifyCmd(), benchCmd(), demoCmd(), serveCmd(), proxyCmd(), workerCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "hybridxfer:", err)
 		os.Exit(exitCode(err))

@@ -23,12 +23,16 @@ type instanceFlags struct {
 }
 
 func (f *instanceFlags) register(c *cobra.Command, side string, tp int) {
-	c.Flags().IntVar(&f.tp, side+"-tp", tp, side+" tensor-parallel size")
-	c.Flags().IntVar(&f.blockSize, side+"-block-size", 16, side+" block size (unified memory: the minimum; separate: the attention block size)")
-	c.Flags().IntVar(&f.kernelBlock, side+"-kernel-block-size", 0, side+" attention kernel block size (0: 16 when it divides the block size)")
-	c.Flags().StringVar(&f.layout, side+"-layout", "HND", side+" attention layout: HND or NHD")
-	c.Flags().StringVar(&f.conv, side+"-conv-layout", "DS", side+" conv state layout: DS or SD")
-	c.Flags().StringVar(&f.memory, side+"-memory", "unified", side+" memory layout: unified or separate")
+	p, what := side+"-", side+" "
+	if side == "" {
+		p, what = "", ""
+	}
+	c.Flags().IntVar(&f.tp, p+"tp", tp, what+"tensor-parallel size")
+	c.Flags().IntVar(&f.blockSize, p+"block-size", 16, what+"block size (unified memory: the minimum; separate: the attention block size)")
+	c.Flags().IntVar(&f.kernelBlock, p+"kernel-block-size", 0, what+"attention kernel block size (0: 16 when it divides the block size)")
+	c.Flags().StringVar(&f.layout, p+"layout", "HND", what+"attention layout: HND or NHD")
+	c.Flags().StringVar(&f.conv, p+"conv-layout", "DS", what+"conv state layout: DS or SD")
+	c.Flags().StringVar(&f.memory, p+"memory", "unified", what+"memory layout: unified or separate")
 }
 
 func (f *instanceFlags) config() (groups.InstanceConfig, error) {

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
+	"github.com/hybridxfer/hybridxfer/serve"
+)
+
+// proc is a child process of the demo.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+}
+
+func startProc(ctx context.Context, name string, args ...string) (*proc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd.Env = workerEnv()
+	cmd.Stdout = io.Discard
+	cmd.Stderr = &prefixWriter{prefix: "[" + name + "] ", w: os.Stderr}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	return &proc{name: name, cmd: cmd}, nil
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// waitHealthy polls url/health until it answers 200.
+func waitHealthy(ctx context.Context, url string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/health", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not healthy after 60s (last error: %v)", url, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// demoCluster is a proxy, one prefill and one decode instance.
+type demoCluster struct {
+	procs                  []*proc
+	proxy, prefill, decode string
+}
+
+func (c *demoCluster) stop() {
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		c.procs[i].stop()
+	}
+}
+
+func startDemoCluster(ctx context.Context, model string, pTP, dTP int, seed uint64) (*demoCluster, error) {
+	ports := make([]int, 3)
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ports[i] = p
+	}
+	if demoProxyPort != 0 {
+		ports[2] = demoProxyPort
+	}
+	c := &demoCluster{
+		prefill: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		decode:  fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		proxy:   fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
+	}
+	s := strconv.FormatUint(seed, 10)
+	specs := []struct {
+		name string
+		args []string
+	}{
+		{"prefill", []string{"serve", "--role", "prefill", "--model", model, "--tp", strconv.Itoa(pTP), "--port", strconv.Itoa(ports[0]), "--seed", s}},
+		{"decode", []string{"serve", "--role", "decode", "--model", model, "--tp", strconv.Itoa(dTP), "--port", strconv.Itoa(ports[1]), "--seed", s,
+			"--layout", "NHD", "--conv-layout", "SD"}},
+		{"proxy", []string{"proxy", "--prefill", c.prefill, "--decode", c.decode, "--port", strconv.Itoa(ports[2])}},
+	}
+	for _, sp := range specs {
+		p, err := startProc(ctx, sp.name, sp.args...)
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		c.procs = append(c.procs, p)
+	}
+	for _, u := range []string{c.prefill, c.decode, c.proxy} {
+		if err := waitHealthy(ctx, u); err != nil {
+			c.stop()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+var demoPrompts = []string{
+	"What is the capital of France?",
+	"Write a haiku about state transfer.",
+	"Summarize: prefill computes the prompt, decode generates the answer.",
+	"hi",
+	"Explain sliding window attention in one sentence.",
+	"Count: one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen",
+	"Why do recurrent states have to be moved exactly once?",
+	"Mamba, GDN and KDA keep a conv state and a recurrent state per layer.",
+}
+
+// chat sends one chat completion through the proxy (streaming or not) with
+// a plain HTTP client and returns the answer text.
+func chat(ctx context.Context, url, model, content string, maxTokens int, stream bool) (string, error) {
+	body, _ := json.Marshal(map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": content}},
+		"max_tokens": maxTokens, "stream": stream})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return "", fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if !stream {
+		var r struct {
+			Choices []struct {
+				Message struct{ Content string } `json:"message"`
+			} `json:"choices"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+			return "", err
+		}
+		if len(r.Choices) != 1 {
+			return "", fmt.Errorf("%d choices", len(r.Choices))
+		}
+		return r.Choices[0].Message.Content, nil
+	}
+	var text strings.Builder
+	sc := bufio.NewScanner(resp.Body)
+	done := false
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if line == "[DONE]" {
+			done = true
+			break
+		}
+		var chunk struct {
+			Error   *struct{ Message string } `json:"error"`
+			Choices []struct {
+				Delta struct{ Content string } `json:"delta"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal([]byte(line), &chunk); err != nil {
+			return "", fmt.Errorf("bad stream chunk %q: %w", line, err)
+		}
+		if chunk.Error != nil {
+			return "", fmt.Errorf("stream error: %s", chunk.Error.Message)
+		}
+		for _, c := range chunk.Choices {
+			text.WriteString(c.Delta.Content)
+		}
+	}
+	if !done {
+		return "", fmt.Errorf("stream ended without [DONE] (%v)", sc.Err())
+	}
+	return text.String(), nil
+}
+
+// monolithicAnswer is what the reference model answers on one instance.
+func monolithicAnswer(m *refmodel.Model, content string, maxTokens int) (string, error) {
+	prompt := serve.RenderChat([]serve.ChatMessage{{Role: "user", Content: content}})
+	out, err := m.Generate(refmodel.NewMapStore(m.Spec()), serve.Tokenize(prompt), 0, maxTokens)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, t := range out {
+		b.WriteString(serve.Detokenize(t))
+	}
+	return b.String(), nil
+}
+
+// metricValue sums the samples of a metric in a Prometheus text scrape.
+func metricValue(scrape, name string) float64 {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(\{[^}]*\})? ([0-9.eE+-]+)$`)
+	var sum float64
+	for _, m := range re.FindAllStringSubmatch(scrape, -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		sum += v
+	}
+	return sum
+}
+
+func scrape(ctx context.Context, url string) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// runE2EDemo is the end-to-end demo: proxy + P + D processes, chat
+// requests through the proxy, answers checked against the monolithic model.
+func runE2EDemo(ctx context.Context, out io.Writer, model string, pTP, dTP int, seed uint64, maxTokens int, keepRunning bool) error {
+	spec, err := groups.Preset(model, groups.PresetOptions{})
+	if err != nil {
+		return err
+	}
+	mini, err := refmodel.Miniature(spec)
+	if err != nil {
+		return err
+	}
+	ref := refmodel.New(mini, seed)
+	fmt.Fprintf(out, "starting prefill (tp %d), decode (tp %d, NHD, SD) and proxy for %s (reference miniature) on 127.0.0.1\n", pTP, dTP, model)
+	t0 := time.Now()
+	c, err := startDemoCluster(ctx, model, pTP, dTP, seed)
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	fmt.Fprintf(out, "up in %.1fs: proxy %s, prefill %s, decode %s\n", time.Since(t0).Seconds(), c.proxy, c.prefill, c.decode)
+	if keepRunning {
+		fmt.Fprintf(out, "serving; try:\n  curl %s/v1/chat/completions -d '{\"model\":%q,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}],\"max_tokens\":16}'\n", c.proxy, model)
+		sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		<-sctx.Done()
+		return nil
+	}
+	matched, tokens := 0, 0
+	start := time.Now()
+	for i, p := range demoPrompts {
+		stream := i%2 == 1
+		got, err := chat(ctx, c.proxy, model, p, maxTokens, stream)
+		if err != nil {
+			return fmt.Errorf("request %d: %w", i, err)
+		}
+		want, err := monolithicAnswer(ref, p, maxTokens)
+		if err != nil {
+			return err
+		}
+		ok := got == want
+		if ok {
+			matched++
+		}
+		tokens += len(serve.Tokenize(got))
+		fmt.Fprintf(out, "  [%d] stream=%-5v %-60.60q -> %q %s\n", i, stream, p, got, map[bool]string{true: "== monolithic", false: "!= monolithic " + strconv.Quote(want)}[ok])
+	}
+	elapsed := time.Since(start)
+	ms, err := scrape(ctx, c.decode)
+	if err != nil {
+		return err
+	}
+	ps, err := scrape(ctx, c.prefill)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nrequests %d, matched %d, completion tokens %d, %.2fs\n", len(demoPrompts), matched, tokens, elapsed.Seconds())
+	fmt.Fprintf(out, "bytes moved %.0f in %.0f transfers (%.0f reads), transfer time %.2f ms total\n",
+		metricValue(ms, "hybridxfer_transfer_bytes_total"), metricValue(ms, "hybridxfer_transfer_seconds_count"),
+		metricValue(ms, "hybridxfer_transfer_reads_sum"), 1000*metricValue(ms, "hybridxfer_transfer_seconds_sum"))
+	fmt.Fprintln(out, "metrics excerpt:")
+	for _, line := range strings.Split(ms+ps, "\n") {
+		for _, name := range []string{"hybridxfer_transfer_bytes_by_kind_total", "hybridxfer_leases_released_total", "hybridxfer_transfer_failures_total", "hybridxfer_requests_total"} {
+			if strings.HasPrefix(line, name) {
+				fmt.Fprintln(out, "  "+line)
+			}
+		}
+	}
+	if matched != len(demoPrompts) {
+		return &exitError{code: 2, err: fmt.Errorf("%d of %d answers differ from the monolithic reference", len(demoPrompts)-matched, len(demoPrompts))}
+	}
+	fmt.Fprintln(out, "OK: every answer equals the monolithic reference model's")
+	return nil
+}
