@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+	"github.com/hybridxfer/hybridxfer/statexfer/ucx"
 	"github.com/hybridxfer/hybridxfer/statexfer/verify"
 	"github.com/spf13/cobra"
 )
@@ -65,6 +69,8 @@ func verifyCmd() *cobra.Command {
 		asJSON   bool
 		tport    string
 		errMode  string
+		check    string
+		maxTok   int
 	)
 	c := &cobra.Command{
 		Use:   "verify --model NAME|FILE --prefill-tp N --decode-tp M [flags]",
@@ -95,6 +101,12 @@ byte_mismatches and untouched_violations are both zero.`,
 			md, err := plan.ParseMode(mode)
 			if err != nil {
 				return err
+			}
+			if check == "model" {
+				return verifyModel(cmd, m, pc, dc, md, tport, errMode, tokens, requests, maxTok, seed, asJSON)
+			}
+			if check != "state" {
+				return fmt.Errorf("--check %q (want state or model)", check)
 			}
 			start := time.Now()
 			cfg := verify.Config{Model: m, P: pc, D: dc, PromptTokens: tokens, Requests: requests, Seed: seed, Mode: md}
@@ -149,6 +161,8 @@ byte_mismatches and untouched_violations are both zero.`,
 	c.Flags().StringVar(&mode, "mode", "auto", "read shaping: direct, staged or auto (cost model)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	c.Flags().StringVar(&tport, "transport", "inproc", "inproc: every rank in this process over the in-process transport; ucx: each rank its own process, ZeroMQ handshake and UCX reads on 127.0.0.1")
+	c.Flags().StringVar(&check, "check", "state", "state: byte-exact state transfer with the coordinate pattern; model: prefill and decode engines running the reference model, answers and final states compared with the monolithic run")
+	c.Flags().IntVar(&maxTok, "max-tokens", 8, "--check model: tokens generated per request")
 	c.Flags().StringVar(&errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none (shared-memory lanes, dead peers found by the side channel) or peer (UCX 1.13: tcp lanes, emulated gets)")
 	return c
 }
@@ -204,4 +218,55 @@ func verifyCluster(ctx context.Context, cfg verify.Config, errMode string) (*ver
 	}
 	res.Finish()
 	return res, nil
+}
+
+// verifyModel is verify --check model.
+func verifyModel(cmd *cobra.Command, m *groups.Model, pc, dc groups.InstanceConfig, md plan.Mode, tport, errMode string, tokens, requests, maxTok int, seed uint64, asJSON bool) error {
+	mc := serve.ModelCheck{Model: m, P: pc, D: dc, Mode: md, PromptTokens: tokens, Requests: requests, MaxTokens: maxTok, Seed: seed}
+	switch tport {
+	case "inproc":
+		f := func(_ int, h transport.Handlers) (transport.Transport, error) { return transport.NewInproc(h), nil }
+		mc.PTransports, mc.DTransports = f, f
+	case "ucx":
+		uc, err := ucxConfig("", errMode)
+		if err != nil {
+			return err
+		}
+		f := func(side string) serve.TransportFactory {
+			return func(r int, h transport.Handlers) (transport.Transport, error) {
+				c := uc
+				c.Name = fmt.Sprintf("%s-rank%d", side, r)
+				return ucx.New(c, h)
+			}
+		}
+		mc.PTransports, mc.DTransports = f("prefill"), f("decode")
+		mc.Serve, mc.Fetch = zmqServe("127.0.0.1", 0, slog.New(slog.NewTextHandler(io.Discard, nil))), zmqFetch
+	default:
+		return fmt.Errorf("--transport %q (want inproc or ucx)", tport)
+	}
+	start := time.Now()
+	res, err := serve.RunModelCheck(cmd.Context(), mc)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(out, "model %s (reference miniature): prefill tp %d -> decode tp %d over %s, %d requests (%d prompt, %d output tokens), %.2fs\n",
+			m.Name, pc.TP, dc.TP, tport, res.Requests, res.PromptTokens, res.OutputTokens, time.Since(start).Seconds())
+		fmt.Fprintf(out, "answers equal to monolithic %d/%d, final states equal %d/%d, positions computed twice %d, everything released %v\n",
+			res.Matched, res.Requests, res.StatesEqual, res.Requests, res.PositionsTwice, res.Idle)
+	}
+	if !res.OK() {
+		return &exitError{code: 2, err: fmt.Errorf("model check failed: %s", res.FirstProblem)}
+	}
+	if !asJSON {
+		fmt.Fprintln(out, "OK: disaggregated serving equals the monolithic reference model")
+	}
+	return nil
 }

@@ -1,0 +1,181 @@
+package serve
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
+	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+)
+
+// ModelCheck configures a model-level end-to-end check: a prefill and a
+// decode engine in this process (their own transports and handshake),
+// requests of random prompts, answers and final decode states compared with
+// the monolithic reference run.
+type ModelCheck struct {
+	Model        *groups.Model
+	P, D         groups.InstanceConfig
+	Mode         plan.Mode
+	Handoff      Handoff
+	PromptTokens int // prompts have 1..PromptTokens tokens
+	Requests     int
+	MaxTokens    int
+	Seed         uint64
+	// PTransports and DTransports build the ranks' transports; Serve and
+	// Fetch the handshake (MemHandshake when nil).
+	PTransports, DTransports TransportFactory
+	Serve                    HandshakeServer
+	Fetch                    HandshakeClient
+}
+
+// ModelCheckResult is what a model check found.
+type ModelCheckResult struct {
+	Model          string `json:"model"`
+	Requests       int    `json:"requests"`
+	Matched        int    `json:"matched"`
+	StatesEqual    int    `json:"states_equal"`
+	PositionsTwice int    `json:"positions_computed_twice"`
+	PromptTokens   int    `json:"prompt_tokens"`
+	OutputTokens   int    `json:"output_tokens"`
+	FirstProblem   string `json:"first_problem,omitempty"`
+	Idle           bool   `json:"released_everything"`
+}
+
+// OK reports whether everything matched and was released.
+func (r *ModelCheckResult) OK() bool {
+	return r.Matched == r.Requests && r.StatesEqual == r.Requests && r.PositionsTwice == 0 && r.Idle
+}
+
+// RunModelCheck runs c.
+func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error) {
+	if c.Requests <= 0 || c.PromptTokens <= 0 || c.MaxTokens <= 0 {
+		return nil, fmt.Errorf("%w: requests, prompt tokens and max tokens must be > 0", ErrBadRequest)
+	}
+	if c.Serve == nil || c.Fetch == nil {
+		hs := &MemHandshake{}
+		c.Serve, c.Fetch = hs.Serve, hs.Fetch
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var mu sync.Mutex
+	computed := map[string][][2]int{}
+	onCompute := func(id string, from, to int) {
+		mu.Lock()
+		computed[id] = append(computed[id], [2]int{from, to})
+		mu.Unlock()
+	}
+	finals := map[string]*refmodel.Snapshot{}
+	var d *Engine
+	p, err := New(Config{Role: RolePrefill, EngineID: "check-prefill", Model: c.Model, Seed: c.Seed, Instance: c.P,
+		Handoff: c.Handoff, Transports: c.PTransports, Serve: c.Serve, OnCompute: onCompute, Log: quiet})
+	if err != nil {
+		return nil, fmt.Errorf("prefill: %w", err)
+	}
+	defer p.Close()
+	d, err = New(Config{Role: RoleDecode, EngineID: "check-decode", Model: c.Model, Seed: c.Seed, Instance: c.D, Mode: c.Mode,
+		Transports: c.DTransports, Fetch: c.Fetch, OnCompute: onCompute, Log: quiet,
+		OnFinish: func(id string, st refmodel.Store, n int) {
+			if snap, err := d.Model().Snapshot(st, n); err == nil {
+				mu.Lock()
+				finals[id] = snap
+				mu.Unlock()
+			}
+		}})
+	if err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	defer d.Close()
+	res := &ModelCheckResult{Model: c.Model.Name, Requests: c.Requests}
+	problem := func(f string, a ...any) {
+		if res.FirstProblem == "" {
+			res.FirstProblem = fmt.Sprintf(f, a...)
+		}
+	}
+	rng := rand.New(rand.NewPCG(c.Seed, 0xc4ec))
+	const alphabet = "abcdefghijklmnopqrstuvwxyz ,."
+	for i := 0; i < c.Requests; i++ {
+		var b strings.Builder
+		for n := 1 + rng.IntN(c.PromptTokens); b.Len() < n; {
+			b.WriteByte(alphabet[rng.IntN(len(alphabet))])
+		}
+		prompt := b.String()
+		id := fmt.Sprintf("q%d", i)
+		pr, err := p.Generate(ctx, GenRequest{ID: id, Prompt: prompt, MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+		if err != nil {
+			return nil, fmt.Errorf("request %d on prefill: %w", i, err)
+		}
+		dr, err := d.Generate(ctx, GenRequest{ID: id, Prompt: prompt, MaxTokens: c.MaxTokens, KV: pr.KV}, nil)
+		if err != nil {
+			return nil, fmt.Errorf("request %d on decode: %w", i, err)
+		}
+		toks := Tokenize(prompt)
+		res.PromptTokens += len(toks)
+		res.OutputTokens += len(dr.Tokens)
+		ms := refmodel.NewMapStore(d.Spec())
+		want, err := d.Model().Generate(ms, toks, 0, c.MaxTokens)
+		if err != nil {
+			return nil, err
+		}
+		if fmt.Sprint(want) == fmt.Sprint(dr.Tokens) {
+			res.Matched++
+		} else {
+			problem("request %d: disaggregated %v, monolithic %v", i, dr.Tokens, want)
+		}
+		total := refmodel.Computed(len(toks), c.MaxTokens)
+		wantSnap, err := d.Model().Snapshot(ms, total)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		var got *refmodel.Snapshot
+		for fid, s := range finals {
+			if strings.HasSuffix(fid, "-"+id) {
+				got = s
+			}
+		}
+		count := make([]int, total)
+		first := total
+		for rid, rs := range computed {
+			if strings.HasSuffix(rid, "-"+id) {
+				for _, r := range rs {
+					first = min(first, r[0])
+					for x := r[0]; x < r[1] && x < total; x++ {
+						count[x]++
+					}
+				}
+			}
+		}
+		mu.Unlock()
+		if got != nil && got.Diff(wantSnap) == nil {
+			res.StatesEqual++
+		} else {
+			problem("request %d: final decode state differs from the monolithic run", i)
+		}
+		for x := first; x < total; x++ {
+			if count[x] != 1 {
+				res.PositionsTwice++
+				problem("request %d: position %d computed %d times", i, x, count[x])
+			}
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		errP, errD := p.CheckIdle(), d.CheckIdle()
+		if errP == nil && errD == nil {
+			res.Idle = true
+			break
+		}
+		if time.Now().After(deadline) {
+			problem("not idle after the run: prefill: %v; decode: %v", errP, errD)
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return res, nil
+}
