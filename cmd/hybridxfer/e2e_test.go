@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
+)
+
+// buildCLI builds the hybridxfer binary once for the end-to-end tests.
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end: builds the CLI and starts processes")
+	}
+	bin := filepath.Join(t.TempDir(), "hybridxfer")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestEndToEnd starts the demo cluster (proxy, prefill tp 2, decode tp 4 as
+// separate processes over ZeroMQ and UCX), talks to the proxy over HTTP,
+// streaming and not, and checks every answer against the monolithic
+// reference model; then an interrupt stops every process.
+func TestEndToEnd(t *testing.T) {
+	bin := buildCLI(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "demo", "--keep-running", "--port", fmt.Sprint(port), "--seed", "5")
+	cmd.Env = workerEnv()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			t.Log(sc.Text())
+		}
+		exited <- cmd.Wait()
+	}()
+	proxy := fmt.Sprintf("http://127.0.0.1:%d", port)
+	if err := waitHealthy(ctx, proxy); err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
+	}
+	spec, _ := groups.Preset("qwen3.5-27b", groups.PresetOptions{})
+	mini, err := refmodel.Miniature(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := refmodel.New(mini, 5)
+	for i, p := range []string{"hello there", "a", strings.Repeat("long prompt ", 12)} {
+		for _, stream := range []bool{false, true} {
+			got, err := chat(ctx, proxy, "qwen3.5-27b", p, 7, stream)
+			if err != nil {
+				t.Fatalf("request %d stream=%v: %v", i, stream, err)
+			}
+			want, err := monolithicAnswer(ref, p, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Fatalf("request %d stream=%v: %q, monolithic %q", i, stream, got, want)
+			}
+		}
+	}
+	// A wrong model name is the client's error, with a message.
+	if _, err := chat(ctx, proxy, "no-such-model", "x", 2, false); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("unknown model: %v", err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("demo exited with %v after SIGTERM", err)
+		}
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		t.Fatal("demo did not stop after SIGTERM")
+	}
+}
+
+// TestDemoBatch runs `hybridxfer demo` as a user would: exit status 0 and
+// every answer matched.
+func TestDemoBatch(t *testing.T) {
+	bin := buildCLI(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "demo", "--max-tokens", "4")
+	cmd.Env = workerEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "matched 8") || !strings.Contains(string(out), "OK: every answer") {
+		t.Fatalf("demo output:\n%s", out)
+	}
+}
