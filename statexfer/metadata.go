@@ -88,6 +88,9 @@ func DecodeRankMetas(b []byte) (ms []RankMeta, err error) {
 			ms, err = nil, fmt.Errorf("%w: decoder panic: %v", ErrMetadata, r)
 		}
 	}()
+	if err := checkMsgpack(b); err != nil {
+		return nil, err
+	}
 	var v struct {
 		V int        `msgpack:"v"`
 		M []RankMeta `msgpack:"m"`

@@ -60,7 +60,9 @@ type Batch struct {
 
 	cancel atomic.Bool
 
-	// Owned by the progress goroutine (UCX paths).
+	// Owned by the progress goroutine (UCX paths; post sets c before the
+	// batch is submitted). Other goroutines must not read them: Cancel
+	// decides from path.
 	c        *C.hx_batch_t
 	abortErr error
 	aborted  []bool // ops incomplete when the batch was aborted
@@ -95,8 +97,11 @@ func (b *Batch) Cancel() {
 	if b.cancel.Swap(true) {
 		return
 	}
-	if b.c == nil {
-		return // mapped: the copier checks the flag
+	if b.path == PathMapped || b.path == PathNone {
+		// The copier checks the flag; an empty batch settled at once.
+		// (b.path is set before the batch is published and never
+		// changes; b.c belongs to the progress goroutine.)
+		return
 	}
 	_ = b.t.submit(func() {
 		if _, ok := b.t.active[b]; ok {
@@ -165,8 +170,9 @@ func (b *Batch) copyMapped(ops []transport.Op, locals []*Memory, remotes []*Remo
 
 // ---- UCX-posted batches (progress goroutine) ------------------------------
 
-// start posts the first window of a batch.
-func (t *Transport) start(b *Batch) {
+// start fills in the rkeys of b's ops (remotes[i] for op i) and posts the
+// first window.
+func (t *Transport) start(b *Batch, remotes []*Remote) {
 	p := b.p
 	if p.closed {
 		err := p.usable()
@@ -178,6 +184,10 @@ func (t *Transport) start(b *Batch) {
 		b.c = nil
 		b.settle(transport.Result{Failed: all, Err: fmt.Errorf("ucx: %s: %w", b.kind(), err)})
 		return
+	}
+	rkeys := unsafe.Slice(b.c.rkey, b.n)
+	for i, r := range remotes {
+		rkeys[i] = r.rkey
 	}
 	b.c.ep = p.ep
 	t.active[b] = struct{}{}

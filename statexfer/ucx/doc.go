@@ -86,11 +86,13 @@
 // Close stops the loop: batches in flight fail with transport.ErrClosed,
 // endpoints are closed (forced for dead peers and for ErrModePeer endpoints
 // with requests in flight, which UCX then purges; otherwise flushed for at
-// most Config.CloseTimeout), memory is unmapped, and the worker and context
-// are destroyed. Without peer error handling UCX cannot purge requests: a
-// batch still in flight after CloseTimeout is settled with ErrClosed and its
-// requests are left to UCX until they complete or the worker is destroyed;
-// if that peer was merely slow, a late get may still land in local memory.
+// most Config.CloseTimeout), the worker is flushed within the same bound (so
+// that wireup replies to transports that just connected to this one are
+// sent), memory is unmapped, and the worker and context are destroyed.
+// Without peer error handling UCX cannot purge requests: a batch still in
+// flight after CloseTimeout is settled with ErrClosed and its requests are
+// left to UCX until they complete or the worker is destroyed; if that peer
+// was merely slow, a late get may still land in local memory.
 //
 // # UCX 1.13 defects worked around or documented
 //
@@ -100,7 +102,13 @@
 //     emulated reads off production paths that can lose initiators, or
 //     prefer the mapped/one-sided paths.
 //   - Force-closing a peer-mode endpoint whose wireup is in flight asserts
-//     ("got REP message"); this package forces only when it must.
+//     ("got REP message"); this package forces only when it must. Destroying
+//     a worker does the same to the endpoints UCX created for remote
+//     transports that connected to it, so Close flushes the worker first.
+//   - Peer.Fail force-closes the endpoint: if the peer was in fact alive and
+//     later serves emulated gets that were in flight, it aborts (first item).
+//     The tests declare a peer failed only in a child process they then
+//     kill (TestTwoProcessFailHook).
 //   - Forced close without peer error handling does not purge requests.
 //
 // # Environment

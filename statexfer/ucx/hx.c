@@ -265,6 +265,13 @@ void *hx_flush_ep(ucp_ep_h ep)
 	return ucp_ep_flush_nbx(ep, &p);
 }
 
+void *hx_flush_worker(ucp_worker_h w)
+{
+	ucp_request_param_t p;
+	memset(&p, 0, sizeof(p));
+	return ucp_worker_flush_nbx(w, &p);
+}
+
 int hx_req_status(void *req) { return (int)ucp_request_check_status(req); }
 void hx_req_free(void *req) { ucp_request_free(req); }
 

@@ -91,6 +91,9 @@ ucs_status_t hx_ep_create(ucp_worker_h w, const void *addr, int peer_mode,
 void *hx_ep_close(ucp_ep_h ep, int force);
 // hx_flush_ep starts an endpoint flush with the same contract.
 void *hx_flush_ep(ucp_ep_h ep);
+// hx_flush_worker starts a flush of every endpoint of the worker, including
+// those UCX created for incoming connections, with the same contract.
+void *hx_flush_worker(ucp_worker_h w);
 int hx_req_status(void *req); // UCS_INPROGRESS while pending
 void hx_req_free(void *req);
 

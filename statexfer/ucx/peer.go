@@ -315,15 +315,15 @@ func (p *Peer) post(ops []transport.Op, write bool) (*Batch, error) {
 	laddr := unsafe.Slice((*uint64)(unsafe.Pointer(c.laddr)), n)
 	raddr := unsafe.Slice((*uint64)(unsafe.Pointer(c.raddr)), n)
 	lens := unsafe.Slice((*uint64)(unsafe.Pointer(c.len)), n)
-	rkeys := unsafe.Slice(c.rkey, n)
 	for i, op := range ops {
 		laddr[i] = uint64(locals[i].base) + op.LocalOff
 		raddr[i] = remotes[i].desc.Addr + op.RemoteOff
 		lens[i] = op.Len
-		rkeys[i] = remotes[i].rkey
 	}
 	b.c = c
-	err := p.t.submit(func() { p.t.start(b) })
+	// The rkeys are copied by start, on the progress goroutine: it owns
+	// them and destroys them when the peer closes.
+	err := p.t.submit(func() { p.t.start(b, remotes) })
 	if err != nil {
 		C.hx_batch_free(c)
 		return nil, err

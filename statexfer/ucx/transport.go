@@ -375,7 +375,8 @@ func (t *Transport) drain() bool {
 // Close implements transport.Transport. In-flight batches fail with
 // transport.ErrClosed, endpoints are closed (forced where batches are in
 // flight or the mode is ErrModePeer, else flushed for at most CloseTimeout),
-// memory is unmapped, and the worker and context are destroyed. Memory from
+// the worker is flushed within the same bound, memory is unmapped, and the
+// worker and context are destroyed. Memory from
 // Alloc must not be used after Close.
 func (t *Transport) Close() error {
 	t.mu.Lock()
@@ -410,6 +411,7 @@ func (t *Transport) shutdown() {
 		t.pollBatches()
 		t.pollCloses()
 	}
+	t.flushWorker(deadline)
 	for _, c := range t.closing {
 		if c.req != nil {
 			C.hx_req_free(c.req) // released by UCX when it completes
@@ -444,6 +446,33 @@ func (t *Transport) shutdown() {
 	t.mu.Unlock()
 	transports.Delete(t.key)
 	t.ev.close()
+}
+
+// flushWorker flushes every endpoint of the worker, progressing until the
+// flush completes or deadline passes. Besides the Peers' endpoints the
+// worker holds endpoints UCX created for remote transports that connected to
+// this one; their wireup replies may still be queued (for instance when a
+// peer connected just before this Close). ucp_worker_destroy purges such a
+// queued reply with an assertion failure on UCX 1.13 ("got REP message"),
+// so they are sent first. When closing the endpoints already used up the
+// bound (a peer that does not progress), the flush is not started.
+func (t *Transport) flushWorker(deadline time.Time) {
+	if !time.Now().Before(deadline) {
+		return
+	}
+	r := C.hx_flush_worker(t.worker)
+	if r == nil || C.hx_ptr_is_err(C.ucs_status_ptr_t(r)) != 0 {
+		return
+	}
+	for C.hx_req_status(r) == statusInProgress && time.Now().Before(deadline) {
+		C.hx_progress(t.wc, progressBurst)
+		if len(t.failed) > 0 {
+			t.handleFailed()
+		}
+		t.pollBatches()
+		t.pollCloses()
+	}
+	C.hx_req_free(r) // released by UCX when it completes
 }
 
 // ---- peers ids and events ---------------------------------------------------

@@ -374,6 +374,48 @@ func TestTwoProcessKill(t *testing.T) {
 	})
 }
 
+// TestTwoProcessFailHook shows the side-channel hook for ErrModeNone while
+// P is still alive: Peer.Fail fails in-flight batches with ErrDisconnected
+// and reports PeerFailed. P runs in a helper process, stalled so that the
+// emulated gets stay in flight. It must not serve them after D's endpoint is
+// gone: UCX 1.13 aborts a target that replies to gets of an initiator that
+// has gone away (TestTwoProcessTargetAbort), so the test makes the side
+// channel's verdict true and kills P. In one process the abort would take
+// the test binary with it.
+func TestTwoProcessFailHook(t *testing.T) {
+	const n, size = 32, 4096
+	h := startHelper(t, ErrModeNone, "tcp", n*size)
+	rec := newRecorder()
+	D, err := New(Config{UCX: tcpTLS()}, rec.handlers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer D.Close()
+	p, r, dst := connectHelper(t, D, h, n*size)
+	h.do("stall")
+	defer h.kill() // before D.Close: P never serves the gets
+	b, err := p.ReadBatch(scattered(dst, r, n, size, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Path() != PathEmulated {
+		t.Fatalf("path %v, want %v", b.Path(), PathEmulated)
+	}
+	cause := errors.New("heartbeat lost")
+	p.Fail(cause)
+	res := wait(t, b)
+	if !errors.Is(res.Err, transport.ErrDisconnected) || !errors.Is(res.Err, cause) || len(res.Failed) != n {
+		t.Fatalf("after Fail: %v (%d failed)", res.Err, len(res.Failed))
+	}
+	e := rec.next(t, rec.failed, "PeerFailed")
+	if e.from != p.ID() || !errors.Is(e.err, transport.ErrDisconnected) {
+		t.Fatalf("PeerFailed(%v, %v)", e.from, e.err)
+	}
+	if _, err := p.ReadBatch(scattered(dst, r, 1, size, 1)); !errors.Is(err, transport.ErrDisconnected) {
+		t.Fatalf("Read after Fail: %v", err)
+	}
+}
+
 func connectHelper(t *testing.T, D *Transport, h *helper, n int) (*Peer, *Remote, *Memory) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
