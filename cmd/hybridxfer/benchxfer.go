@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -154,12 +153,7 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, metas []st
 		}
 	}()
 	for _, r := range spec.Ranks {
-		uc, err := ucxConfig(fmt.Sprintf("decode-%d", r), spec.ErrMode)
-		if err != nil {
-			return nil, err
-		}
-		d := &statexfer.Dispatch{Ctx: ctx, Log: slog.Default()}
-		tr, err := ucx.New(uc, d.Handlers())
+		tr, d, err := openRank(ctx, "decode", r, spec.ErrMode)
 		if err != nil {
 			return nil, err
 		}

@@ -95,22 +95,44 @@ func compat(m *groups.Model) (zmqchan.Hash, map[string]string) {
 	return zmqchan.Hash(groups.CompatHash(m, statexfer.ProtocolVersion)), groups.CompatFields(m, statexfer.ProtocolVersion)
 }
 
+// loadJob rebuilds the job a worker's spec describes, with the staging
+// sizes its plans need.
+func loadJob(spec workerSpec) (j *verify.Job, area, scratch []int64, err error) {
+	cfg, err := spec.Job.config()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if j, err = verify.NewJob(cfg); err != nil {
+		return nil, nil, nil, err
+	}
+	area, scratch, err = j.Staging()
+	return j, area, scratch, err
+}
+
+// openRank creates one rank's UCX transport and the Dispatch its handlers
+// feed.
+func openRank(ctx context.Context, side string, r int, errMode string) (*ucx.Transport, *statexfer.Dispatch, error) {
+	uc, err := ucxConfig(fmt.Sprintf("%s-%d", side, r), errMode)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := &statexfer.Dispatch{Ctx: ctx, Log: slog.Default()}
+	tr, err := ucx.New(uc, d.Handlers())
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s rank %d: %w", side, r, err)
+	}
+	return tr, d, nil
+}
+
 // runPrefillWorker hosts P ranks: registers and fills their memory,
 // publishes metadata, serves the handshake (the host of rank 0), and waits
 // until every request was released on every hosted rank.
 func runPrefillWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error {
-	cfg, err := spec.Job.config()
+	j, area, _, err := loadJob(spec)
 	if err != nil {
 		return err
 	}
-	j, err := verify.NewJob(cfg)
-	if err != nil {
-		return err
-	}
-	area, _, err := j.Staging()
-	if err != nil {
-		return err
-	}
+	cfg := j.Cfg
 	ctx := context.Background()
 	var ranks []*verify.PRank
 	var trs []transport.Transport
@@ -121,14 +143,9 @@ func runPrefillWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error 
 	}()
 	var metas []statexfer.RankMeta
 	for _, r := range spec.Ranks {
-		uc, err := ucxConfig(fmt.Sprintf("prefill-%d", r), spec.ErrMode)
+		tr, d, err := openRank(ctx, "prefill", r, spec.ErrMode)
 		if err != nil {
 			return err
-		}
-		d := &statexfer.Dispatch{Ctx: ctx, Log: slog.Default()}
-		tr, err := ucx.New(uc, d.Handlers())
-		if err != nil {
-			return fmt.Errorf("prefill rank %d: %w", r, err)
 		}
 		trs = append(trs, tr)
 		p, err := j.StartP(r, tr, d, area[r])
@@ -208,20 +225,12 @@ func fetchMetas(ctx context.Context, addr string, m *groups.Model) ([]statexfer.
 
 // runDecodeWorker hosts D ranks: handshake, reads, checks (or a benchmark).
 func runDecodeWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error {
-	cfg, err := spec.Job.config()
-	if err != nil {
-		return err
-	}
-	j, err := verify.NewJob(cfg)
-	if err != nil {
-		return err
-	}
-	area, scratch, err := j.Staging()
+	j, area, scratch, err := loadJob(spec)
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
-	metas, err := fetchMetas(ctx, spec.SideChannel, cfg.Model)
+	metas, err := fetchMetas(ctx, spec.SideChannel, j.Cfg.Model)
 	if err != nil {
 		return err
 	}
@@ -241,39 +250,15 @@ func runDecodeWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error {
 		io.Copy(io.Discard, in)
 		return nil
 	}
-	res := &verify.Result{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var firstErr error
-	for _, r := range spec.Ranks {
-		uc, err := ucxConfig(fmt.Sprintf("decode-%d", r), spec.ErrMode)
-		if err != nil {
-			return err
+	res, err := j.RunDRanks(ctx, spec.Ranks, func(r int) (transport.Transport, *statexfer.Dispatch, error) {
+		tr, d, err := openRank(ctx, "decode", r, spec.ErrMode)
+		if err == nil {
+			trs = append(trs, tr)
 		}
-		d := &statexfer.Dispatch{Ctx: ctx, Log: slog.Default()}
-		tr, err := ucx.New(uc, d.Handlers())
-		if err != nil {
-			return fmt.Errorf("decode rank %d: %w", r, err)
-		}
-		trs = append(trs, tr)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			dr, err := j.RunD(ctx, r, tr, d, metas, area, scratch[r])
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				return
-			}
-			res.Merge(dr)
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+		return tr, d, err
+	}, metas, area, scratch)
+	if err != nil {
+		return err
 	}
 	res.Paths = map[string]int{}
 	for _, t := range trs {

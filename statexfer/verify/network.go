@@ -161,6 +161,39 @@ func (j *Job) RunD(ctx context.Context, rank int, tr transport.Transport, d *sta
 	return res, nil
 }
 
+// RunDRanks runs the given decode ranks concurrently (RunD), each on the
+// transport open returns for it (built with that Dispatch's handlers), and
+// merges their results. The first error wins.
+func (j *Job) RunDRanks(ctx context.Context, ranks []int, open func(r int) (transport.Transport, *statexfer.Dispatch, error),
+	metas []statexfer.RankMeta, area, scratch []int64) (*Result, error) {
+	res := &Result{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var firstErr error
+	for _, r := range ranks {
+		tr, d, err := open(r)
+		if err != nil {
+			return nil, fmt.Errorf("decode rank %d: %w", r, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dr, err := j.RunD(ctx, r, tr, d, metas, area, scratch[r])
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			res.Merge(dr)
+		}()
+	}
+	wg.Wait()
+	return res, firstErr
+}
+
 // TransportFactory builds a transport for a rank of a side ("prefill" or
 // "decode") with the given handlers.
 type TransportFactory func(side string, rank int, h transport.Handlers) (transport.Transport, error)
@@ -209,35 +242,22 @@ func RunTransport(ctx context.Context, cfg Config, name string, newTr TransportF
 	}
 	res := j.NewResult()
 	res.Transport = name
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var firstErr error
-	for r := 0; r < j.Cfg.D.TP; r++ {
+	ranks := make([]int, j.Cfg.D.TP)
+	for r := range ranks {
+		ranks[r] = r
+	}
+	dres, err := j.RunDRanks(ctx, ranks, func(r int) (transport.Transport, *statexfer.Dispatch, error) {
 		d := &statexfer.Dispatch{Ctx: ctx}
 		tr, err := newTr("decode", r, d.Handlers())
-		if err != nil {
-			return nil, err
+		if err == nil {
+			closers = append(closers, tr)
 		}
-		closers = append(closers, tr)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			dr, err := j.RunD(ctx, r, tr, d, metas, area, scratch[r])
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				return
-			}
-			res.Merge(dr)
-		}()
+		return tr, d, err
+	}, metas, area, scratch)
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
-	}
+	res.Merge(dres)
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	released := len(j.reqs)
