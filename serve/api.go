@@ -387,25 +387,23 @@ func (h *apiHandler) reject(w http.ResponseWriter, r *http.Request, id string, e
 // response or, when stream is set, as Server-Sent Events.
 func (h *apiHandler) generate(w http.ResponseWriter, r *http.Request, req GenRequest, out responder, stream bool) {
 	start := time.Now()
-	var (
-		res *GenResult
-		err error
-	)
+	var s *sseStream
+	var emit func(string) error // nil: not streaming
 	if stream {
-		s := &sseStream{w: w, rc: http.NewResponseController(w), out: out}
-		res, err = h.b.Generate(r.Context(), req, s.emit)
-		if !s.finish(res, err) {
-			e := classify(err)
-			writeError(w, &e)
-		}
-	} else {
-		res, err = h.b.Generate(r.Context(), req, nil)
-		if err == nil {
-			writeJSON(w, http.StatusOK, out.full(res))
-		} else {
-			e := classify(err)
-			writeError(w, &e)
-		}
+		s = &sseStream{w: w, rc: http.NewResponseController(w), out: out}
+		emit = s.emit
+	}
+	res, err := h.b.Generate(r.Context(), req, emit)
+	if err == nil && res == nil {
+		err = errNoResult
+	}
+	switch {
+	case s != nil && s.finish(res, err):
+	case err != nil:
+		e := classify(err)
+		writeError(w, &e)
+	default:
+		writeJSON(w, http.StatusOK, out.full(res))
 	}
 	attrs := []any{"id", req.ID, "path", r.URL.Path, "stream", stream, "duration", time.Since(start)}
 	if err != nil {
@@ -420,6 +418,9 @@ func (h *apiHandler) generate(w http.ResponseWriter, r *http.Request, req GenReq
 	h.log.Debug("request done", append(attrs, "prompt_tokens", res.PromptTokens,
 		"completion_tokens", res.CompletionTokens, "finish_reason", res.FinishReason)...)
 }
+
+// errNoResult stands for a Backend that returned neither a result nor an error.
+var errNoResult = errors.New("serve: backend returned no result")
 
 // errStreamClosed is returned by an emit called after Generate returned.
 var errStreamClosed = errors.New("serve: emit after the request finished")
@@ -515,7 +516,7 @@ func (s *sseStream) writeLocked(b []byte) {
 		s.err = err
 		return
 	}
-	if err := error(nil); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		s.err = err
 	}
 }

@@ -339,6 +339,9 @@ func TestCompletions(t *testing.T) {
 			if len(reqs) != 1 || !reflect.DeepEqual(reqs[0], GenRequest{ID: "req-1", Prompt: "hello world", MaxTokens: 5}) {
 				t.Errorf("Generate saw %+v", reqs)
 			}
+			if f.lastEmit != nil {
+				t.Errorf("a non-streaming request got an emit callback")
+			}
 		})
 	}
 }
@@ -704,26 +707,41 @@ func TestDecodeJSONNamesField(t *testing.T) {
 func streamFirstEvent(t *testing.T, url string, gated *fakeBackend) []string {
 	t.Helper()
 	gated.gate = make(chan struct{})
-	resp := apiPost(t, url+"/v1/completions", `{"prompt":"abc","max_tokens":3,"stream":true}`)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d", resp.StatusCode)
+	// Canceled before the servers close, so a held handler ends even when
+	// the test fails.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	type result struct {
+		resp *http.Response
+		br   *bufio.Reader
+		ev   string
+		err  error
 	}
-	br := bufio.NewReader(resp.Body)
-	first := make(chan string, 1)
+	first := make(chan result, 1)
 	go func() {
-		ev, err := nextEvent(br)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/completions",
+			strings.NewReader(`{"prompt":"abc","max_tokens":3,"stream":true}`))
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			ev = err.Error()
+			first <- result{err: err}
+			return
 		}
-		first <- ev
+		br := bufio.NewReader(resp.Body)
+		ev, err := nextEvent(br)
+		first <- result{resp, br, ev, err}
 	}()
-	ev := recvOrFail(t, first, "the first event while the backend is held (not flushed?)")
+	r := recvOrFail(t, first, "the first event while the backend is held (not flushed?)")
 	close(gated.gate)
-	var c streamChunk
-	if err := json.Unmarshal([]byte(ev), &c); err != nil || *c.Choices[0].Text != Detokenize(fakeOutput("abc", 1)[0]) {
-		t.Fatalf("first event %q: %v", ev, err)
+	if r.err != nil {
+		t.Fatal(r.err)
 	}
-	return append([]string{ev}, readSSE(t, br)...)
+	defer r.resp.Body.Close()
+	var c streamChunk
+	if err := json.Unmarshal([]byte(r.ev), &c); err != nil || r.resp.StatusCode != http.StatusOK ||
+		*c.Choices[0].Text != Detokenize(fakeOutput("abc", 1)[0]) {
+		t.Fatalf("status %d, first event %q: %v", r.resp.StatusCode, r.ev, err)
+	}
+	return append([]string{r.ev}, readSSE(t, r.br)...)
 }
 
 func TestStreamFlushesEachToken(t *testing.T) {

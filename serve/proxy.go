@@ -334,7 +334,7 @@ func copyFlush(w http.ResponseWriter, body io.Reader) error {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return werr
 			}
-			if ferr := error(nil); ferr != nil && rc != nil && !errors.Is(ferr, http.ErrNotSupported) {
+			if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
 				return ferr
 			}
 		}
