@@ -109,11 +109,14 @@ func (e *Executor) run(ctx context.Context, reqID string, p *plan.Plan, st *RunS
 	}
 	// Staging: P gathers into this D rank's area of its staging buffer.
 	t0 := time.Now()
-	offsets := map[int]int64{}
+	var offsets map[int]int64 // staged plans only
 	for i := range p.Remotes {
 		rp := &p.Remotes[i]
 		if len(rp.Gather) == 0 {
 			continue
+		}
+		if offsets == nil {
+			offsets = map[int]int64{}
 		}
 		off, size := e.StagingArea(rp.Rank)
 		if rp.StagingBytes > size {
@@ -175,17 +178,23 @@ func (e *Executor) run(ctx context.Context, reqID string, p *plan.Plan, st *RunS
 	}
 	t2 := time.Now()
 	st.Post = t2.Sub(t1)
-	failed := &ReadError{ReqID: reqID, Failed: map[int][]int{}, Err: postErr}
+	var failed *ReadError
+	if postErr != nil {
+		failed = &ReadError{ReqID: reqID, Failed: map[int][]int{}, Err: postErr}
+	}
 	for _, b := range batches {
 		res := transport.Wait(ctx, b.batch)
 		if res.Err != nil {
+			if failed == nil {
+				failed = &ReadError{ReqID: reqID, Failed: map[int][]int{}}
+			}
 			failed.Failed[b.rank] = res.Failed
 			if failed.Err == nil {
 				failed.Err = fmt.Errorf("prefill rank %d: %w", b.rank, res.Err)
 			}
 		}
 	}
-	if failed.Err != nil {
+	if failed != nil {
 		return failed
 	}
 	t3 := time.Now()
