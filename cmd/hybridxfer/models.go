@@ -116,8 +116,11 @@ func writeModelsTable(w io.Writer, rows []groups.Summary) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t\n", s.Name, s.Layers, layersText(s),
 			s.AttnTokenB, s.SlidingTokenB, s.FixedB, s.StateBytes, s.DraftBytes)
 	}
-	if len(rows) > 0 {
-		fmt.Fprintf(tw, "(%d tokens, tp %d, one rank, exact bytes: no block rounding or padding)\t\t\t\t\t\t\t\t\n", rows[0].PromptTokens, rows[0].TP)
+	if err := tw.Flush(); err != nil {
+		return err
 	}
-	return tw.Flush()
+	if len(rows) > 0 {
+		fmt.Fprintf(w, "(%d tokens, tp %d, one rank, exact bytes: no block rounding or padding)\n", rows[0].PromptTokens, rows[0].TP)
+	}
+	return nil
 }
