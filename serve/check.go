@@ -164,18 +164,12 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 			}
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		errP, errD := p.CheckIdle(), d.CheckIdle()
-		if errP == nil && errD == nil {
-			res.Idle = true
-			break
-		}
-		if time.Now().After(deadline) {
-			problem("not idle after the run: prefill: %v; decode: %v", errP, errD)
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	errP, errD := p.WaitIdle(wctx), d.WaitIdle(wctx)
+	res.Idle = errP == nil && errD == nil
+	if !res.Idle {
+		problem("not idle after the run: prefill: %v; decode: %v", errP, errD)
 	}
 	return res, nil
 }

@@ -310,6 +310,23 @@ func (e *Engine) CheckIdle() error {
 	return nil
 }
 
+// WaitIdle waits until CheckIdle passes (a prefill instance releases its
+// requests as notifications arrive, asynchronously) or ctx ends, returning
+// CheckIdle's last error then.
+func (e *Engine) WaitIdle(ctx context.Context) error {
+	for {
+		err := e.CheckIdle()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
 func (e *Engine) nextID(prefix, client string) hma.ReqID {
 	e.seq++
 	return hma.ReqID(fmt.Sprintf("%s-%d-%s", prefix, e.seq, client))

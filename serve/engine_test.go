@@ -157,15 +157,9 @@ func (x *pd) checkExactlyOnce(t *testing.T, id string, total int) {
 
 func waitIdle(t *testing.T, e *Engine) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := e.CheckIdle()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
