@@ -103,6 +103,9 @@ byte_mismatches and untouched_violations are both zero.`,
 				return err
 			}
 			if check == "model" {
+				if !cmd.Flags().Changed("prompt-tokens") {
+					tokens = 64 // the reference model attends over every position: keep its default prompts short
+				}
 				return verifyModel(cmd, m, pc, dc, md, tport, errMode, tokens, requests, maxTok, seed, asJSON)
 			}
 			if check != "state" {
@@ -155,7 +158,7 @@ byte_mismatches and untouched_violations are both zero.`,
 	pf.register(c, "prefill", 1)
 	df.register(c, "decode", 1)
 	c.Flags().StringVar(&model, "model", "", "preset name, Hugging Face config.json or hybridxfer model JSON")
-	c.Flags().IntVar(&tokens, "prompt-tokens", 4096, "maximum prompt length; request lengths are drawn in [1, N]")
+	c.Flags().IntVar(&tokens, "prompt-tokens", 4096, "maximum prompt length; request lengths are drawn in [1, N] (--check model: default 64)")
 	c.Flags().IntVar(&requests, "requests", 4, "number of requests")
 	c.Flags().Uint64Var(&seed, "seed", 1, "seed for lengths, block ids, prefix hits and contents")
 	c.Flags().StringVar(&mode, "mode", "auto", "read shaping: direct, staged or auto (cost model)")
