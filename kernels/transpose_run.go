@@ -53,6 +53,22 @@ func RunTranspose(dst, src []byte, t Transpose) error {
 // transposeBand transposes rows [r0, r1) of the rows x cols matrix s of
 // item-byte items into d.
 func transposeBand(d, s []byte, rows, cols, item, r0, r1 int) {
+	if item == 2 && cols == 3 {
+		// (dim x 3) -> (3 x dim): DS -> SD of a kernel-4 conv state.
+		r0 = dsToSD3(d, s, rows, r0, r1)
+	} else if item == 2 && rows == 3 && r0 == 0 && r1 == 3 {
+		// (3 x dim) -> (dim x 3): SD -> DS.
+		c := sdToDS3(d, s, cols, 0, cols)
+		for r := 0; r < 3; r++ {
+			for x := c; x < cols; x++ {
+				copy(d[2*(x*3+r):2*(x*3+r)+2], s[2*(r*cols+x):2*(r*cols+x)+2])
+			}
+		}
+		return
+	}
+	if r0 >= r1 {
+		return
+	}
 	if aligned(d, item) && aligned(s, item) {
 		switch item {
 		case 1:
