@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -91,9 +90,7 @@ rank (best of --repeats).`,
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rows)
+				return writeJSON(out, rows)
 			}
 			tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintln(tw, "model\ttokens\ttp\tbytes\tdirect reads\tstaged reads\tauto\tdirect plan us\tstaged plan us\t")

@@ -111,9 +111,7 @@ checked against the pattern at the end.`,
 			r.ErrMode = errMode
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return writeJSON(out, r)
 			}
 			fmt.Fprintf(out, "%s, %d tokens, P tp %d -> D tp %d, mode %s, path %s, %d requests x %d iterations\n",
 				r.Model, r.Tokens, r.PrefillTP, r.DecodeTP, r.Mode, r.Path, r.Requests, r.Iterations)

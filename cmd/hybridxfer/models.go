@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -73,7 +72,7 @@ bytes are draft_bytes).`,
 				rows = append(rows, s)
 			}
 			if asJSON {
-				return writeModelsJSON(cmd.OutOrStdout(), rows)
+				return writeJSON(cmd.OutOrStdout(), rows)
 			}
 			return writeModelsTable(cmd.OutOrStdout(), rows)
 		},
@@ -85,12 +84,6 @@ bytes are draft_bytes).`,
 	c.Flags().IntVar(&tp, "tp", 1, "tensor-parallel size")
 	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return c
-}
-
-func writeModelsJSON(w io.Writer, rows []groups.Summary) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(rows)
 }
 
 func layersText(s groups.Summary) string {

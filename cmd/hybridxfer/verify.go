@@ -132,9 +132,7 @@ byte_mismatches and untouched_violations are both zero.`,
 			elapsed := time.Since(start)
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(res); err != nil {
+				if err := writeJSON(out, res); err != nil {
 					return err
 				}
 			} else {
@@ -254,9 +252,7 @@ func verifyModel(cmd *cobra.Command, m *groups.Model, pc, dc groups.InstanceConf
 	}
 	out := cmd.OutOrStdout()
 	if asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
+		if err := writeJSON(out, res); err != nil {
 			return err
 		}
 	} else {
