@@ -606,15 +606,7 @@ func TestClientDisconnectCancelsGenerate(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			body := fmt.Sprintf(`{"prompt":"p","stream":%v}`, stream)
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/completions", strings.NewReader(body))
-			done := make(chan error, 1)
-			go func() {
-				resp, err := http.DefaultClient.Do(req)
-				if err == nil {
-					resp.Body.Close()
-				}
-				done <- err
-			}()
+			done := postInBackground(ctx, srv.URL+"/v1/completions", body)
 			recvOrFail(t, f.started, "Generate to start")
 			cancel()
 			if err := recvOrFail(t, f.ctxErr, "Generate to see its ctx end"); !errors.Is(err, context.Canceled) {
@@ -749,4 +741,19 @@ func TestStreamFlushesEachToken(t *testing.T) {
 	if events := streamFirstEvent(t, newAPI(t, f).URL, f); len(events) != 5 || events[4] != "[DONE]" {
 		t.Errorf("events %q", events)
 	}
+}
+
+// postInBackground sends a POST with ctx from a goroutine and reports the
+// client's error (the response body is closed at once).
+func postInBackground(ctx context.Context, url, body string) <-chan error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	return done
 }

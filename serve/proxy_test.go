@@ -300,16 +300,7 @@ func TestProxyClientDisconnect(t *testing.T) {
 	d.block, d.started, d.ctxErr = true, make(chan struct{}, 1), make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, x.proxy.URL+"/v1/completions",
-		strings.NewReader(`{"prompt":"abc","stream":true}`))
-	done := make(chan error, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		done <- err
-	}()
+	done := postInBackground(ctx, x.proxy.URL+"/v1/completions", `{"prompt":"abc","stream":true}`)
 	recvOrFail(t, d.started, "D's Generate to start")
 	cancel()
 	if err := recvOrFail(t, d.ctxErr, "D's Generate to see its ctx end"); !errors.Is(err, context.Canceled) {

@@ -245,16 +245,7 @@ func TestTwoProcessScatteredRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer D.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
-			defer cancel()
-			p, err := D.ConnectPeer(ctx, h.hello.Addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r, err := p.ImportRemote(h.hello.Desc)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p, r := dialHelper(t, D, h)
 			dst := alloc(t, D, n*int(size))
 			ops := scattered(dst, r, n, size, 99)
 			start := time.Now()
@@ -416,7 +407,8 @@ func TestTwoProcessFailHook(t *testing.T) {
 	}
 }
 
-func connectHelper(t *testing.T, D *Transport, h *helper, n int) (*Peer, *Remote, *Memory) {
+// dialHelper connects D to the helper process and imports its memory.
+func dialHelper(t *testing.T, D *Transport, h *helper) (*Peer, *Remote) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
@@ -428,6 +420,12 @@ func connectHelper(t *testing.T, D *Transport, h *helper, n int) (*Peer, *Remote
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p, r
+}
+
+func connectHelper(t *testing.T, D *Transport, h *helper, n int) (*Peer, *Remote, *Memory) {
+	t.Helper()
+	p, r := dialHelper(t, D, h)
 	dst := alloc(t, D, n)
 	// Warm up while P progresses (wireup), and check the pattern.
 	b, err := p.ReadBatch([]transport.Op{{Local: dst, Remote: r, Len: 4096}})
