@@ -18,76 +18,113 @@ import (
 	"pgregory.net/rapid"
 )
 
-// ServeCase is one randomized disaggregated-serving run: a model miniature,
-// a P and a D, a handoff mode, a read mode, a failure policy, an optional
-// injected transport fault on D, and a batch of prompts (some sharing
-// prefixes, so both sides see prefix-cache hits).
-type ServeCase struct {
-	Model   *groups.Model
-	P, D    groups.InstanceConfig
-	Handoff serve.Handoff
-	Mode    plan.Mode
-	Policy  string
-	// FaultRead, when >= 0, fails that read batch (counted over D's
-	// transports) at op FaultOp.
-	FaultRead, FaultOp int
-	Prompts            []string
-	MaxTokens          int
+// ServeInstance is one prefill or decode instance of a ServeCase.
+type ServeInstance struct {
+	Config groups.InstanceConfig
+	Mode   plan.Mode // decode instances: how reads are shaped
 }
 
-// GenServeCase draws a ServeCase.
-func GenServeCase() *rapid.Generator[ServeCase] {
+// ServeRequest is one request of a ServeCase: its prompt, the P and D
+// instances the router sends it to, and its output length.
+type ServeRequest struct {
+	Prompt    string
+	P, D      int
+	MaxTokens int
+}
+
+// ServeCase is one randomized disaggregated-serving run: a model miniature,
+// several P and D instances (each with its own tp, block size and layouts;
+// each D with its own read mode), a handoff mode, a failure policy, an
+// optional injected transport fault on one D, and a batch of requests
+// (some sharing prefixes, so both sides see prefix-cache hits) run
+// concurrently in waves: Waves[i] requests start together, in the order
+// Order gives, and the next wave starts when InFlight requests are still
+// running at most (so requests of different waves overlap too).
+type ServeCase struct {
+	Model   *groups.Model
+	P, D    []ServeInstance
+	Handoff serve.Handoff
+	Policy  string
+	// FaultD, when >= 0, is the decode instance whose rank 0 transport
+	// fails read batch FaultRead at op FaultOp.
+	FaultD, FaultRead, FaultOp int
+	Requests                   []ServeRequest
+	// InFlight bounds the requests running at once (1 is the old,
+	// sequential property).
+	InFlight int
+}
+
+// GenServeCase draws a ServeCase with up to maxInFlight requests in flight.
+func GenServeCase(maxInFlight int) *rapid.Generator[ServeCase] {
 	return rapid.Custom(func(t *rapid.T) ServeCase {
 		c := ServeCase{
-			Model:     GenTransferModel().Draw(t, "model"),
-			P:         GenInstance(t, "p", rapid.SampledFrom([]int{1, 2, 4}).Draw(t, "p_tp")),
-			D:         GenInstance(t, "d", rapid.SampledFrom([]int{1, 2, 4}).Draw(t, "d_tp")),
-			Handoff:   rapid.SampledFrom([]serve.Handoff{serve.DecodeComputesLast, serve.PrefillSamplesFirst}).Draw(t, "handoff"),
-			Mode:      rapid.SampledFrom([]plan.Mode{plan.Direct, plan.Staged, plan.Auto}).Draw(t, "mode"),
-			Policy:    rapid.SampledFrom([]string{serve.PolicyFail, serve.PolicyRecompute}).Draw(t, "policy"),
-			FaultRead: -1,
-			MaxTokens: rapid.IntRange(1, 6).Draw(t, "max_tokens"),
+			Model:    GenTransferModel().Draw(t, "model"),
+			Handoff:  rapid.SampledFrom([]serve.Handoff{serve.DecodeComputesLast, serve.PrefillSamplesFirst}).Draw(t, "handoff"),
+			Policy:   rapid.SampledFrom([]string{serve.PolicyFail, serve.PolicyRecompute}).Draw(t, "policy"),
+			FaultD:   -1,
+			InFlight: rapid.IntRange(1, max(1, maxInFlight)).Draw(t, "in_flight"),
+		}
+		tp := rapid.SampledFrom([]int{1, 2, 4})
+		for i, n := 0, rapid.IntRange(1, 3).Draw(t, "num_p"); i < n; i++ {
+			c.P = append(c.P, ServeInstance{Config: GenInstance(t, fmt.Sprintf("p%d", i), tp.Draw(t, "p_tp"))})
+		}
+		for i, n := 0, rapid.IntRange(1, 3).Draw(t, "num_d"); i < n; i++ {
+			c.D = append(c.D, ServeInstance{Config: GenInstance(t, fmt.Sprintf("d%d", i), tp.Draw(t, "d_tp")),
+				Mode: rapid.SampledFrom([]plan.Mode{plan.Direct, plan.Staged, plan.Auto}).Draw(t, "mode")})
 		}
 		if rapid.IntRange(0, 2).Draw(t, "fault") == 0 {
+			c.FaultD = rapid.IntRange(0, len(c.D)-1).Draw(t, "fault_d")
 			c.FaultRead = rapid.IntRange(0, 3).Draw(t, "fault_read")
 			c.FaultOp = rapid.IntRange(0, 2).Draw(t, "fault_op")
 		}
 		base := rapid.StringMatching(`[a-z ]{1,30}`).Draw(t, "base")
-		for i, n := 0, rapid.IntRange(1, 4).Draw(t, "prompts"); i < n; i++ {
+		n := rapid.IntRange(1, max(4, 2*c.InFlight)).Draw(t, "requests")
+		for i := 0; i < n; i++ {
 			p := rapid.StringMatching(`[a-z ]{1,40}`).Draw(t, "prompt")
 			if rapid.Bool().Draw(t, "shared_prefix") {
 				p = base + p
 			}
-			c.Prompts = append(c.Prompts, p)
+			c.Requests = append(c.Requests, ServeRequest{Prompt: p,
+				P:         rapid.IntRange(0, len(c.P)-1).Draw(t, "to_p"),
+				D:         rapid.IntRange(0, len(c.D)-1).Draw(t, "to_d"),
+				MaxTokens: rapid.IntRange(1, 6).Draw(t, "max_tokens")})
 		}
 		return c
 	})
 }
 
-// CheckServing runs c with a prefill and a decode engine in process (the
-// in-process transport, an in-memory handshake) and fails t unless: every
-// answer and every final decode state equals the monolithic reference run;
-// without a fault every (request, position) was computed exactly once
-// across P and D; a request whose load failed ends with an error under
-// policy fail and with the right answer under recompute; and afterwards
-// every block on both sides is free and every lease gone.
+// servedResult is one request's outcome.
+type servedResult struct {
+	tokens []uint32
+	err    error
+}
+
+// CheckServing runs c with its prefill and decode engines in process (the
+// in-process transport, an in-memory handshake), InFlight requests at a
+// time, and fails t unless: every request ends; every answer and every
+// final decode state equals the monolithic reference run; an error is only
+// ever a reported load failure (ErrKVLoad, never more of them than faults
+// injected, never under policy recompute); every (request, position) was
+// computed at most once on each side and exactly once across P and D
+// unless a fault made D recompute it; and afterwards every block on every
+// instance is free and every lease gone.
 func CheckServing(t *rapid.T, c ServeCase) {
 	hs := &serve.MemHandshake{}
 	var mu sync.Mutex
 	computed := map[string][][2]int{}
 	finals := map[string]*refmodel.Snapshot{}
-	var dEngine *serve.Engine
 	onCompute := func(id string, from, to int) {
 		mu.Lock()
 		computed[id] = append(computed[id], [2]int{from, to})
 		mu.Unlock()
 	}
 	var faults *transport.FaultPlan
-	if c.FaultRead >= 0 {
+	if c.FaultD >= 0 {
 		faults = transport.NewFaultPlan(1).Add(transport.Rule{Kind: transport.OpRead, Calls: []int{c.FaultRead}, Ops: []int{c.FaultOp},
 			Fault: transport.Fault{Kind: transport.FaultFail}})
 	}
-	// Faults go on decode rank 0's transport (a plan drives one wrapper).
+	// Faults go on one decode instance's rank 0 transport (a plan drives
+	// one wrapper).
 	factory := func(f *transport.FaultPlan) serve.TransportFactory {
 		return func(r int, h transport.Handlers) (transport.Transport, error) {
 			if f != nil && r == 0 {
@@ -96,63 +133,98 @@ func CheckServing(t *rapid.T, c ServeCase) {
 			return transport.NewInproc(h), nil
 		}
 	}
-	p, err := serve.New(serve.Config{Role: serve.RolePrefill, EngineID: "P", Model: c.Model, Seed: 3, Instance: c.P, NumBlocks: 512,
-		LeaseTTL: time.Hour, Handoff: c.Handoff, Transports: factory(nil), Serve: hs.Serve, OnCompute: onCompute, Log: quiet})
-	if err != nil {
-		t.Fatalf("prefill engine: %v", err)
-	}
-	defer p.Close()
-	dEngine, err = serve.New(serve.Config{Role: serve.RoleDecode, EngineID: "D", Model: c.Model, Seed: 3, Instance: c.D, NumBlocks: 512,
-		Mode: c.Mode, FailurePolicy: c.Policy, TransferTimeout: 10 * time.Second, Transports: factory(faults), Fetch: hs.Fetch,
-		OnCompute: onCompute, Log: quiet,
-		OnFinish: func(id string, st refmodel.Store, n int) {
-			snap, err := dEngine.Model().Snapshot(st, n)
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil {
-				finals[id] = snap
-			}
-		}})
-	if err != nil {
-		t.Fatalf("decode engine: %v", err)
-	}
-	defer dEngine.Close()
-	ctx := context.Background()
-	faulted := false
-	for i, prompt := range c.Prompts {
-		id := fmt.Sprintf("r%d", i)
-		before := 0
-		if faults != nil {
-			before = len(faults.Injected())
-		}
-		pr, err := p.Generate(ctx, serve.GenRequest{ID: id, Prompt: prompt, MaxTokens: 1, KV: &serve.KVTransferParams{DoRemoteDecode: true}}, nil)
+	const numBlocks = 4096
+	ps := make([]*serve.Engine, len(c.P))
+	for i, pi := range c.P {
+		p, err := serve.New(serve.Config{Role: serve.RolePrefill, EngineID: fmt.Sprintf("P%d", i), Model: c.Model, Seed: 3, Instance: pi.Config,
+			NumBlocks: numBlocks, LeaseTTL: time.Hour, Handoff: c.Handoff, Transports: factory(nil), Serve: hs.Serve, OnCompute: onCompute, Log: quiet})
 		if err != nil {
-			t.Fatalf("prefill %d: %v", i, err)
+			t.Fatalf("prefill engine %d: %v", i, err)
 		}
-		dr, err := dEngine.Generate(ctx, serve.GenRequest{ID: id, Prompt: prompt, MaxTokens: c.MaxTokens, KV: pr.KV}, nil)
-		hit := faults != nil && len(faults.Injected()) > before
-		faulted = faulted || hit
-		if hit && c.Policy == serve.PolicyFail {
-			if !errors.Is(err, serve.ErrKVLoad) {
-				t.Fatalf("request %d: failed load under policy fail gave %v, want ErrKVLoad", i, err)
+		defer p.Close()
+		ps[i] = p
+	}
+	ds := make([]*serve.Engine, len(c.D))
+	for i, di := range c.D {
+		var f *transport.FaultPlan
+		if i == c.FaultD {
+			f = faults
+		}
+		var d *serve.Engine
+		d, err := serve.New(serve.Config{Role: serve.RoleDecode, EngineID: fmt.Sprintf("D%d", i), Model: c.Model, Seed: 3, Instance: di.Config,
+			NumBlocks: numBlocks, Mode: di.Mode, FailurePolicy: c.Policy, TransferTimeout: 20 * time.Second, Transports: factory(f), Fetch: hs.Fetch,
+			OnCompute: onCompute, Log: quiet,
+			OnFinish: func(id string, st refmodel.Store, n int) {
+				snap, err := d.Model().Snapshot(st, n)
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil {
+					finals[id] = snap
+				}
+			}})
+		if err != nil {
+			t.Fatalf("decode engine %d: %v", i, err)
+		}
+		defer d.Close()
+		ds[i] = d
+	}
+	ctx := context.Background()
+	results := make([]servedResult, len(c.Requests))
+	sem := make(chan struct{}, c.InFlight)
+	var wg sync.WaitGroup
+	for i, rq := range c.Requests {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			id := fmt.Sprintf("r%d", i)
+			pr, err := ps[rq.P].Generate(ctx, serve.GenRequest{ID: id, Prompt: rq.Prompt, MaxTokens: 1, KV: &serve.KVTransferParams{DoRemoteDecode: true}}, nil)
+			if err != nil {
+				results[i].err = fmt.Errorf("prefill on P%d: %w", rq.P, err)
+				return
+			}
+			dr, err := ds[rq.D].Generate(ctx, serve.GenRequest{ID: id, Prompt: rq.Prompt, MaxTokens: rq.MaxTokens, KV: pr.KV}, nil)
+			if err != nil {
+				results[i].err = fmt.Errorf("decode on D%d: %w", rq.D, err)
+				return
+			}
+			results[i].tokens = dr.Tokens
+		}()
+	}
+	wg.Wait()
+	injected := 0
+	if faults != nil {
+		injected = len(faults.Injected())
+	}
+	failed := 0
+	spec, model := ds[0].Spec(), ds[0].Model()
+	for i, rq := range c.Requests {
+		id := fmt.Sprintf("r%d", i)
+		toks := serve.Tokenize(rq.Prompt)
+		res := results[i]
+		if res.err != nil {
+			failed++
+			switch {
+			case injected == 0:
+				t.Fatalf("request %d (P%d -> D%d) failed without any fault: %v", i, rq.P, rq.D, res.err)
+			case c.Policy == serve.PolicyRecompute:
+				t.Fatalf("request %d (P%d -> D%d) failed under policy recompute: %v", i, rq.P, rq.D, res.err)
+			case !errors.Is(res.err, serve.ErrKVLoad) || rq.D != c.FaultD:
+				t.Fatalf("request %d (P%d -> D%d): %v, want a load failure on the faulty D%d", i, rq.P, rq.D, res.err, c.FaultD)
 			}
 			continue
 		}
-		if err != nil {
-			t.Fatalf("decode %d: %v", i, err)
-		}
 		// The monolithic run of the same prompt.
-		ms := refmodel.NewMapStore(dEngine.Spec())
-		toks := serve.Tokenize(prompt)
-		want, err := dEngine.Model().Generate(ms, toks, 0, c.MaxTokens)
+		ms := refmodel.NewMapStore(spec)
+		want, err := model.Generate(ms, toks, 0, rq.MaxTokens)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fmt.Sprint(dr.Tokens) != fmt.Sprint(want) {
-			t.Fatalf("request %d (fault %v): disaggregated %v, monolithic %v", i, hit, dr.Tokens, want)
+		if fmt.Sprint(res.tokens) != fmt.Sprint(want) {
+			t.Fatalf("request %d (P%d -> D%d, %d in flight): disaggregated %v, monolithic %v", i, rq.P, rq.D, c.InFlight, res.tokens, want)
 		}
-		total := refmodel.Computed(len(toks), c.MaxTokens)
-		wantSnap, err := dEngine.Model().Snapshot(ms, total)
+		total := refmodel.Computed(len(toks), rq.MaxTokens)
+		wantSnap, err := model.Snapshot(ms, total)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,21 +240,27 @@ func CheckServing(t *rapid.T, c ServeCase) {
 			t.Fatalf("request %d: no final decode state", i)
 		}
 		if err := got.Diff(wantSnap); err != nil {
-			t.Fatalf("request %d: final state differs from monolithic: %v", i, err)
+			t.Fatalf("request %d (P%d -> D%d): final state differs from monolithic: %v", i, rq.P, rq.D, err)
 		}
-		if !hit {
-			checkOnce(t, computed, &mu, id, total)
-		}
+		recomputeAllowed := injected > 0 && c.Policy == serve.PolicyRecompute && rq.D == c.FaultD
+		checkOnce(t, computed, &mu, id, total, recomputeAllowed)
 	}
-	// Everything released on both sides (P's releases arrive
-	// asynchronously; the timeout only turns a hang into a failure).
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	if failed > injected {
+		t.Fatalf("%d requests failed, %d faults injected", failed, injected)
+	}
+	// Everything released everywhere (P's releases arrive asynchronously;
+	// the timeout only turns a hang into a failure).
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := p.WaitIdle(wctx); err != nil {
-		t.Fatalf("prefill not idle after the run (fault %v): %v", faulted, err)
+	for i, p := range ps {
+		if err := p.WaitIdle(wctx); err != nil {
+			t.Fatalf("prefill %d not idle after the run (%d faults): %v", i, injected, err)
+		}
 	}
-	if err := dEngine.WaitIdle(wctx); err != nil {
-		t.Fatalf("decode not idle after the run (fault %v): %v", faulted, err)
+	for i, d := range ds {
+		if err := d.WaitIdle(wctx); err != nil {
+			t.Fatalf("decode %d not idle after the run (%d faults): %v", i, injected, err)
+		}
 	}
 }
 
@@ -190,15 +268,22 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // checkOnce: positions before the first one computed for the request came
 // from a prefix-cache hit (computed by an earlier request); every later
-// position was computed exactly once across P and D.
-func checkOnce(t *rapid.T, computed map[string][][2]int, mu *sync.Mutex, id string, total int) {
+// position was computed once on each side that computed it, and once across
+// P and D, except that D may have recomputed positions P computed when a
+// load failed (recomputeAllowed).
+func checkOnce(t *rapid.T, computed map[string][][2]int, mu *sync.Mutex, id string, total int, recomputeAllowed bool) {
 	mu.Lock()
 	defer mu.Unlock()
 	count := make([]int, total)
+	perSide := map[string][]int{}
 	first := total
 	for rid, rs := range computed {
 		if !strings.HasSuffix(rid, "-"+id) {
 			continue
+		}
+		side := rid[:1]
+		if perSide[side] == nil {
+			perSide[side] = make([]int, total)
 		}
 		for _, r := range rs {
 			first = min(first, r[0])
@@ -207,12 +292,19 @@ func checkOnce(t *rapid.T, computed map[string][][2]int, mu *sync.Mutex, id stri
 					t.Fatalf("%s: position %d computed beyond %d", rid, p, total)
 				}
 				count[p]++
+				perSide[side][p]++
+				if perSide[side][p] > 1 {
+					t.Fatalf("request %s: position %d computed twice on side %s", id, p, side)
+				}
 			}
 		}
 	}
 	for p, n := range count {
-		if (p < first && n != 0) || (p >= first && n != 1) {
+		switch {
+		case p < first && n != 0, p >= first && n == 0:
 			t.Fatalf("request %s: position %d computed %d times across P and D (cache hit below %d)", id, p, n, first)
+		case n > 1 && !recomputeAllowed:
+			t.Fatalf("request %s: position %d computed %d times across P and D without a reported failure", id, p, n)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/specdec"
 	"github.com/hybridxfer/hybridxfer/statexfer"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/statexfer/session"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
 
@@ -23,8 +24,9 @@ import (
 // in-memory one.
 type HandshakeServer func(engineID string, compat [32]byte, summary map[string]string, payload []byte) (port int, closer func() error, err error)
 
-// HandshakeClient fetches a prefill instance's rank metadata.
-type HandshakeClient func(ctx context.Context, host string, port int, compat [32]byte, summary map[string]string) (payload []byte, err error)
+// HandshakeClient fetches a prefill instance's rank metadata and the clock
+// offset measured on the way.
+type HandshakeClient func(ctx context.Context, host string, port int, compat [32]byte, summary map[string]string) (session.Handshake, error)
 
 // TransportFactory builds rank r's transport with the given handlers.
 type TransportFactory func(rank int, h transport.Handlers) (transport.Transport, error)
@@ -40,19 +42,26 @@ type Config struct {
 	Instance groups.InstanceConfig
 	// NumBlocks per pool (default 1024).
 	NumBlocks int
+	// MaxModelLen bounds prompt + output tokens (default 8192): longer
+	// requests are refused with ErrBadRequest.
+	MaxModelLen int
 	// Prefill: where D reaches this instance, how long a finished request's
-	// state is held without notifications, the handoff mode, and each
-	// rank's staging buffer (default 16 MiB).
+	// state is held without notifications (each heartbeat from D extends it
+	// by as much), the handoff mode, and each rank's staging pool (per
+	// request ranges; default 64 MiB; decode instances: the scratch pool).
 	Host         string
 	LeaseTTL     time.Duration
 	Handoff      Handoff
 	StagingBytes int64
-	// Decode: how long a load may take before it counts as failed (a dead
-	// peer is detected by this bound at the latest), the failure policy and
-	// the read shaping.
-	TransferTimeout time.Duration
-	FailurePolicy   string
-	Mode            plan.Mode
+	// BootID is this incarnation's id (default: random).
+	BootID string
+	// Decode: how long a load may take before it counts as failed, the
+	// heartbeat interval (default 1 s; a peer silent for 5 intervals is
+	// declared failed), the failure policy and the read shaping.
+	TransferTimeout   time.Duration
+	HeartbeatInterval time.Duration
+	FailurePolicy     string
+	Mode              plan.Mode
 
 	Transports TransportFactory
 	Serve      HandshakeServer // prefill
@@ -92,7 +101,10 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("%w: handoff %q", ErrBadRequest, c.Handoff)
 	}
 	if c.StagingBytes == 0 {
-		c.StagingBytes = 16 << 20
+		c.StagingBytes = 64 << 20
+	}
+	if c.MaxModelLen == 0 {
+		c.MaxModelLen = 8192
 	}
 	if c.TransferTimeout == 0 {
 		c.TransferTimeout = 10 * time.Second
@@ -127,10 +139,14 @@ func (c *Config) defaults() error {
 	return nil
 }
 
-// Engine is one instance: its TP ranks (memory, transport endpoint), the
-// allocator, the reference model, and the transfer machinery of its role.
-// Requests are computed one at a time (the reference model is tiny); the
-// transfer of a decode request runs outside that lock.
+// Engine is one instance: its TP ranks' memory, the allocator, the
+// reference model, and the protocol session of its role (statexfer/session
+// owns everything that moves state between instances). Two locks: mu
+// guards the allocator and request bookkeeping and is only ever held for
+// short, non-blocking sections (the lease sweeper, notifications,
+// heartbeats and /health take it); computeMu serializes the reference
+// model's compute, which runs without mu and stops when its request's
+// context ends.
 type Engine struct {
 	cfg     Config
 	spec    *groups.Model // the miniature
@@ -139,31 +155,23 @@ type Engine struct {
 	compat  [32]byte
 	summary map[string]string
 
-	mu      sync.Mutex // allocator, model, request counter
+	mu      sync.Mutex // allocator, request counter, closing
 	alloc   *hma.Allocator
 	seq     uint64
 	closing bool
 
-	ranks []*rank
+	computeMu sync.Mutex
+	mems      []*plan.RankMemory // per rank: what the model computes on
 
 	// prefill
+	pre       *session.Prefill
 	port      int
 	closeHS   func() error
-	releases  map[string]int // request -> P ranks that saw every notification
 	stopSweep chan struct{}
 	sweepDone chan struct{}
 
 	// decode
-	peersMu sync.Mutex
-	peers   map[string]*peer
-}
-
-// rank is one TP rank of the instance.
-type rank struct {
-	r     int
-	tr    transport.Transport
-	disp  *statexfer.Dispatch
-	local *statexfer.Local
+	dec *session.Decode
 }
 
 // New starts an engine: registers every rank's memory, and for a prefill
@@ -176,7 +184,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reference model of %s: %w", cfg.Model.Name, err)
 	}
-	e := &Engine{cfg: cfg, spec: mini, model: refmodel.New(mini, cfg.Seed), releases: map[string]int{}, peers: map[string]*peer{}}
+	e := &Engine{cfg: cfg, spec: mini, model: refmodel.New(mini, cfg.Seed)}
 	if err := e.model.Err(); err != nil {
 		return nil, err
 	}
@@ -194,41 +202,17 @@ func New(cfg Config) (*Engine, error) {
 	if e.alloc, err = hma.New(hc); err != nil {
 		return nil, err
 	}
-	staging := int64(0)
-	if cfg.Role == RolePrefill {
-		staging = cfg.StagingBytes
-	} else if cfg.Role == RoleDecode {
-		staging = cfg.StagingBytes
-	}
-	for r, g := range side.Ranks {
-		d := &statexfer.Dispatch{Ctx: context.Background(), Log: cfg.Log}
-		tr, err := cfg.Transports(r, d.Handlers())
+	switch cfg.Role {
+	case RolePrefill:
+		e.pre, err = session.NewPrefill(session.PrefillConfig{EngineID: cfg.EngineID, BootID: cfg.BootID, Side: side,
+			StagingBytes: cfg.StagingBytes, Transports: session.TransportFactory(cfg.Transports), Holds: engineHolds{e}, Log: cfg.Log, Now: cfg.Now})
 		if err != nil {
-			e.Close()
-			return nil, fmt.Errorf("rank %d transport: %w", r, err)
+			return nil, err
 		}
-		l, err := statexfer.NewLocal(tr, g, side.NumBlocks, staging)
-		if err != nil {
-			tr.Close()
-			e.Close()
-			return nil, fmt.Errorf("rank %d memory: %w", r, err)
+		for r := range side.Ranks {
+			e.mems = append(e.mems, e.pre.Local(r).Mem)
 		}
-		rk := &rank{r: r, tr: tr, disp: d, local: l}
-		e.ranks = append(e.ranks, rk)
-		if cfg.Role == RolePrefill {
-			d.SetSource(&statexfer.Source{Rank: r, Local: l, Tr: tr,
-				Released:  func(id string) { e.rankReleased(id) },
-				Heartbeat: func(id string) { e.heartbeat(id) },
-				Abort:     func(id string) { e.remoteAbort(id) },
-			})
-		}
-	}
-	if cfg.Role == RolePrefill {
-		var metas []statexfer.RankMeta
-		for _, rk := range e.ranks {
-			metas = append(metas, rk.local.Meta(cfg.EngineID, 0, rk.tr.Address(), cfg.Now()))
-		}
-		payload, err := statexfer.EncodeRankMetas(metas)
+		payload, err := statexfer.EncodeRankMetas(e.pre.Metas())
 		if err != nil {
 			e.Close()
 			return nil, err
@@ -239,6 +223,22 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.stopSweep, e.sweepDone = make(chan struct{}), make(chan struct{})
 		go e.sweeper()
+	case RoleDecode:
+		e.dec, err = session.NewDecode(session.DecodeConfig{EngineID: cfg.EngineID, Model: mini, Side: side, StagingBytes: cfg.StagingBytes,
+			Transports: session.TransportFactory(cfg.Transports), TransferTimeout: cfg.TransferTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
+			Fetch: func(ctx context.Context, host string, port int) (session.Handshake, error) {
+				return cfg.Fetch(ctx, host, port, e.compat, e.summary)
+			}, Log: cfg.Log, Now: cfg.Now})
+		if err != nil {
+			return nil, err
+		}
+		for r := range side.Ranks {
+			e.mems = append(e.mems, e.dec.Local(r).Mem)
+		}
+	default:
+		for _, g := range side.Ranks {
+			e.mems = append(e.mems, plan.NewRankMemory(g, side.NumBlocks))
+		}
 	}
 	e.updatePoolMetrics()
 	return e, nil
@@ -283,9 +283,11 @@ func (e *Engine) Close() error {
 	if e.closeHS != nil {
 		errs = append(errs, e.closeHS())
 	}
-	for _, rk := range e.ranks {
-		rk.local.Close()
-		errs = append(errs, rk.tr.Close())
+	if e.pre != nil {
+		errs = append(errs, e.pre.Close())
+	}
+	if e.dec != nil {
+		errs = append(errs, e.dec.Close())
 	}
 	return errors.Join(errs...)
 }
@@ -305,6 +307,22 @@ func (e *Engine) CheckIdle() error {
 	for i, p := range st.Pools {
 		if p.Used != 0 {
 			return fmt.Errorf("serve: %s pool %d has %d blocks in use", e.cfg.EngineID, i, p.Used)
+		}
+	}
+	if e.pre != nil {
+		if n := e.pre.Granted(); n > 0 {
+			return fmt.Errorf("serve: %s still grants %d requests", e.cfg.EngineID, n)
+		}
+		if n := e.pre.StagingInUse(); n > 0 {
+			return fmt.Errorf("serve: %s has %d staging bytes in use", e.cfg.EngineID, n)
+		}
+	}
+	if e.dec != nil {
+		if n := e.dec.InFlight(); n > 0 {
+			return fmt.Errorf("serve: %s has %d loads in flight", e.cfg.EngineID, n)
+		}
+		if n := e.dec.StagingInUse(); n > 0 {
+			return fmt.Errorf("serve: %s has %d scratch bytes in use", e.cfg.EngineID, n)
 		}
 	}
 	return nil
@@ -334,10 +352,6 @@ func (e *Engine) nextID(prefix, client string) hma.ReqID {
 
 // store is the reference model's view of request id on this instance.
 func (e *Engine) store(id hma.ReqID) (*refmodel.RankStore, error) {
-	mems := make([]*plan.RankMemory, len(e.ranks))
-	for i, rk := range e.ranks {
-		mems[i] = rk.local.Mem
-	}
 	tabs := make([][]int, len(e.side.Ranks[0].Groups))
 	for g := range tabs {
 		t, err := e.alloc.BlockTable(id, g)
@@ -349,7 +363,7 @@ func (e *Engine) store(id hma.ReqID) (*refmodel.RankStore, error) {
 		}
 		tabs[g] = t
 	}
-	return refmodel.NewRankStore(e.side.Ranks, mems, refmodel.SliceTable(tabs))
+	return refmodel.NewRankStore(e.side.Ranks, e.mems, refmodel.SliceTable(tabs))
 }
 
 func lastNonNull(t []int) int {
@@ -361,10 +375,19 @@ func lastNonNull(t []int) int {
 	return 0
 }
 
-// compute runs positions [from, to) of tokens and commits them; it returns
-// the token predicted after position to-1.
-func (e *Engine) compute(id hma.ReqID, tokens []uint32, from, to int, alloc hma.AllocSpec) (uint32, error) {
+// computeChunk is how many positions the model computes between two looks
+// at the request's context.
+const computeChunk = 32
+
+// compute allocates for positions [from, to) of tokens, runs them and
+// commits them; it returns the token predicted after position to-1. It
+// takes e.mu itself (callers must not hold it) and computes without it, so
+// the sweeper, notifications and /health go on meanwhile; it stops early
+// when ctx ends (nothing committed then).
+func (e *Engine) compute(ctx context.Context, id hma.ReqID, tokens []uint32, from, to int, alloc hma.AllocSpec) (uint32, error) {
+	e.mu.Lock()
 	if err := e.alloc.Allocate(id, alloc); err != nil {
+		e.mu.Unlock()
 		var ns *hma.NoSpaceError
 		if errors.As(err, &ns) {
 			return 0, fmt.Errorf("%w: %v", ErrOverloaded, err)
@@ -372,13 +395,23 @@ func (e *Engine) compute(id hma.ReqID, tokens []uint32, from, to int, alloc hma.
 		return 0, err
 	}
 	st, err := e.store(id)
+	e.mu.Unlock()
 	if err != nil {
 		return 0, err
 	}
-	next, err := e.model.Prefill(st, tokens, from, to)
+	var next uint32
+	e.computeMu.Lock()
+	for at := from; at < to && err == nil; at += computeChunk {
+		if err = ctx.Err(); err == nil {
+			next, err = e.model.Prefill(st, tokens, at, min(at+computeChunk, to))
+		}
+	}
+	e.computeMu.Unlock()
 	if err != nil {
 		return 0, err
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.cfg.OnCompute != nil {
 		e.cfg.OnCompute(string(id), from, to)
 	}
@@ -388,11 +421,13 @@ func (e *Engine) compute(id hma.ReqID, tokens []uint32, from, to int, alloc hma.
 	return next, nil
 }
 
-// finished reports a finished request's state to OnFinish (e.mu held).
+// finished reports a finished request's state to OnFinish.
 func (e *Engine) finished(id hma.ReqID) {
 	if e.cfg.OnFinish == nil {
 		return
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	n, err := e.alloc.NumComputedTokens(id)
 	if err != nil {
 		return
@@ -423,12 +458,14 @@ func (e *Engine) decode(ctx context.Context, id hma.ReqID, tokens []uint32, firs
 			return out, err
 		}
 		tokens = append(tokens, next)
-		if err := e.alloc.AppendTokens(id, next); err != nil {
+		e.mu.Lock()
+		err := e.alloc.AppendTokens(id, next)
+		e.mu.Unlock()
+		if err != nil {
 			return out, err
 		}
 		pos := len(tokens) - 1
-		var err error
-		if next, err = e.compute(id, tokens, pos, pos+1, hma.AllocSpec{New: 1, Lookahead: look}); err != nil {
+		if next, err = e.compute(ctx, id, tokens, pos, pos+1, hma.AllocSpec{New: 1, Lookahead: look}); err != nil {
 			return out, err
 		}
 	}

@@ -122,8 +122,8 @@ func TestDeadPrefillDetected(t *testing.T) {
 	if _, _, err := x.run(context.Background(), "warm", "warm up", 1); err != nil {
 		t.Fatal(err)
 	}
-	for _, rk := range x.p.ranks {
-		rk.tr.(*transport.Inproc).Kill()
+	for r := range x.p.side.Ranks {
+		x.p.pre.Transport(r).(*transport.Inproc).Kill()
 	}
 	done := make(chan error, 1)
 	var dr *GenResult

@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/statexfer"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/statexfer/session"
 )
 
 // Generate implements Backend.
@@ -33,12 +34,15 @@ func (e *Engine) generate(ctx context.Context, req GenRequest, emit func(string)
 		return nil, fmt.Errorf("%w: max_tokens must be >= 1", ErrBadRequest)
 	}
 	tokens := Tokenize(req.Prompt)
+	if n := len(tokens) + req.MaxTokens; n > e.cfg.MaxModelLen {
+		return nil, fmt.Errorf("%w: %d prompt tokens + max_tokens %d = %d exceeds max_model_len %d", ErrBadRequest, len(tokens), req.MaxTokens, n, e.cfg.MaxModelLen)
+	}
 	switch {
 	case req.KV != nil && req.KV.DoRemoteDecode:
 		if e.cfg.Role != RolePrefill {
 			return nil, fmt.Errorf("%w: do_remote_decode sent to a %s instance", ErrWrongRole, e.cfg.Role)
 		}
-		return e.prefill(req, tokens)
+		return e.prefill(ctx, req, tokens)
 	case req.KV != nil && req.KV.RemoteRequestID != "":
 		if e.cfg.Role != RoleDecode {
 			return nil, fmt.Errorf("%w: remote prefill parameters sent to a %s instance", ErrWrongRole, e.cfg.Role)
@@ -61,20 +65,22 @@ func (e *Engine) result(tokens, out []uint32) *GenResult {
 // monolithic serves a request entirely on this instance.
 func (e *Engine) monolithic(ctx context.Context, req GenRequest, tokens []uint32, emit func(string) error) (*GenResult, error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.closing {
+		e.mu.Unlock()
 		return nil, ErrShuttingDown
 	}
 	id := e.nextID("m", req.ID)
 	if err := e.alloc.AddRequest(id, tokens, 0); err != nil {
+		e.mu.Unlock()
 		return nil, err
 	}
-	defer e.finish(id)
 	hit, err := e.alloc.LookupPrefix(id)
+	e.mu.Unlock()
+	defer e.finish(id)
 	if err != nil {
 		return nil, err
 	}
-	first, err := e.compute(id, tokens, hit.Tokens, len(tokens), hma.AllocSpec{Prefix: hit.Tokens, New: len(tokens) - hit.Tokens})
+	first, err := e.compute(ctx, id, tokens, hit.Tokens, len(tokens), hma.AllocSpec{Prefix: hit.Tokens, New: len(tokens) - hit.Tokens})
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +94,8 @@ func (e *Engine) monolithic(ctx context.Context, req GenRequest, tokens []uint32
 
 // finish frees a request that is not held for a transfer.
 func (e *Engine) finish(id hma.ReqID) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if _, held := e.alloc.Holding(id); !held {
 		e.alloc.Abort(id) // frees a running request; no-op when already gone
 	}
@@ -95,32 +103,43 @@ func (e *Engine) finish(id hma.ReqID) {
 }
 
 // prefill computes the prompt's handoff positions, holds the state under a
-// lease and answers with the kv_transfer_params D needs.
-func (e *Engine) prefill(req GenRequest, tokens []uint32) (*GenResult, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closing {
-		return nil, ErrShuttingDown
-	}
+// lease, grants it to D and answers with the kv_transfer_params D needs.
+// The compute stops when ctx ends (the client gave up): nothing is held.
+func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (*GenResult, error) {
 	n := len(tokens)
 	h := n - 1
 	if e.cfg.Handoff == PrefillSamplesFirst {
 		h = n
 	}
+	e.mu.Lock()
+	if e.closing {
+		e.mu.Unlock()
+		return nil, ErrShuttingDown
+	}
 	id := e.nextID("p", req.ID)
 	kv := &KVTransferParams{RemoteEngineID: e.cfg.EngineID, RemoteRequestID: string(id), RemoteHost: e.cfg.Host,
-		RemotePort: e.port, TPSize: len(e.ranks), NumTokens: h, Handoff: e.cfg.Handoff}
+		RemotePort: e.port, TPSize: len(e.mems), NumTokens: h, Handoff: e.cfg.Handoff, RemoteBootID: e.pre.BootID()}
 	res := &GenResult{PromptTokens: n, KV: kv, FinishReason: "length"}
 	if h == 0 {
+		e.mu.Unlock()
 		return res, nil // nothing computed, nothing to hold: D computes everything
 	}
 	if err := e.alloc.AddRequest(id, tokens, 0); err != nil {
+		e.mu.Unlock()
 		return nil, err
 	}
 	hit, err := e.alloc.LookupPrefix(id)
-	if err != nil {
+	hc := e.alloc.Config()
+	e.mu.Unlock()
+	fail := func(err error) (*GenResult, error) {
+		e.mu.Lock()
 		e.alloc.Abort(id)
+		e.updatePoolMetrics()
+		e.mu.Unlock()
 		return nil, err
+	}
+	if err != nil {
+		return fail(err)
 	}
 	from := min(hit.Tokens, h)
 	var next uint32
@@ -129,36 +148,39 @@ func (e *Engine) prefill(req GenRequest, tokens []uint32) (*GenResult, error) {
 		// (all or nothing, so a refused allocation changed nothing) so there
 		// is a step to compute and logits to sample.
 		if from == h {
-			hc := e.alloc.Config()
 			from = (h - 1) / hc.Alignment() * hc.Alignment()
 		}
-		next, err = e.compute(id, tokens, from, h, hma.AllocSpec{Prefix: from, New: h - from})
+		next, err = e.compute(ctx, id, tokens, from, h, hma.AllocSpec{Prefix: from, New: h - from})
 		if errors.Is(err, hma.ErrStalePrefix) && from > 0 {
-			from = min(from, h) - 1 // the next aligned candidate below
-			hc := e.alloc.Config()
-			from = from / hc.Alignment() * hc.Alignment()
+			from = (min(from, h) - 1) / hc.Alignment() * hc.Alignment() // the next aligned candidate below
 			continue
 		}
 		break
 	}
 	if err != nil {
-		e.alloc.Abort(id)
-		e.updatePoolMetrics()
-		return nil, err
+		return fail(err)
 	}
+	grant := session.NewGrant()
+	e.mu.Lock()
 	blocks, err := e.alloc.TransferBlocks(id)
-	if err != nil {
-		e.alloc.Abort(id)
-		return nil, err
-	}
 	expiry := e.cfg.Now().Add(e.cfg.LeaseTTL)
-	if err := e.alloc.Hold(id, hma.Time(expiry.UnixNano()), len(e.ranks)); err != nil {
-		e.alloc.Abort(id)
-		return nil, err
+	if err == nil {
+		err = e.alloc.Hold(id, hma.Time(expiry.UnixNano()), len(e.mems))
 	}
+	if err == nil {
+		err = e.pre.Register(string(id), grant)
+	}
+	e.mu.Unlock()
+	if err != nil {
+		e.pre.Forget(string(id))
+		return fail(err)
+	}
+	e.mu.Lock()
 	e.updatePoolMetrics()
+	e.mu.Unlock()
 	kv.RemoteBlockIDs = blocks
 	kv.LeaseExpiryUnix = float64(expiry.UnixNano()) / 1e9
+	kv.RemoteGrant = strconv.FormatUint(grant, 16)
 	if e.cfg.Handoff == PrefillSamplesFirst {
 		kv.FirstToken = &next
 		res.Tokens = []uint32{next}
@@ -168,32 +190,76 @@ func (e *Engine) prefill(req GenRequest, tokens []uint32) (*GenResult, error) {
 	return res, nil
 }
 
-// rankReleased: P rank saw every notification of a request; the last rank
+// engineHolds bridges the prefill session to the allocator's leases.
+type engineHolds struct{ e *Engine }
+
+// Released: one P rank saw every consumer's notification; the last rank
 // releases the hold.
-func (e *Engine) rankReleased(id string) {
+func (h engineHolds) Released(id string, _ int) {
+	e := h.e
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.alloc.Notify(hma.ReqID(id)) && e.cfg.Metrics != nil {
+	released := e.alloc.Notify(hma.ReqID(id))
+	if released && e.cfg.Metrics != nil {
 		e.cfg.Metrics.LeasesReleased("notified", 1)
 	}
 	e.updatePoolMetrics()
+	e.mu.Unlock()
+	if released {
+		e.pre.Forget(id)
+	}
 }
 
-// heartbeat: D still wants the request; the lease moves forward (never back).
-func (e *Engine) heartbeat(id string) {
+// Extend: a heartbeat; the lease moves forward (never back).
+func (h engineHolds) Extend(id string) (time.Time, bool) {
+	e := h.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.alloc.Extend(hma.ReqID(id), hma.Time(e.cfg.Now().Add(e.cfg.LeaseTTL).UnixNano()))
+	if !e.alloc.Extend(hma.ReqID(id), hma.Time(e.cfg.Now().Add(e.cfg.LeaseTTL).UnixNano())) {
+		return time.Time{}, false
+	}
+	info, _ := e.alloc.Holding(hma.ReqID(id))
+	return time.Unix(0, int64(info.Expiry)), true
 }
 
-// remoteAbort: D gave up on the request; P frees it now.
-func (e *Engine) remoteAbort(id string) {
+// Abort: D (or the proxy) gave up on the request; P frees it now.
+func (h engineHolds) Abort(id string) {
+	e := h.e
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.alloc.Abort(hma.ReqID(id)) && e.cfg.Metrics != nil {
+	aborted := false
+	if _, held := e.alloc.Holding(hma.ReqID(id)); held {
+		aborted = e.alloc.Abort(hma.ReqID(id))
+	}
+	if aborted && e.cfg.Metrics != nil {
 		e.cfg.Metrics.LeasesReleased("aborted", 1)
 	}
 	e.updatePoolMetrics()
+	e.mu.Unlock()
+	e.pre.Forget(id)
+}
+
+// AbortHold implements HoldAborter: the proxy releases a held request
+// whose decode leg failed. The grant must match.
+func (e *Engine) AbortHold(id, grant string) error {
+	if e.pre == nil {
+		return fmt.Errorf("%w: abort sent to a %s instance", ErrWrongRole, e.cfg.Role)
+	}
+	g, err := parseGrant(grant)
+	if err != nil {
+		return err
+	}
+	e.pre.Abort(id, g)
+	return nil
+}
+
+func parseGrant(s string) (uint64, error) {
+	if s == "" {
+		return 0, fmt.Errorf("%w: no remote_grant", ErrBadRequest)
+	}
+	g, err := strconv.ParseUint(s, 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: remote_grant %q: %v", ErrBadRequest, s, err)
+	}
+	return g, nil
 }
 
 // sweeper releases expired leases, every hold considered on every pass.
@@ -214,7 +280,6 @@ func (e *Engine) sweeper() {
 // Sweep releases every lease that expired by now; it returns their ids.
 func (e *Engine) Sweep() []string {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	ids := e.alloc.Sweep(hma.Time(e.cfg.Now().UnixNano()))
 	if len(ids) > 0 {
 		if e.cfg.Metrics != nil {
@@ -223,96 +288,13 @@ func (e *Engine) Sweep() []string {
 		e.cfg.Log.Warn("prefill leases expired without notification", "requests", len(ids))
 		e.updatePoolMetrics()
 	}
+	e.mu.Unlock()
 	out := make([]string, len(ids))
 	for i, id := range ids {
 		out[i] = string(id)
+		e.pre.Forget(out[i])
 	}
 	return out
-}
-
-// peer is a prefill instance as this decode instance knows it.
-type peer struct {
-	metas   []statexfer.RankMeta
-	planner *plan.Planner
-	execs   []*statexfer.Executor // per decode rank
-}
-
-// peerFor does (once per prefill instance) the handshake and imports.
-func (e *Engine) peerFor(ctx context.Context, kv *KVTransferParams) (*peer, error) {
-	key := fmt.Sprintf("%s:%d/%s", kv.RemoteHost, kv.RemotePort, kv.RemoteEngineID)
-	e.peersMu.Lock()
-	defer e.peersMu.Unlock()
-	if p := e.peers[key]; p != nil {
-		return p, nil
-	}
-	t0 := time.Now()
-	payload, err := e.cfg.Fetch(ctx, kv.RemoteHost, kv.RemotePort, e.compat, e.summary)
-	if e.cfg.Metrics != nil {
-		e.cfg.Metrics.Handshake(time.Since(t0), err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: handshake with %s: %v", ErrPeer, key, err)
-	}
-	metas, err := statexfer.DecodeRankMetas(payload)
-	if err != nil {
-		return nil, fmt.Errorf("%w: handshake with %s: %v", ErrPeer, key, err)
-	}
-	if len(metas) == 0 || metas[0].TP != len(metas) || (kv.TPSize != 0 && kv.TPSize != len(metas)) {
-		return nil, fmt.Errorf("%w: %s published %d ranks, request says tp %d", ErrPeer, key, len(metas), kv.TPSize)
-	}
-	pside := &plan.Side{}
-	for r, m := range metas {
-		if m.Rank != r {
-			return nil, fmt.Errorf("%w: %s: metadata out of rank order", ErrPeer, key)
-		}
-		g, err := groups.NewGeometry(e.spec, m.Config, r)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s rank %d: %v", ErrPeer, key, r, err)
-		}
-		nb, err := m.CheckAgainst(g)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrPeer, key, err)
-		}
-		pside.Ranks = append(pside.Ranks, g)
-		pside.NumBlocks = nb
-	}
-	pl, err := plan.New(pside, e.side)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrPeer, key, err)
-	}
-	p := &peer{metas: metas, planner: pl}
-	for _, rk := range e.ranks {
-		ex := &statexfer.Executor{DRank: rk.r, Local: rk.local, Remotes: map[int]*statexfer.Remote{}, Address: rk.tr.Address(),
-			Consumers: pl.Consumers}
-		d := rk.r
-		ex.StagingArea = func(pr int) (int64, int64) {
-			reg := metas[pr].Region(plan.Staging)
-			if reg == nil || pl.Consumers(pr) == 0 {
-				return 0, 0
-			}
-			size := int64(reg.Len) / int64(pl.Consumers(pr))
-			idx := 0
-			for dd := 0; dd < d; dd++ {
-				for _, t := range pl.Targets(dd) {
-					if t == pr {
-						idx++
-					}
-				}
-			}
-			return int64(idx) * size, size
-		}
-		for _, pr := range pl.Targets(rk.r) {
-			rem, err := statexfer.Import(ctx, rk.tr, metas[pr])
-			if err != nil {
-				return nil, fmt.Errorf("%w: %s: %v", ErrPeer, key, err)
-			}
-			ex.Remotes[pr] = rem
-		}
-		rk.disp.SetExecutor(ex)
-		p.execs = append(p.execs, ex)
-	}
-	e.peers[key] = p
-	return p, nil
 }
 
 // decodeRemote loads the state P holds for the request and decodes.
@@ -332,31 +314,42 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 	if policy != PolicyFail && policy != PolicyRecompute {
 		return nil, fmt.Errorf("%w: kv_load_failure_policy %q", ErrBadRequest, policy)
 	}
-	var p *peer
+	var lr *session.LoadRequest
 	if h > 0 {
-		var err error
-		if p, err = e.peerFor(ctx, kv); err != nil {
+		grant, err := parseGrant(kv.RemoteGrant)
+		if err != nil {
 			return nil, err
+		}
+		lr = &session.LoadRequest{Peer: session.PeerRef{EngineID: kv.RemoteEngineID, BootID: kv.RemoteBootID, Host: kv.RemoteHost, Port: kv.RemotePort, TP: kv.TPSize},
+			ReqID: kv.RemoteRequestID, Grant: grant, Mode: e.cfg.Mode}
+		if kv.LeaseExpiryUnix > 0 {
+			lr.LeaseExpiry = time.Unix(0, int64(kv.LeaseExpiryUnix*1e9))
+		}
+	}
+	abortP := func() {
+		if lr != nil {
+			if err := e.dec.Abort(lr.Peer, lr.ReqID, lr.Grant); err != nil && e.cfg.Metrics != nil {
+				e.cfg.Metrics.NotificationFailed()
+			}
 		}
 	}
 	e.mu.Lock()
 	if e.closing {
 		e.mu.Unlock()
+		abortP()
 		return nil, ErrShuttingDown
 	}
 	id := e.nextID("d", req.ID)
 	if err := e.alloc.AddRequest(id, tokens, 0); err != nil {
 		e.mu.Unlock()
+		abortP()
 		return nil, err
 	}
-	defer func() {
-		e.mu.Lock()
-		e.finish(id)
-		e.mu.Unlock()
-	}()
+	defer e.finish(id)
 	hit, err := e.alloc.LookupPrefix(id)
 	if err != nil {
 		e.mu.Unlock()
+		abortP()
 		return nil, err
 	}
 	from := min(hit.Tokens, h)
@@ -365,9 +358,7 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 		// D's first allocation: exactly what P sends, no lookahead.
 		if err := e.alloc.Allocate(id, hma.AllocSpec{Prefix: from, External: ext}); err != nil {
 			e.mu.Unlock()
-			if p != nil {
-				p.abort(kv.RemoteRequestID)
-			}
+			abortP()
 			return nil, fmt.Errorf("%w: %v", ErrOverloaded, err)
 		}
 	}
@@ -376,6 +367,7 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 		t, err := e.alloc.BlockTable(id, g)
 		if err != nil {
 			e.mu.Unlock()
+			abortP()
 			return nil, err
 		}
 		if e.side.Ranks[0].Groups[g].Kind == groups.Recurrent {
@@ -385,29 +377,34 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 	}
 	e.mu.Unlock()
 
-	if p != nil {
-		loadErr := e.load(ctx, p, kv, &plan.Request{Tokens: h, PBlocks: kv.RemoteBlockIDs, DBlocks: dblocks, DHit: from})
-		e.mu.Lock()
-		if loadErr == nil && ext > 0 {
-			loadErr = e.alloc.LoadDone(id)
+	if lr != nil {
+		lr.Req = &plan.Request{Tokens: h, PBlocks: kv.RemoteBlockIDs, DBlocks: dblocks, DHit: from}
+		stats, loadErr := e.dec.Load(ctx, *lr)
+		if loadErr == nil {
+			e.loadMetrics(stats, dblocks)
+			if ext > 0 {
+				e.mu.Lock()
+				loadErr = e.alloc.LoadDone(id)
+				e.mu.Unlock()
+			}
 		}
 		if loadErr != nil {
 			if e.cfg.Metrics != nil {
 				e.cfg.Metrics.TransferFailed(failureReason(loadErr))
 			}
-			p.abort(kv.RemoteRequestID) // P need not wait for the lease
-			if err := e.recover(id, tokens, h, ext, policy, loadErr); err != nil {
-				e.mu.Unlock()
+			abortP() // P need not wait for the lease
+			if ext == 0 {
+				// Nothing was to be loaded: only P's release notification
+				// was lost, and the abort (or the lease) covers it.
+				e.cfg.Log.Warn("release notification to prefill failed", "request", id, "err", loadErr)
+			} else if err := e.recover(ctx, id, tokens, h, ext, policy, loadErr); err != nil {
 				return nil, err
 			}
 		}
-	} else {
-		e.mu.Lock()
 	}
-	defer e.mu.Unlock()
 	var first uint32
 	if h < n {
-		first, err = e.compute(id, tokens, h, n, hma.AllocSpec{Prefix: pendingPrefix(ext, from), New: n - h})
+		first, err = e.compute(ctx, id, tokens, h, n, hma.AllocSpec{Prefix: pendingPrefix(ext, from), New: n - h})
 		if err != nil {
 			return nil, err
 		}
@@ -431,48 +428,59 @@ func pendingPrefix(ext, from int) int {
 	return from
 }
 
-// recover applies the failure policy after a failed load (e.mu held): the
-// blocks that were being loaded (positions [h-ext, h) of per-token groups,
-// the state slot of recurrent groups) are reported failed.
-func (e *Engine) recover(id hma.ReqID, tokens []uint32, h, ext int, policy string, cause error) error {
+// recover applies the failure policy after a failed load of ext > 0
+// positions: the blocks the session reports failed (every block that was
+// being loaded when it cannot say) are reported to the allocator, which
+// says where a consistent state restarts; under recompute D computes from
+// there, every position once.
+func (e *Engine) recover(ctx context.Context, id hma.ReqID, tokens []uint32, h, ext int, policy string, cause error) error {
 	var refs []hma.BlockRef
-	from := h - ext
-	for g, gg := range e.side.Ranks[0].Groups {
-		t, _ := e.alloc.BlockTable(id, g)
-		if gg.Kind == groups.Recurrent {
-			if b := lastNonNull(t); b != 0 {
-				refs = append(refs, hma.BlockRef{Group: g, Block: b})
-			}
-			continue
-		}
-		for k := from / gg.BlockSize; k < len(t) && k*gg.BlockSize < h; k++ {
-			if t[k] != 0 {
-				refs = append(refs, hma.BlockRef{Group: g, Block: t[k]})
-			}
+	var le *session.LoadError
+	if errors.As(cause, &le) && le.Failed != nil {
+		for _, b := range le.Failed {
+			refs = append(refs, hma.BlockRef{Group: b.Group, Block: b.Block})
 		}
 	}
-	if ext == 0 {
-		return fmt.Errorf("%w: %v", ErrKVLoad, cause)
+	e.mu.Lock()
+	if refs == nil {
+		from := h - ext
+		for g, gg := range e.side.Ranks[0].Groups {
+			t, _ := e.alloc.BlockTable(id, g)
+			if gg.Kind == groups.Recurrent {
+				if b := lastNonNull(t); b != 0 {
+					refs = append(refs, hma.BlockRef{Group: g, Block: b})
+				}
+				continue
+			}
+			for k := from / gg.BlockSize; k < len(t) && k*gg.BlockSize < h; k++ {
+				if t[k] != 0 {
+					refs = append(refs, hma.BlockRef{Group: g, Block: t[k]})
+				}
+			}
+		}
 	}
 	pol := hma.PolicyFail
 	if policy == PolicyRecompute {
 		pol = hma.PolicyRecompute
 	}
 	lf, err := e.alloc.LoadFailed(id, refs, pol)
+	e.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("%w: %v (and the allocator refused the failure: %v)", ErrKVLoad, cause, err)
+		return fmt.Errorf("%w: %w (and the allocator refused the failure: %v)", ErrKVLoad, cause, err)
 	}
 	if policy == PolicyFail {
-		return fmt.Errorf("%w: %v", ErrKVLoad, cause)
+		if errors.Is(cause, session.ErrPeer) || errors.Is(cause, session.ErrStaleIncarnation) {
+			return fmt.Errorf("%w (%w): %w", ErrKVLoad, ErrPeer, cause)
+		}
+		return fmt.Errorf("%w: %w", ErrKVLoad, cause)
 	}
 	// Recompute [restart, h) locally from a consistent state: every
 	// position once, none twice.
 	r := lf.Restart
-	e.cfg.Log.Warn("kv load failed; recomputing", "request", id, "from", r, "to", h, "cause", cause)
+	e.cfg.Log.Warn("kv load failed; recomputing", "request", id, "from", r, "to", h, "failed_blocks", len(refs), "cause", cause)
 	if r < h {
-		spec := hma.AllocSpec{New: h - r}
-		if _, err := e.compute(id, tokens, r, h, spec); err != nil {
-			return fmt.Errorf("%w: %v; recompute failed: %v", ErrKVLoad, cause, err)
+		if _, err := e.compute(ctx, id, tokens, r, h, hma.AllocSpec{New: h - r}); err != nil {
+			return fmt.Errorf("%w: %w; recompute failed: %v", ErrKVLoad, cause, err)
 		}
 	}
 	if e.cfg.Metrics != nil {
@@ -489,16 +497,26 @@ func failureReason(err error) string {
 		return "canceled"
 	case errors.Is(err, statexfer.ErrBounds):
 		return "bounds"
+	case errors.Is(err, session.ErrLeaseExpired):
+		return "lease"
+	case errors.Is(err, session.ErrStaleIncarnation), errors.Is(err, session.ErrPeer):
+		return "peer"
 	}
 	return "transport"
 }
 
-// load plans and runs the reads of every decode rank, bounded by the
-// transfer timeout, after extending P's lease.
-func (e *Engine) load(ctx context.Context, p *peer, kv *KVTransferParams, req *plan.Request) error {
-	// (pool, block) -> kind of the group that owns it, for the metrics.
-	kinds := map[[2]int]string{}
-	for g, ids := range req.DBlocks {
+// loadMetrics records a successful load: bytes by the kind of the group
+// owning the block they land in, reads, timings.
+func (e *Engine) loadMetrics(st *session.LoadStats, dblocks [][]int) {
+	m := e.cfg.Metrics
+	if m == nil {
+		return
+	}
+	if st.Handshake > 0 {
+		m.Handshake(st.Handshake, nil)
+	}
+	kinds := map[[2]int]string{} // (pool, block) -> kind
+	for g, ids := range dblocks {
 		gg := e.side.Ranks[0].Groups[g]
 		for _, id := range ids {
 			if id != 0 {
@@ -506,68 +524,27 @@ func (e *Engine) load(ctx context.Context, p *peer, kv *KVTransferParams, req *p
 			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.TransferTimeout)
-	defer cancel()
-	for _, ex := range p.execs {
-		if err := ex.Broadcast(statexfer.MsgHeartbeat, kv.RemoteRequestID); err != nil && e.cfg.Metrics != nil {
-			e.cfg.Metrics.NotificationFailed()
+	landed := func(reg plan.Region, off, n int64) {
+		if reg.Pool < 0 {
+			return
+		}
+		stride := int64(e.side.Ranks[0].Pools[reg.Pool].PageStride)
+		if k, ok := kinds[[2]int{reg.Pool, int(off / stride)}]; ok {
+			m.BytesByKind(k, n)
 		}
 	}
-	t0 := time.Now()
-	var wg sync.WaitGroup
-	errs := make([]error, len(p.execs))
-	stats := make([]statexfer.RunStats, len(p.execs))
-	plans := make([]*plan.Plan, len(p.execs))
-	for d, ex := range p.execs {
-		pl, err := p.planner.Plan(d, req, e.cfg.Mode)
-		if err != nil {
-			return fmt.Errorf("%w: plan for decode rank %d: %v", ErrKVLoad, d, err)
-		}
-		plans[d] = pl
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			stats[d], errs[d] = ex.Run(ctx, kv.RemoteRequestID, pl)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	if m := e.cfg.Metrics; m != nil {
-		var bytes int64
-		var reads int
-		var post time.Duration
-		for d, pl := range plans {
-			bytes += pl.Bytes()
-			reads += pl.NumReads()
-			post = max(post, stats[d].Post)
-			// Bytes by the kind of the group owning the block they land in.
-			landed := func(reg plan.Region, off, n int64) {
-				if reg.Pool < 0 {
-					return
-				}
-				stride := int64(e.side.Ranks[0].Pools[reg.Pool].PageStride)
-				if k, ok := kinds[[2]int{reg.Pool, int(off / stride)}]; ok {
-					m.BytesByKind(k, n)
-				}
-			}
-			for _, rp := range pl.Remotes {
-				for _, r := range rp.Reads {
-					landed(r.Local, r.LocalOff, r.Len)
-				}
-			}
-			for _, st := range pl.Post {
-				landed(st.Dst, st.DstOff, st.Bytes())
+	var post, total time.Duration
+	for _, rs := range st.Ranks {
+		post = max(post, rs.Post)
+		total = max(total, rs.Stage+rs.Post+rs.Wait+rs.Steps)
+		for _, rp := range rs.Plan.Remotes {
+			for _, r := range rp.Reads {
+				landed(r.Local, r.LocalOff, r.Len)
 			}
 		}
-		m.Transfer(time.Since(t0), post, bytes, reads)
+		for _, s := range rs.Plan.Post {
+			landed(s.Dst, s.DstOff, s.Bytes())
+		}
 	}
-	return nil
-}
-
-func (p *peer) abort(reqID string) {
-	for _, ex := range p.execs {
-		_ = ex.Broadcast(statexfer.MsgAbort, reqID)
-	}
+	m.Transfer(total, post, st.Bytes(), st.Reads())
 }

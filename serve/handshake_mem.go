@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sync"
+
+	"github.com/hybridxfer/hybridxfer/statexfer/session"
 )
 
 // MemHandshake is an in-process handshake registry for engines running in
@@ -41,15 +43,15 @@ func (h *MemHandshake) Serve(_ string, compat [32]byte, _ map[string]string, pay
 }
 
 // Fetch implements HandshakeClient.
-func (h *MemHandshake) Fetch(_ context.Context, host string, port int, compat [32]byte, _ map[string]string) ([]byte, error) {
+func (h *MemHandshake) Fetch(_ context.Context, host string, port int, compat [32]byte, _ map[string]string) (session.Handshake, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e, ok := h.byPort[port]
 	if !ok {
-		return nil, fmt.Errorf("serve: no handshake server at %s:%d", host, port)
+		return session.Handshake{}, fmt.Errorf("serve: no handshake server at %s:%d", host, port)
 	}
 	if e.compat != compat {
-		return nil, fmt.Errorf("serve: compatibility hash mismatch: local %s, remote %s", hex.EncodeToString(compat[:8]), hex.EncodeToString(e.compat[:8]))
+		return session.Handshake{}, fmt.Errorf("serve: compatibility hash mismatch: local %s, remote %s", hex.EncodeToString(compat[:8]), hex.EncodeToString(e.compat[:8]))
 	}
-	return e.payload, nil
+	return session.Handshake{Payload: e.payload}, nil
 }

@@ -52,6 +52,8 @@ type KVTransferParams struct {
 	FirstToken      *uint32 `json:"first_token,omitempty"` // PrefillSamplesFirst: P's sampled token
 	// KVLoadFailurePolicy overrides D's policy for this request: fail or recompute.
 	KVLoadFailurePolicy string `json:"kv_load_failure_policy,omitempty"`
+	RemoteBootID        string `json:"remote_boot_id,omitempty"` // P's incarnation
+	RemoteGrant         string `json:"remote_grant,omitempty"`   // a token binding the request's blocks
 }
 
 // GenRequest is one generation request as the engine sees it, after the
@@ -87,6 +89,15 @@ type Backend interface {
 	ModelName() string
 	// Ready reports whether the engine can take requests (for /health).
 	Ready() error
+}
+
+// HoldAborter is implemented by prefill backends: AbortHold releases the
+// state P holds for remote request id at once (the proxy calls it when the
+// decode leg fails or the client went away). grant is the request's
+// kv_transfer_params remote_grant (may be empty); an unknown id is not an
+// error.
+type HoldAborter interface {
+	AbortHold(id, grant string) error
 }
 
 // Sentinel errors of the engine, mapped to HTTP statuses by the API layer.

@@ -25,12 +25,26 @@ const (
 	MsgHeartbeat
 	// MsgAbort: the sender gives up on request ReqID.
 	MsgAbort
+	// MsgLease: P's answer to a heartbeat: the hold's expiry now (Expiry,
+	// Unix nanoseconds on P's clock), or Err when P holds no such request.
+	MsgLease
 )
 
 // Message is one control message. Fields not used by a type are zero.
+//
+// Every message D sends about a request carries the request's Grant (the
+// token P issued with its kv_transfer_params): P acts on none whose grant
+// does not match a hold it made, so a message for a request of an earlier
+// incarnation, or of another D, or forged, changes nothing. Xfer is D's id
+// of one load attempt; P echoes it in MsgStaged and MsgLease, and D routes
+// those answers by it (never by request id alone, which two P instances may
+// share).
 type Message struct {
 	Type      MsgType
 	ReqID     string
+	Grant     uint64
+	Xfer      uint64
+	Expiry    int64 // MsgLease
 	DRank     int
 	PRank     int // MsgStaged: the answering P rank
 	Consumers int
@@ -39,7 +53,9 @@ type Message struct {
 	Offset    int64 // MsgStage: the D rank's area in P's staging buffer
 	Reply     []byte
 	Steps     []plan.Step
-	Err       string // MsgStaged: the gather failed
+	Err       string // MsgStaged: the gather failed; MsgLease: no such hold
+	// Retry (MsgStaged with Err): P's staging pool is full now; ask again.
+	Retry bool
 }
 
 const (
@@ -54,6 +70,9 @@ const (
 func AppendMessage(b []byte, m *Message) []byte {
 	b = append(b, msgMagic, byte(m.Type))
 	b = appendString(b, m.ReqID)
+	b = binary.AppendUvarint(b, m.Grant)
+	b = binary.AppendUvarint(b, m.Xfer)
+	b = binary.AppendVarint(b, m.Expiry)
 	b = binary.AppendUvarint(b, uint64(m.DRank))
 	b = binary.AppendUvarint(b, uint64(m.PRank))
 	b = binary.AppendUvarint(b, uint64(m.Consumers))
@@ -62,6 +81,11 @@ func AppendMessage(b []byte, m *Message) []byte {
 	b = binary.AppendUvarint(b, uint64(m.Offset))
 	b = appendString(b, string(m.Reply))
 	b = appendString(b, m.Err)
+	retry := byte(0)
+	if m.Retry {
+		retry = 1
+	}
+	b = append(b, retry)
 	b = binary.AppendUvarint(b, uint64(len(m.Steps)))
 	for _, s := range m.Steps {
 		b = append(b, byte(s.Kind))
@@ -128,11 +152,14 @@ func DecodeMessage(b []byte) (*Message, error) {
 		return nil, fmt.Errorf("%w: no magic", ErrMessage)
 	}
 	m := &Message{Type: MsgType(b[1])}
-	if m.Type < MsgDone || m.Type > MsgAbort {
+	if m.Type < MsgDone || m.Type > MsgLease {
 		return nil, fmt.Errorf("%w: type %d", ErrMessage, b[1])
 	}
 	r := &msgReader{b: b[2:]}
 	m.ReqID = r.str(maxReqID)
+	m.Grant = r.uvarint(^uint64(0))
+	m.Xfer = r.uvarint(^uint64(0))
+	m.Expiry = r.varint()
 	m.DRank = int(r.uvarint(1 << 20))
 	m.PRank = int(r.uvarint(1 << 20))
 	m.Consumers = int(r.uvarint(1 << 20))
@@ -143,6 +170,13 @@ func DecodeMessage(b []byte) (*Message, error) {
 		m.Reply = []byte(reply)
 	}
 	m.Err = r.str(maxErrLen)
+	if r.err == nil {
+		if len(r.b) == 0 || r.b[0] > 1 {
+			return nil, fmt.Errorf("%w: bad retry flag", ErrMessage)
+		}
+		m.Retry = r.b[0] == 1
+		r.b = r.b[1:]
+	}
 	n := int(r.uvarint(maxSteps))
 	if r.err == nil && n > len(r.b) { // every step takes at least 11 bytes
 		return nil, fmt.Errorf("%w: %d steps in %d bytes", ErrMessage, n, len(r.b))

@@ -11,11 +11,12 @@ import (
 )
 
 // MetadataVersion is the version of the RankMeta encoding.
-const MetadataVersion = 1
+const MetadataVersion = 2
 
 // ProtocolVersion enters the compatibility hash: P and D of different
-// protocol versions refuse each other.
-const ProtocolVersion = 1
+// protocol versions refuse each other. Version 2: grants, transfer ids,
+// lease answers, boot ids.
+const ProtocolVersion = 2
 
 // Sentinel errors.
 var (
@@ -54,8 +55,11 @@ type GroupMeta struct {
 
 // RankMeta is what one rank publishes in the handshake.
 type RankMeta struct {
-	Version   int                   `msgpack:"v"`
-	EngineID  string                `msgpack:"e"`
+	Version  int    `msgpack:"v"`
+	EngineID string `msgpack:"e"`
+	// BootID is the incarnation of the engine: new every time the process
+	// starts, so a P restarted at the same address is a new peer.
+	BootID    string                `msgpack:"b"`
 	DPIndex   int                   `msgpack:"dp"`
 	TP        int                   `msgpack:"tp"`
 	Rank      int                   `msgpack:"r"`

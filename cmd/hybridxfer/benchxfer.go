@@ -139,28 +139,29 @@ checked against the pattern at the end.`,
 	return c
 }
 
-// benchDecode runs the decode side of `bench transfer` for every hosted rank.
-func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, metas []statexfer.RankMeta, area, scratch []int64, trs *[]*ucx.Transport) (*xferResult, error) {
+// benchDecode runs the decode side of `bench transfer` for every hosted
+// rank, through the decode session (the serving path: session.RunPlan
+// runs Load's per-rank path on plans made once).
+func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verify.Decode) (*xferResult, error) {
 	iters := max(1, spec.Iterations)
 	res := &xferResult{Model: j.Cfg.Model.Name, Tokens: j.Cfg.PromptTokens, PrefillTP: j.Cfg.P.TP, DecodeTP: j.Cfg.D.TP,
 		Mode: j.Cfg.Mode.String(), Requests: j.Requests(), Iterations: iters}
-	var ranks []*verify.DRank
-	defer func() {
-		for _, r := range ranks {
-			r.Local.Close()
-		}
-	}()
+	type benchRank struct {
+		Rank    int
+		Local   *statexfer.Local
+		Remotes map[int]*statexfer.Remote
+	}
+	var ranks []*benchRank
 	for _, r := range spec.Ranks {
-		tr, d, err := openRank(ctx, "decode", r, spec.ErrMode)
-		if err != nil {
-			return nil, err
+		br := &benchRank{Rank: r, Local: dec.Session.Local(r), Remotes: map[int]*statexfer.Remote{}}
+		for _, pr := range j.Planner.Targets(r) {
+			rem, err := dec.Session.Remote(ctx, dec.Peer, r, pr)
+			if err != nil {
+				return nil, err
+			}
+			br.Remotes[pr] = rem
 		}
-		*trs = append(*trs, tr)
-		dr, err := j.SetupD(ctx, r, tr, d, metas, area, scratch[r])
-		if err != nil {
-			return nil, err
-		}
-		ranks = append(ranks, dr)
+		ranks = append(ranks, br)
 	}
 	// Plans (timed).
 	plans := make([][]*plan.Plan, len(ranks))
@@ -183,7 +184,7 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, metas []st
 	res.Bytes /= int64(j.Requests())
 	res.Reads /= j.Requests()
 	// parallel runs f for every rank at once and returns the wall time.
-	parallel := func(f func(i int, dr *verify.DRank) error) (time.Duration, error) {
+	parallel := func(f func(i int, dr *benchRank) error) (time.Duration, error) {
 		var wg sync.WaitGroup
 		errs := make([]error, len(ranks))
 		t0 := time.Now()
@@ -202,9 +203,9 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, metas []st
 	}
 	var statsMu sync.Mutex
 	var post, stage, steps time.Duration
-	transfer := func(i int, dr *verify.DRank) error {
+	transfer := func(i int, dr *benchRank) error {
 		for q, p := range plans[i] {
-			st, err := dr.Exec.Run(ctx, j.ReqID(q), p)
+			st, err := dec.Session.RunPlan(ctx, dec.Peer, dr.Rank, j.ReqID(q), j.Grant(q), p)
 			if err != nil {
 				return err
 			}
@@ -234,9 +235,9 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, metas []st
 	// endpoints (staged plans read P's staging buffer: raw reads do too).
 	var raw time.Duration
 	for it := -1; it < iters; it++ { // iteration -1 warms up, like the transfer's
-		el, err := parallel(func(i int, dr *verify.DRank) error {
+		el, err := parallel(func(i int, dr *benchRank) error {
 			for _, p := range plans[i] {
-				if err := rawReads(dr, p); err != nil {
+				if err := rawReads(dr.Local, dr.Remotes, p); err != nil {
 					return err
 				}
 			}
@@ -260,7 +261,7 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, metas []st
 		}
 		// Memory of the same kind as the transfer's (transport-allocated,
 		// outside the Go heap), every page touched before timing.
-		m, err := (*trs)[0].Alloc(int(n))
+		m, err := dec.Session.Transport(spec.Ranks[0]).Alloc(int(n))
 		if err != nil {
 			return nil
 		}
@@ -274,7 +275,7 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, metas []st
 	for i, dr := range ranks {
 		for _, p := range plans[i] {
 			for _, rp := range p.Remotes {
-				meta := dr.Exec.Remotes[rp.Rank].Meta
+				meta := dr.Remotes[rp.Rank].Meta
 				for _, rd := range rp.Reads {
 					if mirror(rp.Rank, rd.Remote, meta.Region(rd.Remote).Len) == nil {
 						return nil, fmt.Errorf("memcpy baseline: cannot allocate %d bytes", meta.Region(rd.Remote).Len)
@@ -285,7 +286,7 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, metas []st
 	}
 	var mc time.Duration
 	for it := -1; it < iters; it++ { // iteration -1 warms up
-		el, err := parallel(func(i int, dr *verify.DRank) error {
+		el, err := parallel(func(i int, dr *benchRank) error {
 			for _, p := range plans[i] {
 				for _, rp := range p.Remotes {
 					var src, dst []byte
@@ -318,17 +319,10 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, metas []st
 		j.CheckD(dr.Rank, dr.Local.Mem, vr)
 	}
 	res.ByteMismatches, res.Untouched = vr.ByteMismatches, vr.UntouchedViolations
-	if err := fixedOverhead(ctx, j, ranks[0], res); err != nil {
+	if err := fixedOverhead(ctx, j, dec, ranks[0].Rank, ranks[0].Local, ranks[0].Remotes, res); err != nil {
 		return nil, fmt.Errorf("fixed overhead: %w", err)
 	}
-	res.Paths = map[string]int{}
-	for _, t := range *trs {
-		for p, n := range t.Stats().Batches {
-			if n > 0 {
-				res.Paths[p.String()] += int(n)
-			}
-		}
-	}
+	res.Paths = ucxPaths(dec.Session, spec.Ranks)
 	var names []string
 	for p := range res.Paths {
 		names = append(names, p)
@@ -342,9 +336,9 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, metas []st
 
 // rawReads posts a plan's reads on the bare UCX endpoints, one raw batch per
 // (local region, remote region) pair.
-func rawReads(dr *verify.DRank, p *plan.Plan) error {
+func rawReads(local *statexfer.Local, remotes map[int]*statexfer.Remote, p *plan.Plan) error {
 	for _, rp := range p.Remotes {
-		rem := dr.Exec.Remotes[rp.Rank]
+		rem := remotes[rp.Rank]
 		peer := rem.Peer.(*ucx.Peer)
 		for a := 0; a < len(rp.Reads); {
 			b := a
@@ -353,7 +347,7 @@ func rawReads(dr *verify.DRank, p *plan.Plan) error {
 				r := rp.Reads[b]
 				ranges = append(ranges, ucx.Range{RemoteOff: uint64(r.RemoteOff), LocalOff: uint64(r.LocalOff), Len: uint64(r.Len)})
 			}
-			local := dr.Local.Regions[rp.Reads[a].Local].(*ucx.Memory)
+			local := local.Regions[rp.Reads[a].Local].(*ucx.Memory)
 			remote := rem.Region(rp.Reads[a].Remote).(*ucx.Remote)
 			if _, err := peer.RawRead(local, remote, ranges, remote.Mapped()); err != nil {
 				return err
@@ -367,10 +361,10 @@ func rawReads(dr *verify.DRank, p *plan.Plan) error {
 // fixedOverhead measures a one-block request (planning, one read, the
 // notification) against a raw get of the same block plus an active-message
 // round trip, on warm peers.
-func fixedOverhead(ctx context.Context, j *verify.Job, dr *verify.DRank, res *xferResult) error {
+func fixedOverhead(ctx context.Context, j *verify.Job, dec *verify.Decode, drank int, dlocal *statexfer.Local, remotes map[int]*statexfer.Remote, res *xferResult) error {
 	const iters = 300
-	pr := j.Planner.Targets(dr.Rank)[0]
-	g := j.DSide.Ranks[dr.Rank]
+	pr := j.Planner.Targets(drank)[0]
+	g := j.DSide.Ranks[drank]
 	// The first per-token group's first layer, block 1 on both sides.
 	gi := -1
 	for i, gg := range g.Groups {
@@ -393,16 +387,16 @@ func fixedOverhead(ctx context.Context, j *verify.Job, dr *verify.DRank, res *xf
 		n = min(n, int64(lg.KernelBlockSize*lg.TokenBytes))
 	}
 	one := func() *plan.Plan {
-		return &plan.Plan{Mode: plan.Direct, DRank: dr.Rank, Notify: []int{pr}, Remotes: []plan.RemotePlan{{Rank: pr, Bytes: n,
+		return &plan.Plan{Mode: plan.Direct, DRank: drank, Notify: []int{pr}, Remotes: []plan.RemotePlan{{Rank: pr, Bytes: n,
 			Reads: []plan.Read{{Remote: plan.Region{Pool: pl.Pool, Slot: pl.Slot}, RemoteOff: int64(pl.PageStride), Local: plan.Region{Pool: lg.Pool, Slot: lg.Slot}, LocalOff: int64(lg.PageStride), Len: n}}}}}
 	}
 	for i := 0; i < 20; i++ { // warm-up
-		if _, err := dr.Exec.Run(ctx, "fixed-warm", one()); err != nil {
+		if _, err := dec.Session.RunPlan(ctx, dec.Peer, drank, "fixed-warm", 1, one()); err != nil {
 			return err
 		}
 	}
-	rem := dr.Exec.Remotes[pr]
-	local := dr.Local.Regions[plan.Region{Pool: lg.Pool, Slot: lg.Slot}].(*ucx.Memory)
+	rem := remotes[pr]
+	local := dlocal.Regions[plan.Region{Pool: lg.Pool, Slot: lg.Slot}].(*ucx.Memory)
 	remote := rem.Region(plan.Region{Pool: pl.Pool, Slot: pl.Slot}).(*ucx.Remote)
 	// Seven rounds, ours and raw alternating so both see the same machine;
 	// the medians are reported.
@@ -410,7 +404,7 @@ func fixedOverhead(ctx context.Context, j *verify.Job, dr *verify.DRank, res *xf
 	for round := 0; round < 7; round++ {
 		t0 := time.Now()
 		for i := 0; i < iters; i++ {
-			if _, err := dr.Exec.Run(ctx, fmt.Sprintf("fixed-%d-%d", round, i), one()); err != nil {
+			if _, err := dec.Session.RunPlan(ctx, dec.Peer, drank, fmt.Sprintf("fixed-%d-%d", round, i), 1, one()); err != nil {
 				return err
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hybridxfer/hybridxfer/statexfer/session"
 	"io"
 	"net"
 	"os"
@@ -61,6 +62,7 @@ func (s jobSpec) config() (verify.Config, error) {
 type workerSpec struct {
 	Side        string  `json:"side"` // prefill or decode
 	Ranks       []int   `json:"ranks"`
+	BootID      string  `json:"boot_id,omitempty"` // prefill: the incarnation all its processes share
 	Job         jobSpec `json:"job"`
 	SideChannel string  `json:"side_channel,omitempty"` // decode: P's handshake address
 	BasePort    int     `json:"base_port,omitempty"`    // prefill rank 0's host: where to listen
@@ -253,8 +255,9 @@ func runCluster(ctx context.Context, cfg verify.Config, layout clusterLayout, er
 		}
 	}()
 	var pws []*worker
+	bootID := session.NewBootID() // one incarnation across P's processes
 	for i, ranks := range layout.prefill {
-		w, err := startWorker(ctx, fmt.Sprintf("prefill %v", ranks), workerSpec{Side: "prefill", Ranks: ranks, Job: js, BasePort: port, ErrMode: errMode})
+		w, err := startWorker(ctx, fmt.Sprintf("prefill %v", ranks), workerSpec{Side: "prefill", Ranks: ranks, BootID: bootID, Job: js, BasePort: port, ErrMode: errMode})
 		if err != nil {
 			return nil, nil, err
 		}

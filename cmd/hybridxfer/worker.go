@@ -15,6 +15,7 @@ import (
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/statexfer"
+	"github.com/hybridxfer/hybridxfer/statexfer/session"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 	"github.com/hybridxfer/hybridxfer/statexfer/ucx"
 	"github.com/hybridxfer/hybridxfer/statexfer/verify"
@@ -97,7 +98,7 @@ func compat(m *groups.Model) (zmqchan.Hash, map[string]string) {
 
 // loadJob rebuilds the job a worker's spec describes, with the staging
 // sizes its plans need.
-func loadJob(spec workerSpec) (j *verify.Job, area, scratch []int64, err error) {
+func loadJob(spec workerSpec) (j *verify.Job, pool, scratch []int64, err error) {
 	cfg, err := spec.Job.config()
 	if err != nil {
 		return nil, nil, nil, err
@@ -105,57 +106,56 @@ func loadJob(spec workerSpec) (j *verify.Job, area, scratch []int64, err error) 
 	if j, err = verify.NewJob(cfg); err != nil {
 		return nil, nil, nil, err
 	}
-	area, scratch, err = j.Staging()
-	return j, area, scratch, err
+	pool, scratch, err = j.Staging()
+	return j, pool, scratch, err
 }
 
-// openRank creates one rank's UCX transport and the Dispatch its handlers
-// feed.
-func openRank(ctx context.Context, side string, r int, errMode string) (*ucx.Transport, *statexfer.Dispatch, error) {
-	uc, err := ucxConfig(fmt.Sprintf("%s-%d", side, r), errMode)
-	if err != nil {
-		return nil, nil, err
+// ucxTransports builds the hosted ranks' UCX transports for a session.
+func ucxTransports(side, errMode string) session.TransportFactory {
+	return func(r int, h transport.Handlers) (transport.Transport, error) {
+		uc, err := ucxConfig(fmt.Sprintf("%s-%d", side, r), errMode)
+		if err != nil {
+			return nil, err
+		}
+		tr, err := ucx.New(uc, h)
+		if err != nil {
+			return nil, fmt.Errorf("%s rank %d: %w", side, r, err)
+		}
+		return tr, nil
 	}
-	d := &statexfer.Dispatch{Ctx: ctx, Log: slog.Default()}
-	tr, err := ucx.New(uc, d.Handlers())
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s rank %d: %w", side, r, err)
+}
+
+// ucxPaths counts the read batches of the hosted ranks per UCX path.
+func ucxPaths(d *session.Decode, ranks []int) map[string]int {
+	paths := map[string]int{}
+	for _, r := range ranks {
+		if t, ok := d.Transport(r).(*ucx.Transport); ok {
+			for path, n := range t.Stats().Batches {
+				if n > 0 {
+					paths[path.String()] += int(n)
+				}
+			}
+		}
 	}
-	return tr, d, nil
+	return paths
 }
 
 // runPrefillWorker hosts P ranks: registers and fills their memory,
 // publishes metadata, serves the handshake (the host of rank 0), and waits
 // until every request was released on every hosted rank.
 func runPrefillWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error {
-	j, area, _, err := loadJob(spec)
+	j, pool, _, err := loadJob(spec)
 	if err != nil {
 		return err
 	}
 	cfg := j.Cfg
 	ctx := context.Background()
-	var ranks []*verify.PRank
-	var trs []transport.Transport
-	defer func() {
-		for _, t := range trs {
-			t.Close()
-		}
-	}()
-	var metas []statexfer.RankMeta
-	for _, r := range spec.Ranks {
-		tr, d, err := openRank(ctx, "prefill", r, spec.ErrMode)
-		if err != nil {
-			return err
-		}
-		trs = append(trs, tr)
-		p, err := j.StartP(r, tr, d, area[r])
-		if err != nil {
-			return err
-		}
-		ranks = append(ranks, p)
-		metas = append(metas, p.Local.Meta("prefill", 0, tr.Address(), time.Now()))
+	pre, err := j.StartP(spec.Ranks, spec.BootID, ucxTransports("prefill", spec.ErrMode), pool)
+	if err != nil {
+		return err
 	}
-	enc, err := statexfer.EncodeRankMetas(metas)
+	defer pre.Session.Close()
+	enc, err := statexfer.EncodeRankMetas(pre.Session.Metas())
 	if err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func runPrefillWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error 
 			return err
 		}
 		hash, summary := compat(cfg.Model)
-		srv, err := zmqchan.Listen(zmqchan.ServerConfig{Host: "127.0.0.1", BasePort: spec.BasePort, EngineID: "prefill",
+		srv, err := zmqchan.Listen(zmqchan.ServerConfig{Host: "127.0.0.1", BasePort: spec.BasePort, EngineID: verify.PrefillEngineID,
 			CompatHash: hash, Summary: summary,
 			Handler: func(zmqchan.Request) (zmqchan.Reply, error) { return zmqchan.Reply{Payload: payload}, nil }})
 		if err != nil {
@@ -198,50 +198,43 @@ func runPrefillWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error 
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	released := 0
-	for _, p := range ranks {
-		if err := p.Wait(wctx); err != nil {
-			return err
-		}
-		released += p.Released()
+	if err := pre.Wait(wctx); err != nil {
+		return err
 	}
-	out.line("DONE", fmt.Sprintf(`{"released":%d,"ranks":%d}`, released, len(ranks)))
+	out.line("DONE", fmt.Sprintf(`{"released":%d,"ranks":%d}`, pre.Released()*len(spec.Ranks), len(spec.Ranks)))
 	io.Copy(io.Discard, in) // stay up (serving reads) until the coordinator closes stdin
 	return nil
 }
 
-// fetchMetas does the handshake with P's side channel.
-func fetchMetas(ctx context.Context, addr string, m *groups.Model) ([]statexfer.RankMeta, error) {
-	hash, summary := compat(m)
-	rep, err := zmqchan.Fetch(ctx, addr, zmqchan.Request{Rank: zmqchan.RankAll, EngineID: "decode", CompatHash: hash},
-		zmqchan.WithTimeout(10*time.Second), zmqchan.WithSummary(summary))
-	if err != nil {
-		return nil, err
+// sideChannelFetcher does the handshake with P's side channel at addr.
+func sideChannelFetcher(addr string, m *groups.Model) session.Fetcher {
+	return func(ctx context.Context, _ string, _ int) (session.Handshake, error) {
+		hash, summary := compat(m)
+		rep, err := zmqchan.Fetch(ctx, addr, zmqchan.Request{Rank: zmqchan.RankAll, EngineID: "decode", CompatHash: hash},
+			zmqchan.WithTimeout(10*time.Second), zmqchan.WithSummary(summary))
+		if err != nil {
+			return session.Handshake{}, err
+		}
+		off, unc := rep.ClockOffset()
+		slog.Debug("handshake", "addr", addr, "engine", rep.EngineID, "hash", hex.EncodeToString(hash[:4]), "clock_offset", off, "uncertainty", unc)
+		return session.Handshake{Payload: rep.Payload, ClockOffset: off}, nil
 	}
-	off, unc := rep.ClockOffset()
-	slog.Debug("handshake", "addr", addr, "engine", rep.EngineID, "hash", hex.EncodeToString(hash[:4]), "clock_offset", off, "uncertainty", unc)
-	return statexfer.DecodeRankMetas(rep.Payload)
 }
 
 // runDecodeWorker hosts D ranks: handshake, reads, checks (or a benchmark).
 func runDecodeWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error {
-	j, area, scratch, err := loadJob(spec)
+	j, _, scratch, err := loadJob(spec)
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
-	metas, err := fetchMetas(ctx, spec.SideChannel, j.Cfg.Model)
+	dec, err := j.StartD(ctx, spec.Ranks, ucxTransports("decode", spec.ErrMode), sideChannelFetcher(spec.SideChannel, j.Cfg.Model), scratch)
 	if err != nil {
 		return err
 	}
-	var trs []*ucx.Transport
-	defer func() {
-		for _, t := range trs {
-			t.Close()
-		}
-	}()
+	defer dec.Session.Close()
 	if spec.Bench {
-		res, err := benchDecode(ctx, j, spec, metas, area, scratch, &trs)
+		res, err := benchDecode(ctx, j, spec, dec)
 		if err != nil {
 			return err
 		}
@@ -250,24 +243,11 @@ func runDecodeWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error {
 		io.Copy(io.Discard, in)
 		return nil
 	}
-	res, err := j.RunDRanks(ctx, spec.Ranks, func(r int) (transport.Transport, *statexfer.Dispatch, error) {
-		tr, d, err := openRank(ctx, "decode", r, spec.ErrMode)
-		if err == nil {
-			trs = append(trs, tr)
-		}
-		return tr, d, err
-	}, metas, area, scratch)
+	res, err := dec.Run(ctx, j)
 	if err != nil {
 		return err
 	}
-	res.Paths = map[string]int{}
-	for _, t := range trs {
-		for path, n := range t.Stats().Batches {
-			if n > 0 {
-				res.Paths[path.String()] += int(n)
-			}
-		}
-	}
+	res.Paths = ucxPaths(dec.Session, spec.Ranks)
 	b, _ := json.Marshal(res)
 	out.line("RESULT", string(b))
 	io.Copy(io.Discard, in)

@@ -3,21 +3,19 @@ package verify
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/statexfer"
+	"github.com/hybridxfer/hybridxfer/statexfer/session"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
 
-// Staging computes, from the job's plans, the size of each D rank's area in
-// every P rank's staging buffer (the largest gather any request needs) and
-// each D rank's scratch size.
-func (j *Job) Staging() (area []int64, scratch []int64, err error) {
-	area = make([]int64, j.Cfg.P.TP)
+// Staging computes, from the job's plans, the staging pool each P rank
+// needs (every consumer D rank's largest gather at once) and each D rank's
+// scratch pool (its largest plan's).
+func (j *Job) Staging() (pool []int64, scratch []int64, err error) {
+	area := make([]int64, j.Cfg.P.TP)
 	scratch = make([]int64, j.Cfg.D.TP)
 	for d := 0; d < j.Cfg.D.TP; d++ {
 		for i := range j.reqs {
@@ -31,167 +29,179 @@ func (j *Job) Staging() (area []int64, scratch []int64, err error) {
 			}
 		}
 	}
-	return area, scratch, nil
+	pool = make([]int64, len(area))
+	for p, a := range area {
+		if a > 0 {
+			// One range per consumer in flight, each aligned.
+			pool[p] = int64(j.Planner.Consumers(p)) * (a + 64)
+		}
+	}
+	return pool, scratch, nil
 }
 
-// consumerIndex is d's position among the D ranks that notify P rank p.
-func (j *Job) consumerIndex(p, d int) int {
-	n := 0
-	for dd := 0; dd < d; dd++ {
-		if slices.Contains(j.Planner.Targets(dd), p) {
-			n++
+// Grant is request i's grant token (both sides of a verification derive
+// it; in serving P draws it at random).
+func (j *Job) Grant(i int) uint64 { return (j.Cfg.Seed^0x9e3779b97f4a7c15)*uint64(2*i+1) | 1 }
+
+// PrefillEngineID names the prefill side of a verification.
+const PrefillEngineID = "prefill"
+
+// Prefill is the running P side of a transport verification (some or all
+// of its ranks): a session whose holds are the job's requests.
+type Prefill struct {
+	Session *session.Prefill
+	holds   *verifyHolds
+}
+
+// verifyHolds counts, per rank, the requests whose consumers all notified.
+type verifyHolds struct {
+	mu       sync.Mutex
+	released map[int]int
+	want     int
+	ranks    int
+	done     chan struct{}
+	closed   bool
+}
+
+func (h *verifyHolds) Released(_ string, rank int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.released[rank]++
+	if h.closed || len(h.released) < h.ranks {
+		return
+	}
+	for _, n := range h.released {
+		if n < h.want {
+			return
 		}
+	}
+	h.closed = true
+	close(h.done)
+}
+
+func (h *verifyHolds) Extend(string) (time.Time, bool) { return time.Time{}, false }
+func (h *verifyHolds) Abort(string)                    {}
+
+// StartP starts the P side of the job for the given ranks (nil: all):
+// registered memory filled with the pattern, staging pools, every request
+// granted. bootID names the incarnation (all processes of one P share it).
+func (j *Job) StartP(ranks []int, bootID string, newTr session.TransportFactory, pool []int64) (*Prefill, error) {
+	if ranks == nil {
+		for r := 0; r < j.Cfg.P.TP; r++ {
+			ranks = append(ranks, r)
+		}
+	}
+	var staging int64
+	for _, r := range ranks {
+		staging = max(staging, pool[r])
+	}
+	h := &verifyHolds{released: map[int]int{}, want: len(j.reqs), ranks: len(ranks), done: make(chan struct{})}
+	s, err := session.NewPrefill(session.PrefillConfig{EngineID: PrefillEngineID, BootID: bootID, Side: j.PSide, Ranks: ranks,
+		StagingBytes: staging, Transports: newTr, Holds: h})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range ranks {
+		j.FillP(r, s.Local(r).Mem)
+	}
+	for i := range j.reqs {
+		if err := s.Register(j.ReqID(i), j.Grant(i)); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return &Prefill{Session: s, holds: h}, nil
+}
+
+// Released is the smallest number of requests a hosted rank released.
+func (p *Prefill) Released() int {
+	p.holds.mu.Lock()
+	defer p.holds.mu.Unlock()
+	n := p.holds.want
+	for r := 0; r < p.holds.ranks; r++ {
+		n = min(n, p.holds.released[r])
+	}
+	if len(p.holds.released) < p.holds.ranks {
+		return 0
 	}
 	return n
 }
 
-// PRank is one running prefill rank of a transport verification.
-type PRank struct {
-	Rank     int
-	Local    *statexfer.Local
-	Source   *statexfer.Source
-	released atomic.Int64
-	done     chan struct{}
-	once     sync.Once
-	want     int64
-}
-
-// StartP registers rank memory with tr, fills it with the pattern and
-// starts counting read-completion notifications. d must be the Dispatch
-// whose Handlers tr was built with.
-func (j *Job) StartP(rank int, tr transport.Transport, d *statexfer.Dispatch, area int64) (*PRank, error) {
-	g := j.PSide.Ranks[rank]
-	staging := area * int64(j.Planner.Consumers(rank))
-	l, err := statexfer.NewLocal(tr, g, j.NumP, staging)
-	if err != nil {
-		return nil, err
-	}
-	j.FillP(rank, l.Mem)
-	p := &PRank{Rank: rank, Local: l, done: make(chan struct{}), want: int64(len(j.reqs))}
-	p.Source = &statexfer.Source{Rank: rank, Local: l, Tr: tr, Released: func(string) {
-		if p.released.Add(1) >= p.want {
-			p.once.Do(func() { close(p.done) })
-		}
-	}}
-	d.SetSource(p.Source)
-	return p, nil
-}
-
-// Released is the number of requests this P rank released.
-func (p *PRank) Released() int { return int(p.released.Load()) }
-
-// Wait waits until every request was released (or ctx ends).
-func (p *PRank) Wait(ctx context.Context) error {
+// Wait waits until every hosted rank released every request (or ctx ends).
+func (p *Prefill) Wait(ctx context.Context) error {
 	select {
-	case <-p.done:
+	case <-p.holds.done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("prefill rank %d: %d of %d requests released: %w", p.Rank, p.Released(), p.want, ctx.Err())
+		return fmt.Errorf("prefill: %d of %d requests released on every rank: %w", p.Released(), p.holds.want, ctx.Err())
 	}
 }
 
-// DRank is one decode rank set up for a transport run.
-type DRank struct {
-	Rank  int
-	Local *statexfer.Local
-	Exec  *statexfer.Executor
-}
-
-// SetupD registers decode rank memory with tr, prepares it (garbage and
-// prefix hits) and imports the P ranks it needs from their metadata, each
-// checked against the geometry D computes for P's configuration. d must be
-// the Dispatch whose Handlers tr was built with.
-func (j *Job) SetupD(ctx context.Context, rank int, tr transport.Transport, d *statexfer.Dispatch, metas []statexfer.RankMeta, area []int64, scratch int64) (*DRank, error) {
-	g := j.DSide.Ranks[rank]
-	l, err := statexfer.NewLocal(tr, g, j.NumD, scratch)
+// StaticFetcher answers every handshake with the given metadata (a
+// verification whose P ranks are in the same process).
+func StaticFetcher(metas []statexfer.RankMeta) (session.Fetcher, error) {
+	wire, err := statexfer.EncodeRankMetas(metas)
 	if err != nil {
 		return nil, err
 	}
-	j.PrepareD(rank, l.Mem)
-	ex := &statexfer.Executor{DRank: rank, Local: l, Remotes: map[int]*statexfer.Remote{}, Address: tr.Address(),
-		Consumers: j.Planner.Consumers,
-		StagingArea: func(p int) (int64, int64) {
-			return int64(j.consumerIndex(p, rank)) * area[p], area[p]
-		}}
-	d.SetExecutor(ex)
-	for _, pr := range j.Planner.Targets(rank) {
-		if pr >= len(metas) {
-			l.Close()
-			return nil, fmt.Errorf("no metadata for prefill rank %d", pr)
-		}
-		m := metas[pr]
-		pg, err := groups.NewGeometry(j.Cfg.Model, m.Config, m.Rank)
-		if err == nil {
-			_, err = m.CheckAgainst(pg)
-		}
-		if err != nil {
-			l.Close()
-			return nil, fmt.Errorf("prefill rank %d metadata: %w", pr, err)
-		}
-		r, err := statexfer.Import(ctx, tr, m)
-		if err != nil {
-			l.Close()
-			return nil, err
-		}
-		ex.Remotes[pr] = r
-	}
-	return &DRank{Rank: rank, Local: l, Exec: ex}, nil
+	return func(context.Context, string, int) (session.Handshake, error) {
+		return session.Handshake{Payload: wire}, nil
+	}, nil
 }
 
-// RunD runs decode rank rank over tr: SetupD, every request's plan
-// executed with real reads and notifications, then the memory check.
-func (j *Job) RunD(ctx context.Context, rank int, tr transport.Transport, d *statexfer.Dispatch, metas []statexfer.RankMeta, area []int64, scratch int64) (*Result, error) {
-	dr, err := j.SetupD(ctx, rank, tr, d, metas, area, scratch)
-	if err != nil {
-		return nil, err
-	}
-	defer dr.Local.Close()
-	res := &Result{}
-	for i := range j.reqs {
-		p, err := j.PlanRequest(rank, i)
-		if err != nil {
-			return nil, fmt.Errorf("plan for decode rank %d: %w", rank, err)
-		}
-		res.Account(p)
-		if _, err := dr.Exec.Run(ctx, j.ReqID(i), p); err != nil {
-			return nil, fmt.Errorf("decode rank %d: %w", rank, err)
-		}
-	}
-	j.CheckD(rank, dr.Local.Mem, res)
-	return res, nil
+// Decode is the running D side of a transport verification.
+type Decode struct {
+	Session *session.Decode
+	Ranks   []int
+	Peer    session.PeerRef
 }
 
-// RunDRanks runs the given decode ranks concurrently (RunD), each on the
-// transport open returns for it (built with that Dispatch's handlers), and
-// merges their results. The first error wins.
-func (j *Job) RunDRanks(ctx context.Context, ranks []int, open func(r int) (transport.Transport, *statexfer.Dispatch, error),
-	metas []statexfer.RankMeta, area, scratch []int64) (*Result, error) {
-	res := &Result{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var firstErr error
+// StartD starts the D side for the given ranks (nil: all): registered
+// memory prepared with garbage and prefix hits, and the handshake with P
+// through fetch.
+func (j *Job) StartD(ctx context.Context, ranks []int, newTr session.TransportFactory, fetch session.Fetcher, scratch []int64) (*Decode, error) {
+	if ranks == nil {
+		for r := 0; r < j.Cfg.D.TP; r++ {
+			ranks = append(ranks, r)
+		}
+	}
+	var pool int64
 	for _, r := range ranks {
-		tr, d, err := open(r)
-		if err != nil {
-			return nil, fmt.Errorf("decode rank %d: %w", r, err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			dr, err := j.RunD(ctx, r, tr, d, metas, area, scratch[r])
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				return
-			}
-			res.Merge(dr)
-		}()
+		pool = max(pool, scratch[r])
 	}
-	wg.Wait()
-	return res, firstErr
+	s, err := session.NewDecode(session.DecodeConfig{EngineID: "decode", Model: j.Cfg.Model, Side: j.DSide, Ranks: ranks, StagingBytes: pool,
+		Transports: newTr, Fetch: fetch})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range ranks {
+		j.PrepareD(r, s.Local(r).Mem)
+	}
+	d := &Decode{Session: s, Ranks: ranks, Peer: session.PeerRef{EngineID: PrefillEngineID, Host: "verify"}}
+	if _, err := s.Connect(ctx, d.Peer); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Run loads every request of the job (through session.Decode.Load, as
+// serving does) and checks D's memory.
+func (d *Decode) Run(ctx context.Context, j *Job) (*Result, error) {
+	res := &Result{}
+	for i, r := range j.reqs {
+		st, err := d.Session.Load(ctx, session.LoadRequest{Peer: d.Peer, ReqID: j.ReqID(i), Grant: j.Grant(i), Mode: j.Cfg.Mode, Req: r.planRequest()})
+		if err != nil {
+			return nil, fmt.Errorf("request %d: %w", i, err)
+		}
+		for _, rk := range d.Ranks {
+			res.Account(st.Ranks[rk].Plan)
+		}
+	}
+	for _, rk := range d.Ranks {
+		j.CheckD(rk, d.Session.Local(rk).Mem, res)
+	}
+	return res, nil
 }
 
 // TransportFactory builds a transport for a rank of a side ("prefill" or
@@ -199,75 +209,46 @@ func (j *Job) RunDRanks(ctx context.Context, ranks []int, open func(r int) (tran
 type TransportFactory func(side string, rank int, h transport.Handlers) (transport.Transport, error)
 
 // RunTransport performs a verification with every rank in this process,
-// each with its own transport from newTr: P ranks publish metadata (through
-// the handshake wire format), D ranks import it, execute their plans with
-// real reads and notifications, and every P rank must see every request
-// released.
+// each with its own transport from newTr: the P session publishes
+// metadata (through the handshake wire format), the D session imports it
+// and loads every request with real reads and notifications, and every P
+// rank must see every request released.
 func RunTransport(ctx context.Context, cfg Config, name string, newTr TransportFactory) (*Result, error) {
 	j, err := NewJob(cfg)
 	if err != nil {
 		return nil, err
 	}
-	area, scratch, err := j.Staging()
+	pool, scratch, err := j.Staging()
 	if err != nil {
 		return nil, err
 	}
-	var closers []transport.Transport
-	defer func() {
-		for _, t := range closers {
-			t.Close()
-		}
-	}()
-	pRanks := make([]*PRank, j.Cfg.P.TP)
-	metas := make([]statexfer.RankMeta, j.Cfg.P.TP)
-	for r := range pRanks {
-		d := &statexfer.Dispatch{Ctx: ctx}
-		tr, err := newTr("prefill", r, d.Handlers())
-		if err != nil {
-			return nil, err
-		}
-		closers = append(closers, tr)
-		if pRanks[r], err = j.StartP(r, tr, d, area[r]); err != nil {
-			return nil, err
-		}
-		metas[r] = pRanks[r].Local.Meta("prefill", 0, tr.Address(), time.Now())
-	}
-	// Through the wire format, as a remote D would get it.
-	wire, err := statexfer.EncodeRankMetas(metas)
+	pre, err := j.StartP(nil, "", func(r int, h transport.Handlers) (transport.Transport, error) { return newTr("prefill", r, h) }, pool)
 	if err != nil {
 		return nil, err
 	}
-	if metas, err = statexfer.DecodeRankMetas(wire); err != nil {
+	defer pre.Session.Close()
+	fetch, err := StaticFetcher(pre.Session.Metas())
+	if err != nil {
 		return nil, err
 	}
+	dec, err := j.StartD(ctx, nil, func(r int, h transport.Handlers) (transport.Transport, error) { return newTr("decode", r, h) }, fetch, scratch)
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Session.Close()
 	res := j.NewResult()
 	res.Transport = name
-	ranks := make([]int, j.Cfg.D.TP)
-	for r := range ranks {
-		ranks[r] = r
-	}
-	dres, err := j.RunDRanks(ctx, ranks, func(r int) (transport.Transport, *statexfer.Dispatch, error) {
-		d := &statexfer.Dispatch{Ctx: ctx}
-		tr, err := newTr("decode", r, d.Handlers())
-		if err == nil {
-			closers = append(closers, tr)
-		}
-		return tr, d, err
-	}, metas, area, scratch)
+	dres, err := dec.Run(ctx, j)
 	if err != nil {
 		return nil, err
 	}
 	res.Merge(dres)
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	released := len(j.reqs)
-	for _, p := range pRanks {
-		if err := p.Wait(wctx); err != nil {
-			return nil, err
-		}
-		released = min(released, p.Released())
+	if err := pre.Wait(wctx); err != nil {
+		return nil, err
 	}
-	res.PrefillReleased = released
+	res.PrefillReleased = pre.Released()
 	res.Finish()
 	return res, nil
 }

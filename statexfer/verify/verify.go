@@ -198,8 +198,11 @@ func (j *Job) NewResult() *Result {
 
 // PlanRequest plans request i for decode rank d (with the job's mode).
 func (j *Job) PlanRequest(d, i int) (*plan.Plan, error) {
-	r := j.reqs[i]
-	return j.Planner.Plan(d, &plan.Request{Tokens: r.h, PBlocks: r.pIDs, DBlocks: r.dTab, DHit: r.hit}, j.Cfg.Mode)
+	return j.Planner.Plan(d, j.reqs[i].planRequest(), j.Cfg.Mode)
+}
+
+func (r *request) planRequest() *plan.Request {
+	return &plan.Request{Tokens: r.h, PBlocks: r.pIDs, DBlocks: r.dTab, DHit: r.hit}
 }
 
 // FillP writes every request's pattern into P rank memory.

@@ -1,0 +1,503 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hybridxfer/hybridxfer/statexfer"
+	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+)
+
+// TransportFactory builds rank r's transport with the session's handlers.
+type TransportFactory func(rank int, h transport.Handlers) (transport.Transport, error)
+
+// Holds is what the prefill session tells the owner of the held state (the
+// allocator's leases). Each call happens at most once per (request, rank)
+// for Released, and never for a request the owner did not Register or
+// already Forgot. Calls come from transport handlers: they must not block
+// on compute or network.
+type Holds interface {
+	// Released: every consumer of P rank rank notified its reads of req
+	// complete.
+	Released(req string, rank int)
+	// Extend: a heartbeat for req; it returns the hold's expiry now, or
+	// false when there is no such hold.
+	Extend(req string) (time.Time, bool)
+	// Abort: D gave up on req.
+	Abort(req string)
+}
+
+// PrefillConfig configures the P side of an instance.
+type PrefillConfig struct {
+	EngineID string
+	// BootID is this incarnation's id (default: random, new every start).
+	BootID string
+	DP     int
+	Side   *plan.Side
+	// Ranks are the ranks this process hosts (nil: all).
+	Ranks []int
+	// StagingBytes is each hosted rank's staging pool (0: no staged reads).
+	StagingBytes int64
+	Transports   TransportFactory
+	Holds        Holds
+	Log          *slog.Logger
+	Now          func() time.Time
+}
+
+// Prefill is the P side of the protocol for the ranks of one instance that
+// this process hosts: registered memory, a staging pool per rank, the
+// grants of the requests it holds, and the handling of every control
+// message D sends (staging gathers, read-completion notifications,
+// heartbeats, aborts).
+type Prefill struct {
+	cfg   PrefillConfig
+	ranks map[int]*prefillRank
+
+	mu     sync.Mutex
+	grants map[string]uint64
+	closed bool
+
+	ignored atomic.Int64 // messages for unknown requests or wrong grants
+	bad     atomic.Int64 // malformed messages
+}
+
+type prefillRank struct {
+	p     *Prefill
+	r     int
+	tr    transport.Transport
+	local *statexfer.Local
+	pool  *Pool
+
+	mu    sync.Mutex
+	parts map[stageKey][]plan.Step
+	areas map[string]map[stageKey]int64 // req -> (D rank, xfer) -> staging offset
+	seen  map[string]map[int]bool       // req -> D ranks that notified
+	done  map[string]bool               // req -> released on this rank
+	peers map[string]transport.Peer     // reply address -> peer
+}
+
+type stageKey struct {
+	req   string
+	drank int
+	xfer  uint64
+}
+
+// maxPendingStages bounds the staging requests a rank assembles at once.
+const maxPendingStages = 4096
+
+// NewBootID returns a fresh random incarnation id.
+func NewBootID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// NewGrant returns a fresh random grant token (never 0).
+func NewGrant() uint64 {
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		if g := binary.LittleEndian.Uint64(b[:]); g != 0 {
+			return g
+		}
+	}
+}
+
+func hostedRanks(ranks []int, tp int) ([]int, error) {
+	if ranks == nil {
+		ranks = make([]int, tp)
+		for i := range ranks {
+			ranks[i] = i
+		}
+	}
+	seen := map[int]bool{}
+	for _, r := range ranks {
+		if r < 0 || r >= tp || seen[r] {
+			return nil, fmt.Errorf("%w: rank %d of tp %d", ErrBadRequest, r, tp)
+		}
+		seen[r] = true
+	}
+	return ranks, nil
+}
+
+// NewPrefill registers the hosted ranks' memory and starts handling D's
+// messages.
+func NewPrefill(cfg PrefillConfig) (*Prefill, error) {
+	if cfg.Side == nil || cfg.Transports == nil || cfg.Holds == nil {
+		return nil, fmt.Errorf("%w: prefill session needs a side, transports and holds", ErrBadRequest)
+	}
+	if cfg.BootID == "" {
+		cfg.BootID = NewBootID()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	ranks, err := hostedRanks(cfg.Ranks, cfg.Side.TP())
+	if err != nil {
+		return nil, err
+	}
+	p := &Prefill{cfg: cfg, ranks: map[int]*prefillRank{}, grants: map[string]uint64{}}
+	for _, r := range ranks {
+		pr := &prefillRank{p: p, r: r, parts: map[stageKey][]plan.Step{}, areas: map[string]map[stageKey]int64{},
+			seen: map[string]map[int]bool{}, done: map[string]bool{}, peers: map[string]transport.Peer{}}
+		tr, err := cfg.Transports(r, transport.Handlers{Notify: pr.handle})
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("prefill rank %d transport: %w", r, err)
+		}
+		pr.tr = tr
+		l, err := statexfer.NewLocal(tr, cfg.Side.Ranks[r], cfg.Side.NumBlocks, cfg.StagingBytes)
+		if err != nil {
+			tr.Close()
+			p.Close()
+			return nil, fmt.Errorf("prefill rank %d memory: %w", r, err)
+		}
+		pr.local = l
+		if cfg.StagingBytes > 0 {
+			pr.pool = NewPool(cfg.StagingBytes)
+		}
+		p.ranks[r] = pr
+	}
+	return p, nil
+}
+
+// BootID is this incarnation's id.
+func (p *Prefill) BootID() string { return p.cfg.BootID }
+
+// Local is hosted rank r's memory (nil when not hosted).
+func (p *Prefill) Local(r int) *statexfer.Local {
+	if pr := p.ranks[r]; pr != nil {
+		return pr.local
+	}
+	return nil
+}
+
+// Transport is hosted rank r's transport (nil when not hosted).
+func (p *Prefill) Transport(r int) transport.Transport {
+	if pr := p.ranks[r]; pr != nil {
+		return pr.tr
+	}
+	return nil
+}
+
+// Metas is the handshake metadata of the hosted ranks, ascending rank.
+func (p *Prefill) Metas() []statexfer.RankMeta {
+	var out []statexfer.RankMeta
+	for r := 0; r < p.cfg.Side.TP(); r++ {
+		if pr := p.ranks[r]; pr != nil {
+			m := pr.local.Meta(p.cfg.EngineID, p.cfg.DP, pr.tr.Address(), p.cfg.Now())
+			m.BootID = p.cfg.BootID
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Register makes req's held state available to D under grant: from now on
+// D's messages about req that carry grant are acted on.
+func (p *Prefill) Register(req string, grant uint64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if _, ok := p.grants[req]; ok {
+		return fmt.Errorf("%w: request %s registered twice", ErrBadRequest, req)
+	}
+	p.grants[req] = grant
+	return nil
+}
+
+// Forget ends req's grant (its hold was released, expired or aborted):
+// its staging ranges return to the pools and later messages about it are
+// ignored. Forgetting an unknown request does nothing.
+func (p *Prefill) Forget(req string) {
+	p.mu.Lock()
+	delete(p.grants, req)
+	p.mu.Unlock()
+	for _, pr := range p.ranks {
+		pr.forget(req)
+	}
+}
+
+// Granted is the number of requests registered and not forgotten.
+func (p *Prefill) Granted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.grants)
+}
+
+// StagingInUse is the staging bytes handed out on every hosted rank.
+func (p *Prefill) StagingInUse() int64 {
+	var n int64
+	for _, pr := range p.ranks {
+		if pr.pool != nil {
+			n += pr.pool.InUse()
+		}
+	}
+	return n
+}
+
+// Ignored counts messages for unknown requests or with a wrong grant.
+func (p *Prefill) Ignored() int64 { return p.ignored.Load() }
+
+func (p *Prefill) granted(req string, grant uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g, ok := p.grants[req]
+	return ok && g == grant
+}
+
+// Close stops every hosted rank and releases its memory.
+func (p *Prefill) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	var first error
+	for _, pr := range p.ranks {
+		if err := pr.tr.Close(); err != nil && first == nil {
+			first = err
+		}
+		if pr.local != nil {
+			pr.local.Close()
+		}
+	}
+	return first
+}
+
+func (pr *prefillRank) forget(req string) {
+	pr.mu.Lock()
+	areas := pr.areas[req]
+	delete(pr.areas, req)
+	delete(pr.seen, req)
+	delete(pr.done, req)
+	for k := range pr.parts {
+		if k.req == req {
+			delete(pr.parts, k)
+		}
+	}
+	pr.mu.Unlock()
+	for _, off := range areas {
+		pr.putStaging(off)
+	}
+}
+
+func (pr *prefillRank) putStaging(off int64) {
+	if err := pr.pool.Put(off); err != nil {
+		pr.p.cfg.Log.Error("staging pool", "rank", pr.r, "err", err)
+	}
+}
+
+// handle is the rank's transport notification handler.
+func (pr *prefillRank) handle(_ transport.PeerID, msg []byte) {
+	p := pr.p
+	m, err := statexfer.DecodeMessage(msg)
+	if err != nil {
+		p.bad.Add(1)
+		p.cfg.Log.Warn("malformed control message", "rank", pr.r, "err", err)
+		return
+	}
+	if !p.granted(m.ReqID, m.Grant) {
+		p.ignored.Add(1)
+		if m.Type == statexfer.MsgHeartbeat {
+			pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgLease, ReqID: m.ReqID, Xfer: m.Xfer, PRank: pr.r, Err: "no such hold"})
+		}
+		if m.Type == statexfer.MsgStage && m.Part == m.Parts-1 {
+			pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgStaged, ReqID: m.ReqID, Xfer: m.Xfer, DRank: m.DRank, PRank: pr.r, Err: "no such hold"})
+		}
+		return
+	}
+	switch m.Type {
+	case statexfer.MsgHeartbeat:
+		ans := &statexfer.Message{Type: statexfer.MsgLease, ReqID: m.ReqID, Xfer: m.Xfer, PRank: pr.r}
+		if exp, ok := p.cfg.Holds.Extend(m.ReqID); ok {
+			ans.Expiry = exp.UnixNano()
+		} else {
+			ans.Err = "no such hold"
+		}
+		pr.reply(m.Reply, ans)
+	case statexfer.MsgAbort:
+		p.cfg.Holds.Abort(m.ReqID)
+	case statexfer.MsgDone:
+		pr.done1(m)
+	case statexfer.MsgStage:
+		pr.stage(m)
+	default:
+		p.ignored.Add(1)
+	}
+}
+
+// done1 counts one D rank's read-completion notification.
+func (pr *prefillRank) done1(m *statexfer.Message) {
+	pr.mu.Lock()
+	var free []int64
+	for k, off := range pr.areas[m.ReqID] {
+		if k.drank == m.DRank {
+			free = append(free, off)
+			delete(pr.areas[m.ReqID], k)
+		}
+	}
+	release := false
+	if !pr.done[m.ReqID] {
+		s := pr.seen[m.ReqID]
+		if s == nil {
+			s = map[int]bool{}
+			pr.seen[m.ReqID] = s
+		}
+		s[m.DRank] = true // a repeated notification counts once
+		if len(s) >= m.Consumers {
+			release = true
+			pr.done[m.ReqID] = true
+			delete(pr.seen, m.ReqID)
+		}
+	}
+	pr.mu.Unlock()
+	for _, off := range free {
+		pr.putStaging(off)
+	}
+	if release {
+		pr.p.cfg.Holds.Released(m.ReqID, pr.r)
+	}
+}
+
+// stage assembles a staging request's parts and, when complete, gathers
+// into a fresh range of the staging pool and answers D with its offset.
+func (pr *prefillRank) stage(m *statexfer.Message) {
+	key := stageKey{m.ReqID, m.DRank, m.Xfer}
+	pr.mu.Lock()
+	if _, ok := pr.parts[key]; !ok && len(pr.parts) >= maxPendingStages {
+		pr.mu.Unlock()
+		pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgStaged, ReqID: m.ReqID, Xfer: m.Xfer, DRank: m.DRank, PRank: pr.r,
+			Err: "too many staging requests in flight", Retry: true})
+		return
+	}
+	steps := append(pr.parts[key], m.Steps...)
+	complete := m.Part >= m.Parts-1
+	if complete {
+		delete(pr.parts, key)
+	} else {
+		pr.parts[key] = steps
+	}
+	pr.mu.Unlock()
+	if !complete {
+		return
+	}
+	ans := &statexfer.Message{Type: statexfer.MsgStaged, ReqID: m.ReqID, Xfer: m.Xfer, DRank: m.DRank, PRank: pr.r}
+	off, err := pr.gather(key, steps)
+	if err != nil {
+		ans.Err, ans.Retry = err.Error(), isFull(err)
+	} else {
+		ans.Offset = off
+	}
+	pr.reply(m.Reply, ans)
+}
+
+// gather checks the steps, takes a staging range for them and runs them.
+func (pr *prefillRank) gather(key stageKey, steps []plan.Step) (int64, error) {
+	if pr.pool == nil {
+		return 0, fmt.Errorf("%w: prefill rank %d has no staging buffer", ErrStaging, pr.r)
+	}
+	var size int64
+	for i, st := range steps {
+		if st.Kind != plan.StepCopy || st.Dst != plan.Staging || st.Src == plan.Staging {
+			return 0, fmt.Errorf("%w: staging step %d is not a copy from cache into staging", statexfer.ErrMessage, i)
+		}
+		if st.SrcOff < 0 || st.Len <= 0 || st.DstOff < 0 || st.SrcOff+st.Len > pr.local.Len(st.Src) || st.DstOff+st.Len > pr.pool.Size() {
+			return 0, fmt.Errorf("%w: staging step %d outside memory", statexfer.ErrBounds, i)
+		}
+		size = max(size, st.DstOff+st.Len)
+	}
+	off, err := pr.pool.TryGet(size)
+	if err != nil {
+		return 0, err
+	}
+	shifted := make([]plan.Step, len(steps))
+	for i, st := range steps {
+		st.DstOff += off
+		shifted[i] = st
+	}
+	if err := plan.RunSteps(pr.local.Mem, shifted); err != nil {
+		pr.putStaging(off)
+		return 0, err
+	}
+	pr.mu.Lock()
+	keep := pr.p.granted(key.req, pr.grantOf(key.req))
+	if keep {
+		if pr.areas[key.req] == nil {
+			pr.areas[key.req] = map[stageKey]int64{}
+		}
+		if old, dup := pr.areas[key.req][key]; dup {
+			defer pr.putStaging(old)
+		}
+		pr.areas[key.req][key] = off
+	}
+	pr.mu.Unlock()
+	if !keep { // forgotten while gathering
+		pr.putStaging(off)
+		return 0, fmt.Errorf("request %s was released while staging", key.req)
+	}
+	return off, nil
+}
+
+func (pr *prefillRank) grantOf(req string) uint64 {
+	pr.p.mu.Lock()
+	defer pr.p.mu.Unlock()
+	return pr.p.grants[req]
+}
+
+// reply sends an answer to D's address (a lost answer times out on D).
+func (pr *prefillRank) reply(addr []byte, m *statexfer.Message) {
+	if len(addr) == 0 {
+		return
+	}
+	pr.mu.Lock()
+	peer := pr.peers[string(addr)]
+	pr.mu.Unlock()
+	if peer == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		p, err := pr.tr.Connect(ctx, addr)
+		cancel()
+		if err != nil {
+			pr.p.cfg.Log.Warn("cannot answer decode", "rank", pr.r, "err", err)
+			return
+		}
+		pr.mu.Lock()
+		if old := pr.peers[string(addr)]; old != nil {
+			p = old
+		} else {
+			pr.peers[string(addr)] = p
+		}
+		peer = p
+		pr.mu.Unlock()
+	}
+	if err := peer.Notify(statexfer.AppendMessage(nil, m)); err != nil {
+		pr.mu.Lock()
+		if pr.peers[string(addr)] == peer {
+			delete(pr.peers, string(addr)) // reconnect next time
+		}
+		pr.mu.Unlock()
+		pr.p.cfg.Log.Warn("answer to decode failed", "rank", pr.r, "err", err)
+	}
+}
+
+// Abort releases req's hold at once (the proxy gave up on it) when grant
+// matches; it reports whether it did.
+func (p *Prefill) Abort(req string, grant uint64) bool {
+	if !p.granted(req, grant) {
+		p.ignored.Add(1)
+		return false
+	}
+	p.cfg.Holds.Abort(req)
+	return true
+}
