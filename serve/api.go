@@ -230,6 +230,8 @@ type apiHandler struct {
 //	POST /v1/chat/completions  OpenAI chat completions, streaming or not
 //	GET  /v1/models            the served model
 //	GET  /health               200 when b.Ready() is nil, else 503
+//	POST /v1/kv/abort          release the state held for {"remote_request_id", "remote_grant"}
+//	                           at once (b must be a HoldAborter: else 501)
 //	GET  /metrics              reg in the Prometheus text format (when reg is not nil)
 //
 // Requests carry kv_transfer_params (KVTransferParams) to and from the
@@ -245,6 +247,7 @@ func NewHandler(b Backend, reg *prometheus.Registry, log *slog.Logger) http.Hand
 	routeMethod(mux, http.MethodPost, "/v1/chat/completions", http.HandlerFunc(h.chat))
 	routeMethod(mux, http.MethodGet, "/v1/models", http.HandlerFunc(h.models))
 	routeMethod(mux, http.MethodGet, "/health", http.HandlerFunc(h.health))
+	routeMethod(mux, http.MethodPost, "/v1/kv/abort", http.HandlerFunc(h.abortHold))
 	if reg != nil {
 		routeMethod(mux, http.MethodGet, "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError),
@@ -310,26 +313,45 @@ func (h *apiHandler) checkModel(model string) *apiError {
 	return nil
 }
 
-// begin reads and decodes a generation request's body into v and settles
-// its id, which it also sets on the response.
-func (h *apiHandler) begin(w http.ResponseWriter, r *http.Request, v any) (string, *apiError) {
+// beginRequest settles a generation request's id, which it also sets on
+// the response, and reads its body. The API and the proxy both start here.
+func beginRequest(w http.ResponseWriter, r *http.Request) (string, []byte, *apiError) {
 	id, e := requestID(r)
 	if e != nil {
-		return "", e
+		return "", nil, e
 	}
 	w.Header().Set(HeaderRequestID, id)
 	body, e := readBody(w, r)
-	if e != nil {
-		return id, e
-	}
-	return id, decodeJSON(body, v)
+	return id, body, e
 }
 
-func (h *apiHandler) completions(w http.ResponseWriter, r *http.Request) {
+// genBody is a generation request's body, decoded and validated.
+type genBody struct {
+	Model     string
+	Prompt    string // completions: the prompt; chat: the rendered messages
+	MaxTokens int
+	Stream    bool
+	KV        *KVTransferParams
+}
+
+// decodeGenBody decodes and validates the body of a /v1/completions (chat
+// false) or /v1/chat/completions (chat true) request: every rule the API
+// applies before the engine sees a request. checkModel, when not nil,
+// checks the model name; the proxy, which does not know the served model,
+// passes nil and otherwise refuses exactly what the API refuses, with the
+// same error.
+func decodeGenBody(chat bool, body []byte, checkModel func(string) *apiError) (genBody, *apiError) {
+	if chat {
+		return decodeChat(body, checkModel)
+	}
+	return decodeCompletion(body, checkModel)
+}
+
+func decodeCompletion(body []byte, checkModel func(string) *apiError) (genBody, *apiError) {
 	var req completionRequest
-	id, e := h.begin(w, r, &req)
-	if e == nil {
-		e = h.checkModel(req.Model)
+	e := decodeJSON(body, &req)
+	if e == nil && checkModel != nil {
+		e = checkModel(req.Model)
 	}
 	var prompt string
 	if e == nil {
@@ -340,18 +362,16 @@ func (h *apiHandler) completions(w http.ResponseWriter, r *http.Request) {
 		n, e = maxTokens("max_tokens", req.MaxTokens)
 	}
 	if e != nil {
-		h.reject(w, r, id, e)
-		return
+		return genBody{}, e
 	}
-	out := responder{id: "cmpl-" + id, created: time.Now().Unix(), model: h.b.ModelName()}
-	h.generate(w, r, GenRequest{ID: id, Prompt: prompt, MaxTokens: n, KV: req.KV}, out, req.Stream)
+	return genBody{Model: req.Model, Prompt: prompt, MaxTokens: n, Stream: req.Stream, KV: req.KV}, nil
 }
 
-func (h *apiHandler) chat(w http.ResponseWriter, r *http.Request) {
+func decodeChat(body []byte, checkModel func(string) *apiError) (genBody, *apiError) {
 	var req chatRequest
-	id, e := h.begin(w, r, &req)
-	if e == nil {
-		e = h.checkModel(req.Model)
+	e := decodeJSON(body, &req)
+	if e == nil && checkModel != nil {
+		e = checkModel(req.Model)
 	}
 	if e == nil && len(req.Messages) == 0 {
 		e = badRequest("messages", "messages must not be empty")
@@ -370,11 +390,72 @@ func (h *apiHandler) chat(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if e != nil {
+		return genBody{}, e
+	}
+	return genBody{Model: req.Model, Prompt: RenderChat(req.Messages), MaxTokens: n, Stream: req.Stream, KV: req.KV}, nil
+}
+
+func (h *apiHandler) completions(w http.ResponseWriter, r *http.Request) { h.serveGen(w, r, false) }
+func (h *apiHandler) chat(w http.ResponseWriter, r *http.Request)        { h.serveGen(w, r, true) }
+
+// serveGen serves /v1/completions (chat false) or /v1/chat/completions.
+func (h *apiHandler) serveGen(w http.ResponseWriter, r *http.Request, chat bool) {
+	id, body, e := beginRequest(w, r)
+	var req genBody
+	if e == nil {
+		req, e = decodeGenBody(chat, body, h.checkModel)
+	}
+	if e != nil {
 		h.reject(w, r, id, e)
 		return
 	}
-	out := responder{chat: true, id: "chatcmpl-" + id, created: time.Now().Unix(), model: h.b.ModelName()}
-	h.generate(w, r, GenRequest{ID: id, Prompt: RenderChat(req.Messages), MaxTokens: n, KV: req.KV}, out, req.Stream)
+	out := responder{chat: chat, id: "cmpl-" + id, created: time.Now().Unix(), model: h.b.ModelName()}
+	if chat {
+		out.id = "chatcmpl-" + id
+	}
+	h.generate(w, r, GenRequest{ID: id, Prompt: req.Prompt, MaxTokens: req.MaxTokens, KV: req.KV}, out, req.Stream)
+}
+
+// abortRequest is the body of POST /v1/kv/abort.
+type abortRequest struct {
+	RemoteRequestID string `json:"remote_request_id"`
+	RemoteGrant     string `json:"remote_grant,omitempty"`
+}
+
+// abortHold serves POST /v1/kv/abort: release at once the state a prefill
+// backend holds for a request (HoldAborter).
+func (h *apiHandler) abortHold(w http.ResponseWriter, r *http.Request) {
+	var req abortRequest
+	body, e := readBody(w, r)
+	if e == nil {
+		e = decodeJSON(body, &req)
+	}
+	if e == nil && req.RemoteRequestID == "" {
+		e = badRequest("remote_request_id", "remote_request_id is required")
+	}
+	if e != nil {
+		h.reject(w, r, r.Header.Get(HeaderRequestID), e)
+		return
+	}
+	ab, ok := h.b.(HoldAborter)
+	if !ok {
+		h.reject(w, r, r.Header.Get(HeaderRequestID), &apiError{
+			Status:  http.StatusNotImplemented,
+			Message: "this instance holds no state for remote decode (its backend cannot abort holds)",
+			Type:    "invalid_request_error",
+			Code:    "not_implemented",
+		})
+		return
+	}
+	if err := ab.AbortHold(req.RemoteRequestID, req.RemoteGrant); err != nil {
+		e := classify(fmt.Errorf("abort of %q: %w", req.RemoteRequestID, err))
+		h.log.Warn("abort failed", "id", r.Header.Get(HeaderRequestID), "remote_request_id", req.RemoteRequestID,
+			"status", e.Status, "err", err)
+		writeError(w, &e)
+		return
+	}
+	h.log.Info("hold aborted", "id", r.Header.Get(HeaderRequestID), "remote_request_id", req.RemoteRequestID)
+	writeJSON(w, http.StatusOK, map[string]bool{"aborted": true})
 }
 
 // reject answers a request that never reached the engine.

@@ -21,11 +21,10 @@ const fakeModel = "ref-model"
 
 // fakeBackend is a deterministic Backend. Role prefill requires
 // do_remote_decode and answers with KV params naming itself; role decode
-// requires KV params.
+// requires KV params. It is a HoldAborter that records its calls.
 type fakeBackend struct {
 	name     string
 	role     Role
-	ready    error
 	err      error // returned by Generate after errAfter tokens
 	errAfter int
 	noEmit   bool // never call emit
@@ -37,13 +36,41 @@ type fakeBackend struct {
 	started chan struct{}
 	ctxErr  chan error
 
+	abortErr error // returned by AbortHold
+
 	mu       sync.Mutex
+	ready    error // Ready's answer; set with setReady
 	reqs     []GenRequest
 	lastEmit func(string) error
+	aborts   []abortRequest
 }
 
 func (f *fakeBackend) ModelName() string { return fakeModel }
-func (f *fakeBackend) Ready() error      { return f.ready }
+
+func (f *fakeBackend) Ready() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ready
+}
+
+func (f *fakeBackend) setReady(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ready = err
+}
+
+func (f *fakeBackend) AbortHold(id, grant string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.aborts = append(f.aborts, abortRequest{RemoteRequestID: id, RemoteGrant: grant})
+	return f.abortErr
+}
+
+func (f *fakeBackend) abortCalls() []abortRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]abortRequest(nil), f.aborts...)
+}
 
 func (f *fakeBackend) requests() []GenRequest {
 	f.mu.Lock()
@@ -84,6 +111,8 @@ func fakeKV(name, id string, promptTokens int) *KVTransferParams {
 		NumTokens:       promptTokens - 1,
 		LeaseExpiryUnix: 1.75e9,
 		Handoff:         DecodeComputesLast,
+		RemoteBootID:    name + "-boot",
+		RemoteGrant:     "grant-" + id,
 	}
 }
 
@@ -556,33 +585,43 @@ func TestStreamErrorAfterStart(t *testing.T) {
 	}
 }
 
+// badRequestCases are requests the API refuses before the engine sees
+// them. The proxy refuses them all (but wrong model) with the same error.
+var badRequestCases = []struct {
+	name, path, body string
+	status           int
+	param, contains  string
+	hdr              []string
+}{
+	{"malformed", "/v1/completions", `{"prompt":`, 400, "", "malformed JSON", nil},
+	{"trailing", "/v1/completions", `{"prompt":"a"} {}`, 400, "", "after the object", nil},
+	{"empty", "/v1/completions", ``, 400, "", "empty", nil},
+	{"not object", "/v1/completions", `[1]`, 400, "", "JSON object", nil},
+	{"max_tokens 0", "/v1/completions", `{"prompt":"a","max_tokens":0}`, 400, "max_tokens", "max_tokens", nil},
+	{"max_tokens big", "/v1/completions", `{"prompt":"a","max_tokens":4097}`, 400, "max_tokens", "max_tokens", nil},
+	{"max_tokens type", "/v1/completions", `{"prompt":"a","max_tokens":"5"}`, 400, "max_tokens", "max_tokens", nil},
+	{"max_completion_tokens", "/v1/chat/completions", `{"messages":[{"role":"user","content":"a"}],"max_completion_tokens":-1}`,
+		400, "max_completion_tokens", "max_completion_tokens", nil},
+	{"wrong model", "/v1/completions", `{"model":"other","prompt":"a"}`, 400, "model", "other", nil},
+	{"no prompt", "/v1/completions", `{"max_tokens":3}`, 400, "prompt", "prompt", nil},
+	{"two prompts", "/v1/completions", `{"prompt":["a","b"]}`, 400, "prompt", "prompt", nil},
+	{"token prompt", "/v1/completions", `{"prompt":[1,2]}`, 400, "prompt", "prompt", nil},
+	{"kv type", "/v1/completions", `{"prompt":"a","kv_transfer_params":"x"}`, 400, "kv_transfer_params", "kv_transfer_params", nil},
+	{"stream type", "/v1/completions", `{"prompt":"a","stream":"yes"}`, 400, "stream", "stream", nil},
+	{"chat stream type", "/v1/chat/completions", `{"messages":[{"role":"user","content":"a"}],"stream":"yes"}`, 400, "stream", "stream", nil},
+	{"kv field type", "/v1/completions", `{"prompt":"a","kv_transfer_params":{"remote_port":"x"}}`, 400, "kv_transfer_params.remote_port", "remote_port", nil},
+	{"chat max_tokens", "/v1/chat/completions", `{"messages":[{"role":"user","content":"a"}],"max_tokens":0}`, 400, "max_tokens", "max_tokens", nil},
+	{"messages type", "/v1/chat/completions", `{"messages":{"role":"user"}}`, 400, "messages", "messages", nil},
+	{"null", "/v1/completions", `null`, 400, "prompt", "prompt", nil},
+	{"no messages", "/v1/chat/completions", `{"messages":[]}`, 400, "messages", "messages", nil},
+	{"no role", "/v1/chat/completions", `{"messages":[{"content":"a"}]}`, 400, "messages", "messages[0].role", nil},
+	{"image part", "/v1/chat/completions", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, "", "image_url", nil},
+	{"huge", "/v1/completions", `{"prompt":"` + strings.Repeat("a", MaxBodyBytes) + `"}`, 413, "", "exceeds", nil},
+	{"bad id", "/v1/completions", `{"prompt":"a"}`, 400, "", HeaderRequestID, []string{HeaderRequestID, "a b"}},
+}
+
 func TestBadRequests(t *testing.T) {
-	cases := []struct {
-		name, path, body string
-		status           int
-		param, contains  string
-		hdr              []string
-	}{
-		{"malformed", "/v1/completions", `{"prompt":`, 400, "", "malformed JSON", nil},
-		{"trailing", "/v1/completions", `{"prompt":"a"} {}`, 400, "", "after the object", nil},
-		{"empty", "/v1/completions", ``, 400, "", "empty", nil},
-		{"not object", "/v1/completions", `[1]`, 400, "", "JSON object", nil},
-		{"max_tokens 0", "/v1/completions", `{"prompt":"a","max_tokens":0}`, 400, "max_tokens", "max_tokens", nil},
-		{"max_tokens big", "/v1/completions", `{"prompt":"a","max_tokens":4097}`, 400, "max_tokens", "max_tokens", nil},
-		{"max_tokens type", "/v1/completions", `{"prompt":"a","max_tokens":"5"}`, 400, "max_tokens", "max_tokens", nil},
-		{"max_completion_tokens", "/v1/chat/completions", `{"messages":[{"role":"user","content":"a"}],"max_completion_tokens":-1}`,
-			400, "max_completion_tokens", "max_completion_tokens", nil},
-		{"wrong model", "/v1/completions", `{"model":"other","prompt":"a"}`, 400, "model", "other", nil},
-		{"no prompt", "/v1/completions", `{"max_tokens":3}`, 400, "prompt", "prompt", nil},
-		{"two prompts", "/v1/completions", `{"prompt":["a","b"]}`, 400, "prompt", "prompt", nil},
-		{"token prompt", "/v1/completions", `{"prompt":[1,2]}`, 400, "prompt", "prompt", nil},
-		{"kv type", "/v1/completions", `{"prompt":"a","kv_transfer_params":"x"}`, 400, "kv_transfer_params", "kv_transfer_params", nil},
-		{"no messages", "/v1/chat/completions", `{"messages":[]}`, 400, "messages", "messages", nil},
-		{"no role", "/v1/chat/completions", `{"messages":[{"content":"a"}]}`, 400, "messages", "messages[0].role", nil},
-		{"image part", "/v1/chat/completions", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, "", "image_url", nil},
-		{"huge", "/v1/completions", `{"prompt":"` + strings.Repeat("a", MaxBodyBytes) + `"}`, 413, "", "exceeds", nil},
-		{"bad id", "/v1/completions", `{"prompt":"a"}`, 400, "", HeaderRequestID, []string{HeaderRequestID, "a b"}},
-	}
+	cases := badRequestCases
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			f := &fakeBackend{}
@@ -650,7 +689,7 @@ func TestHealth(t *testing.T) {
 	if ok["status"] != "ok" {
 		t.Errorf("healthy: %v", ok)
 	}
-	f.ready = errors.New("loading weights")
+	f.setReady(errors.New("loading weights"))
 	var bad map[string]string
 	apiDecode(t, apiGet(t, srv.URL+"/health"), http.StatusServiceUnavailable, &bad)
 	if bad["status"] == "ok" || bad["reason"] != "loading weights" {
@@ -756,4 +795,53 @@ func postInBackground(ctx context.Context, url, body string) <-chan error {
 		done <- err
 	}()
 	return done
+}
+
+// noAbortBackend is a Backend that is not a HoldAborter.
+type noAbortBackend struct{ Backend }
+
+func TestKVAbort(t *testing.T) {
+	f := &fakeBackend{name: "p0", role: RolePrefill}
+	srv := newAPI(t, f)
+	var ok map[string]bool
+	apiDecode(t, apiPost(t, srv.URL+"/v1/kv/abort", `{"remote_request_id":"r1","remote_grant":"g1"}`), http.StatusOK, &ok)
+	apiDecode(t, apiPost(t, srv.URL+"/v1/kv/abort", `{"remote_request_id":"r2"}`), http.StatusOK, &ok)
+	if !ok["aborted"] {
+		t.Errorf("answer %v", ok)
+	}
+	if got, want := f.abortCalls(), []abortRequest{{"r1", "g1"}, {"r2", ""}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("AbortHold calls %+v, want %+v", got, want)
+	}
+
+	for _, c := range []struct{ body, param string }{
+		{`{"remote_grant":"g"}`, "remote_request_id"},
+		{`{"remote_request_id":""}`, "remote_request_id"},
+		{`{"remote_request_id":7}`, "remote_request_id"},
+		{`{"remote_request_id":`, ""},
+		{``, ""},
+	} {
+		e := apiDecodeError(t, apiPost(t, srv.URL+"/v1/kv/abort", c.body), http.StatusBadRequest)
+		if e.Error.Param != c.param {
+			t.Errorf("%s: error %+v, want param %q", c.body, e.Error, c.param)
+		}
+	}
+	if n := len(f.abortCalls()); n != 2 {
+		t.Errorf("bad aborts reached AbortHold: %d calls", n)
+	}
+
+	// The backend's error is classified like Generate's.
+	f.abortErr = fmt.Errorf("grant mismatch: %w", ErrBadRequest)
+	e := apiDecodeError(t, apiPost(t, srv.URL+"/v1/kv/abort", `{"remote_request_id":"r3","remote_grant":"x"}`), http.StatusBadRequest)
+	if !strings.Contains(e.Error.Message, "grant mismatch") || !strings.Contains(e.Error.Message, "r3") {
+		t.Errorf("error %+v", e.Error)
+	}
+
+	plain := httptest.NewServer(NewHandler(noAbortBackend{&fakeBackend{}}, nil, nil))
+	defer plain.Close()
+	if e := apiDecodeError(t, apiPost(t, plain.URL+"/v1/kv/abort", `{"remote_request_id":"r1"}`), http.StatusNotImplemented); e.Error.Code != "not_implemented" {
+		t.Errorf("without HoldAborter: %+v", e.Error)
+	}
+	if resp := apiGet(t, srv.URL+"/v1/kv/abort"); resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/kv/abort: status %d", resp.StatusCode)
+	}
 }

@@ -320,6 +320,11 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 		if err != nil {
 			return nil, err
 		}
+		if kv.RemoteBootID == "" {
+			// Without it a restarted P at the same address could be read
+			// as if it were the one that computed the state.
+			return nil, fmt.Errorf("%w: kv_transfer_params has no remote_boot_id", ErrBadRequest)
+		}
 		lr = &session.LoadRequest{Peer: session.PeerRef{EngineID: kv.RemoteEngineID, BootID: kv.RemoteBootID, Host: kv.RemoteHost, Port: kv.RemotePort, TP: kv.TPSize},
 			ReqID: kv.RemoteRequestID, Grant: grant, Mode: e.cfg.Mode}
 		if kv.LeaseExpiryUnix > 0 {

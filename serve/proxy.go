@@ -11,13 +11,14 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// Proxy limits.
+// Proxy limits and defaults.
 const (
 	// maxPrefillResponseBytes bounds P's JSON answer (one token plus params).
 	maxPrefillResponseBytes = 16 << 20
@@ -25,25 +26,79 @@ const (
 	maxUpstreamErrorBytes = 64 << 10
 	// healthTimeout bounds one upstream /health probe.
 	healthTimeout = 5 * time.Second
+	// DefaultHealthInterval is how often the proxy probes its upstreams.
+	DefaultHealthInterval = time.Second
+	// DefaultAbortTimeout bounds one POST /v1/kv/abort to a prefill instance.
+	DefaultAbortTimeout = 2 * time.Second
 )
 
 // Proxy is the P/D disaggregation proxy (DESIGN section 5, steps 1 and 4).
-// For POST /v1/completions and /v1/chat/completions it sends the request to
-// a prefill instance with kv_transfer_params {"do_remote_decode": true},
+// For POST /v1/completions and /v1/chat/completions it decodes and
+// validates the request exactly as the instances' API does (all but the
+// model name, which only the instances know), so a request D would refuse
+// is refused before P holds state for it. It then sends the request to a
+// prefill instance with kv_transfer_params {"do_remote_decode": true},
 // stream false and max_tokens 1; then sends the client's original request
 // to a decode instance with kv_transfer_params replaced by the prefill's
 // answer, and streams the decode instance's response back as it arrives.
-// Instances of each role are chosen round robin. Both hops carry the same
-// X-Request-Id.
+// Both hops carry the same X-Request-Id.
+//
+// Instances of each role are chosen round robin among those not excluded.
+// An instance is excluded when a connection to it fails or its /health
+// probe fails; a background checker probes every instance each
+// HealthInterval and re-admits an excluded one once its /health is 200.
+// A prefill leg that fails (connection failure, 5xx, or a bad answer) is
+// retried on another prefill instance, each at most once per request; a
+// 4xx from P is the client's answer. Decode legs are not retried (P
+// prepared its state for one D); when one fails, or the client goes away
+// before D's answer is complete, the proxy sends POST /v1/kv/abort to the
+// P that prefilled, so P releases the request's state at once instead of
+// at lease expiry. With no instance of a role available the answer is 503.
 //
 // GET /health is 200 when every instance's /health is, else 503 listing
 // the unhealthy ones; GET /v1/models is answered by a decode instance.
 type Proxy struct {
-	prefill, decode []string // base URLs, no trailing slash
+	prefill, decode []*upstream
 	nextP, nextD    atomic.Uint64
 	client          *http.Client
 	log             *slog.Logger
 	mux             *http.ServeMux
+	interval        time.Duration
+	abortTimeout    time.Duration
+
+	stop    context.CancelFunc // stops the health checker
+	checker sync.WaitGroup
+
+	mu     sync.Mutex
+	closed bool
+	aborts sync.WaitGroup // aborts in flight; Added under mu while !closed
+}
+
+// ProxyOptions configures a proxy; the zero value means the defaults.
+type ProxyOptions struct {
+	// Client sends every upstream request. nil means a client with no
+	// overall timeout (responses stream for as long as generation runs;
+	// the client's context bounds them).
+	Client *http.Client
+	// Log may be nil.
+	Log *slog.Logger
+	// HealthInterval is how often the health checker probes every
+	// instance's /health (default DefaultHealthInterval).
+	HealthInterval time.Duration
+	// AbortTimeout bounds one abort sent to a prefill instance (default
+	// DefaultAbortTimeout).
+	AbortTimeout time.Duration
+}
+
+// upstream is one instance the proxy routes to.
+type upstream struct {
+	side string // sidePrefill or sideDecode
+	url  string // base URL, no trailing slash
+	idx  int    // index in its role's list
+
+	excluded atomic.Bool
+	mu       sync.Mutex
+	seq      uint64 // exclusions so far: a probe re-admits only if none happened since it began
 }
 
 // Upstream roles, as the proxy's error messages name them.
@@ -53,12 +108,17 @@ const (
 )
 
 // NewProxy returns a proxy over the given prefill and decode base URLs
-// (http or https, optionally with a path prefix). Both lists must be non
-// empty. client nil means a client with no overall timeout (responses
-// stream for as long as generation runs; the client's context bounds
-// them); log may be nil.
+// with the default options but client and log (see ProxyOptions). Close
+// stops its health checker.
 func NewProxy(prefill, decode []string, client *http.Client, log *slog.Logger) (*Proxy, error) {
-	p := &Proxy{client: client, log: log}
+	return NewProxyWithOptions(prefill, decode, ProxyOptions{Client: client, Log: log})
+}
+
+// NewProxyWithOptions returns a proxy over the given prefill and decode
+// base URLs (http or https, optionally with a path prefix). Both lists
+// must be non empty. It starts the proxy's health checker; Close stops it.
+func NewProxyWithOptions(prefill, decode []string, opts ProxyOptions) (*Proxy, error) {
+	p := &Proxy{client: opts.Client, log: opts.Log, interval: opts.HealthInterval, abortTimeout: opts.AbortTimeout}
 	var err error
 	if p.prefill, err = checkUpstreams(sidePrefill, prefill); err != nil {
 		return nil, err
@@ -72,21 +132,43 @@ func NewProxy(prefill, decode []string, client *http.Client, log *slog.Logger) (
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
+	if p.interval <= 0 {
+		p.interval = DefaultHealthInterval
+	}
+	if p.abortTimeout <= 0 {
+		p.abortTimeout = DefaultAbortTimeout
+	}
 	p.mux = http.NewServeMux()
-	routeMethod(p.mux, http.MethodPost, "/v1/completions", http.HandlerFunc(p.generate))
-	routeMethod(p.mux, http.MethodPost, "/v1/chat/completions", http.HandlerFunc(p.generate))
+	routeMethod(p.mux, http.MethodPost, "/v1/completions", p.generate(false))
+	routeMethod(p.mux, http.MethodPost, "/v1/chat/completions", p.generate(true))
 	routeMethod(p.mux, http.MethodGet, "/v1/models", http.HandlerFunc(p.models))
 	routeMethod(p.mux, http.MethodGet, "/health", http.HandlerFunc(p.health))
 	p.mux.HandleFunc("/", notFound)
+	ctx, stop := context.WithCancel(context.Background())
+	p.stop = stop
+	p.checker.Go(func() { p.checkHealth(ctx) })
 	return p, nil
 }
 
+// Close stops the health checker and waits for it and for the aborts in
+// flight (each bounded by AbortTimeout). Requests still running after
+// Close send their aborts synchronously. Close is idempotent.
+func (p *Proxy) Close() error {
+	p.stop()
+	p.checker.Wait()
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.aborts.Wait()
+	return nil
+}
+
 // checkUpstreams validates and normalizes one role's base URLs.
-func checkUpstreams(side string, urls []string) ([]string, error) {
+func checkUpstreams(side string, urls []string) ([]*upstream, error) {
 	if len(urls) == 0 {
 		return nil, fmt.Errorf("serve: proxy needs at least one %s URL", side)
 	}
-	out := make([]string, len(urls))
+	out := make([]*upstream, len(urls))
 	for i, s := range urls {
 		u, err := url.Parse(s)
 		switch {
@@ -99,7 +181,7 @@ func checkUpstreams(side string, urls []string) ([]string, error) {
 		case u.User != nil || u.RawQuery != "" || u.Fragment != "":
 			return nil, fmt.Errorf("serve: %s URL %q: want scheme://host[:port][/prefix] only", side, s)
 		}
-		out[i] = strings.TrimRight(u.String(), "/")
+		out[i] = &upstream{side: side, url: strings.TrimRight(u.String(), "/"), idx: i}
 	}
 	return out, nil
 }
@@ -107,39 +189,212 @@ func checkUpstreams(side string, urls []string) ([]string, error) {
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.mux.ServeHTTP(w, r) }
 
-func roundRobin(urls []string, next *atomic.Uint64) string {
-	return urls[(next.Add(1)-1)%uint64(len(urls))]
+// pick returns the first instance from position start on, round robin,
+// that is not excluded and not tried (tried may be nil), or nil when there
+// is none. A request takes one start from its role's counter, so its
+// retries do not shift where the next request starts.
+func pick(ups []*upstream, start uint64, tried []bool) *upstream {
+	n := uint64(len(ups))
+	for i := range n {
+		u := ups[(start+i)%n]
+		if !u.excluded.Load() && (tried == nil || !tried[u.idx]) {
+			return u
+		}
+	}
+	return nil
 }
 
-// generate runs one request through a P and then a D.
-func (p *Proxy) generate(w http.ResponseWriter, r *http.Request) {
-	id, e := requestID(r)
-	if e != nil {
-		writeError(w, e)
-		return
+// available reports whether some instance of ups is not excluded.
+func available(ups []*upstream) bool {
+	for _, u := range ups {
+		if !u.excluded.Load() {
+			return true
+		}
 	}
-	w.Header().Set(HeaderRequestID, id)
-	body, e := readBody(w, r)
-	var fields map[string]json.RawMessage
-	if e == nil {
-		e = decodeJSON(body, &fields)
-	}
-	if e == nil && fields == nil {
-		e = badRequest("", "request body must be a JSON object")
-	}
-	if e == nil {
-		// Checked here too, so P does not hold state for a request D rejects.
-		e = checkMaxTokens(fields)
-	}
-	if e != nil {
-		writeError(w, e)
-		return
-	}
-	ctx := r.Context()
-	log := p.log.With("id", id, "path", r.URL.Path)
+	return false
+}
 
-	// Prefill: compute the prompt and hold its state for D.
-	pURL := roundRobin(p.prefill, &p.nextP)
+// exclude takes u out of round robin until a health probe re-admits it.
+func (p *Proxy) exclude(u *upstream, why error) {
+	u.mu.Lock()
+	u.seq++
+	was := u.excluded.Swap(true)
+	u.mu.Unlock()
+	if !was {
+		p.log.Warn("upstream excluded", "role", u.side, "url", u.url, "err", why)
+	}
+}
+
+// admit re-admits u after a successful probe that began when u's
+// exclusion count was seq; an exclusion since then wins.
+func (p *Proxy) admit(u *upstream, seq uint64) {
+	u.mu.Lock()
+	was := u.seq == seq && u.excluded.Swap(false)
+	u.mu.Unlock()
+	if was {
+		p.log.Info("upstream re-admitted", "role", u.side, "url", u.url)
+	}
+}
+
+func (u *upstream) exclusions() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.seq
+}
+
+// noneAvailable is the answer when every instance of a role is excluded.
+func noneAvailable(side string, ups []*upstream) *apiError {
+	return &apiError{
+		Status: http.StatusServiceUnavailable,
+		Message: fmt.Sprintf("no %s instance available: all %d are excluded after failed connections or /health probes "+
+			"(each is re-admitted once its /health answers 200)", side, len(ups)),
+		Type: "unavailable_error",
+		Code: "no_upstream",
+	}
+}
+
+// checkHealth probes every instance each interval until ctx ends.
+func (p *Proxy) checkHealth(ctx context.Context) {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	all := append(slices.Clone(p.prefill), p.decode...)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var wg sync.WaitGroup
+		for _, u := range all {
+			wg.Go(func() { p.check(ctx, u) })
+		}
+		wg.Wait()
+	}
+}
+
+// check probes u's /health (bounded by healthTimeout) and excludes or
+// re-admits u by the answer, unless ctx ended first.
+func (p *Proxy) check(ctx context.Context, u *upstream) error {
+	seq := u.exclusions()
+	pctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	err := p.probe(pctx, u.url)
+	cancel()
+	switch {
+	case ctx.Err() != nil:
+	case err != nil:
+		p.exclude(u, fmt.Errorf("health probe: %w", err))
+	default:
+		p.admit(u, seq)
+	}
+	return err
+}
+
+// hold names the state a prefill instance holds for one request.
+type hold struct {
+	url   string // the prefill instance
+	id    string // remote_request_id
+	grant string // remote_grant
+}
+
+// generate returns the handler of /v1/completions (chat false) or
+// /v1/chat/completions: one request through a P and then a D.
+func (p *Proxy) generate(chat bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, body, e := beginRequest(w, r)
+		if e == nil {
+			// The API's own decoding and rules: P must not hold state for a
+			// request D refuses.
+			_, e = decodeGenBody(chat, body, nil)
+		}
+		var fields map[string]json.RawMessage
+		if e == nil {
+			e = decodeJSON(body, &fields)
+		}
+		if e == nil && fields == nil {
+			e = badRequest("", "request body must be a JSON object")
+		}
+		if e != nil {
+			writeError(w, e)
+			return
+		}
+		ctx := r.Context()
+		log := p.log.With("id", id, "path", r.URL.Path)
+		if !available(p.decode) {
+			log.Warn("no decode instance available")
+			writeError(w, noneAvailable(sideDecode, p.decode))
+			return
+		}
+
+		// Prefill: compute the prompt and hold its state for D.
+		kv, h, e := p.prefillLeg(ctx, r, log, id, fields)
+		if e != nil {
+			writeError(w, e)
+			return
+		}
+
+		// Decode: the client's request, with P's params unchanged.
+		dFields := maps.Clone(fields)
+		dFields["kv_transfer_params"] = kv
+		d := pick(p.decode, p.nextD.Add(1)-1, nil)
+		if d == nil {
+			p.abortHold(h, r, log, "no decode instance available")
+			writeError(w, noneAvailable(sideDecode, p.decode))
+			return
+		}
+		resp, err := p.post(ctx, d.url, r, id, dFields)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.exclude(d, err)
+			}
+			p.abortHold(h, r, log, "decode unreachable")
+			writeError(w, p.failure(r, log, d, err))
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			e := upstreamError(sideDecode, d.url, resp)
+			log.Warn("decode failed", "url", d.url, "status", e.Status, "err", e.Message)
+			p.abortHold(h, r, log, "decode failed")
+			writeError(w, e)
+			return
+		}
+		for _, k := range []string{"Content-Type", "Cache-Control", "X-Accel-Buffering"} {
+			if v := resp.Header.Get(k); v != "" {
+				w.Header().Set(k, v)
+			}
+		}
+		w.WriteHeader(resp.StatusCode)
+		if err := copyFlush(w, resp.Body); err != nil {
+			// D's state may still be loading from P: release it.
+			p.abortHold(h, r, log, "decode response incomplete")
+			if ctx.Err() != nil {
+				log.Info("client went away", "side", sideDecode, "url", d.url)
+				return
+			}
+			log.Warn("decode response broke off", "url", d.url, "err", err)
+			if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+				e := &apiError{
+					Status:  http.StatusBadGateway,
+					Message: fmt.Sprintf("%s %s: response broke off: %v", sideDecode, d.url, err),
+					Type:    "upstream_error",
+					Code:    "upstream_broken",
+				}
+				b, _ := json.Marshal(map[string]*apiError{"error": e})
+				_, _ = fmt.Fprintf(w, "data: %s\n\n", b)
+				_ = http.NewResponseController(w).Flush()
+			}
+			return
+		}
+		log.Debug("request done", "prefill", h.url, "decode", d.url)
+	}
+}
+
+// prefillLeg runs the request on a prefill instance, retrying on another
+// when one fails with a connection failure, a 5xx or a bad answer (each
+// instance at most once). It returns P's kv_transfer_params and the hold
+// they name, or the client's error.
+func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logger, id string,
+	fields map[string]json.RawMessage) (json.RawMessage, hold, *apiError) {
 	pFields := maps.Clone(fields)
 	pFields["kv_transfer_params"] = json.RawMessage(`{"do_remote_decode":true}`)
 	pFields["stream"] = json.RawMessage(`false`)
@@ -148,84 +403,49 @@ func (p *Proxy) generate(w http.ResponseWriter, r *http.Request) {
 		pFields["max_completion_tokens"] = json.RawMessage(`1`)
 	}
 	delete(pFields, "stream_options")
-	resp, err := p.post(ctx, pURL, r, id, pFields)
-	if err != nil {
-		p.unreachable(w, r, log, sidePrefill, pURL, err)
-		return
-	}
-	kv, e := prefillParams(resp, pURL)
-	if e != nil {
-		log.Warn("prefill failed", "url", pURL, "status", e.Status, "err", e.Message)
-		writeError(w, e)
-		return
-	}
-
-	// Decode: the client's request, with P's params unchanged.
-	dURL := roundRobin(p.decode, &p.nextD)
-	dFields := maps.Clone(fields)
-	dFields["kv_transfer_params"] = kv
-	resp, err = p.post(ctx, dURL, r, id, dFields)
-	if err != nil {
-		p.unreachable(w, r, log, sideDecode, dURL, err)
-		return
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		e := upstreamError(sideDecode, dURL, resp)
-		log.Warn("decode failed", "url", dURL, "status", e.Status, "err", e.Message)
-		writeError(w, e)
-		return
-	}
-	for _, k := range []string{"Content-Type", "Cache-Control", "X-Accel-Buffering"} {
-		if v := resp.Header.Get(k); v != "" {
-			w.Header().Set(k, v)
+	start, tried := p.nextP.Add(1)-1, make([]bool, len(p.prefill))
+	var last *apiError
+	for range p.prefill {
+		u := pick(p.prefill, start, tried)
+		if u == nil {
+			break
 		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	if err := copyFlush(w, resp.Body); err != nil && ctx.Err() == nil {
-		log.Warn("decode response broke off", "url", dURL, "err", err)
-		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-			e := &apiError{
-				Status:  http.StatusBadGateway,
-				Message: fmt.Sprintf("%s %s: response broke off: %v", sideDecode, dURL, err),
-				Type:    "upstream_error",
-				Code:    "upstream_broken",
+		tried[u.idx] = true
+		resp, err := p.post(ctx, u.url, r, id, pFields)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.exclude(u, err)
 			}
-			b, _ := json.Marshal(map[string]*apiError{"error": e})
-			_, _ = fmt.Fprintf(w, "data: %s\n\n", b)
-			_ = http.NewResponseController(w).Flush()
+			last = p.failure(r, log, u, err)
+		} else {
+			kv, h, e := prefillParams(resp, u.url)
+			if e == nil {
+				return kv, h, nil
+			}
+			log.Warn("prefill failed", "url", u.url, "status", e.Status, "err", e.Message)
+			last = e
 		}
-		return
-	}
-	log.Debug("request done", "prefill", pURL, "decode", dURL)
-}
-
-// checkMaxTokens applies the API's max_tokens rules to a raw body.
-func checkMaxTokens(fields map[string]json.RawMessage) *apiError {
-	for _, k := range []string{"max_tokens", "max_completion_tokens"} {
-		raw, ok := fields[k]
-		if !ok || string(raw) == "null" {
-			continue
-		}
-		var n int
-		if err := json.Unmarshal(raw, &n); err != nil {
-			return badRequest(k, "invalid value for %q: want an integer, got JSON %s", k, raw)
-		}
-		if _, e := maxTokens(k, &n); e != nil {
-			return e
+		if ctx.Err() != nil || last.Status/100 == 4 {
+			// The client went away, or P refused the request itself.
+			return nil, hold{}, last
 		}
 	}
-	return nil
+	if last == nil {
+		log.Warn("no prefill instance available")
+		last = noneAvailable(sidePrefill, p.prefill)
+	}
+	return nil, hold{}, last
 }
 
-// prefillParams reads P's answer and returns its kv_transfer_params.
-func prefillParams(resp *http.Response, pURL string) (json.RawMessage, *apiError) {
+// prefillParams reads P's answer and returns its kv_transfer_params, as P
+// sent them, and the hold they name.
+func prefillParams(resp *http.Response, pURL string) (json.RawMessage, hold, *apiError) {
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return nil, upstreamError(sidePrefill, pURL, resp)
+		return nil, hold{}, upstreamError(sidePrefill, pURL, resp)
 	}
-	bad := func(format string, args ...any) *apiError {
-		return &apiError{
+	bad := func(format string, args ...any) (json.RawMessage, hold, *apiError) {
+		return nil, hold{}, &apiError{
 			Status:  http.StatusBadGateway,
 			Message: fmt.Sprintf("%s %s: ", sidePrefill, pURL) + fmt.Sprintf(format, args...),
 			Type:    "upstream_error",
@@ -234,32 +454,42 @@ func prefillParams(resp *http.Response, pURL string) (json.RawMessage, *apiError
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPrefillResponseBytes+1))
 	if err != nil {
-		return nil, bad("reading response: %v", err)
+		return bad("reading response: %v", err)
 	}
 	if len(body) > maxPrefillResponseBytes {
-		return nil, bad("response exceeds %d bytes", maxPrefillResponseBytes)
+		return bad("response exceeds %d bytes", maxPrefillResponseBytes)
 	}
 	var ans struct {
 		KV json.RawMessage `json:"kv_transfer_params"`
 	}
 	if err := json.Unmarshal(body, &ans); err != nil {
-		return nil, bad("response is not a JSON object: %v", err)
+		return bad("response is not a JSON object: %v", err)
 	}
 	if len(ans.KV) == 0 || string(ans.KV) == "null" {
-		return nil, bad("response has no kv_transfer_params (is it serving with role prefill?)")
+		return bad("response has no kv_transfer_params (is it serving with role prefill?)")
 	}
-	return ans.KV, nil
+	var kv struct {
+		ID    string `json:"remote_request_id"`
+		Grant string `json:"remote_grant"`
+	}
+	if err := json.Unmarshal(ans.KV, &kv); err != nil {
+		return bad("bad kv_transfer_params: %v", err)
+	}
+	if kv.ID == "" {
+		return bad("kv_transfer_params has no remote_request_id")
+	}
+	return ans.KV, hold{url: pURL, id: kv.ID, grant: kv.Grant}, nil
 }
 
 // post sends fields as a JSON body to base+r's path.
 func (p *Proxy) post(ctx context.Context, base string, r *http.Request, id string, fields map[string]json.RawMessage) (*http.Response, error) {
 	body, err := json.Marshal(fields)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("encoding the request: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+r.URL.Path, bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("building the request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(HeaderRequestID, id)
@@ -269,27 +499,83 @@ func (p *Proxy) post(ctx context.Context, base string, r *http.Request, id strin
 	return p.client.Do(req)
 }
 
-// unreachable answers a request whose upstream could not be reached: 502,
-// or 499 when the client itself went away.
-func (p *Proxy) unreachable(w http.ResponseWriter, r *http.Request, log *slog.Logger, side, u string, err error) {
+// failure is the answer to a request whose upstream u could not be
+// reached: 502, or 499 when the client itself went away.
+func (p *Proxy) failure(r *http.Request, log *slog.Logger, u *upstream, err error) *apiError {
 	if r.Context().Err() != nil {
-		log.Info("client went away", "side", side, "url", u)
+		log.Info("client went away", "side", u.side, "url", u.url)
 		e := classify(r.Context().Err())
-		writeError(w, &e)
-		return
+		return &e
 	}
+	log.Warn("upstream unreachable", "side", u.side, "url", u.url, "err", err)
+	return unreachableError(u, err)
+}
+
+func unreachableError(u *upstream, err error) *apiError {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	e := &apiError{
+	return &apiError{
 		Status:  http.StatusBadGateway,
-		Message: fmt.Sprintf("%s %s unreachable: %v", side, u, err),
+		Message: fmt.Sprintf("%s %s unreachable: %v", u.side, u.url, err),
 		Type:    "upstream_error",
 		Code:    "upstream_unreachable",
 	}
-	log.Warn("upstream unreachable", "side", side, "url", u, "err", err)
-	writeError(w, e)
+}
+
+// abortHold tells the prefill instance of h to release h's state now
+// (POST /v1/kv/abort). It runs in the background, with a context of its
+// own bounded by AbortTimeout: the client's answer does not wait for it,
+// and the client's context may already be over. Failures are logged.
+func (p *Proxy) abortHold(h hold, r *http.Request, log *slog.Logger, reason string) {
+	auth := r.Header.Get("Authorization")
+	run := func() { p.sendAbort(h, auth, log, reason) }
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		run() // nothing waits for a goroutine any more
+		return
+	}
+	p.aborts.Go(run)
+	p.mu.Unlock()
+}
+
+func (p *Proxy) sendAbort(h hold, auth string, log *slog.Logger, reason string) {
+	log = log.With("prefill", h.url, "remote_request_id", h.id, "reason", reason)
+	if err := p.postAbort(h, auth); err != nil {
+		log.Warn("abort of the prefill hold failed; P frees it at lease expiry", "err", err)
+		return
+	}
+	log.Info("prefill hold aborted")
+}
+
+func (p *Proxy) postAbort(h hold, auth string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), p.abortTimeout)
+	defer cancel()
+	body, err := json.Marshal(abortRequest{RemoteRequestID: h.id, RemoteGrant: h.grant})
+	if err != nil {
+		return fmt.Errorf("encoding the abort: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url+"/v1/kv/abort", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("building the abort: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("POST %s/v1/kv/abort: %w", h.url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		e := upstreamError(sidePrefill, h.url, resp)
+		return fmt.Errorf("POST %s/v1/kv/abort: %s", h.url, e.Message)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxUpstreamErrorBytes))
+	return nil
 }
 
 // upstreamError turns an upstream's error response into the client's: the
@@ -347,23 +633,44 @@ func copyFlush(w http.ResponseWriter, body io.Reader) error {
 	}
 }
 
-// models forwards GET /v1/models to a decode instance.
+// models forwards GET /v1/models to a decode instance, trying each
+// available one at most once.
 func (p *Proxy) models(w http.ResponseWriter, r *http.Request) {
-	dURL := roundRobin(p.decode, &p.nextD)
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, dURL+"/v1/models", nil)
-	if err == nil {
-		var resp *http.Response
-		if resp, err = p.client.Do(req); err == nil {
-			defer resp.Body.Close()
-			if ct := resp.Header.Get("Content-Type"); ct != "" {
-				w.Header().Set("Content-Type", ct)
-			}
-			w.WriteHeader(resp.StatusCode)
-			_, _ = io.Copy(w, resp.Body)
-			return
+	start, tried := p.nextD.Add(1)-1, make([]bool, len(p.decode))
+	var last *apiError
+	for range p.decode {
+		d := pick(p.decode, start, tried)
+		if d == nil {
+			break
 		}
+		tried[d.idx] = true
+		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, d.url+"/v1/models", nil)
+		if err != nil {
+			last = p.failure(r, p.log, d, fmt.Errorf("building the request: %w", err))
+			break
+		}
+		resp, err := p.client.Do(req)
+		if err != nil {
+			if r.Context().Err() == nil {
+				p.exclude(d, err)
+			}
+			if last = p.failure(r, p.log, d, err); r.Context().Err() != nil {
+				break
+			}
+			continue
+		}
+		defer resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); ct != "" {
+			w.Header().Set("Content-Type", ct)
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+		return
 	}
-	p.unreachable(w, r, p.log, sideDecode, dURL, err)
+	if last == nil {
+		last = noneAvailable(sideDecode, p.decode)
+	}
+	writeError(w, last)
 }
 
 // upstreamHealth is one unhealthy upstream in the proxy's /health answer.
@@ -373,22 +680,15 @@ type upstreamHealth struct {
 	Error string `json:"error"`
 }
 
-// health probes every upstream's /health concurrently.
+// health probes every upstream's /health concurrently. Like the health
+// checker's, its probes exclude and re-admit instances, so once the
+// proxy's /health is 200 every instance is in round robin.
 func (p *Proxy) health(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
-	defer cancel()
-	type target struct{ side, url string }
-	var targets []target
-	for _, u := range p.prefill {
-		targets = append(targets, target{sidePrefill, u})
-	}
-	for _, u := range p.decode {
-		targets = append(targets, target{sideDecode, u})
-	}
+	targets := append(slices.Clone(p.prefill), p.decode...)
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
-		wg.Go(func() { errs[i] = p.probe(ctx, t.url) })
+		wg.Go(func() { errs[i] = p.check(r.Context(), t) })
 	}
 	wg.Wait()
 	bad := []upstreamHealth{}
@@ -409,7 +709,7 @@ func (p *Proxy) health(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) probe(ctx context.Context, base string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/health", nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("building the probe: %w", err)
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {

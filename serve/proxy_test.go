@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/hybridxfer/hybridxfer/groups"
 )
 
 // pdFixture is a proxy over fake prefill and decode instances served by the real
@@ -19,10 +23,18 @@ import (
 type pdFixture struct {
 	ps, ds     []*fakeBackend
 	pSrv, dSrv []*httptest.Server
+	p          *Proxy
 	proxy      *httptest.Server
 }
 
+// newProxyFixture's proxy runs no health probe during a test: an instance
+// is excluded only by a failed connection.
 func newProxyFixture(t *testing.T, nP, nD int) *pdFixture {
+	t.Helper()
+	return newProxyFixtureWith(t, nP, nD, ProxyOptions{HealthInterval: time.Hour})
+}
+
+func newProxyFixtureWith(t *testing.T, nP, nD int, opts ProxyOptions) *pdFixture {
 	t.Helper()
 	x := &pdFixture{}
 	var pURLs, dURLs []string
@@ -36,13 +48,21 @@ func newProxyFixture(t *testing.T, nP, nD int) *pdFixture {
 		srv := newAPI(t, f)
 		x.ds, x.dSrv, dURLs = append(x.ds, f), append(x.dSrv, srv), append(dURLs, srv.URL+"/")
 	}
-	p, err := NewProxy(pURLs, dURLs, nil, nil)
+	p, err := NewProxyWithOptions(pURLs, dURLs, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.Close() })
+	x.p = p
 	x.proxy = httptest.NewServer(p)
-	t.Cleanup(x.proxy.Close)
+	t.Cleanup(x.proxy.Close) // first: handlers end, then p.Close waits for their aborts
 	return x
+}
+
+// drain ends the proxy's requests and its aborts in flight.
+func (x *pdFixture) drain() {
+	x.proxy.Close()
+	x.p.Close()
 }
 
 func TestProxyCompletions(t *testing.T) {
@@ -162,13 +182,14 @@ func newRecorder(t *testing.T, status int, answer string) *recorder {
 // false and max_tokens 1; D gets the client's body with P's
 // kv_transfer_params byte for byte, unknown fields included.
 func TestProxyRewritesBodies(t *testing.T) {
-	const pKV = `{"remote_engine_id":"p9","remote_block_ids":[[4,5],[6]],"future_field":{"x":[1,2]}}`
+	const pKV = `{"remote_engine_id":"p9","remote_request_id":"rw-9","remote_block_ids":[[4,5],[6]],"future_field":{"x":[1,2]}}`
 	p := newRecorder(t, 200, `{"id":"cmpl-x","choices":[{"text":"a"}],"kv_transfer_params":`+pKV+`}`)
 	d := newRecorder(t, 200, `{"id":"cmpl-x","choices":[{"text":"abc"}]}`)
 	proxy, err := NewProxy([]string{p.srv.URL}, []string{d.srv.URL}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer proxy.Close()
 	srv := httptest.NewServer(proxy)
 	defer srv.Close()
 	client := `{"model":"m","prompt":"abc","max_tokens":7,"stream":false,"temperature":0.5,` +
@@ -237,6 +258,9 @@ func TestProxyDecodeError(t *testing.T) {
 			t.Errorf("message %q lacks %q", msg, want)
 		}
 	}
+	// The P that prefilled is told to release the request's state.
+	id := x.ps[0].requests()[0].ID
+	waitAborts(t, x.ps[0], abortRequest{id, "grant-" + id})
 }
 
 // A decode error during the stream reaches the client as D sent it.
@@ -277,6 +301,15 @@ func TestProxyUnreachable(t *testing.T) {
 					t.Errorf("message %q lacks %q", msg, want)
 				}
 			}
+			if side == "decode" {
+				id := x.ps[0].requests()[0].ID
+				waitAborts(t, x.ps[0], abortRequest{id, "grant-" + id})
+				return
+			}
+			x.drain()
+			if a := x.ps[0].abortCalls(); len(a) != 0 {
+				t.Errorf("aborts %+v after a failed prefill", a)
+			}
 		})
 	}
 }
@@ -307,6 +340,9 @@ func TestProxyClientDisconnect(t *testing.T) {
 		t.Errorf("D's ctx.Err() = %v, want context.Canceled", err)
 	}
 	recvOrFail(t, done, "the client to return")
+	// P's hold is released although the client's context is over.
+	id := d.requests()[0].ID
+	waitAborts(t, x.ps[0], abortRequest{id, "grant-" + id})
 }
 
 func TestProxyHealth(t *testing.T) {
@@ -316,7 +352,7 @@ func TestProxyHealth(t *testing.T) {
 	if ok["status"] != "ok" {
 		t.Errorf("healthy: %v", ok)
 	}
-	x.ds[1].ready = errors.New("draining")
+	x.ds[1].setReady(errors.New("draining"))
 	x.pSrv[0].Close()
 	var bad struct {
 		Status    string           `json:"status"`
@@ -332,6 +368,16 @@ func TestProxyHealth(t *testing.T) {
 	}
 	if d.Role != "decode" || d.URL != x.dSrv[1].URL || !strings.Contains(d.Error, "503") || !strings.Contains(d.Error, "draining") {
 		t.Errorf("decode entry %+v", d)
+	}
+	// Its probes exclude and re-admit like the health checker's.
+	if !x.p.prefill[0].excluded.Load() || !x.p.decode[1].excluded.Load() || x.p.decode[0].excluded.Load() {
+		t.Errorf("excluded: P0 %v D0 %v D1 %v, want P0 and D1", x.p.prefill[0].excluded.Load(),
+			x.p.decode[0].excluded.Load(), x.p.decode[1].excluded.Load())
+	}
+	x.ds[1].setReady(nil)
+	apiDecode(t, apiGet(t, x.proxy.URL+"/health"), http.StatusServiceUnavailable, &bad)
+	if len(bad.Unhealthy) != 1 || x.p.decode[1].excluded.Load() {
+		t.Errorf("after D1 recovered: %+v, D1 excluded %v", bad, x.p.decode[1].excluded.Load())
 	}
 }
 
@@ -364,7 +410,10 @@ func TestNewProxyValidation(t *testing.T) {
 		{"unparsable", good, []string{"http://h:1/%zz"}, "decode"},
 	}
 	for _, c := range cases {
-		if _, err := NewProxy(c.p, c.d, nil, nil); err == nil || !strings.Contains(err.Error(), c.wantErr) {
+		if p, err := NewProxy(c.p, c.d, nil, nil); err == nil || !strings.Contains(err.Error(), c.wantErr) {
+			if p != nil {
+				p.Close()
+			}
 			t.Errorf("%s: err %v, want one naming %q", c.name, err, c.wantErr)
 		}
 	}
@@ -372,8 +421,13 @@ func TestNewProxyValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"http://a:1", "https://b/prefix"}; !reflect.DeepEqual(p.prefill, want) {
-		t.Errorf("normalized %v, want %v", p.prefill, want)
+	defer p.Close()
+	var got []string
+	for _, u := range p.prefill {
+		got = append(got, u.url)
+	}
+	if want := []string{"http://a:1", "https://b/prefix"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("normalized %v, want %v", got, want)
 	}
 }
 
@@ -382,4 +436,394 @@ func TestProxyStreamFlushesEachToken(t *testing.T) {
 	if events := streamFirstEvent(t, x.proxy.URL, x.ds[0]); len(events) != 5 || events[4] != "[DONE]" {
 		t.Errorf("events %q", events)
 	}
+}
+
+// eventually polls cond until it holds, failing the test after a generous
+// deadline (a hang guard, not a timing assertion).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitAborts waits until f has seen exactly the aborts want.
+func waitAborts(t *testing.T, f *fakeBackend, want ...abortRequest) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%s to see aborts %+v", f.name, want), func() bool { return len(f.abortCalls()) >= len(want) })
+	if got := f.abortCalls(); !reflect.DeepEqual(got, want) {
+		t.Errorf("%s saw aborts %+v, want %+v", f.name, got, want)
+	}
+}
+
+// The proxy refuses what the API refuses, with the API's own error, and P
+// never sees it. Only the model name is left to the instances.
+func TestProxyRefusesWhatTheAPIRefuses(t *testing.T) {
+	x := newProxyFixture(t, 1, 1)
+	for _, c := range badRequestCases {
+		if c.name == "wrong model" {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			direct := apiDecodeError(t, apiPost(t, x.dSrv[0].URL+c.path, c.body, c.hdr...), c.status)
+			proxied := apiDecodeError(t, apiPost(t, x.proxy.URL+c.path, c.body, c.hdr...), c.status)
+			if *proxied.Error != *direct.Error {
+				t.Errorf("proxy refused with %+v, D with %+v", proxied.Error, direct.Error)
+			}
+		})
+	}
+	if n := len(x.ps[0].requests()); n != 0 {
+		t.Errorf("P saw %d requests the API refuses", n)
+	}
+}
+
+// ... and accepts what the API accepts: the same max_tokens rules.
+func TestProxyAcceptsWhatTheAPIAccepts(t *testing.T) {
+	x := newProxyFixture(t, 1, 1)
+	cases := []struct {
+		path, body, prompt string
+		n                  int
+	}{
+		// completions ignore max_completion_tokens
+		{"/v1/completions", `{"prompt":"ab","max_tokens":2,"max_completion_tokens":0}`, "ab", 2},
+		// chat: max_completion_tokens wins over max_tokens
+		{"/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":0,"max_completion_tokens":3}`,
+			"user: hi\nassistant: ", 3},
+	}
+	for _, c := range cases {
+		var r completionResponse
+		apiDecode(t, apiPost(t, x.proxy.URL+c.path, c.body), http.StatusOK, &r)
+		got := r.Choices[0].Text
+		if r.Choices[0].Message != nil {
+			got = r.Choices[0].Message.Content
+		}
+		if want := fakeText(c.prompt, c.n); got != want {
+			t.Errorf("%s: %q, want %q", c.body, got, want)
+		}
+	}
+}
+
+// The client's answer does not wait for the abort, and the abort has a
+// context of its own, bounded by AbortTimeout.
+func TestProxyAbortDoesNotBlock(t *testing.T) {
+	started, gone := make(chan struct{}, 1), make(chan error, 1)
+	p := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/kv/abort" {
+			io.ReadAll(r.Body) // then the server watches the connection
+			started <- struct{}{}
+			<-r.Context().Done() // never answers: the proxy gives up
+			gone <- r.Context().Err()
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"kv_transfer_params": fakeKV("p0", "r", 3)})
+	}))
+	defer p.Close()
+	d := &fakeBackend{name: "d0", role: RoleDecode, err: fmt.Errorf("load: %w", ErrKVLoad)}
+	proxy, err := NewProxyWithOptions([]string{p.URL}, []string{newAPI(t, d).URL},
+		ProxyOptions{HealthInterval: time.Hour, AbortTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	srv := httptest.NewServer(proxy)
+	defer srv.Close()
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(srv.URL+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"abc"}`))
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	recvOrFail(t, started, "the abort to reach P")
+	if status := recvOrFail(t, answered, "the client's answer while P sits on the abort"); status != http.StatusBadGateway {
+		t.Errorf("client got status %d, want 502", status)
+	}
+	recvOrFail(t, gone, "the proxy to give up on the abort")
+}
+
+func TestProxySkipsClosedPrefill(t *testing.T) {
+	x := newProxyFixture(t, 2, 1)
+	x.pSrv[0].Close()
+	const n = 4
+	for i := range n {
+		var c completionResponse
+		apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", fmt.Sprintf(`{"prompt":"p%d","max_tokens":2}`, i)), http.StatusOK, &c)
+		if want := fakeText(fmt.Sprintf("p%d", i), 2); c.Choices[0].Text != want {
+			t.Errorf("request %d: %q, want %q", i, c.Choices[0].Text, want)
+		}
+	}
+	if got := len(x.ps[1].requests()); got != n {
+		t.Errorf("P1 saw %d requests, want %d", got, n)
+	}
+	if !x.p.prefill[0].excluded.Load() || x.p.prefill[1].excluded.Load() {
+		t.Errorf("excluded: P0 %v P1 %v, want only P0", x.p.prefill[0].excluded.Load(), x.p.prefill[1].excluded.Load())
+	}
+}
+
+// A 5xx from P is retried on another P, which is not excluded for it.
+func TestProxyRetriesPrefill5xx(t *testing.T) {
+	x := newProxyFixture(t, 2, 1)
+	x.ps[0].err = errors.New("boom") // 500
+	for i := range 2 {
+		id := fmt.Sprintf("r%d", i)
+		var c completionResponse
+		apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`, HeaderRequestID, id), http.StatusOK, &c)
+		if c.Choices[0].Text != fakeText("abc", 2) {
+			t.Errorf("request %d: %+v", i, c)
+		}
+	}
+	// Request 0: P0 (500), then P1. Request 1: P1.
+	if p0, p1 := x.ps[0].requests(), x.ps[1].requests(); len(p0) != 1 || len(p1) != 2 || p0[0].ID != "r0" {
+		t.Errorf("P0 saw %+v, P1 saw %+v", p0, p1)
+	}
+	for _, d := range x.ds[0].requests() {
+		if d.KV == nil || d.KV.RemoteEngineID != "p1" {
+			t.Errorf("D got kv %+v, want P1's", d.KV)
+		}
+	}
+	if x.p.prefill[0].excluded.Load() {
+		t.Error("P0 excluded for a 500")
+	}
+}
+
+// A P's 4xx is the client's answer: no retry.
+func TestProxyPrefill4xxNotRetried(t *testing.T) {
+	x := newProxyFixture(t, 2, 1)
+	x.ps[0].err = fmt.Errorf("prompt too long: %w", ErrBadRequest)
+	msg := proxyError(t, x.proxy.URL, http.StatusBadRequest)
+	if !strings.Contains(msg, "prompt too long") || !strings.Contains(msg, x.pSrv[0].URL) {
+		t.Errorf("message %q", msg)
+	}
+	if n := len(x.ps[1].requests()); n != 0 {
+		t.Errorf("P1 saw %d requests after P0's 400", n)
+	}
+}
+
+func TestProxyAllPrefillDown(t *testing.T) {
+	x := newProxyFixture(t, 2, 1)
+	x.pSrv[0].Close()
+	x.pSrv[1].Close()
+	// Each P is tried once, then both are excluded.
+	if msg := proxyError(t, x.proxy.URL, http.StatusBadGateway); !strings.Contains(msg, "unreachable") {
+		t.Errorf("first request: %q", msg)
+	}
+	client := &http.Client{Timeout: 30 * time.Second} // a hang guard
+	for range 3 {
+		resp, err := client.Post(x.proxy.URL+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"a"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := apiDecodeError(t, resp, http.StatusServiceUnavailable)
+		resp.Body.Close()
+		if e.Error.Code != "no_upstream" || !strings.Contains(e.Error.Message, "no prefill instance available") {
+			t.Errorf("error %+v", e.Error)
+		}
+	}
+	if n := len(x.ds[0].requests()); n != 0 {
+		t.Errorf("D saw %d requests", n)
+	}
+}
+
+// A D whose connection fails is excluded; P's hold is aborted. With no D
+// left the proxy answers 503 before any P sees the request.
+func TestProxyExcludesDecode(t *testing.T) {
+	x := newProxyFixture(t, 1, 2)
+	x.dSrv[0].Close()
+	proxyError(t, x.proxy.URL, http.StatusBadGateway)
+	for range 3 {
+		apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`), http.StatusOK, &completionResponse{})
+	}
+	if n := len(x.ds[1].requests()); n != 3 {
+		t.Errorf("D1 saw %d requests, want 3", n)
+	}
+	id := x.ps[0].requests()[0].ID
+	waitAborts(t, x.ps[0], abortRequest{id, "grant-" + id})
+
+	x.dSrv[1].Close()
+	proxyError(t, x.proxy.URL, http.StatusBadGateway)
+	e := apiDecodeError(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc"}`), http.StatusServiceUnavailable)
+	if e.Error.Code != "no_upstream" || !strings.Contains(e.Error.Message, "no decode instance available") {
+		t.Errorf("error %+v", e.Error)
+	}
+	if n := len(x.ps[0].requests()); n != 5 {
+		t.Errorf("P saw %d requests, want 5 (none once every D is excluded)", n)
+	}
+	e = apiDecodeError(t, apiGet(t, x.proxy.URL+"/v1/models"), http.StatusServiceUnavailable)
+	if e.Error.Code != "no_upstream" {
+		t.Errorf("/v1/models: %+v", e.Error)
+	}
+}
+
+// restart serves h again at the address srv listened on.
+func restart(t *testing.T, srv *httptest.Server, h http.Handler) *httptest.Server {
+	t.Helper()
+	addr := srv.Listener.Addr().String()
+	var ln net.Listener
+	eventually(t, "listening on "+addr+" again", func() bool {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err == nil
+	})
+	s := httptest.NewUnstartedServer(h)
+	s.Listener.Close()
+	s.Listener = ln
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// An excluded instance comes back once its /health is 200 again, whether
+// it was excluded by a failed connection or by a failed probe.
+func TestProxyReadmits(t *testing.T) {
+	x := newProxyFixtureWith(t, 2, 1, ProxyOptions{HealthInterval: 10 * time.Millisecond})
+	p0, p1 := x.p.prefill[0], x.p.prefill[1]
+	x.pSrv[0].Close()
+	eventually(t, "P0 excluded", p0.excluded.Load)
+	apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"a"}`), http.StatusOK, &completionResponse{})
+
+	restart(t, x.pSrv[0], NewHandler(x.ps[0], nil, nil))
+	eventually(t, "P0 re-admitted", func() bool { return !p0.excluded.Load() })
+	before := len(x.ps[0].requests())
+	for range 2 { // round robin: one of two lands on P0
+		apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"a"}`), http.StatusOK, &completionResponse{})
+	}
+	if after := len(x.ps[0].requests()); after != before+1 {
+		t.Errorf("P0 saw %d requests after coming back, want 1", after-before)
+	}
+
+	x.ps[1].setReady(errors.New("draining"))
+	eventually(t, "P1 excluded by its /health", p1.excluded.Load)
+	before = len(x.ps[1].requests())
+	for range 2 {
+		apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"a"}`), http.StatusOK, &completionResponse{})
+	}
+	if n := len(x.ps[1].requests()); n != before {
+		t.Errorf("excluded P1 saw %d requests", n-before)
+	}
+	x.ps[1].setReady(nil)
+	eventually(t, "P1 re-admitted", func() bool { return !p1.excluded.Load() })
+}
+
+// Many requests in flight over 2 P and 2 D: every answer is right, each
+// request went through exactly one P and one D with that P's params, and
+// nothing was aborted.
+func TestProxyConcurrent(t *testing.T) {
+	x := newProxyFixtureWith(t, 2, 2, ProxyOptions{HealthInterval: 10 * time.Millisecond})
+	const n = 32
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id, prompt, max := fmt.Sprintf("c%d", i), fmt.Sprintf("prompt number %d", i), 1+i%5
+			chat, stream := i%2 == 1, i%4 >= 2
+			path, body := "/v1/completions", fmt.Sprintf(`{"prompt":%q,"max_tokens":%d,"stream":%v}`, prompt, max, stream)
+			if chat {
+				path = "/v1/chat/completions"
+				body = fmt.Sprintf(`{"messages":[{"role":"user","content":%q}],"max_tokens":%d,"stream":%v}`, prompt, max, stream)
+				prompt = "user: " + prompt + "\nassistant: "
+			}
+			req, _ := http.NewRequest(http.MethodPost, x.proxy.URL+path, strings.NewReader(body))
+			req.Header.Set(HeaderRequestID, id)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Errorf("request %d: status %d, %v: %s", i, resp.StatusCode, err, b)
+				return
+			}
+			var text strings.Builder
+			if stream {
+				for _, ev := range strings.Split(strings.TrimSpace(string(b)), "\n\n") {
+					data := strings.TrimPrefix(ev, "data: ")
+					if data == "[DONE]" {
+						break
+					}
+					var c streamChunk
+					if err := json.Unmarshal([]byte(data), &c); err != nil || c.Error != nil || len(c.Choices) != 1 {
+						t.Errorf("request %d: event %q: %v", i, ev, err)
+						return
+					}
+					if ch := c.Choices[0]; ch.Text != nil {
+						text.WriteString(*ch.Text)
+					} else if ch.Delta != nil {
+						text.WriteString(ch.Delta.Content)
+					}
+				}
+			} else {
+				var c completionResponse
+				if err := json.Unmarshal(b, &c); err != nil || len(c.Choices) != 1 {
+					t.Errorf("request %d: %s: %v", i, b, err)
+					return
+				}
+				text.WriteString(c.Choices[0].Text)
+				if m := c.Choices[0].Message; m != nil {
+					text.WriteString(m.Content)
+				}
+			}
+			if want := fakeText(prompt, max); text.String() != want {
+				t.Errorf("request %d: %q, want %q", i, text.String(), want)
+			}
+		})
+	}
+	wg.Wait()
+	x.drain()
+	prefilled := map[string]string{} // request id -> P
+	for _, p := range x.ps {
+		for _, r := range p.requests() {
+			if _, dup := prefilled[r.ID]; dup {
+				t.Errorf("%s prefilled twice", r.ID)
+			}
+			prefilled[r.ID] = p.name
+		}
+		if a := p.abortCalls(); len(a) != 0 {
+			t.Errorf("%s saw aborts %+v", p.name, a)
+		}
+	}
+	decoded := 0
+	for _, d := range x.ds {
+		for _, r := range d.requests() {
+			decoded++
+			if want := fakeKV(prefilled[r.ID], r.ID, len(Tokenize(r.Prompt))); !reflect.DeepEqual(r.KV, want) {
+				t.Errorf("%s: D got kv %+v, want %+v", r.ID, r.KV, want)
+			}
+		}
+	}
+	if len(prefilled) != n || decoded != n {
+		t.Errorf("%d requests prefilled, %d decoded, want %d each", len(prefilled), decoded, n)
+	}
+}
+
+// With a real prefill engine (lease an hour): a failed decode leg frees
+// P's blocks at once, through the abort and P's grant.
+func TestProxyAbortFreesEngineHold(t *testing.T) {
+	m, err := groups.Preset("qwen3.5-0.8b", groups.PresetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := newPD(t, m, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 2}, nil)
+	pSrv := httptest.NewServer(NewHandler(x.p, nil, nil))
+	defer pSrv.Close()
+	d := &fakeBackend{name: "d0", role: RoleDecode, err: fmt.Errorf("load: %w", ErrKVLoad)}
+	proxy, err := NewProxyWithOptions([]string{pSrv.URL}, []string{newAPI(t, d).URL}, ProxyOptions{HealthInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	srv := httptest.NewServer(proxy)
+	defer srv.Close()
+	proxyError(t, srv.URL, http.StatusBadGateway)
+	if kv := d.requests()[0].KV; kv.RemoteGrant == "" || kv.RemoteBootID == "" {
+		t.Errorf("D got kv %+v: want P's grant and boot id", kv)
+	}
+	waitIdle(t, x.p)
 }

@@ -86,6 +86,29 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 	}
+	// 64 requests in flight at once through the proxy (the demo's default
+	// layout: D in NHD/SD, reads shaped by the cost model, so staged and
+	// direct transfers overlap): every answer equals the monolithic one.
+	const inFlight = 64
+	errs := make(chan error, inFlight)
+	for i := range inFlight {
+		go func() {
+			p := fmt.Sprintf("concurrent request %d: %s", i, strings.Repeat("tokens ", i%9))
+			got, err := chat(ctx, proxy, "qwen3.5-27b", p, 5, i%2 == 1)
+			if err == nil {
+				var want string
+				if want, err = monolithicAnswer(ref, p, 5); err == nil && got != want {
+					err = fmt.Errorf("%q: %q, monolithic %q", p, got, want)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range inFlight {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
 	// A wrong model name is the client's error, with a message.
 	if _, err := chat(ctx, proxy, "no-such-model", "x", 2, false); err == nil || !strings.Contains(err.Error(), "400") {
 		t.Fatalf("unknown model: %v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hybridxfer/hybridxfer/statexfer/session"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,13 +36,14 @@ func zmqServe(host string, port int, log *slog.Logger) serve.HandshakeServer {
 	}
 }
 
-func zmqFetch(ctx context.Context, host string, port int, compat [32]byte, summary map[string]string) ([]byte, error) {
+func zmqFetch(ctx context.Context, host string, port int, compat [32]byte, summary map[string]string) (session.Handshake, error) {
 	rep, err := zmqchan.Fetch(ctx, zmqchan.Endpoint(host, port, 0), zmqchan.Request{Rank: zmqchan.RankAll, EngineID: "decode", CompatHash: zmqchan.Hash(compat)},
 		zmqchan.WithTimeout(5*time.Second), zmqchan.WithSummary(summary))
 	if err != nil {
-		return nil, err
+		return session.Handshake{}, err
 	}
-	return rep.Payload, nil
+	off, _ := rep.ClockOffset()
+	return session.Handshake{Payload: rep.Payload, ClockOffset: off}, nil
 }
 
 func serveCmd() *cobra.Command {
@@ -52,6 +54,9 @@ func serveCmd() *cobra.Command {
 		port, hsPort, numBlocks   int
 		seed                      uint64
 		leaseTTL, xferTimeout     time.Duration
+		heartbeat                 time.Duration
+		maxModelLen               int
+		stagingBytes              int64
 		handoff, policy, mode     string
 		errMode                   string
 	)
@@ -89,6 +94,7 @@ those parameters describe and decodes.`,
 			id := fmt.Sprintf("%s-%s-%d", role, host, port)
 			cfg := serve.Config{Role: serve.Role(role), EngineID: id, Model: m, Seed: seed, Instance: ic, NumBlocks: numBlocks,
 				Host: host, LeaseTTL: leaseTTL, Handoff: serve.Handoff(handoff), TransferTimeout: xferTimeout, FailurePolicy: policy, Mode: md,
+				HeartbeatInterval: heartbeat, MaxModelLen: maxModelLen, StagingBytes: stagingBytes,
 				Transports: func(r int, h transport.Handlers) (transport.Transport, error) {
 					c := uc
 					c.Name = fmt.Sprintf("%s-rank%d", role, r)
@@ -117,7 +123,10 @@ those parameters describe and decodes.`,
 	c.Flags().IntVar(&numBlocks, "num-blocks", 1024, "blocks per pool")
 	c.Flags().Uint64Var(&seed, "seed", 1, "reference model weights seed (must match across instances)")
 	c.Flags().DurationVar(&leaseTTL, "lease-ttl", 30*time.Second, "prefill: how long a finished request's state waits for its readers")
-	c.Flags().DurationVar(&xferTimeout, "transfer-timeout", 10*time.Second, "decode: a load taking longer fails (bounds dead-peer detection)")
+	c.Flags().DurationVar(&xferTimeout, "transfer-timeout", 10*time.Second, "decode: a load taking longer fails")
+	c.Flags().DurationVar(&heartbeat, "heartbeat-interval", time.Second, "decode: heartbeat interval for requests being loaded (extends the prefill lease; a prefill silent for 5 intervals is declared failed)")
+	c.Flags().IntVar(&maxModelLen, "max-model-len", 8192, "prompt + max_tokens above this are refused with 400")
+	c.Flags().Int64Var(&stagingBytes, "staging-bytes", 64<<20, "per rank staging pool (prefill: gathers; decode: scratch), split into per-request ranges")
 	c.Flags().StringVar(&handoff, "handoff", string(serve.DecodeComputesLast), "prefill: decode-computes-last or prefill-samples-first")
 	c.Flags().StringVar(&policy, "kv-load-failure-policy", serve.PolicyFail, "decode: fail (error to the client) or recompute")
 	c.Flags().StringVar(&mode, "mode", "auto", "decode: read shaping, direct, staged or auto")
@@ -155,6 +164,7 @@ func proxyCmd() *cobra.Command {
 	var (
 		prefill, decode, listen string
 		port                    int
+		healthInterval          time.Duration
 	)
 	c := &cobra.Command{
 		Use:   "proxy --prefill URL[,URL...] --decode URL[,URL...] --port P",
@@ -162,10 +172,13 @@ func proxyCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-			p, err := serve.NewProxy(splitList(prefill), splitList(decode), &http.Client{Timeout: 5 * time.Minute}, log)
+			p, err := serve.NewProxyWithOptions(splitList(prefill), splitList(decode), serve.ProxyOptions{
+				Client: &http.Client{Timeout: 5 * time.Minute}, Log: log, HealthInterval: healthInterval,
+			})
 			if err != nil {
 				return err
 			}
+			defer p.Close()
 			addr := net.JoinHostPort(listen, fmt.Sprint(port))
 			return runHTTP(cmd.Context(), addr, p, log, fmt.Sprintf("proxy on http://%s (prefill %s, decode %s)", addr, prefill, decode))
 		},
@@ -174,6 +187,8 @@ func proxyCmd() *cobra.Command {
 	c.Flags().StringVar(&decode, "decode", "", "decode instance URLs, comma-separated")
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1", "listen address")
 	c.Flags().IntVar(&port, "port", 8000, "port")
+	c.Flags().DurationVar(&healthInterval, "health-interval", serve.DefaultHealthInterval,
+		"how often every instance's /health is probed; a failing instance is excluded until it answers 200")
 	return c
 }
 
