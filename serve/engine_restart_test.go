@@ -132,3 +132,38 @@ func TestPrefillRestartOnSameAddress(t *testing.T) {
 }
 
 var quietLog = slog.New(slog.DiscardHandler)
+
+// D heartbeats a request while its reads are slow: P's lease (1 s) is
+// extended by each answer, so a read that takes 2.5 s still completes
+// against live state, the answer is right and P releases on notification
+// (not on expiry).
+func TestHeartbeatsKeepTheLeaseAlive(t *testing.T) {
+	m, _ := groups.Preset("qwen3.5-0.8b", groups.PresetOptions{})
+	faults := transport.NewFaultPlan(1).Add(transport.Rule{Kind: transport.OpRead, Calls: []int{0}, Ops: []int{0},
+		Fault: transport.Fault{Kind: transport.FaultDelay, Delay: 2500 * time.Millisecond}})
+	x := newPD(t, m, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 1}, func(p, d *Config) {
+		p.LeaseTTL = time.Second
+		d.Transports = inprocTransports(faults)
+		d.HeartbeatInterval = 50 * time.Millisecond
+		d.Mode = plan.Direct
+	})
+	prompt := "a slow transfer outlives the first lease"
+	_, dr, err := x.run(context.Background(), "slow", prompt, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(faults.Injected()) == 0 {
+		t.Fatal("the delay was not injected")
+	}
+	if want := reference(t, x.d, prompt, 4); fmt.Sprint(dr.Tokens) != fmt.Sprint(want) {
+		t.Fatalf("%v, monolithic %v", dr.Tokens, want)
+	}
+	if swept := x.p.Sweep(); len(swept) != 0 {
+		t.Fatalf("leases expired: %v", swept)
+	}
+	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := x.p.WaitIdle(wctx); err != nil {
+		t.Fatal(err)
+	}
+}
