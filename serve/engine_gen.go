@@ -170,14 +170,12 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 	if err == nil {
 		err = e.pre.Register(string(id), grant)
 	}
+	e.updatePoolMetrics()
 	e.mu.Unlock()
 	if err != nil {
 		e.pre.Forget(string(id))
 		return fail(err)
 	}
-	e.mu.Lock()
-	e.updatePoolMetrics()
-	e.mu.Unlock()
 	kv.RemoteBlockIDs = blocks
 	kv.LeaseExpiryUnix = float64(expiry.UnixNano()) / 1e9
 	kv.RemoteGrant = strconv.FormatUint(grant, 16)

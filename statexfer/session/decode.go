@@ -71,9 +71,9 @@ type DecodeConfig struct {
 // incarnation), the per-request state machine and its heartbeats, and the
 // routing of P's answers by transfer id.
 type Decode struct {
+	*hosted
 	cfg   DecodeConfig
 	ranks map[int]*decodeRank
-	order []int // hosted ranks, ascending
 
 	mu      sync.Mutex
 	peers   map[string]*peer
@@ -90,11 +90,8 @@ type Decode struct {
 }
 
 type decodeRank struct {
-	d     *Decode
-	r     int
-	tr    transport.Transport
-	local *statexfer.Local
-	pool  *Pool
+	*endpoint
+	d *Decode
 
 	mu      sync.Mutex
 	waiters map[waitKey]chan *statexfer.Message
@@ -164,10 +161,6 @@ func NewDecode(cfg DecodeConfig) (*Decode, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	ranks, err := hostedRanks(cfg.Ranks, cfg.Side.TP())
-	if err != nil {
-		return nil, err
-	}
 	suspect := Time(cfg.SuspectAfter)
 	if cfg.SuspectAfter < 0 {
 		suspect = 0
@@ -176,67 +169,32 @@ func NewDecode(cfg DecodeConfig) (*Decode, error) {
 		machine: NewMachine(MachineConfig{HeartbeatInterval: Time(cfg.HeartbeatInterval), LeaseMargin: Time(cfg.LeaseMargin), SuspectAfter: suspect}),
 		stop:    make(chan struct{}), stopped: make(chan struct{})}
 	d.xfer.Store(NewGrant() >> 16) // transfer ids differ across restarts
-	for _, r := range ranks {
-		dr := &decodeRank{d: d, r: r, waiters: map[waitKey]chan *statexfer.Message{}}
-		tr, err := cfg.Transports(r, transport.Handlers{Notify: dr.handle, PeerFailed: dr.peerFailed})
-		if err != nil {
-			d.closeRanks()
-			return nil, fmt.Errorf("decode rank %d transport: %w", r, err)
-		}
-		dr.tr = tr
-		l, err := statexfer.NewLocal(tr, cfg.Side.Ranks[r], cfg.Side.NumBlocks, cfg.StagingBytes)
-		if err != nil {
-			tr.Close()
-			d.closeRanks()
-			return nil, fmt.Errorf("decode rank %d memory: %w", r, err)
-		}
-		dr.local = l
-		if cfg.StagingBytes > 0 {
-			dr.pool = NewPool(cfg.StagingBytes)
-		}
-		d.ranks[r] = dr
-		d.order = append(d.order, r)
+	h, err := openHosted("decode", cfg.Ranks, cfg.Side, cfg.StagingBytes, cfg.Transports, func(ep *endpoint) transport.Handlers {
+		dr := &decodeRank{endpoint: ep, d: d, waiters: map[waitKey]chan *statexfer.Message{}}
+		d.ranks[ep.r] = dr
+		return transport.Handlers{Notify: dr.handle, PeerFailed: dr.peerFailed}
+	})
+	if err != nil {
+		return nil, err
 	}
+	d.hosted = h
 	go d.ticker()
 	return d, nil
 }
 
-// Local is hosted rank r's memory (nil when not hosted).
-func (d *Decode) Local(r int) *statexfer.Local {
-	if dr := d.ranks[r]; dr != nil {
-		return dr.local
-	}
-	return nil
-}
-
-// Transport is hosted rank r's transport (nil when not hosted).
-func (d *Decode) Transport(r int) transport.Transport {
-	if dr := d.ranks[r]; dr != nil {
-		return dr.tr
-	}
-	return nil
-}
-
-// NotifyFailed counts read-completion notifications that could not be
-// sent (the request still succeeded; P's lease reclaims).
+// NotifyFailed counts read-completion notifications and aborts that could
+// not be sent (the request's outcome stands; P's lease reclaims).
 func (d *Decode) NotifyFailed() int64 { return d.notifyFailed.Load() }
+
+// Dropped counts messages from P that matched no load in flight (late
+// answers of a load that already ended) or did not decode.
+func (d *Decode) Dropped() int64 { return d.dropped.Load() }
 
 // InFlight is the number of loads in flight.
 func (d *Decode) InFlight() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return len(d.loads)
-}
-
-// StagingInUse is the scratch bytes handed out on every hosted rank.
-func (d *Decode) StagingInUse() int64 {
-	var n int64
-	for _, dr := range d.ranks {
-		if dr.pool != nil {
-			n += dr.pool.InUse()
-		}
-	}
-	return n
 }
 
 // Close stops the heartbeat loop, fails loads in flight and releases every
@@ -257,22 +215,7 @@ func (d *Decode) Close() error {
 	d.mu.Unlock()
 	close(d.stop)
 	<-d.stopped
-	return d.closeRanks()
-}
-
-func (d *Decode) closeRanks() error {
-	var first error
-	for _, dr := range d.ranks {
-		if dr.tr != nil {
-			if err := dr.tr.Close(); err != nil && first == nil {
-				first = err
-			}
-		}
-		if dr.local != nil {
-			dr.local.Close()
-		}
-	}
-	return first
+	return d.hosted.close()
 }
 
 // LoadRequest is one request's state to move from P.
@@ -398,11 +341,17 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 		rs := &RankStats{Plan: plans[r]}
 		st.Ranks[r] = rs
 		wg.Go(func() {
-			if re := d.ranks[r].run(tctx, k, p, &lr, rs); re != nil {
+			dr := d.ranks[r]
+			if re := dr.run(tctx, k, p, &lr, rs); re != nil {
 				mu.Lock()
 				errs[r] = re
 				mu.Unlock()
+				return
 			}
+			// This rank is done with P's pages and staging ranges: tell P
+			// now, so its ranges serve other loads while the other ranks
+			// finish (a failure elsewhere still aborts the whole request).
+			dr.notifyDone(p, &lr, plans[r])
 		})
 	}
 	wg.Wait()
@@ -416,9 +365,6 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 	d.mu.Lock()
 	_ = d.machine.To(k, Done, "")
 	d.mu.Unlock()
-	for _, r := range d.order {
-		d.ranks[r].notifyDone(p, &lr, plans[r])
-	}
 	return st, nil
 }
 

@@ -80,7 +80,6 @@ type reqState struct {
 type Machine struct {
 	cfg  MachineConfig
 	reqs map[Key]*reqState
-	last Time
 }
 
 // NewMachine returns an empty machine.
@@ -219,7 +218,6 @@ func (m *Machine) Ready(now Time) Ready {
 // Advance records that the shell acted on rd: heartbeats were sent (the
 // next is due an interval later), expired and suspect requests failed.
 func (m *Machine) Advance(rd Ready) {
-	m.last = max(m.last, rd.Now)
 	for _, k := range rd.Heartbeats {
 		if r := m.reqs[k]; r != nil {
 			r.nextHB = rd.Now + m.cfg.HeartbeatInterval

@@ -58,6 +58,7 @@ type PrefillConfig struct {
 // message D sends (staging gathers, read-completion notifications,
 // heartbeats, aborts).
 type Prefill struct {
+	*hosted
 	cfg   PrefillConfig
 	ranks map[int]*prefillRank
 
@@ -70,11 +71,8 @@ type Prefill struct {
 }
 
 type prefillRank struct {
-	p     *Prefill
-	r     int
-	tr    transport.Transport
-	local *statexfer.Local
-	pool  *Pool
+	*endpoint
+	p *Prefill
 
 	mu    sync.Mutex
 	parts map[stageKey][]plan.Step
@@ -111,23 +109,6 @@ func NewGrant() uint64 {
 	}
 }
 
-func hostedRanks(ranks []int, tp int) ([]int, error) {
-	if ranks == nil {
-		ranks = make([]int, tp)
-		for i := range ranks {
-			ranks[i] = i
-		}
-	}
-	seen := map[int]bool{}
-	for _, r := range ranks {
-		if r < 0 || r >= tp || seen[r] {
-			return nil, fmt.Errorf("%w: rank %d of tp %d", ErrBadRequest, r, tp)
-		}
-		seen[r] = true
-	}
-	return ranks, nil
-}
-
 // NewPrefill registers the hosted ranks' memory and starts handling D's
 // messages.
 func NewPrefill(cfg PrefillConfig) (*Prefill, error) {
@@ -143,53 +124,22 @@ func NewPrefill(cfg PrefillConfig) (*Prefill, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	ranks, err := hostedRanks(cfg.Ranks, cfg.Side.TP())
+	p := &Prefill{cfg: cfg, ranks: map[int]*prefillRank{}, grants: map[string]uint64{}}
+	h, err := openHosted("prefill", cfg.Ranks, cfg.Side, cfg.StagingBytes, cfg.Transports, func(ep *endpoint) transport.Handlers {
+		pr := &prefillRank{endpoint: ep, p: p, parts: map[stageKey][]plan.Step{}, areas: map[string]map[stageKey]int64{},
+			seen: map[string]map[int]bool{}, done: map[string]bool{}, peers: map[string]transport.Peer{}}
+		p.ranks[ep.r] = pr
+		return transport.Handlers{Notify: pr.handle}
+	})
 	if err != nil {
 		return nil, err
 	}
-	p := &Prefill{cfg: cfg, ranks: map[int]*prefillRank{}, grants: map[string]uint64{}}
-	for _, r := range ranks {
-		pr := &prefillRank{p: p, r: r, parts: map[stageKey][]plan.Step{}, areas: map[string]map[stageKey]int64{},
-			seen: map[string]map[int]bool{}, done: map[string]bool{}, peers: map[string]transport.Peer{}}
-		tr, err := cfg.Transports(r, transport.Handlers{Notify: pr.handle})
-		if err != nil {
-			p.Close()
-			return nil, fmt.Errorf("prefill rank %d transport: %w", r, err)
-		}
-		pr.tr = tr
-		l, err := statexfer.NewLocal(tr, cfg.Side.Ranks[r], cfg.Side.NumBlocks, cfg.StagingBytes)
-		if err != nil {
-			tr.Close()
-			p.Close()
-			return nil, fmt.Errorf("prefill rank %d memory: %w", r, err)
-		}
-		pr.local = l
-		if cfg.StagingBytes > 0 {
-			pr.pool = NewPool(cfg.StagingBytes)
-		}
-		p.ranks[r] = pr
-	}
+	p.hosted = h
 	return p, nil
 }
 
 // BootID is this incarnation's id.
 func (p *Prefill) BootID() string { return p.cfg.BootID }
-
-// Local is hosted rank r's memory (nil when not hosted).
-func (p *Prefill) Local(r int) *statexfer.Local {
-	if pr := p.ranks[r]; pr != nil {
-		return pr.local
-	}
-	return nil
-}
-
-// Transport is hosted rank r's transport (nil when not hosted).
-func (p *Prefill) Transport(r int) transport.Transport {
-	if pr := p.ranks[r]; pr != nil {
-		return pr.tr
-	}
-	return nil
-}
 
 // Metas is the handshake metadata of the hosted ranks, ascending rank.
 func (p *Prefill) Metas() []statexfer.RankMeta {
@@ -238,19 +188,10 @@ func (p *Prefill) Granted() int {
 	return len(p.grants)
 }
 
-// StagingInUse is the staging bytes handed out on every hosted rank.
-func (p *Prefill) StagingInUse() int64 {
-	var n int64
-	for _, pr := range p.ranks {
-		if pr.pool != nil {
-			n += pr.pool.InUse()
-		}
-	}
-	return n
-}
-
-// Ignored counts messages for unknown requests or with a wrong grant.
-func (p *Prefill) Ignored() int64 { return p.ignored.Load() }
+// Ignored counts messages for unknown requests or with a wrong grant, and
+// Malformed those that did not decode.
+func (p *Prefill) Ignored() int64   { return p.ignored.Load() }
+func (p *Prefill) Malformed() int64 { return p.bad.Load() }
 
 func (p *Prefill) granted(req string, grant uint64) bool {
 	p.mu.Lock()
@@ -264,16 +205,7 @@ func (p *Prefill) Close() error {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
-	var first error
-	for _, pr := range p.ranks {
-		if err := pr.tr.Close(); err != nil && first == nil {
-			first = err
-		}
-		if pr.local != nil {
-			pr.local.Close()
-		}
-	}
-	return first
+	return p.hosted.close()
 }
 
 func (pr *prefillRank) forget(req string) {
@@ -431,8 +363,8 @@ func (pr *prefillRank) gather(key stageKey, steps []plan.Step) (int64, error) {
 		pr.putStaging(off)
 		return 0, err
 	}
+	keep := pr.p.registered(key.req)
 	pr.mu.Lock()
-	keep := pr.p.granted(key.req, pr.grantOf(key.req))
 	if keep {
 		if pr.areas[key.req] == nil {
 			pr.areas[key.req] = map[stageKey]int64{}
@@ -450,10 +382,11 @@ func (pr *prefillRank) gather(key stageKey, steps []plan.Step) (int64, error) {
 	return off, nil
 }
 
-func (pr *prefillRank) grantOf(req string) uint64 {
-	pr.p.mu.Lock()
-	defer pr.p.mu.Unlock()
-	return pr.p.grants[req]
+func (p *Prefill) registered(req string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.grants[req]
+	return ok
 }
 
 // reply sends an answer to D's address (a lost answer times out on D).

@@ -201,6 +201,9 @@ func (j *Job) PlanRequest(d, i int) (*plan.Plan, error) {
 	return j.Planner.Plan(d, j.reqs[i].planRequest(), j.Cfg.Mode)
 }
 
+// Request is request i's transfer as D's scheduler describes it.
+func (j *Job) Request(i int) *plan.Request { return j.reqs[i].planRequest() }
+
 func (r *request) planRequest() *plan.Request {
 	return &plan.Request{Tokens: r.h, PBlocks: r.pIDs, DBlocks: r.dTab, DHit: r.hit}
 }

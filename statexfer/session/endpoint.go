@@ -1,0 +1,112 @@
+package session
+
+import (
+	"fmt"
+
+	"github.com/hybridxfer/hybridxfer/statexfer"
+	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+)
+
+// endpoint is what every hosted rank has on either side: its transport,
+// its registered memory and its staging pool (nil without staging).
+type endpoint struct {
+	r     int
+	tr    transport.Transport
+	local *statexfer.Local
+	pool  *Pool
+}
+
+// hosted is the ranks of one instance that this process hosts.
+type hosted struct {
+	order []int // ascending
+	eps   map[int]*endpoint
+}
+
+func hostedRanks(ranks []int, tp int) ([]int, error) {
+	if ranks == nil {
+		ranks = make([]int, tp)
+		for i := range ranks {
+			ranks[i] = i
+		}
+	}
+	seen := map[int]bool{}
+	for _, r := range ranks {
+		if r < 0 || r >= tp || seen[r] {
+			return nil, fmt.Errorf("%w: rank %d of tp %d", ErrBadRequest, r, tp)
+		}
+		seen[r] = true
+	}
+	return ranks, nil
+}
+
+// openHosted opens the given ranks of side s (nil: all): attach is called
+// with each rank's endpoint before its transport exists and returns the
+// handlers the transport is built with.
+func openHosted(role string, ranks []int, s *plan.Side, staging int64, newTr TransportFactory, attach func(*endpoint) transport.Handlers) (*hosted, error) {
+	ranks, err := hostedRanks(ranks, s.TP())
+	if err != nil {
+		return nil, err
+	}
+	h := &hosted{eps: map[int]*endpoint{}}
+	for _, r := range ranks {
+		ep := &endpoint{r: r}
+		tr, err := newTr(r, attach(ep))
+		if err != nil {
+			h.close()
+			return nil, fmt.Errorf("%s rank %d transport: %w", role, r, err)
+		}
+		ep.tr = tr
+		h.eps[r] = ep
+		if ep.local, err = statexfer.NewLocal(tr, s.Ranks[r], s.NumBlocks, staging); err != nil {
+			h.close()
+			return nil, fmt.Errorf("%s rank %d memory: %w", role, r, err)
+		}
+		if staging > 0 {
+			ep.pool = NewPool(staging)
+		}
+		h.order = append(h.order, r)
+	}
+	return h, nil
+}
+
+// Local is hosted rank r's memory (nil when not hosted).
+func (h *hosted) Local(r int) *statexfer.Local {
+	if ep := h.eps[r]; ep != nil {
+		return ep.local
+	}
+	return nil
+}
+
+// Transport is hosted rank r's transport (nil when not hosted).
+func (h *hosted) Transport(r int) transport.Transport {
+	if ep := h.eps[r]; ep != nil {
+		return ep.tr
+	}
+	return nil
+}
+
+// StagingInUse is the staging bytes handed out on every hosted rank.
+func (h *hosted) StagingInUse() int64 {
+	var n int64
+	for _, ep := range h.eps {
+		if ep.pool != nil {
+			n += ep.pool.InUse()
+		}
+	}
+	return n
+}
+
+// close closes every transport and frees every rank's memory.
+func (h *hosted) close() error {
+	var first error
+	for _, ep := range h.eps {
+		if err := ep.tr.Close(); err != nil && first == nil {
+			first = err
+		}
+		if ep.local != nil {
+			ep.local.Close()
+		}
+	}
+	return first
+}
