@@ -286,16 +286,8 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 		d.mu.Unlock()
 		return nil, ErrClosed
 	}
-	_ = d.machine.Accept(k, lr.Peer.key(), 0, d.now())
-	_ = d.machine.To(k, Handshaking, "")
-	d.loads[k] = &load{cancel: cancel, req: lr.ReqID, grant: lr.Grant}
+	defer d.track(k, lr.Peer.key(), Handshaking, &load{cancel: cancel, req: lr.ReqID, grant: lr.Grant})()
 	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		delete(d.loads, k)
-		d.machine.Forget(k)
-		d.mu.Unlock()
-	}()
 
 	t0 := time.Now()
 	p, fresh, err := d.peer(lctx, lr.Peer)
@@ -366,6 +358,21 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 	_ = d.machine.To(k, Done, "")
 	d.mu.Unlock()
 	return st, nil
+}
+
+// track registers load l from peer under k in state s with the machine
+// and the table of loads in flight (d.mu held); the function it returns
+// forgets both (it takes d.mu).
+func (d *Decode) track(k Key, peer string, s State, l *load) func() {
+	_ = d.machine.Accept(k, peer, 0, d.now())
+	_ = d.machine.To(k, s, "")
+	d.loads[k] = l
+	return func() {
+		d.mu.Lock()
+		delete(d.loads, k)
+		d.machine.Forget(k)
+		d.mu.Unlock()
+	}
 }
 
 // loadFailed turns the ranks' errors into one LoadError with the union of
@@ -711,16 +718,8 @@ func (d *Decode) RunPlan(ctx context.Context, ref PeerRef, rank int, reqID strin
 	lctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	d.mu.Lock()
-	_ = d.machine.Accept(k, ref.key(), 0, d.now())
-	_ = d.machine.To(k, Loading, "")
-	d.loads[k] = &load{cancel: cancel, peer: p, req: reqID, grant: grant}
+	defer d.track(k, p.name(), Loading, &load{cancel: cancel, peer: p, req: reqID, grant: grant})()
 	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		delete(d.loads, k)
-		d.machine.Forget(k)
-		d.mu.Unlock()
-	}()
 	lr := &LoadRequest{Peer: ref, ReqID: reqID, Grant: grant}
 	rs := &RankStats{Plan: pl}
 	if re := dr.run(lctx, k, p, lr, rs); re != nil {

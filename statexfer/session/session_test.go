@@ -205,11 +205,8 @@ func TestPrefillActsOnlyOnGrantedMessages(t *testing.T) {
 	send(statexfer.Message{Type: statexfer.MsgDone, ReqID: "other", Grant: 42, DRank: 0, Consumers: 1})
 	send(statexfer.Message{Type: statexfer.MsgDone, ReqID: "r", Grant: 42, DRank: 0, Consumers: 2})
 	send(statexfer.Message{Type: statexfer.MsgDone, ReqID: "r", Grant: 42, DRank: 0, Consumers: 2}) // a repeat
-	// Notifications are delivered in order: once this one is seen, all were.
-	deadline := time.Now().Add(10 * time.Second)
-	for pre.Ignored() < 5 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	// Notifications are delivered in order: once the last is seen, all were.
+	waitFor(t, func() bool { return pre.Ignored() >= 5 })
 	h.mu.Lock()
 	if len(h.released) != 0 || len(h.aborted) != 0 || h.extended != 0 {
 		t.Fatalf("acted on foreign messages: released %v aborted %v extended %d", h.released, h.aborted, h.extended)
@@ -220,25 +217,9 @@ func TestPrefillActsOnlyOnGrantedMessages(t *testing.T) {
 	}
 	send(statexfer.Message{Type: statexfer.MsgDone, ReqID: "r", Grant: 42, DRank: 1, Consumers: 2})
 	send(statexfer.Message{Type: statexfer.MsgDone, ReqID: "r", Grant: 42, DRank: 1, Consumers: 2})
-	for time.Now().Before(deadline) {
-		h.mu.Lock()
-		n := len(h.released)
-		h.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.released) > 0 })
 	send(statexfer.Message{Type: statexfer.MsgAbort, ReqID: "r", Grant: 42}) // ordered after both
-	for time.Now().Before(deadline) {
-		h.mu.Lock()
-		n := len(h.aborted)
-		h.mu.Unlock()
-		if n > 0 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.aborted) > 0 })
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if fmt.Sprint(h.released) != "[r@0]" {
@@ -246,5 +227,16 @@ func TestPrefillActsOnlyOnGrantedMessages(t *testing.T) {
 	}
 	if fmt.Sprint(h.aborted) != "[r]" {
 		t.Fatalf("aborted %v", h.aborted)
+	}
+}
+
+// waitFor polls cond until it holds (the bound only turns a hang into a
+// failure).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10 s")
+		}
 	}
 }

@@ -43,6 +43,21 @@ func (j *Job) Staging() (pool []int64, scratch []int64, err error) {
 // it; in serving P draws it at random).
 func (j *Job) Grant(i int) uint64 { return (j.Cfg.Seed^0x9e3779b97f4a7c15)*uint64(2*i+1) | 1 }
 
+// hostedPool returns the hosted ranks (nil: all tp of them) and the pool
+// size that serves every one of them (the largest of theirs).
+func hostedPool(ranks []int, tp int, sizes []int64) ([]int, int64) {
+	if ranks == nil {
+		for r := range tp {
+			ranks = append(ranks, r)
+		}
+	}
+	var n int64
+	for _, r := range ranks {
+		n = max(n, sizes[r])
+	}
+	return ranks, n
+}
+
 // PrefillEngineID names the prefill side of a verification.
 const PrefillEngineID = "prefill"
 
@@ -86,15 +101,7 @@ func (h *verifyHolds) Abort(string)                    {}
 // registered memory filled with the pattern, staging pools, every request
 // granted. bootID names the incarnation (all processes of one P share it).
 func (j *Job) StartP(ranks []int, bootID string, newTr session.TransportFactory, pool []int64) (*Prefill, error) {
-	if ranks == nil {
-		for r := 0; r < j.Cfg.P.TP; r++ {
-			ranks = append(ranks, r)
-		}
-	}
-	var staging int64
-	for _, r := range ranks {
-		staging = max(staging, pool[r])
-	}
+	ranks, staging := hostedPool(ranks, j.Cfg.P.TP, pool)
 	h := &verifyHolds{released: map[int]int{}, want: len(j.reqs), ranks: len(ranks), done: make(chan struct{})}
 	s, err := session.NewPrefill(session.PrefillConfig{EngineID: PrefillEngineID, BootID: bootID, Side: j.PSide, Ranks: ranks,
 		StagingBytes: staging, Transports: newTr, Holds: h})
@@ -160,15 +167,7 @@ type Decode struct {
 // memory prepared with garbage and prefix hits, and the handshake with P
 // through fetch.
 func (j *Job) StartD(ctx context.Context, ranks []int, newTr session.TransportFactory, fetch session.Fetcher, scratch []int64) (*Decode, error) {
-	if ranks == nil {
-		for r := 0; r < j.Cfg.D.TP; r++ {
-			ranks = append(ranks, r)
-		}
-	}
-	var pool int64
-	for _, r := range ranks {
-		pool = max(pool, scratch[r])
-	}
+	ranks, pool := hostedPool(ranks, j.Cfg.D.TP, scratch)
 	s, err := session.NewDecode(session.DecodeConfig{EngineID: "decode", Model: j.Cfg.Model, Side: j.DSide, Ranks: ranks, StagingBytes: pool,
 		Transports: newTr, Fetch: fetch})
 	if err != nil {
