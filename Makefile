@@ -9,7 +9,7 @@ PURE := ./groups/... ./hma/... ./specdec/... ./proptest/... ./oracle/... ./state
 HEAVY := ./statexfer/verify ./proptest
 FUZZTIME ?= 30s
 
-.PHONY: all deps build demo test test-pure test-race lint fuzz bench soak
+.PHONY: all deps build demo test test-pure test-race lint fuzz bench soak faults
 
 all: build
 
@@ -51,3 +51,9 @@ bench: deps
 CHECKS ?= 5000
 soak:
 	$(GO) test -count=1 -timeout 2h -run 'StateMachine|Property' ./proptest/ ./hma/ -rapid.checks=$(CHECKS)
+
+# Fault campaign with real processes on 127.0.0.1 (not part of make test):
+# 2 P x 3 D behind the proxy under load; kill -9, restart on the same
+# ports, SIGSTOP past the lease, lost notifications. Prints one table.
+faults: deps
+	$(GO) test -tags faults -count=1 -timeout 20m -run TestFaultCampaign -v ./cmd/hybridxfer/ 2>&1 | grep -v '^=== RUN'; exit $${PIPESTATUS[0]}

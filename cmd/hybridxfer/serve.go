@@ -57,6 +57,7 @@ func serveCmd() *cobra.Command {
 		heartbeat                 time.Duration
 		maxModelLen               int
 		stagingBytes              int64
+		dropNotify                float64
 		handoff, policy, mode     string
 		errMode                   string
 	)
@@ -98,7 +99,16 @@ those parameters describe and decodes.`,
 				Transports: func(r int, h transport.Handlers) (transport.Transport, error) {
 					c := uc
 					c.Name = fmt.Sprintf("%s-rank%d", role, r)
-					return ucx.New(c, h)
+					if dropNotify <= 0 {
+						return ucx.New(c, h)
+					}
+					// Fault campaigns: lose this share of the notifications the rank sends.
+					f := transport.NewFaultPlan(uint64(r) + 1).Add(transport.Rule{Kind: transport.OpNotify, Rate: dropNotify, Fault: transport.Fault{Kind: transport.FaultDrop}})
+					tr, err := ucx.New(c, f.Handlers(h))
+					if err != nil {
+						return nil, err
+					}
+					return transport.WithFaults(tr, f), nil
 				},
 				Serve: zmqServe(host, hsPort, log), Fetch: zmqFetch,
 				Metrics: serve.NewMetrics(reg, id, serve.Role(role)), Log: log}
@@ -127,6 +137,8 @@ those parameters describe and decodes.`,
 	c.Flags().DurationVar(&heartbeat, "heartbeat-interval", time.Second, "decode: heartbeat interval for requests being loaded (extends the prefill lease; a prefill silent for 5 intervals is declared failed)")
 	c.Flags().IntVar(&maxModelLen, "max-model-len", 8192, "prompt + max_tokens above this are refused with 400")
 	c.Flags().Int64Var(&stagingBytes, "staging-bytes", 64<<20, "per rank staging pool (prefill: gathers; decode: scratch), split into per-request ranges")
+	c.Flags().Float64Var(&dropNotify, "fault-drop-notify", 0, "testing: lose this share (0..1) of the control messages every rank sends")
+	_ = c.Flags().MarkHidden("fault-drop-notify")
 	c.Flags().StringVar(&handoff, "handoff", string(serve.DecodeComputesLast), "prefill: decode-computes-last or prefill-samples-first")
 	c.Flags().StringVar(&policy, "kv-load-failure-policy", serve.PolicyFail, "decode: fail (error to the client) or recompute")
 	c.Flags().StringVar(&mode, "mode", "auto", "decode: read shaping, direct, staged or auto")
