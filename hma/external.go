@@ -63,24 +63,24 @@ func (a *Allocator) LoadDone(id ReqID) error {
 	r.computed += r.pending
 	r.pending = 0
 	r.scheduled = r.computed
-	a.settle(r, a.partialLoads(r))
+	a.settle(r, a.partialLoads(r, r.computed))
 	return nil
 }
 
-// partialLoads returns the blocks a load filled only in part: in a sliding
-// window or chunked local group, the block holding the first live position
-// when that position is not a block boundary. Its earlier positions were
-// skipped by the sender, so its contents do not match its token hash and it
-// must never be cached (a later request hitting it would read positions
-// nobody wrote).
-func (a *Allocator) partialLoads(r *request) func(g int, id int32) bool {
+// partialLoads returns the blocks a load of total tokens filled only in
+// part: in a sliding window or chunked local group, the block holding the
+// first live position when that position is not a block boundary. Its
+// earlier positions were skipped by the sender, so its contents do not
+// match its token hash and it must never be cached (a later request hitting
+// it would read positions nobody wrote).
+func (a *Allocator) partialLoads(r *request, total int) func(g int, id int32) bool {
 	var bad map[[2]int32]bool
 	for g := range a.cfg.Groups {
 		gs := &a.cfg.Groups[g]
 		if gs.Kind != groups.SlidingWindow && gs.Kind != groups.ChunkedLocal {
 			continue
 		}
-		sk := gs.SkippedTokens(r.computed)
+		sk := gs.SkippedTokens(total)
 		if sk%gs.BlockSize == 0 {
 			continue
 		}
@@ -228,9 +228,16 @@ func (a *Allocator) restartPoint(r *request, total int, bad func(g int, id int32
 			if gs.Kind == groups.Recurrent {
 				continue
 			}
-			lo := gs.SkippedTokens(p) / gs.BlockSize
+			need := gs.SkippedTokens(p)
+			lo := need / gs.BlockSize
 			hi := cdiv(p, gs.BlockSize)
 			if hi >= len(inv[g]) || inv[g][hi] != inv[g][lo] {
+				return false
+			}
+			// The load skipped the positions [computed, SkippedTokens(total))
+			// (not live at total): a restart that needs any of them finds
+			// them unwritten, also inside a block that is not null.
+			if max(need, r.computed) < gs.SkippedTokens(total) {
 				return false
 			}
 			end := min(cdiv(total, gs.BlockSize), len(nulls[g])-1)

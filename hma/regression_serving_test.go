@@ -32,3 +32,24 @@ func TestRegressionPartiallyLoadedWindowBlockNotCached(t *testing.T) {
 		t.Fatalf("hit of %d tokens on a partially loaded block", hit.Tokens)
 	}
 }
+
+// Found by proptest.CheckServing once loads reported failed blocks
+// precisely: a sliding-window group's load starts at the first live
+// position, so a block before it holds positions nobody wrote. A restart
+// inside the window of such positions recomputed from garbage.
+func TestRegressionRestartNotOnUnloadedWindowPositions(t *testing.T) {
+	sw := GroupSpec{Kind: groups.SlidingWindow, BlockSize: 3, Window: 5}
+	a := mustNew(t, Config{Groups: []GroupSpec{sw}, Pools: []PoolSpec{{NumBlocks: 16}}, EnableCaching: true})
+	// 6 loaded tokens: window 5 skips positions 0 and 1 of block 0, which
+	// the load never writes; block 1 (positions 3-5) fails.
+	ok(t, a.AddRequest("d", toks(7, 0), 0))
+	ok(t, a.Allocate("d", AllocSpec{External: 6}))
+	bt := table(t, a, "d", 0)
+	lf, err := a.LoadFailed("d", []BlockRef{{Group: 0, Block: bt[1]}}, PolicyRecompute)
+	ok(t, err)
+	// Restarting at 3 would attend to positions 0 and 1 (window [0, 3]).
+	if lf.Restart != 0 {
+		t.Fatalf("restart at %d: positions 0 and 1 of block 0 were never loaded", lf.Restart)
+	}
+	inv(t, a)
+}

@@ -633,6 +633,13 @@ func (m *HMAModel) validAt(r *ModelReq, p, total int, bad map[[2]int]bool) bool 
 				return false
 			}
 		}
+		// Every position the restart attends to was computed here before
+		// the load or loaded: a load skips what is not live at total.
+		for q := gs.SkippedTokens(p); q < p; q++ {
+			if q >= r.Computed && q < gs.SkippedTokens(total) {
+				return false
+			}
+		}
 		// Positions [p, total) are recomputed into the request's own
 		// blocks: none of them may be null.
 		for i := p / gs.BlockSize; p < total && i < min(ceilDiv(total, gs.BlockSize), len(t)); i++ {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -240,7 +241,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 			t.Fatalf("request %d: no final decode state", i)
 		}
 		if err := got.Diff(wantSnap); err != nil {
-			t.Fatalf("request %d (P%d -> D%d): final state differs from monolithic: %v", i, rq.P, rq.D, err)
+			t.Fatalf("request %d (P%d -> D%d): final state differs from monolithic: %v (computed: %s; faults injected: %v; layers %s)", i, rq.P, rq.D, err, computedRanges(computed, &mu, id), faults.Injected(), layerKinds(c.Model))
 		}
 		recomputeAllowed := injected > 0 && c.Policy == serve.PolicyRecompute && rq.D == c.FaultD
 		checkOnce(t, computed, &mu, id, total, recomputeAllowed)
@@ -262,6 +263,32 @@ func CheckServing(t *rapid.T, c ServeCase) {
 			t.Fatalf("decode %d not idle after the run (%d faults): %v", i, injected, err)
 		}
 	}
+}
+
+func layerKinds(m *groups.Model) string {
+	var b strings.Builder
+	for _, l := range m.Layers {
+		fmt.Fprintf(&b, "%s:%s", l.Name, l.Kind)
+		if l.Attention != nil {
+			fmt.Fprintf(&b, "/w%d/c%d", l.Attention.Window, l.Attention.Chunk)
+		}
+		b.WriteString(" ")
+	}
+	return b.String()
+}
+
+// computedRanges lists what each side computed of request id.
+func computedRanges(computed map[string][][2]int, mu *sync.Mutex, id string) string {
+	mu.Lock()
+	defer mu.Unlock()
+	var parts []string
+	for rid, rs := range computed {
+		if strings.HasSuffix(rid, "-"+id) {
+			parts = append(parts, fmt.Sprintf("%s %v", rid, rs))
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

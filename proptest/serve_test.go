@@ -6,11 +6,11 @@ import (
 	"pgregory.net/rapid"
 )
 
-// TestServingEqualsMonolithic draws several P and D instances and up to 32
+// TestServingEqualsMonolithic draws several P and D instances and up to 64
 // requests in flight at once.
 func TestServingEqualsMonolithic(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		CheckServing(t, GenServeCase(32).Draw(t, "case"))
+		CheckServing(t, GenServeCase(64).Draw(t, "case"))
 	})
 }
 
