@@ -8,6 +8,7 @@
 set -u
 export UCX_NET_DEVICES=lo UCX_HANDLE_ERRORS=none UCX_WARN_UNUSED_ENV_VARS=n
 HX=${HX:-bin/hybridxfer}
+N=${N:-30} # requests in flight per phase
 M=qwen3.5-27b
 L=$(mktemp -d)
 startP() { $HX serve --role prefill --model $M --tp $2 --port $1 --handshake-port $3 --seed 5 >$L/p$1.log 2>&1 & echo $!; }
@@ -18,17 +19,17 @@ $HX proxy --prefill http://127.0.0.1:18101,http://127.0.0.1:18102 --decode http:
 for u in 18101 18102 18111 18112 18113 18120 18100; do for t in $(seq 100); do curl -sf http://127.0.0.1:$u/health >/dev/null && break; sleep 0.2; done; done
 burst() { # $1 label
   ok=0; fail=0; pids=()
-  for i in $(seq 30); do
+  for i in $(seq $N); do
     ( curl -s -o $L/r$i.json -w '%{http_code}\n' http://127.0.0.1:18100/v1/completions -d "{\"model\":\"$M\",\"prompt\":\"request $i $1 $(printf 'x%.0s ' $(seq $i))\",\"max_tokens\":6}" > $L/c$i ) & pids+=($!)
   done; wait "${pids[@]}"
   same=0
-  for i in $(seq 30); do
+  for i in $(seq $N); do
     [ "$(cat $L/c$i)" = 200 ] && ok=$((ok+1)) || { fail=$((fail+1)); continue; }
     want=$(curl -s http://127.0.0.1:18120/v1/completions -d "{\"model\":\"$M\",\"prompt\":\"request $i $1 $(printf 'x%.0s ' $(seq $i))\",\"max_tokens\":6}" | sed 's/.*"text":"\([^"]*\)".*/\1/')
     got=$(sed 's/.*"text":"\([^"]*\)".*/\1/' $L/r$i.json)
     [ "$got" = "$want" ] && same=$((same+1)) || echo "  request $i: $got != monolithic $want"
   done
-  echo "$1: 30 requests in flight, $ok succeeded (200), $fail failed, $same equal to serve --role both"
+  echo "$1: $N requests in flight, $ok succeeded (200), $fail failed, $same equal to serve --role both"
 }
 burst before
 kill -9 $P1; sleep 0.5
