@@ -188,6 +188,15 @@ func TestEngineRefusals(t *testing.T) {
 	if _, err := x.p.Generate(ctx, GenRequest{Prompt: "x", MaxTokens: 0, KV: &KVTransferParams{DoRemoteDecode: true}}, nil); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("max_tokens 0: %v", err)
 	}
+	// Prompt + max_tokens above max_model_len (default 8192): refused
+	// before anything is computed or held.
+	long := strings.Repeat("x", 8190)
+	if _, err := x.p.Generate(ctx, GenRequest{Prompt: long, MaxTokens: 3, KV: &KVTransferParams{DoRemoteDecode: true}}, nil); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "max_model_len") {
+		t.Errorf("prompt over max_model_len: %v", err)
+	}
+	if err := x.p.CheckIdle(); err != nil {
+		t.Errorf("after a refused long prompt: %v", err)
+	}
 	pr, _ := x.p.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
 	bad := *pr.KV
 	bad.NumTokens = 2
