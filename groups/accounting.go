@@ -18,21 +18,6 @@ type Summary struct {
 	DraftTokenB   int64          `json:"draft_bytes_per_token"`     // draft layers, per token, per rank
 }
 
-// LiveTokens is how many of n tokens' state a layer of this kind keeps
-// (after its skipped-token rule; recurrent layers return 0: their state is
-// fixed-size).
-func LiveTokens(l *Layer, n int) int {
-	switch l.Kind {
-	case SlidingWindow:
-		return min(n, l.Attention.Window)
-	case ChunkedLocal:
-		return n - n/l.Attention.Chunk*l.Attention.Chunk
-	case Recurrent:
-		return 0
-	}
-	return n
-}
-
 // Summarize computes the exact per-rank state of one request of
 // promptTokens tokens at tp (rank 0; every rank of a valid tp holds the same
 // number of bytes).
@@ -51,7 +36,7 @@ func Summarize(m *Model, promptTokens, tp int) (Summary, error) {
 		if l.Kind == Recurrent {
 			b = int64(sh.StateBytes)
 		} else {
-			b = int64(sh.TokenBytes) * int64(LiveTokens(l, promptTokens))
+			b = int64(sh.TokenBytes) * int64(l.LiveTokens(promptTokens))
 		}
 		if l.Draft {
 			s.DraftLayers++

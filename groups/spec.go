@@ -37,8 +37,8 @@ func (k Kind) String() string {
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-// PerToken reports whether the kind keeps state per token (every kind but Recurrent).
-func (k Kind) PerToken() bool { return k != Recurrent && k != KindInvalid }
+// PerToken reports whether the kind keeps state per token (every valid kind but Recurrent).
+func (k Kind) PerToken() bool { return k.Valid() && k != Recurrent }
 
 // ParseKind parses a Kind name as written by String.
 func ParseKind(s string) (Kind, error) {
@@ -78,14 +78,6 @@ const (
 	KDA       RecurrentType = "kda"
 	ShortConv RecurrentType = "short_conv"
 )
-
-func (t RecurrentType) valid() bool {
-	switch t {
-	case Mamba2, Mamba1, GDN, KDA, ShortConv:
-		return true
-	}
-	return false
-}
 
 // DraftKind says what the draft layers of a model are.
 type DraftKind string

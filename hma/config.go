@@ -124,17 +124,17 @@ func (c *Config) Validate() error {
 			return cfgErr(f("Pool"), "no pool %d (have %d)", g.Pool, len(c.Pools))
 		}
 		used[g.Pool] = true
-		switch g.Kind {
-		case groups.FullAttention, groups.MLA, groups.Indexer, groups.SlidingWindow, groups.ChunkedLocal:
-			if g.BlockSize < 1 {
-				return cfgErr(f("BlockSize"), "must be >= 1, got %d", g.BlockSize)
-			}
-		case groups.Recurrent:
+		switch {
+		case g.Kind == groups.Recurrent:
 			if c.RecurrentMode != RecurrentNone && g.BlockSize < 1 {
 				return cfgErr(f("BlockSize"), "must be >= 1 in recurrent mode %s, got %d", c.RecurrentMode, g.BlockSize)
 			}
 			if g.Eagle {
 				return cfgErr(f("Eagle"), "draft layers are attention layers, not recurrent")
+			}
+		case g.Kind.PerToken():
+			if g.BlockSize < 1 {
+				return cfgErr(f("BlockSize"), "must be >= 1, got %d", g.BlockSize)
 			}
 		default:
 			return cfgErr(f("Kind"), "unsupported kind %v", g.Kind)
@@ -202,17 +202,9 @@ func gcd(a, b int) int {
 func cdiv(a, b int) int { return (a + b - 1) / b }
 
 // SkippedTokens is the number of leading tokens of n computed tokens whose
-// state group g no longer needs: full attention, MLA and indexer 0; sliding
-// window W max(0, n-W+1); chunked local C floor(n/C)*C; recurrent n-1 (only
-// the newest state).
+// state group g no longer needs: groups.SkippedTokens of its kind (full
+// attention, MLA and indexer 0; sliding window W max(0, n-W+1); chunked
+// local C floor(n/C)*C; recurrent n-1, only the newest state).
 func (g *GroupSpec) SkippedTokens(n int) int {
-	switch g.Kind {
-	case groups.SlidingWindow:
-		return max(0, n-g.Window+1)
-	case groups.ChunkedLocal:
-		return n / g.Chunk * g.Chunk
-	case groups.Recurrent:
-		return max(0, n-1)
-	}
-	return 0
+	return groups.SkippedTokens(g.Kind, g.Window, g.Chunk, n)
 }

@@ -77,7 +77,7 @@ func (a *Allocator) partialLoads(r *request, total int) func(g int, id int32) bo
 	var bad map[[2]int32]bool
 	for g := range a.cfg.Groups {
 		gs := &a.cfg.Groups[g]
-		if gs.Kind != groups.SlidingWindow && gs.Kind != groups.ChunkedLocal {
+		if !gs.Kind.Windowed() {
 			continue
 		}
 		sk := gs.SkippedTokens(total)

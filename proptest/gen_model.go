@@ -109,8 +109,7 @@ func GenDType() *rapid.Generator[groups.DType] { return rapid.SampledFrom(gmDTyp
 // of any kind.
 func GenLayerSpec() *rapid.Generator[groups.Layer] {
 	return rapid.Custom(func(t *rapid.T) groups.Layer {
-		kind := rapid.SampledFrom([]groups.Kind{groups.FullAttention, groups.SlidingWindow, groups.ChunkedLocal,
-			groups.MLA, groups.Indexer, groups.Recurrent}).Draw(t, "kind")
+		kind := rapid.SampledFrom(groups.Kinds()).Draw(t, "kind")
 		l := groups.Layer{Kind: kind}
 		switch kind {
 		case groups.FullAttention, groups.SlidingWindow, groups.ChunkedLocal:
@@ -165,7 +164,7 @@ func genRecurrent(t *rapid.T) *groups.RecurrentSpec {
 		return groups.ShortConvState(rapid.IntRange(1, 4096).Draw(t, "channels"), kernel, conv)
 	}
 	r := &groups.RecurrentSpec{
-		Type:       rapid.SampledFrom([]groups.RecurrentType{groups.Mamba2, groups.Mamba1, groups.GDN, groups.KDA, groups.ShortConv}).Draw(t, "type"),
+		Type:       rapid.SampledFrom(groups.RecurrentTypes()).Draw(t, "type"),
 		ConvKernel: kernel, ConvDType: conv,
 	}
 	nseg := rapid.IntRange(1, 4).Draw(t, "segments")

@@ -70,8 +70,7 @@ func GenHMAPresetConfig(p HMAPreset) *rapid.Generator[hma.Config] {
 // speculative tokens, either layout, and small pools.
 func GenHMAConfig() *rapid.Generator[hma.Config] {
 	return rapid.Custom(func(t *rapid.T) hma.Config {
-		kinds := []groups.Kind{groups.FullAttention, groups.SlidingWindow, groups.ChunkedLocal,
-			groups.MLA, groups.Indexer, groups.Recurrent}
+		kinds := groups.Kinds()
 		n := rapid.IntRange(1, 4).Draw(t, "groups")
 		gs := make([]hma.GroupSpec, n)
 		for i := range gs {

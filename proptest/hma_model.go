@@ -527,7 +527,7 @@ func (m *HMAModel) LoadDone(id hma.ReqID) error {
 	// first live position on is never cached.
 	bad := map[[2]int]bool{}
 	for g, gs := range m.Cfg.Groups {
-		if gs.Kind != groups.SlidingWindow && gs.Kind != groups.ChunkedLocal {
+		if !gs.Kind.Windowed() {
 			continue
 		}
 		if sk := gs.SkippedTokens(r.Computed); sk%gs.BlockSize != 0 {

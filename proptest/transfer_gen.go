@@ -69,8 +69,7 @@ func GenTransferModel() *rapid.Generator[*groups.Model] {
 
 func genSmallLayer(t *rapid.T) groups.Layer {
 	dt := GenDType().Draw(t, "dtype")
-	kind := rapid.SampledFrom([]groups.Kind{groups.FullAttention, groups.SlidingWindow, groups.ChunkedLocal,
-		groups.MLA, groups.Indexer, groups.Recurrent, groups.Recurrent}).Draw(t, "kind")
+	kind := rapid.SampledFrom(append(groups.Kinds(), groups.Recurrent)).Draw(t, "kind") // recurrent twice as likely
 	l := groups.Layer{Kind: kind}
 	switch kind {
 	case groups.FullAttention, groups.SlidingWindow, groups.ChunkedLocal:
@@ -100,7 +99,7 @@ func genSmallLayer(t *rapid.T) groups.Layer {
 		l.Indexer = &groups.IndexerSpec{HeadDim: 128}
 	case groups.Recurrent:
 		r := &groups.RecurrentSpec{
-			Type:       rapid.SampledFrom([]groups.RecurrentType{groups.GDN, groups.KDA, groups.Mamba2, groups.Mamba1, groups.ShortConv}).Draw(t, "rtype"),
+			Type:       rapid.SampledFrom(groups.RecurrentTypes()).Draw(t, "rtype"),
 			ConvKernel: rapid.IntRange(2, 5).Draw(t, "conv_kernel"),
 			ConvDType:  dt,
 		}

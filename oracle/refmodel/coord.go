@@ -138,24 +138,9 @@ func checkLen(spec *groups.Model, c oracle.Coord, n int) error {
 	return fmt.Errorf("%w: %+v: %d values, want %d", ErrCoord, c, n, want)
 }
 
-// LiveStart is the first position of a per-token layer that position n
-// attends to, which is also the first position whose state a layer still
-// needs after n positions were computed (the allocator's skipped-token
-// rule): sliding window max(0, n-W+1), chunked local floor(n/C)*C, every
-// other kind 0.
-func LiveStart(l *groups.Layer, n int) int {
-	switch l.Kind {
-	case groups.SlidingWindow:
-		return max(0, n-l.Attention.Window+1)
-	case groups.ChunkedLocal:
-		return n / l.Attention.Chunk * l.Attention.Chunk
-	}
-	return 0
-}
-
 // VisitState calls fn, in a fixed order, for every vector of the live state
 // of spec after positions [0, n) were computed: per-token layers at
-// positions [LiveStart(layer, n), n), every head and part; recurrent layers
+// positions [layer.LiveStart(n), n), every head and part; recurrent layers
 // (when n > 0) every conv channel (all rows, one vector) and every state
 // head. size is the vector's length.
 func VisitState(spec *groups.Model, n int, fn func(c oracle.Coord, size int)) {
@@ -167,7 +152,7 @@ func VisitState(spec *groups.Model, n int, fn func(c oracle.Coord, size int)) {
 		switch l.Kind {
 		case groups.FullAttention, groups.SlidingWindow, groups.ChunkedLocal:
 			a := l.Attention
-			for t := LiveStart(l, n); t < n; t++ {
+			for t := l.LiveStart(n); t < n; t++ {
 				for h := 0; h < a.KVHeads; h++ {
 					fn(KCoord(li, h, t), a.HeadDim)
 					fn(VCoord(li, h, t), a.VDim())
@@ -179,7 +164,7 @@ func VisitState(spec *groups.Model, n int, fn func(c oracle.Coord, size int)) {
 			}
 		case groups.MLA, groups.Indexer:
 			size, _ := VectorLen(spec, TokenCoord(li, 0))
-			for t := LiveStart(l, n); t < n; t++ {
+			for t := l.LiveStart(n); t < n; t++ {
 				fn(TokenCoord(li, t), size)
 			}
 		case groups.Recurrent:

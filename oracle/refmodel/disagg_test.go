@@ -102,25 +102,52 @@ func TestDisaggregatedByCopy(t *testing.T) {
 func TestDisaggregatedByPlanner(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		c := drawDisagg(t)
-		mode := rapid.SampledFrom([]plan.Mode{plan.Direct, plan.Staged, plan.Auto}).Draw(t, "mode")
-		p := c.prefill(t)
-		d := newInstance(t, c.mini, c.d, refmodel.Computed(len(c.prompt), c.n), c.h, c.seed^1)
-		planner, err := plan.New(p.side, d.side)
-		if err != nil {
-			t.Fatalf("%v: planner: %v", c, err)
-		}
-		req := &plan.Request{Tokens: c.h, PBlocks: p.sent(c.mini, c.h), DBlocks: d.tab}
-		for r := range d.side.Ranks {
-			pl, err := planner.Plan(r, req, mode)
-			if err != nil {
-				t.Fatalf("%v: plan for D rank %d: %v", c, r, err)
-			}
-			if err := plan.Execute(pl, p.mems, d.mems[r]); err != nil {
-				t.Fatalf("%v: execute for D rank %d: %v", c, r, err)
-			}
-		}
-		c.decode(t, d)
+		c.byPlanner(t, rapid.SampledFrom([]plan.Mode{plan.Direct, plan.Staged, plan.Auto}).Draw(t, "mode"))
 	})
+}
+
+// byPlanner prefills on P, moves the state with the planner in mode and
+// decodes on D, comparing with the monolithic run.
+func (c disaggCase) byPlanner(t tb, mode plan.Mode) {
+	p := c.prefill(t)
+	d := newInstance(t, c.mini, c.d, refmodel.Computed(len(c.prompt), c.n), c.h, c.seed^1)
+	planner, err := plan.New(p.side, d.side)
+	if err != nil {
+		t.Fatalf("%v: planner: %v", c, err)
+	}
+	req := &plan.Request{Tokens: c.h, PBlocks: p.sent(c.mini, c.h), DBlocks: d.tab}
+	for r := range d.side.Ranks {
+		pl, err := planner.Plan(r, req, mode)
+		if err != nil {
+			t.Fatalf("%v: plan for D rank %d: %v", c, r, err)
+		}
+		if err := plan.Execute(pl, p.mems, d.mems[r]); err != nil {
+			t.Fatalf("%v: execute for D rank %d: %v", c, r, err)
+		}
+	}
+	c.decode(t, d)
+}
+
+// Every layer kind and every recurrent family (groups.KindSampleModel):
+// a kind the reference model, the allocator bridge or the planner does
+// not handle fails here.
+func TestEveryKindDisaggregated(t *testing.T) {
+	mini, err := refmodel.Miniature(groups.KindSampleModel())
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := make([]uint32, 13)
+	for i := range prompt {
+		prompt[i] = uint32(i*7+3) % refmodel.Vocab
+	}
+	for i, tp := range [][2]int{{1, 2}, {2, 4}, {4, 1}, {8, 2}, {2, 8}} {
+		c := disaggCase{mini: mini, model: refmodel.New(mini, 11), prompt: prompt, h: 9, n: 3, seed: uint64(i),
+			p: groups.InstanceConfig{TP: tp[0], BlockSize: 2, ConvLayout: groups.SD},
+			d: groups.InstanceConfig{TP: tp[1], BlockSize: 4, KernelBlockSize: 2, AttnLayout: groups.NHD, Memory: groups.Separate}}
+		for _, mode := range []plan.Mode{plan.Direct, plan.Staged} {
+			t.Run(fmt.Sprintf("tp%d-%d-%s", tp[0], tp[1], mode), func(t *testing.T) { c.byPlanner(t, mode) })
+		}
+	}
 }
 
 // TestMissingTransferDetected: a D that received nothing fails with

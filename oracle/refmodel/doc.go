@@ -23,7 +23,7 @@
 // draft token. Layers:
 //
 //   - full / sliding-window / chunked-local attention: per KV head,
-//     softmax attention of q over the K/V of positions [LiveStart(t), t];
+//     softmax attention of q over the K/V of positions [Layer.LiveStart(t), t];
 //     with Attention.Scales, K and V are stored divided by their max-abs
 //     scale and the scales are stored too (real state, read back);
 //   - MLA: one latent ‖ rope vector per token; indexer: one vector of

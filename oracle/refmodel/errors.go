@@ -5,8 +5,9 @@ import "errors"
 // Sentinel errors. Every error returned by this package wraps one of them.
 var (
 	// ErrNotMiniature: the model given to New is not one the reference
-	// model can run (it does not validate, a dtype is not fp32, or an MLA
-	// cache uses fp8_ds_mla). Build it with Miniature.
+	// model can run (it does not validate, a dtype is not fp32, an MLA
+	// cache uses fp8_ds_mla, or a recurrent family has no update rule).
+	// Build it with Miniature.
 	ErrNotMiniature = errors.New("refmodel: not a miniature model")
 	// ErrCoord: a state coordinate is outside the model's global shape, or
 	// the vector passed with it has the wrong length.

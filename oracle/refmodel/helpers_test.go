@@ -20,7 +20,7 @@ type instance struct {
 }
 
 // newInstance lays out a request of total positions on an instance of cfg.
-// Per-token groups get blocks from position LiveStart(layer, from) on and
+// Per-token groups get blocks from position layer.LiveStart(from) on and
 // null before (what D holds when it continues at from); recurrent groups
 // one state slot. Ids are shuffled, pools keep spare blocks, and memory
 // starts as random garbage, so reading state that was never written shows.
@@ -45,7 +45,7 @@ func newInstance(t tb, spec *groups.Model, cfg groups.InstanceConfig, total, fro
 			count[gi] = 1
 		} else {
 			l := &spec.Layers[gg.Layers[0]]
-			first[gi] = refmodel.LiveStart(l, from) / gg.BlockSize
+			first[gi] = l.LiveStart(from) / gg.BlockSize
 			count[gi] = max(0, (total+gg.BlockSize-1)/gg.BlockSize-first[gi])
 		}
 		need[gg.Pool] += count[gi]
@@ -95,7 +95,7 @@ func (in *instance) sent(spec *groups.Model, h int) [][]int {
 		}
 		l := &spec.Layers[gg.Layers[0]]
 		n := (h + gg.BlockSize - 1) / gg.BlockSize
-		out[gi] = append([]int(nil), in.tab[gi][refmodel.LiveStart(l, h)/gg.BlockSize:n]...)
+		out[gi] = append([]int(nil), in.tab[gi][l.LiveStart(h)/gg.BlockSize:n]...)
 	}
 	return out
 }

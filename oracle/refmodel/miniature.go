@@ -167,6 +167,9 @@ func checkMiniature(spec *groups.Model) error {
 				return bad(i, "MLA cache is not plain fp32")
 			}
 		case l.Recurrent != nil:
+			if _, ok := ruleOf(l.Recurrent.Type); !ok {
+				return bad(i, fmt.Sprintf("no reference update rule for recurrent type %q", l.Recurrent.Type))
+			}
 			if l.Recurrent.ConvDType != groups.FP32 {
 				return bad(i, "conv dtype "+l.Recurrent.ConvDType.String())
 			}

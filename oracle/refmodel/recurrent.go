@@ -72,12 +72,38 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 			for j := range f {
 				f[j] = a[(start+j)%C]
 			}
-			ys = append(ys, update(r.Type, &sw.heads[hd], sw.d1, sw.d2, S, f, h)...)
+			ys = append(ys, update(w.rule, &sw.heads[hd], sw.d1, sw.d2, S, f, h)...)
 			st.fixed = append(st.fixed, pending{StateCoord(li, si, hd), S})
 		}
 		addInto(out, matVec(sw.o, Hidden, ys))
 	}
 	return out, nil
+}
+
+// rule is the state update of a recurrent family.
+type rule uint8
+
+const (
+	ruleDelta       rule = iota + 1 // GDN
+	ruleDeltaDecay                  // KDA: per-row decay
+	ruleScan                        // Mamba2 (and state tensors a short conv declares)
+	ruleScanPerElem                 // Mamba1: a decay rate per state element
+)
+
+// ruleOf is the update rule of each recurrent family; a family without one
+// is refused by New (ErrNotMiniature), never computed by a guess.
+func ruleOf(t groups.RecurrentType) (rule, bool) {
+	switch t {
+	case groups.GDN:
+		return ruleDelta, true
+	case groups.KDA:
+		return ruleDeltaDecay, true
+	case groups.Mamba2, groups.ShortConv:
+		return ruleScan, true
+	case groups.Mamba1:
+		return ruleScanPerElem, true
+	}
+	return 0, false
 }
 
 // update applies one token to state head S (d1 x d2, row-major, in place)
@@ -91,19 +117,19 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 //	short_conv: conv only; state tensors it declares get the Mamba2 rule
 //
 // and y = S·q in every case.
-func update(typ groups.RecurrentType, hw *headWeights, d1, d2 int, S, f, h []float32) []float32 {
+func update(ru rule, hw *headWeights, d1, d2 int, S, f, h []float32) []float32 {
 	k := matVec(hw.k, d2, f)
 	v := matVec(hw.v, d1, f)
 	q := matVec(hw.q, d2, f)
 	g, b := dot(hw.g, h), dot(hw.b, h)
 	y := make([]float32, d1)
-	switch typ {
-	case groups.GDN, groups.KDA:
+	delta := ru == ruleDelta || ru == ruleDeltaDecay
+	if delta {
 		l2Normalize(k)
 		beta := gate(b)
 		for i := 0; i < d1; i++ {
 			alpha := gate(g)
-			if typ == groups.KDA {
+			if ru == ruleDeltaDecay {
 				alpha = gate(g + hw.a[i*d2] - 1)
 			}
 			row := S[i*d2 : (i+1)*d2]
@@ -116,13 +142,13 @@ func update(typ groups.RecurrentType, hw *headWeights, d1, d2 int, S, f, h []flo
 				row[j] += float32(be * k[j])
 			}
 		}
-	default: // Mamba2, Mamba1, ShortConv
+	} else {
 		dt := gate(g)
 		for i := 0; i < d1; i++ {
 			dv := float32(dt * v[i])
 			for j := 0; j < d2; j++ {
 				rate := hw.a[0]
-				if typ == groups.Mamba1 {
+				if ru == ruleScanPerElem {
 					rate = hw.a[i*d2+j]
 				}
 				decay := expNeg(-float32(dt * rate))
@@ -132,7 +158,7 @@ func update(typ groups.RecurrentType, hw *headWeights, d1, d2 int, S, f, h []flo
 	}
 	for i := 0; i < d1; i++ {
 		y[i] = dot(S[i*d2:(i+1)*d2], q)
-		if typ != groups.GDN && typ != groups.KDA {
+		if !delta {
 			y[i] += float32(hw.skip * v[i])
 		}
 	}

@@ -71,7 +71,7 @@ func (a *Snapshot) Diff(b *Snapshot) error {
 
 // CopyState copies, coordinate by coordinate, everything a request needs
 // to continue at position h from src to dst: per-token layers' live
-// positions [LiveStart(layer, h), h) and every recurrent state. It is the
+// positions [layer.LiveStart(h), h) and every recurrent state. It is the
 // naive transfer the planner's must agree with (nothing of the planner is
 // used).
 func CopyState(spec *groups.Model, dst, src Store, h int) error {

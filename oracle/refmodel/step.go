@@ -93,12 +93,12 @@ func dequantize(q []float32, s float32, scales bool) []float32 {
 }
 
 // attention: per kv head, q, k, v = projections of h; t's k and v (and
-// their scales) are written; softmax attention over [LiveStart(t), t];
+// their scales) are written; softmax attention over [Layer.LiveStart(t), t];
 // the heads' outputs are projected back to the residual stream.
 func (st *step) attention(li int, l *groups.Layer, w *attnWeights, h []float32) ([]float32, error) {
 	a := l.Attention
 	d, dv, t := a.HeadDim, a.VDim(), st.t
-	lo := LiveStart(l, t)
+	lo := l.LiveStart(t)
 	cat := make([]float32, 0, a.KVHeads*dv)
 	for g := 0; g < a.KVHeads; g++ {
 		q := matVec(w.q[g], d, h)
@@ -147,7 +147,7 @@ func (st *step) attention(li int, l *groups.Layer, w *attnWeights, h []float32) 
 // nv values of c_j.
 func (st *step) tokenAttention(li int, l *groups.Layer, w *tokenWeights, h []float32) ([]float32, error) {
 	t := st.t
-	lo := LiveStart(l, t)
+	lo := l.LiveStart(t)
 	q := matVec(w.q, w.n, h)
 	c := matVec(w.c, w.n, h)
 	scores := make([]float32, 0, t-lo+1)

@@ -76,6 +76,7 @@ type stateWeights struct {
 
 type recWeights struct {
 	channels, rows int
+	rule           rule
 	segOff         []int     // first global channel of each segment
 	in             []float32 // channels x Hidden
 	conv           []float32 // channels x (rows+1): rows of state, then the new input
@@ -126,7 +127,8 @@ func newLayerWeights(w *weights, spec *groups.Model, l *groups.Layer) layerWeigh
 		return layerWeights{tok: x}
 	}
 	r := l.Recurrent
-	x := &recWeights{channels: r.ConvChannels(), rows: spec.ConvRows(r)}
+	ru, _ := ruleOf(r.Type) // checkMiniature refused types without a rule
+	x := &recWeights{channels: r.ConvChannels(), rows: spec.ConvRows(r), rule: ru}
 	x.segOff = make([]int, len(r.Segments))
 	off := 0
 	for i, s := range r.Segments {

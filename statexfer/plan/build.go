@@ -106,18 +106,6 @@ func (b *builder) group(g int) (*template, error) {
 	return b.tokens(g)
 }
 
-// liveStart is the first position a per-token layer still needs at h
-// computed tokens (its skipped-token rule).
-func liveStart(l *groups.Layer, h int) int {
-	switch l.Kind {
-	case groups.SlidingWindow:
-		return max(0, h-l.Attention.Window+1)
-	case groups.ChunkedLocal:
-		return h / l.Attention.Chunk * l.Attention.Chunk
-	}
-	return 0
-}
-
 func (b *builder) checkID(side string, g, idx, id int, numBlocks int) error {
 	switch {
 	case id == 0:
@@ -188,7 +176,7 @@ func (b *builder) tokens(g int) (*template, error) {
 	dl := dGeo.Layer(li)
 	layer := dl.Layer
 	h := req.Tokens
-	lo, hi := max(req.DHit, liveStart(layer, h)), h
+	lo, hi := max(req.DHit, layer.LiveStart(h)), h
 	t := &template{}
 	if lo >= hi {
 		return t, nil

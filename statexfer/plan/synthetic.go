@@ -30,7 +30,7 @@ func Synthetic(m *groups.Model, pc, dc groups.InstanceConfig, tokens, hit int, s
 		}
 		l := &m.Layers[gg.Layers[0]]
 		nb := (n + gg.BlockSize - 1) / gg.BlockSize
-		f := liveStart(l, tokens) / gg.BlockSize
+		f := l.LiveStart(tokens) / gg.BlockSize
 		return f, nb - f
 	}
 	pUsed, dUsed := make([]int, len(pg.Pools)), make([]int, len(dg.Pools))

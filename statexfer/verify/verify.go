@@ -146,7 +146,7 @@ func NewJob(cfg Config) (*Job, error) {
 				continue
 			}
 			l := &cfg.Model.Layers[pg.Layers[0]]
-			live := liveStart(l, r.h)
+			live := l.LiveStart(r.h)
 			nP := ceilDiv(r.h, pg.BlockSize)
 			r.pIDs[g] = pAlloc.take(pg.Pool, nP-live/pg.BlockSize)
 			nD := ceilDiv(r.n, dg.BlockSize)
@@ -325,16 +325,6 @@ func attnBlock(g *groups.Geometry) int {
 	return 0
 }
 
-func liveStart(l *groups.Layer, h int) int {
-	switch l.Kind {
-	case groups.SlidingWindow:
-		return max(0, h-l.Attention.Window+1)
-	case groups.ChunkedLocal:
-		return h / l.Attention.Chunk * l.Attention.Chunk
-	}
-	return 0
-}
-
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
 func gcd(a, b int) int {
@@ -384,7 +374,7 @@ func fillP(g *groups.Geometry, m *plan.RankMemory, r *request) {
 	for li := range g.Model.Layers {
 		l := &g.Model.Layers[li]
 		buf := m.Region(region(g, li))
-		oracle.Visit(g, li, pTable(g, g.LayerGroup[li], r), liveStart(l, r.h), r.h, func(off int64, n int, c oracle.Coord) {
+		oracle.Visit(g, li, pTable(g, g.LayerGroup[li], r), l.LiveStart(r.h), r.h, func(off int64, n int, c oracle.Coord) {
 			oracle.Fill(buf[off:off+int64(n)], r.seed, c)
 		})
 	}
@@ -398,7 +388,7 @@ func fillHit(g *groups.Geometry, m *plan.RankMemory, r *request) {
 			continue
 		}
 		buf := m.Region(region(g, li))
-		oracle.Visit(g, li, dTable(g.LayerGroup[li], r), liveStart(l, r.h), r.hit, func(off int64, n int, c oracle.Coord) {
+		oracle.Visit(g, li, dTable(g.LayerGroup[li], r), l.LiveStart(r.h), r.hit, func(off int64, n int, c oracle.Coord) {
 			oracle.Fill(buf[off:off+int64(n)], r.seed, c)
 		})
 	}
@@ -483,7 +473,7 @@ func check(g *groups.Geometry, m *plan.RankMemory, reqs []*request, rank uint64,
 			reg := region(g, li)
 			buf := m.Region(reg)
 			spans := owned[reg.Pool][reg.Slot]
-			oracle.Visit(g, li, dTable(g.LayerGroup[li], r), liveStart(l, r.h), r.h, func(off int64, n int, c oracle.Coord) {
+			oracle.Visit(g, li, dTable(g.LayerGroup[li], r), l.LiveStart(r.h), r.h, func(off int64, n int, c oracle.Coord) {
 				got := buf[off : off+int64(n)]
 				if i := oracle.Mismatch(got, r.seed, c); i >= 0 {
 					want = want[:n]

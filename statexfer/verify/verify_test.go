@@ -107,3 +107,23 @@ func TestInprocTransport(t *testing.T) {
 		}
 	}
 }
+
+// Every layer kind and every recurrent family (groups.KindSampleModel),
+// byte-exact across tp pairs in both directions and every mode: a kind the
+// geometry, the planner or the checker does not handle fails here.
+func TestEveryKindByteExact(t *testing.T) {
+	m := groups.KindSampleModel()
+	for i, tp := range [][2]int{{1, 8}, {8, 1}, {2, 4}, {4, 2}} {
+		for _, mode := range []plan.Mode{plan.Direct, plan.Staged} {
+			p := groups.InstanceConfig{TP: tp[0], BlockSize: 16, ConvLayout: groups.SD}
+			d := groups.InstanceConfig{TP: tp[1], BlockSize: 32, KernelBlockSize: 16, AttnLayout: groups.NHD, Memory: groups.Separate}
+			res, err := Run(Config{Model: m, P: p, D: d, PromptTokens: 77, Requests: 2, Seed: uint64(i), Mode: mode})
+			if err != nil {
+				t.Fatalf("tp %v %s: %v", tp, mode, err)
+			}
+			if !res.OK() || res.BytesMoved == 0 {
+				t.Fatalf("tp %v %s: %d mismatches, %d untouched violations, %d bytes: %s", tp, mode, res.ByteMismatches, res.UntouchedViolations, res.BytesMoved, res.FirstProblem)
+			}
+		}
+	}
+}
