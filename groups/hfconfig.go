@@ -27,6 +27,9 @@ type HFOptions struct {
 	// SSMDType overrides the recurrent state dtype of GDN and Mamba2
 	// layers, like vLLM's --mamba-ssm-cache-dtype. KDA state stays fp32.
 	SSMDType DType
+	// KVCacheDType stores per-token caches as vLLM's --kv-cache-dtype
+	// does (Model.WithKVCacheDType); "" and auto keep the model dtype.
+	KVCacheDType KVCacheDType
 }
 
 // MaxHFConfigBytes caps the size of a config.json.
@@ -390,6 +393,9 @@ func parseHFObj(root *jsonObj, opt HFOptions) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if m, err = m.WithKVCacheDType(opt.KVCacheDType); err != nil {
+		return nil, err
+	}
 	if err := checkModelLimits(m); err != nil {
 		return nil, err
 	}
@@ -749,8 +755,9 @@ func AttachEagle3FromHF(target *Model, draftConfig []byte, nspec int) (*Model, e
 }
 
 // ParseModelFile reads a model file: our JSON format (it has a "format"
-// key; opt is then ignored) or a Hugging Face config.json (it has
-// "model_type" or "architectures"), parsed with opt.
+// key; of opt only KVCacheDType applies, its dtypes are explicit
+// otherwise) or a Hugging Face config.json (it has "model_type" or
+// "architectures"), parsed with opt.
 func ParseModelFile(path string, opt HFOptions) (*Model, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -780,7 +787,11 @@ func ParseModelBytes(data []byte, opt HFOptions) (*Model, error) {
 	}
 	switch {
 	case root.has("format"):
-		return ParseModelJSON(data)
+		m, err := ParseModelJSON(data)
+		if err != nil {
+			return nil, err
+		}
+		return m.WithKVCacheDType(opt.KVCacheDType)
 	case root.has("model_type") || root.has("architectures"):
 		return parseHFObj(root, opt)
 	}

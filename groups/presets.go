@@ -17,6 +17,9 @@ type PresetOptions struct {
 	// SSMDType overrides the recurrent state dtype of GDN and Mamba2
 	// layers (vLLM's --mamba-ssm-cache-dtype). KDA stays fp32.
 	SSMDType DType
+	// KVCacheDType stores per-token caches as vLLM's --kv-cache-dtype
+	// does (Model.WithKVCacheDType); "" and auto keep the model dtype.
+	KVCacheDType KVCacheDType
 }
 
 type preset struct {
@@ -175,7 +178,11 @@ func Preset(name string, o PresetOptions) (*Model, error) {
 		if o.SSMDType != DTypeInvalid && o.SSMDType.Size() == 0 {
 			return nil, fieldErr("ssm_dtype", "invalid")
 		}
-		return p.build(o)
+		m, err := p.build(o)
+		if err != nil {
+			return nil, err
+		}
+		return m.WithKVCacheDType(o.KVCacheDType)
 	}
 	return nil, fmt.Errorf("%w: %q (known: %s)", ErrUnknownPreset, name, strings.Join(sortedNames(), ", "))
 }

@@ -13,16 +13,23 @@ type modelFlags struct {
 	mtp      bool
 	numSpec  int
 	ssmDType string
+	kvDType  string
 }
 
 func (f *modelFlags) register(c *cobra.Command) {
 	c.Flags().BoolVar(&f.mtp, "mtp", false, "attach the model's native MTP draft layers (Qwen3.5, Qwen3-Next, DeepSeek-V3/V3.2)")
 	c.Flags().IntVar(&f.numSpec, "num-speculative-tokens", 0, "speculative tokens (widens conv states; default 1 with --mtp, 3 for Eagle3 presets)")
 	c.Flags().StringVar(&f.ssmDType, "ssm-dtype", "", "recurrent state dtype override, like vLLM's --mamba-ssm-cache-dtype (bf16, fp32)")
+	c.Flags().StringVar(&f.kvDType, "kv-cache-dtype", "auto", "per-token cache storage, like vLLM's: "+strings.Join(groups.KVCacheDTypes(), ", ")+" (fp8: fp8 K/V with per-token-head fp32 scales; fp8_ds_mla: MLA models only); P and D must agree")
 }
 
 func (f *modelFlags) presetOptions() (groups.PresetOptions, error) {
 	o := groups.PresetOptions{MTP: f.mtp, NumSpeculativeTokens: f.numSpec}
+	kv, err := groups.ParseKVCacheDType(f.kvDType)
+	if err != nil {
+		return o, err
+	}
+	o.KVCacheDType = kv
 	if f.ssmDType != "" {
 		d, err := groups.ParseDType(f.ssmDType)
 		if err != nil {
@@ -41,7 +48,7 @@ func (f *modelFlags) load(nameOrFile string) (*groups.Model, error) {
 		return nil, err
 	}
 	if _, statErr := os.Stat(nameOrFile); statErr == nil || strings.ContainsAny(nameOrFile, "/\\") || strings.HasSuffix(nameOrFile, ".json") {
-		return groups.ParseModelFile(nameOrFile, groups.HFOptions{MTP: o.MTP, NumSpeculativeTokens: o.NumSpeculativeTokens, SSMDType: o.SSMDType})
+		return groups.ParseModelFile(nameOrFile, groups.HFOptions{MTP: o.MTP, NumSpeculativeTokens: o.NumSpeculativeTokens, SSMDType: o.SSMDType, KVCacheDType: o.KVCacheDType})
 	}
 	return groups.Preset(nameOrFile, o)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -57,6 +58,10 @@ bytes are draft_bytes).`,
 						continue
 					}
 					m, err := groups.Preset(n, o)
+					var fe *groups.FieldError
+					if errors.As(err, &fe) && fe.Field == "kv_cache_dtype" {
+						continue // e.g. fp8_ds_mla lists the MLA models only
+					}
 					if err != nil {
 						return err
 					}
