@@ -164,7 +164,9 @@ func DeepSeekMLA(c MLAConfig) (*Model, error) {
 	for i := 0; i < c.Layers; i++ {
 		m.Layers = append(m.Layers, MLALayer(fmt.Sprintf("layers.%d.mla", i), c.LatentDim, c.RopeDim, c.DType, c.Format))
 		if c.IndexerHeadDim > 0 {
-			m.Layers = append(m.Layers, IndexerLayer(fmt.Sprintf("layers.%d.indexer", i), c.IndexerHeadDim))
+			x := IndexerLayer(fmt.Sprintf("layers.%d.indexer", i), c.IndexerHeadDim)
+			x.Parallel = true // the indexer reads the attention's input
+			m.Layers = append(m.Layers, x)
 		}
 	}
 	addDraft(m, DraftMTP, c.MTPLayers, func(i int) Layer {

@@ -56,7 +56,11 @@ func CompatFields(m *Model, protocolVersion int) map[string]string {
 			f["recurrent."+string(r.Type)] = b.String()
 		}
 		// The full per-layer spec, in order, goes into one digest.
-		fmt.Fprintf(&layers, "%d %s %v %s\n", i, l.Name, l.Draft, specKey(l))
+		par := ""
+		if l.Parallel {
+			par = " parallel"
+		}
+		fmt.Fprintf(&layers, "%d %s %v%s %s\n", i, l.Name, l.Draft, par, specKey(l))
 	}
 	f["layer_kinds"] = joinCounts(kinds)
 	f["dtypes"] = joinSet(dtypes)

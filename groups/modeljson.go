@@ -224,14 +224,19 @@ type entryParser struct {
 	used  map[string]bool
 	names map[string]string // layer name -> path of the entry that made it
 	m     *Model
+	start int // first layer of the array being parsed
 }
 
 // parse appends the layers of entries. Each entry is one decoder layer d
 // (counting from 0 in this array): "-" (no cache), a spec name (one layer
 // named prefix.d.spec), an array of spec names (one layer per name) or an
-// object {"name", "spec"} (one layer with an explicit name).
+// object {"name", "spec", "parallel"?} (one layer with an explicit name).
+// The layers of an array after the first, and an object's layer with
+// "parallel": true, run in parallel with the layer before them (one decoder
+// layer with several caches).
 func (p *entryParser) parse(entries []json.RawMessage, path, prefix string, draft bool) error {
-	add := func(field, name, spec string) error {
+	p.start = len(p.m.Layers)
+	add := func(field, name, spec string, parallel bool) error {
 		l, ok := p.specs[spec]
 		if !ok {
 			return fieldErr(field, fmt.Sprintf("unknown layer spec %q", spec))
@@ -248,7 +253,7 @@ func (p *entryParser) parse(entries []json.RawMessage, path, prefix string, draf
 		p.names[name] = field
 		p.used[spec] = true
 		nl := l.clone()
-		nl.Name, nl.Draft = name, draft
+		nl.Name, nl.Draft, nl.Parallel = name, draft, parallel
 		p.m.Layers = append(p.m.Layers, nl)
 		return nil
 	}
@@ -264,7 +269,7 @@ func (p *entryParser) parse(entries []json.RawMessage, path, prefix string, draf
 			if s == NoCache {
 				continue
 			}
-			if err := add(field, gen(d, s), s); err != nil {
+			if err := add(field, gen(d, s), s, false); err != nil {
 				return err
 			}
 		case "an array":
@@ -284,7 +289,7 @@ func (p *entryParser) parse(entries []json.RawMessage, path, prefix string, draf
 				if s == NoCache {
 					return fieldErr(ef, `"-" is not allowed inside an array`)
 				}
-				if err := add(ef, gen(d, s), s); err != nil {
+				if err := add(ef, gen(d, s), s, j > 0); err != nil {
 					return err
 				}
 			}
@@ -293,7 +298,7 @@ func (p *entryParser) parse(entries []json.RawMessage, path, prefix string, draf
 			if err != nil {
 				return err
 			}
-			if err := o.only("name", "spec"); err != nil {
+			if err := o.only("name", "spec", "parallel"); err != nil {
 				return err
 			}
 			name, ok, err := o.str("name")
@@ -313,7 +318,14 @@ func (p *entryParser) parse(entries []json.RawMessage, path, prefix string, draf
 			if !ok {
 				return fieldErr(o.field("spec"), "required")
 			}
-			if err := add(o.field("spec"), name, spec); err != nil {
+			parallel, _, err := o.boolean("parallel")
+			if err != nil {
+				return err
+			}
+			if parallel && len(p.m.Layers) == p.start {
+				return fieldErr(o.field("parallel"), "the first layer has no layer before it to run in parallel with")
+			}
+			if err := add(o.field("spec"), name, spec, parallel); err != nil {
 				return err
 			}
 		default:
@@ -827,14 +839,14 @@ func layerEntries(ls []Layer, keys []string, names map[string]string, prefix str
 	d := 0
 	for k := 0; k < len(ls); {
 		n, suf, ok := splitLayerName(ls[k].Name, prefix)
-		if ok && suf == names[keys[k]] && n >= d && n < MaxLayers {
+		if ok && suf == names[keys[k]] && n >= d && n < MaxLayers && !ls[k].Parallel {
 			for ; d < n; d++ {
 				out = append(out, jsonQuote(NoCache))
 			}
 			group := []string{jsonQuote(suf)}
 			for k++; k < len(ls) && len(group) < maxLayerCaches; k++ {
 				n2, suf2, ok := splitLayerName(ls[k].Name, prefix)
-				if !ok || n2 != n || suf2 != names[keys[k]] {
+				if !ok || n2 != n || suf2 != names[keys[k]] || !ls[k].Parallel {
 					break
 				}
 				group = append(group, jsonQuote(suf2))
@@ -847,7 +859,11 @@ func layerEntries(ls []Layer, keys []string, names map[string]string, prefix str
 			d = n + 1
 			continue
 		}
-		out = append(out, fmt.Sprintf("{\"name\": %s, \"spec\": %s}", jsonQuote(ls[k].Name), jsonQuote(names[keys[k]])))
+		par := ""
+		if ls[k].Parallel {
+			par = ", \"parallel\": true"
+		}
+		out = append(out, fmt.Sprintf("{\"name\": %s, \"spec\": %s%s}", jsonQuote(ls[k].Name), jsonQuote(names[keys[k]]), par))
 		d++
 		k++
 	}

@@ -138,14 +138,14 @@ func TestModelJSONRoundTripRapid(t *testing.T) {
 			t.Fatalf("generated model invalid: %v", err)
 		}
 		b := roundTrip(t, m)
-		for form, marker := range map[string]string{"gap": `"-"`, "group": `["`, "object": `{"name": `, "draft": `"draft_layers"`} {
+		for form, marker := range map[string]string{"gap": `"-"`, "group": `["`, "object": `{"name": `, "draft": `"draft_layers"`, "parallel object": `"parallel": true`} {
 			if bytes.Contains(b, []byte(marker)) {
 				forms[form]++
 			}
 		}
 	})
 	// The generator must exercise every form of entry.
-	for _, form := range []string{"gap", "group", "object", "draft"} {
+	for _, form := range []string{"gap", "group", "object", "draft", "parallel object"} {
 		if forms[form] == 0 {
 			t.Errorf("no generated model used the %s form", form)
 		}
@@ -298,6 +298,8 @@ func TestParseModelJSONRejects(t *testing.T) {
 		{"duplicated layer name", edit(t, `["gdn", "attn"]`, `["gdn", "attn", {"name": "layers.1.attn", "spec": "attn"}]`), "layers[2].spec", groups.ErrInvalidSpec},
 		{"duplicated name in group", edit(t, `["gdn", "attn"]`, `["gdn", ["attn", "attn"]]`), "layers[1][1]", groups.ErrInvalidSpec},
 		{"object without name", edit(t, `["gdn", "attn"]`, `["gdn", {"spec": "attn"}]`), "layers[1].name", groups.ErrInvalidSpec},
+		{"first layer parallel", edit(t, `["gdn", "attn"]`, `[{"name": "a", "spec": "gdn", "parallel": true}, "attn"]`), "layers[0].parallel", groups.ErrInvalidSpec},
+		{"parallel not a bool", edit(t, `["gdn", "attn"]`, `["gdn", {"name": "a", "spec": "attn", "parallel": 1}]`), "layers[1].parallel", groups.ErrInvalidSpec},
 		{"object unknown field", edit(t, `["gdn", "attn"]`, `["gdn", {"name": "a", "spec": "attn", "draft": true}]`), "layers[1].draft", groups.ErrInvalidSpec},
 		{"too many layers", edit(t, `["gdn", "attn"]`, `["gdn", `+many+`]`), "layers[4096]", groups.ErrInvalidSpec},
 	}

@@ -189,12 +189,17 @@ func (r *RecurrentSpec) ConvChannels() int {
 }
 
 // Layer is one cache-owning layer: one tensor (or K/V pair) per block. A
-// decoder layer with two caches (DeepSeek-V3.2's MLA and indexer) is two
-// Layers.
+// decoder layer with two caches (DeepSeek-V3.2's MLA and indexer,
+// Falcon-H1's attention and Mamba2 mixer) is two Layers, the second marked
+// Parallel.
 type Layer struct {
-	Name      string         `json:"name"`
-	Kind      Kind           `json:"kind"`
-	Draft     bool           `json:"draft,omitempty"`
+	Name  string `json:"name"`
+	Kind  Kind   `json:"kind"`
+	Draft bool   `json:"draft,omitempty"`
+	// Parallel: the layer belongs to the decoder layer of the layer before
+	// it; both read the same input and their outputs are added (what a
+	// model computes, not what it stores: the transfer ignores it).
+	Parallel  bool           `json:"parallel,omitempty"`
 	Attention *Attention     `json:"attention,omitempty"`
 	MLA       *MLASpec       `json:"mla,omitempty"`
 	Indexer   *IndexerSpec   `json:"indexer,omitempty"`
@@ -245,6 +250,9 @@ func (m *Model) Validate() error {
 		names[l.Name] = i
 		if err := l.validate(p); err != nil {
 			return err
+		}
+		if l.Parallel && (i == 0 || m.Layers[i-1].Draft != l.Draft) {
+			return fieldErr(p+".parallel", "no layer of the same model before it to run in parallel with")
 		}
 		if l.Draft {
 			drafts++

@@ -39,8 +39,9 @@ func GenModel() *rapid.Generator[*groups.Model] {
 			names[n] = true
 			return n
 		}
-		addLayer := func(prefix string, d, spec int, draft bool) {
+		addLayer := func(prefix string, d, spec int, draft, parallel bool) {
 			l := cloneLayer(palette[spec])
+			l.Parallel = parallel
 			if rapid.IntRange(0, 9).Draw(t, "free_name") == 0 {
 				l.Name = unique(gmName().Draw(t, "layer_name"))
 			} else {
@@ -53,15 +54,15 @@ func GenModel() *rapid.Generator[*groups.Model] {
 		for d := 0; d < decoder; d++ {
 			switch rapid.IntRange(0, 9).Draw(t, "caches") {
 			case 0: // MLP or MoE: no cache
-			case 1: // two caches (MLA + indexer)
-				addLayer("layers", d, rapid.IntRange(0, len(palette)-1).Draw(t, "spec"), false)
-				addLayer("layers", d, rapid.IntRange(0, len(palette)-1).Draw(t, "spec"), false)
+			case 1: // two caches in one decoder layer (MLA + indexer, Falcon-H1's attention + Mamba2)
+				addLayer("layers", d, rapid.IntRange(0, len(palette)-1).Draw(t, "spec"), false, false)
+				addLayer("layers", d, rapid.IntRange(0, len(palette)-1).Draw(t, "spec"), false, rapid.IntRange(0, 4).Draw(t, "parallel") > 0)
 			default:
-				addLayer("layers", d, rapid.IntRange(0, len(palette)-1).Draw(t, "spec"), false)
+				addLayer("layers", d, rapid.IntRange(0, len(palette)-1).Draw(t, "spec"), false, false)
 			}
 		}
 		if len(m.Layers) == 0 {
-			addLayer("layers", decoder, 0, false)
+			addLayer("layers", decoder, 0, false, false)
 		}
 		var drafts []int
 		for i, l := range palette {
@@ -79,7 +80,7 @@ func GenModel() *rapid.Generator[*groups.Model] {
 			}
 			n := rapid.IntRange(1, 3).Draw(t, "draft_layers")
 			for i := 0; i < n; i++ {
-				addLayer(prefix, i, rapid.SampledFrom(drafts).Draw(t, "draft_spec"), true)
+				addLayer(prefix, i, rapid.SampledFrom(drafts).Draw(t, "draft_spec"), true, false)
 			}
 		}
 		return m

@@ -33,7 +33,8 @@ const maxTP = 8
 // can shard: every layer kind (full, sliding, chunked, MLA plain and
 // fp8_ds_mla, indexer, recurrent of every type with several conv segments
 // and states, replicable Mamba2-style groups), fp8 scales, head_dim_v,
-// every dtype, speculative tokens and draft layers. Dimensions are tiny so
+// every dtype, speculative tokens, draft layers and parallel layers
+// (Falcon-H1: two caches in one decoder layer). Dimensions are tiny so
 // full byte-level checks stay cheap.
 func GenTransferModel() *rapid.Generator[*groups.Model] {
 	return rapid.Custom(func(t *rapid.T) *groups.Model {
@@ -47,6 +48,7 @@ func GenTransferModel() *rapid.Generator[*groups.Model] {
 		for i := 0; i < n; i++ {
 			l := cloneLayer(specs[rapid.IntRange(0, nspec-1).Draw(t, "spec")])
 			l.Name = fmt.Sprintf("layers.%d", i)
+			l.Parallel = i > 0 && rapid.IntRange(0, 4).Draw(t, "parallel") == 0
 			m.Layers = append(m.Layers, l)
 		}
 		if rapid.IntRange(0, 3).Draw(t, "draft") == 0 {

@@ -17,8 +17,9 @@
 // # The model
 //
 // New draws weights from a seed (vocabulary Vocab, residual width Hidden).
-// A position t runs, in order, every target layer as a residual block
-// x += layer(rmsnorm(x)), then logits = U·rmsnorm(x) and a greedy argmax;
+// A position t runs, in order, every target decoder layer as a residual
+// block x += layer(rmsnorm(x)) (a layer and the Parallel layers after it
+// read the same rmsnorm(x) and their outputs are added: Falcon-H1), then logits = U·rmsnorm(x) and a greedy argmax;
 // draft layers (MTP style) then run on rmsnorm(x) + embed(next) and give a
 // draft token. Layers:
 //

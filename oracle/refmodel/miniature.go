@@ -20,7 +20,7 @@ const (
 )
 
 // Miniature returns the miniature of m that the reference model runs: the
-// same layers with the same names, kinds, order and draft flags, the same
+// same layers with the same names, kinds, order, draft and parallel flags, the same
 // num_speculative_tokens, draft kind and conv kernels, and the same head and
 // unit counts (KV heads, conv segment units and replication, state heads),
 // so every tp that shards m shards the miniature the same way, with the
@@ -70,7 +70,7 @@ func Miniature(m *groups.Model) (*groups.Model, error) {
 			miniOf[k] = mini
 		}
 		mini = cloneLayer(mini)
-		mini.Name, mini.Draft = l.Name, l.Draft
+		mini.Name, mini.Draft, mini.Parallel = l.Name, l.Draft, l.Parallel
 		out.Layers[i] = mini
 	}
 	if err := out.Validate(); err != nil {

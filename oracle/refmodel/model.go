@@ -89,12 +89,8 @@ func (m *Model) Forward(s Store, t int, token uint32) (Output, error) {
 	}
 	st := &step{m: m, s: s, t: t}
 	x := append([]float32(nil), m.embed[int(token)*Hidden:(int(token)+1)*Hidden]...)
-	for _, li := range m.targets {
-		o, err := st.layer(li, rmsNorm(x))
-		if err != nil {
-			return Output{}, err
-		}
-		addInto(x, o)
+	if err := st.stack(m.targets, x); err != nil {
+		return Output{}, err
 	}
 	hf := rmsNorm(x)
 	var out Output
@@ -105,12 +101,8 @@ func (m *Model) Forward(s Store, t int, token uint32) (Output, error) {
 		// embedding of the token just predicted.
 		z := append([]float32(nil), hf...)
 		addInto(z, m.embed[int(out.Next)*Hidden:(int(out.Next)+1)*Hidden])
-		for _, li := range m.drafts {
-			o, err := st.layer(li, rmsNorm(z))
-			if err != nil {
-				return Output{}, err
-			}
-			addInto(z, o)
+		if err := st.stack(m.drafts, z); err != nil {
+			return Output{}, err
 		}
 		out.DraftLogits = matVec(m.draftU, Vocab, rmsNorm(z))
 		out.Draft = argmax(out.DraftLogits)

@@ -345,3 +345,42 @@ func recurrentSnapshot(t tb, m *refmodel.Model, s refmodel.Store, n int) *refmod
 	}
 	return out
 }
+
+// A Parallel layer reads the same input as the layer before it: marking
+// it changes what the model computes, and the miniature keeps the flag.
+func TestParallelLayersChangeTheComputation(t *testing.T) {
+	m := &groups.Model{Name: "par", Layers: []groups.Layer{
+		groups.AttentionLayer("layers.0.attn", 2, 8, groups.BF16),
+		groups.RecurrentLayer("layers.0.mamba", groups.Mamba2State(2, 2, 1, 2, 4, groups.BF16, groups.FP32)),
+	}}
+	seq, err := refmodel.Miniature(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Layers[1].Parallel = true
+	par, err := refmodel.Miniature(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !par.Layers[1].Parallel || seq.Layers[1].Parallel {
+		t.Fatal("miniature lost the parallel flag")
+	}
+	prompt := []uint32{1, 5, 9, 2, 7, 3}
+	a, err := refmodel.New(seq, 4).Generate(refmodel.NewMapStore(seq), prompt, 0, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := refmodel.New(par, 4).Generate(refmodel.NewMapStore(par), prompt, 0, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := refmodel.New(seq, 4).Forward(refmodel.NewMapStore(seq), 0, 3)
+	sb, _ := refmodel.New(par, 4).Forward(refmodel.NewMapStore(par), 0, 3)
+	same := true
+	for i := range sa.Logits {
+		same = same && sa.Logits[i] == sb.Logits[i]
+	}
+	if same {
+		t.Fatalf("parallel and sequential give the same logits (tokens %v, %v)", a, b)
+	}
+}

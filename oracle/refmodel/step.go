@@ -41,6 +41,32 @@ func (st *step) commit() error {
 	return nil
 }
 
+// stack runs layers as residual blocks on x, in place: a decoder layer is
+// a layer and the Parallel layers after it, which all read the same
+// rmsnorm(x) and whose outputs are added together (Falcon-H1's attention
+// and Mamba2 mixer): x += sum of layer(rmsnorm(x)).
+func (st *step) stack(layers []int, x []float32) error {
+	for i := 0; i < len(layers); {
+		h := rmsNorm(x)
+		var sum []float32
+		j := i
+		for ; j < len(layers) && (j == i || st.m.spec.Layers[layers[j]].Parallel); j++ {
+			o, err := st.layer(layers[j], h)
+			if err != nil {
+				return err
+			}
+			if sum == nil {
+				sum = o
+			} else {
+				addInto(sum, o)
+			}
+		}
+		addInto(x, sum)
+		i = j
+	}
+	return nil
+}
+
 // layer returns layer li's contribution to the residual stream for input
 // h (normalized).
 func (st *step) layer(li int, h []float32) ([]float32, error) {
