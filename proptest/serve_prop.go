@@ -59,18 +59,18 @@ type ServeCase struct {
 func GenServeCase(maxInFlight int) *rapid.Generator[ServeCase] {
 	return rapid.Custom(func(t *rapid.T) ServeCase {
 		c := ServeCase{
-			Model:    GenTransferModel().Draw(t, "model"),
+			Model:    GenServingModel().Draw(t, "model"),
 			Handoff:  rapid.SampledFrom([]serve.Handoff{serve.DecodeComputesLast, serve.PrefillSamplesFirst}).Draw(t, "handoff"),
 			Policy:   rapid.SampledFrom([]string{serve.PolicyFail, serve.PolicyRecompute}).Draw(t, "policy"),
 			FaultD:   -1,
 			InFlight: rapid.IntRange(1, max(1, maxInFlight)).Draw(t, "in_flight"),
 		}
-		tp := rapid.SampledFrom([]int{1, 2, 4})
+		tps := []int{1, 2, 4}
 		for i, n := 0, rapid.IntRange(1, 3).Draw(t, "num_p"); i < n; i++ {
-			c.P = append(c.P, ServeInstance{Config: GenInstance(t, fmt.Sprintf("p%d", i), tp.Draw(t, "p_tp"))})
+			c.P = append(c.P, ServeInstance{Config: GenInstance(t, fmt.Sprintf("p%d", i), DrawTP(t, c.Model, tps, "p_tp"))})
 		}
 		for i, n := 0, rapid.IntRange(1, 3).Draw(t, "num_d"); i < n; i++ {
-			c.D = append(c.D, ServeInstance{Config: GenInstance(t, fmt.Sprintf("d%d", i), tp.Draw(t, "d_tp")),
+			c.D = append(c.D, ServeInstance{Config: GenInstance(t, fmt.Sprintf("d%d", i), DrawTP(t, c.Model, tps, "d_tp")),
 				Mode: rapid.SampledFrom([]plan.Mode{plan.Direct, plan.Staged, plan.Auto}).Draw(t, "mode")})
 		}
 		if rapid.IntRange(0, 2).Draw(t, "fault") == 0 {

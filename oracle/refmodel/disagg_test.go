@@ -28,8 +28,8 @@ func drawDisagg(t *rapid.T) disaggCase {
 	c.prompt = drawPrompt(t, rapid.IntRange(2, 24).Draw(t, "prompt_len"))
 	c.h = rapid.IntRange(1, len(c.prompt)-1).Draw(t, "h")
 	c.n = rapid.IntRange(1, 4).Draw(t, "generate")
-	c.p = proptest.GenInstance(t, "p", rapid.SampledFrom(smallTPs).Draw(t, "p_tp"))
-	c.d = proptest.GenInstance(t, "d", rapid.SampledFrom(smallTPs).Draw(t, "d_tp"))
+	c.p = proptest.GenInstance(t, "p", proptest.DrawTP(t, c.mini, smallTPs, "p_tp"))
+	c.d = proptest.GenInstance(t, "d", proptest.DrawTP(t, c.mini, smallTPs, "d_tp"))
 	c.seed = rapid.Uint64().Draw(t, "layout_seed")
 	return c
 }

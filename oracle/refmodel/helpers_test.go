@@ -100,9 +100,10 @@ func (in *instance) sent(spec *groups.Model, h int) [][]int {
 	return out
 }
 
-// drawMini draws a random transfer model and returns its miniature.
+// drawMini draws a random transfer model or a preset of any family and
+// returns its miniature.
 func drawMini(t *rapid.T) *groups.Model {
-	m := proptest.GenTransferModel().Draw(t, "model")
+	m := proptest.GenServingModel().Draw(t, "model")
 	mini, err := refmodel.Miniature(m)
 	if err != nil {
 		t.Fatalf("miniature of %+v: %v", m, err)
