@@ -49,15 +49,18 @@ func KDAState(heads, headDim, kHeads, kDim, kernel int, convDT DType) *Recurrent
 }
 
 // Mamba2State returns the state of a Mamba2 mixer: conv over x ‖ B ‖ C
-// (B and C are n_groups groups of state_size channels, replicated when
-// tp > n_groups), SSM state (heads, head_dim, state_size).
+// (B and C are n_groups groups of state_size channels, sharded by tp; a
+// single group is replicated on every rank, vLLM's padding of n_groups up
+// to tp, which its MambaMixer2 allows for n_groups == 1 only), SSM state
+// (heads, head_dim, state_size).
 func Mamba2State(heads, headDim, nGroups, stateSize, kernel int, convDT, ssmDT DType) *RecurrentSpec {
+	rep := nGroups == 1
 	return &RecurrentSpec{
 		Type: Mamba2, ConvKernel: kernel, ConvDType: convDT,
 		Segments: []Segment{
 			{Name: "x", Units: heads, UnitWidth: headDim},
-			{Name: "B", Units: nGroups, UnitWidth: stateSize, Replicate: true},
-			{Name: "C", Units: nGroups, UnitWidth: stateSize, Replicate: true},
+			{Name: "B", Units: nGroups, UnitWidth: stateSize, Replicate: rep},
+			{Name: "C", Units: nGroups, UnitWidth: stateSize, Replicate: rep},
 		},
 		States: []State{{Name: "ssm", Heads: heads, Dims: []int{headDim, stateSize}, DType: ssmDT}},
 	}
@@ -330,5 +333,44 @@ func KimiLinear(c KimiLinearConfig) (*Model, error) {
 			KDAState(c.KDAHeads, c.KDAHeadDim, c.KDAHeads, c.KDAHeadDim, c.ConvKernel, c.DType)), true
 	})
 	m.NumSpeculativeTokens = c.NumSpeculativeTokens
+	return m, m.Validate()
+}
+
+// HybridConfig holds what the builder of attention + recurrent hybrids
+// needs (Jamba, Bamba, Granite 4.0-H, Falcon-H1, LFM2): per decoder layer
+// an attention layer, a recurrent mixer, both (Falcon-H1: run in parallel
+// on the same input) or neither (an MLP or MoE layer).
+type HybridConfig struct {
+	Name, Architecture string
+	// Attention and Mixer mark, per decoder layer, which caches it has;
+	// both have one entry per decoder layer.
+	Attention, Mixer []bool
+	KVHeads, HeadDim int
+	DType            DType
+	// MixerName names the recurrent layers "layers.<i>.<MixerName>".
+	MixerName            string
+	MixerState           *RecurrentSpec
+	NumSpeculativeTokens int
+}
+
+// Hybrid builds an attention + recurrent hybrid: layers "layers.<i>.attn"
+// and "layers.<i>.<MixerName>", the mixer Parallel where a decoder layer
+// has both.
+func Hybrid(c HybridConfig) (*Model, error) {
+	if len(c.Attention) != len(c.Mixer) {
+		return nil, fieldErr("layers", fmt.Sprintf("%d attention flags for %d mixer flags", len(c.Attention), len(c.Mixer)))
+	}
+	m := &Model{Name: c.Name, Architecture: c.Architecture, NumSpeculativeTokens: c.NumSpeculativeTokens}
+	for i := range c.Attention {
+		if c.Attention[i] {
+			m.Layers = append(m.Layers, AttentionLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.DType))
+		}
+		if c.Mixer[i] {
+			l := RecurrentLayer(fmt.Sprintf("layers.%d.%s", i, c.MixerName), c.MixerState)
+			l = l.clone()
+			l.Parallel = c.Attention[i]
+			m.Layers = append(m.Layers, l)
+		}
+	}
 	return m, m.Validate()
 }

@@ -188,14 +188,20 @@ func TestImpossibleTP(t *testing.T) {
 			t.Errorf("tp %d: %v", tp, err)
 		}
 	}
-	// Nemotron: 8 Mamba2 groups padded up to tp 16 (replicated), heads 128/16.
+	// Nemotron: 8 Mamba2 groups cannot follow 128 heads over tp 16: vLLM's
+	// MambaMixer2 pads n_groups up to tp only when n_groups == 1.
 	n, _ := Preset("nemotron-nano-9b-v2", PresetOptions{})
-	if err := n.CheckTP(16); err != nil {
-		t.Errorf("nemotron tp16: %v", err)
+	if err := n.CheckTP(16); !errors.Is(err, ErrImpossibleTP) {
+		t.Errorf("nemotron tp16: %v, want ErrImpossibleTP", err)
 	}
-	s, _ := n.Shape(0, 16, 5)
-	if s.Segments[1].First != 2 || s.Segments[1].Count != 1 || s.Segments[1].Replicas != 2 {
-		t.Errorf("nemotron tp16 rank 5 B segment %+v", s.Segments[1])
+	// One group (Falcon-H1, Granite 4.0, Bamba) is replicated on every rank.
+	one := &Model{Name: "one-group", Layers: []Layer{RecurrentLayer("m", Mamba2State(16, 4, 1, 8, 4, BF16, BF16))}}
+	s, err := one.Shape(0, 4, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Segments[1].First != 0 || s.Segments[1].Count != 1 || s.Segments[1].Replicas != 4 || s.ConvDim != 16*4/4+2*8 {
+		t.Errorf("one group tp 4 rank 3: B %+v, conv dim %d", s.Segments[1], s.ConvDim)
 	}
 	if _, err := NewGeometry(m, InstanceConfig{TP: 2, BlockSize: 24, KernelBlockSize: 16}, 0); !errors.Is(err, ErrBadGeometry) {
 		t.Errorf("block 24 / kernel 16: %v", err)

@@ -24,8 +24,9 @@ type HFOptions struct {
 	// NumSpeculativeTokens (0-64): conv rows grow by this many; with MTP,
 	// 0 means 1.
 	NumSpeculativeTokens int
-	// SSMDType overrides the recurrent state dtype of GDN and Mamba2
-	// layers, like vLLM's --mamba-ssm-cache-dtype. KDA state stays fp32.
+	// SSMDType overrides the recurrent state dtype of GDN, Mamba2 and
+	// Mamba1 layers, like vLLM's --mamba-ssm-cache-dtype. KDA state stays
+	// fp32; short convs have no SSM state.
 	SSMDType DType
 	// KVCacheDType stores per-token caches as vLLM's --kv-cache-dtype
 	// does (Model.WithKVCacheDType); "" and auto keep the model dtype.
@@ -76,6 +77,11 @@ func init() {
 		"gemma3_text":      {arch: "gemma3", build: hfGemma3},
 		"gpt_oss":          {arch: "gpt_oss", build: hfGptOSS},
 		"nemotron_h":       {arch: "nemotron_h", build: hfNemotronH},
+		"jamba":            {arch: "jamba", build: hfJamba},
+		"bamba":            {arch: "bamba", build: hfBamba},
+		"granitemoehybrid": {arch: "granitemoehybrid", build: hfGraniteHybrid},
+		"falcon_h1":        {arch: "falcon_h1", build: hfFalconH1},
+		"lfm2":             {arch: "lfm2", build: hfLFM2},
 		"llama":            {arch: "llama", build: hfLlama},
 		"mistral":          {arch: "mistral", build: hfLlama},
 	}
@@ -265,10 +271,13 @@ func (r *hfReader) intList(o *jsonObj, key string, lo, hi int) ([]int, bool) {
 	return out, true
 }
 
-// ssmDType: the option, else the config's key, else def.
+// ssmDType: the option, else the config's key (none: ""), else def.
 func (r *hfReader) ssmDType(def DType, key string) DType {
 	if r.opt.SSMDType != DTypeInvalid {
 		return r.opt.SSMDType
+	}
+	if key == "" {
+		return def
 	}
 	return r.dtypeField(def, key)
 }

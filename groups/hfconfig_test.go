@@ -71,6 +71,14 @@ func TestHFConfigPresets(t *testing.T) {
 		{"nemotron-3-nano-30b-a3b", "nemotron-3-nano-30b-a3b", groups.HFOptions{}, groups.PresetOptions{}},
 		{"nemotron-3-nano-30b-a3b", "nemotron-3-nano-30b-a3b", groups.HFOptions{SSMDType: groups.BF16}, groups.PresetOptions{SSMDType: groups.BF16}},
 		{"llama-3.1-8b", "llama-3.1-8b", groups.HFOptions{}, groups.PresetOptions{}},
+		{"jamba-1.5-mini", "jamba-1.5-mini", groups.HFOptions{}, groups.PresetOptions{}},
+		{"jamba-1.5-mini", "jamba-1.5-mini", groups.HFOptions{SSMDType: groups.FP32, KVCacheDType: groups.KVCacheFP8}, groups.PresetOptions{SSMDType: groups.FP32, KVCacheDType: groups.KVCacheFP8}},
+		{"falcon-h1-7b", "falcon-h1-7b", groups.HFOptions{}, groups.PresetOptions{}},
+		{"falcon-h1-7b", "falcon-h1-7b", groups.HFOptions{NumSpeculativeTokens: 2, SSMDType: groups.FP32}, groups.PresetOptions{NumSpeculativeTokens: 2, SSMDType: groups.FP32}},
+		{"granite-4.0-h-tiny", "granite-4.0-h-tiny", groups.HFOptions{}, groups.PresetOptions{}},
+		{"lfm2-1.2b", "lfm2-1.2b", groups.HFOptions{}, groups.PresetOptions{}},
+		{"lfm2-1.2b", "lfm2-1.2b", groups.HFOptions{NumSpeculativeTokens: 1}, groups.PresetOptions{NumSpeculativeTokens: 1}},
+		{"bamba-9b", "bamba-9b", groups.HFOptions{}, groups.PresetOptions{}},
 	}
 	seen := map[string]bool{}
 	for _, c := range cases {
@@ -111,6 +119,13 @@ func TestHFConfigReferenceBytes(t *testing.T) {
 		"gpt-oss-20b":         103809024,
 		"nemotron-nano-9b-v2": 210657280,
 		"llama-3.1-8b":        536870912,
+		// Computed from the config.json files by an independent script of
+		// vLLM's formulas (mamba_utils' shape and dtype calculators).
+		"jamba-1.5-mini":     75825152,
+		"falcon-h1-7b":       254701568,
+		"granite-4.0-h-tiny": 62584832,
+		"lfm2-1.2b":          50413568,
+		"bamba-9b":           112619008,
 	} {
 		m, err := groups.ParseHFConfig(readHF(t, file), groups.HFOptions{})
 		if err != nil {
@@ -243,6 +258,24 @@ func TestParseHFConfigRejects(t *testing.T) {
 		{"nemotron layer count", "nemotron-nano-9b-v2", "", "num_hidden_layers", 55, groups.HFOptions{}, "num_hidden_layers", groups.ErrInvalidSpec},
 		{"nemotron missing groups", "nemotron-nano-9b-v2", "", "n_groups", del{}, groups.HFOptions{}, "n_groups", groups.ErrInvalidSpec},
 		{"llama missing heads", "llama-3.1-8b", "", "num_attention_heads", del{}, groups.HFOptions{}, "num_attention_heads", groups.ErrInvalidSpec},
+		{"jamba offset past period", "jamba-1.5-mini", "", "attn_layer_offset", 8, groups.HFOptions{}, "attn_layer_offset", groups.ErrInvalidSpec},
+		{"jamba speculative tokens", "jamba-1.5-mini", "", "x", 1, groups.HFOptions{NumSpeculativeTokens: 1}, "num_speculative_tokens", groups.ErrUnsupported},
+		{"jamba missing kv heads", "jamba-1.5-mini", "", "num_key_value_heads", del{}, groups.HFOptions{}, "num_key_value_heads", groups.ErrInvalidSpec},
+		{"jamba missing hidden", "jamba-1.5-mini", "", "hidden_size", del{}, groups.HFOptions{}, "hidden_size", groups.ErrInvalidSpec},
+		{"jamba mtp", "jamba-1.5-mini", "", "x", 1, groups.HFOptions{MTP: true}, "model_type", groups.ErrUnsupported},
+		{"falcon missing d_ssm", "falcon-h1-7b", "", "mamba_d_ssm", del{}, groups.HFOptions{}, "mamba_d_ssm", groups.ErrInvalidSpec},
+		{"falcon d_head inconsistent", "falcon-h1-7b", "", "mamba_d_head", 64, groups.HFOptions{}, "mamba_d_head", groups.ErrInvalidSpec},
+		{"falcon d_head not auto", "falcon-h1-7b", "", "mamba_d_head", "big", groups.HFOptions{}, "mamba_d_head", groups.ErrInvalidSpec},
+		{"falcon heads do not divide", "falcon-h1-7b", "", "mamba_n_heads", 25, groups.HFOptions{}, "mamba_n_heads", groups.ErrInvalidSpec},
+		{"falcon groups do not divide", "falcon-h1-7b", "", "mamba_n_groups", 5, groups.HFOptions{}, "mamba_n_groups", groups.ErrInvalidSpec},
+		{"granite missing layer_types", "granite-4.0-h-tiny", "", "layer_types", del{}, groups.HFOptions{}, "layer_types", groups.ErrInvalidSpec},
+		{"granite bad layer type", "granite-4.0-h-tiny", "", "layer_types", make([]string, 40), groups.HFOptions{}, "layer_types[0]", groups.ErrInvalidSpec},
+		{"granite hidden indivisible", "granite-4.0-h-tiny", "", "hidden_size", 1537, groups.HFOptions{}, "hidden_size", groups.ErrInvalidSpec},
+		{"lfm2 attention index out of range", "lfm2-1.2b", "", "full_attn_idxs", []int{16}, groups.HFOptions{}, "full_attn_idxs[0]", groups.ErrInvalidSpec},
+		{"lfm2 attention index twice", "lfm2-1.2b", "", "full_attn_idxs", []int{2, 2}, groups.HFOptions{}, "full_attn_idxs[1]", groups.ErrInvalidSpec},
+		{"lfm2 bad conv kernel", "lfm2-1.2b", "", "conv_L_cache", 1, groups.HFOptions{}, "conv_L_cache", groups.ErrInvalidSpec},
+		{"bamba index out of range", "bamba-9b", "", "attn_layer_indices", []int{32}, groups.HFOptions{}, "attn_layer_indices[0]", groups.ErrInvalidSpec},
+		{"bamba missing hidden", "bamba-9b", "", "hidden_size", del{}, groups.HFOptions{}, "hidden_size", groups.ErrInvalidSpec},
 		{"llama head_dim indivisible", "llama-3.1-8b", "", "hidden_size", 4095, groups.HFOptions{}, "head_dim", groups.ErrInvalidSpec},
 		{"duplicated key", "llama-3.1-8b", "", "x", 1, groups.HFOptions{}, "num_hidden_layers", groups.ErrInvalidSpec},
 		{"bad option nspec", "llama-3.1-8b", "", "x", 1, groups.HFOptions{NumSpeculativeTokens: 65}, "num_speculative_tokens", groups.ErrInvalidSpec},
@@ -357,7 +390,7 @@ func TestParseModelFile(t *testing.T) {
 
 func TestSupportedHFModelTypes(t *testing.T) {
 	got := strings.Join(groups.SupportedHFModelTypes(), " ")
-	want := "deepseek_v3 deepseek_v32 gemma3 gemma3_text gpt_oss kimi_k2 kimi_k25 kimi_linear llama mistral nemotron_h qwen3_5 qwen3_5_moe qwen3_5_moe_text qwen3_5_text qwen3_next"
+	want := "bamba deepseek_v3 deepseek_v32 falcon_h1 gemma3 gemma3_text gpt_oss granitemoehybrid jamba kimi_k2 kimi_k25 kimi_linear lfm2 llama mistral nemotron_h qwen3_5 qwen3_5_moe qwen3_5_moe_text qwen3_5_text qwen3_next"
 	if got != want {
 		t.Errorf("got %s", got)
 	}

@@ -273,3 +273,10 @@ func checkName(field, s string, max int) error {
 	}
 	return nil
 }
+
+// isNull reports whether key is present with the value null (a lenient
+// object otherwise treats it as absent).
+func (o *jsonObj) isNull(key string) bool {
+	v, ok := o.vals[key]
+	return ok && isJSONNull(v)
+}

@@ -74,6 +74,9 @@ func allPresetVariants(t testing.TB) []*groups.Model {
 	var out []*groups.Model
 	for _, name := range groups.PresetNames() {
 		opts := []groups.PresetOptions{{}, {NumSpeculativeTokens: 3, SSMDType: groups.BF16}}
+		if !groups.AcceptsSpeculativeTokens(name) {
+			opts[1].NumSpeculativeTokens = 0
+		}
 		if groups.HasMTP(name) {
 			opts = append(opts, groups.PresetOptions{MTP: true}, groups.PresetOptions{MTP: true, NumSpeculativeTokens: 4, SSMDType: groups.FP32})
 		}

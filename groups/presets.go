@@ -14,8 +14,9 @@ type PresetOptions struct {
 	// NumSpeculativeTokens overrides the speculative token count (default
 	// 1 with MTP, 3 for Eagle3 presets, 0 otherwise).
 	NumSpeculativeTokens int
-	// SSMDType overrides the recurrent state dtype of GDN and Mamba2
-	// layers (vLLM's --mamba-ssm-cache-dtype). KDA stays fp32.
+	// SSMDType overrides the recurrent state dtype of GDN, Mamba2 and
+	// Mamba1 layers (vLLM's --mamba-ssm-cache-dtype). KDA stays fp32;
+	// short convs have no SSM state.
 	SSMDType DType
 	// KVCacheDType stores per-token caches as vLLM's --kv-cache-dtype
 	// does (Model.WithKVCacheDType); "" and auto keep the model dtype.
@@ -26,6 +27,7 @@ type preset struct {
 	name   string
 	mtp    int // native MTP layers available
 	eagle3 bool
+	noSpec bool // speculative tokens refused (vLLM's Mamba1 state has no speculative rows)
 	build  func(o PresetOptions) (*Model, error)
 }
 
@@ -151,6 +153,74 @@ var presets = []preset{
 	nemotron("nemotron-nano-9b-v2", "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-", 8, 128, 80),
 	llama("llama-3.1-8b", 32),
 	llama("llama-3.1-70b", 80),
+	{name: "jamba-1.5-mini", noSpec: true, build: func(o PresetOptions) (*Model, error) {
+		c := periodic(32, 8, 4, "mamba")
+		c.Name, c.Architecture, c.KVHeads, c.HeadDim, c.DType = "jamba-1.5-mini", "jamba", 8, 128, BF16
+		c.MixerState = Mamba1State(2*4096, 16, 4, BF16, ssm(o, BF16))
+		return Hybrid(c)
+	}},
+	{name: "falcon-h1-7b", build: func(o PresetOptions) (*Model, error) {
+		c := HybridConfig{Name: "falcon-h1-7b", Architecture: "falcon_h1", MixerName: "mamba",
+			Attention: repeat(44, true), Mixer: repeat(44, true), KVHeads: 2, HeadDim: 128, DType: BF16,
+			MixerState: Mamba2State(24, 128, 1, 256, 4, BF16, ssm(o, BF16)), NumSpeculativeTokens: o.NumSpeculativeTokens}
+		return Hybrid(c)
+	}},
+	{name: "granite-4.0-h-tiny", build: func(o PresetOptions) (*Model, error) {
+		attn := make([]bool, 40)
+		for _, i := range []int{5, 15, 25, 35} {
+			attn[i] = true
+		}
+		c := HybridConfig{Name: "granite-4.0-h-tiny", Architecture: "granitemoehybrid", MixerName: "mamba",
+			Attention: attn, Mixer: not(attn), KVHeads: 4, HeadDim: 128, DType: BF16,
+			MixerState: Mamba2State(48, 64, 1, 128, 4, BF16, ssm(o, BF16)), NumSpeculativeTokens: o.NumSpeculativeTokens}
+		return Hybrid(c)
+	}},
+	{name: "lfm2-1.2b", build: func(o PresetOptions) (*Model, error) {
+		attn := make([]bool, 16)
+		for _, i := range []int{2, 5, 8, 10, 12, 14} {
+			attn[i] = true
+		}
+		c := HybridConfig{Name: "lfm2-1.2b", Architecture: "lfm2", MixerName: "conv",
+			Attention: attn, Mixer: not(attn), KVHeads: 8, HeadDim: 64, DType: BF16,
+			MixerState: ShortConvState(2048, 3, BF16), NumSpeculativeTokens: o.NumSpeculativeTokens}
+		return Hybrid(c)
+	}},
+	{name: "bamba-9b", build: func(o PresetOptions) (*Model, error) {
+		attn := make([]bool, 32)
+		for _, i := range []int{9, 18, 27} {
+			attn[i] = true
+		}
+		c := HybridConfig{Name: "bamba-9b", Architecture: "bamba", MixerName: "mamba",
+			Attention: attn, Mixer: not(attn), KVHeads: 8, HeadDim: 128, DType: BF16,
+			MixerState: Mamba2State(128, 64, 1, 128, 4, BF16, ssm(o, BF16)), NumSpeculativeTokens: o.NumSpeculativeTokens}
+		return Hybrid(c)
+	}},
+}
+
+// periodic is a hybrid of n decoder layers whose layer i is attention iff
+// i % period == offset (Jamba), the others mixers named mixer.
+func periodic(n, period, offset int, mixer string) HybridConfig {
+	attn := make([]bool, n)
+	for i := range attn {
+		attn[i] = i%period == offset
+	}
+	return HybridConfig{Attention: attn, Mixer: not(attn), MixerName: mixer}
+}
+
+func repeat(n int, v bool) []bool {
+	out := make([]bool, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}
+
+func not(b []bool) []bool {
+	out := make([]bool, len(b))
+	for i, v := range b {
+		out[i] = !v
+	}
+	return out
 }
 
 // PresetNames lists every preset in a stable order (the order of
@@ -175,6 +245,9 @@ func Preset(name string, o PresetOptions) (*Model, error) {
 		if o.NumSpeculativeTokens < 0 {
 			return nil, fieldErr("num_speculative_tokens", "negative")
 		}
+		if o.NumSpeculativeTokens > 0 && p.noSpec {
+			return nil, &FieldError{Field: "num_speculative_tokens", Msg: fmt.Sprintf("preset %q: its Mamba1 state has no rows for speculative tokens in vLLM", name), Err: ErrUnsupported}
+		}
 		if o.SSMDType != DTypeInvalid && o.SSMDType.Size() == 0 {
 			return nil, fieldErr("ssm_dtype", "invalid")
 		}
@@ -185,6 +258,18 @@ func Preset(name string, o PresetOptions) (*Model, error) {
 		return m.WithKVCacheDType(o.KVCacheDType)
 	}
 	return nil, fmt.Errorf("%w: %q (known: %s)", ErrUnknownPreset, name, strings.Join(sortedNames(), ", "))
+}
+
+// AcceptsSpeculativeTokens reports whether the named preset can be built
+// with NumSpeculativeTokens > 0 (not Jamba: vLLM's Mamba1 state has no
+// speculative rows).
+func AcceptsSpeculativeTokens(name string) bool {
+	for _, p := range presets {
+		if p.name == name {
+			return !p.noSpec
+		}
+	}
+	return false
 }
 
 // HasMTP reports whether the named preset has native MTP layers.

@@ -1,6 +1,9 @@
 package groups
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 // The reference numbers of shared/reference/models.md section 1 (TP 1, bf16
 // KV, no block rounding). They were computed independently of this package.
@@ -33,6 +36,14 @@ var referenceTable = []struct {
 	{"nemotron-nano-9b-v2", 16384, 143548416, 210657280, 680419328, 4, 27},
 	{"llama-3.1-8b", 131072, 0, 536870912, 4294967296, 32, 0},
 	{"llama-3.1-70b", 327680, 0, 1342177280, 10737418240, 80, 0},
+	// Not in models.md: computed from the testdata/hf config.json files by
+	// an independent script of vLLM's formulas (mamba_utils' shape and
+	// dtype calculators, max(1, kv/tp) heads), state tensors only.
+	{"jamba-1.5-mini", 16384, 8716288, 75825152, 545587200, 4, 28},
+	{"falcon-h1-7b", 45056, 70152192, 254701568, 1546547200, 44, 44},
+	{"granite-4.0-h-tiny", 8192, 29030400, 62584832, 297465856, 4, 36},
+	{"lfm2-1.2b", 12288, 81920, 50413568, 402735104, 6, 10},
+	{"bamba-9b", 12288, 62287360, 112619008, 464940544, 3, 29},
 }
 
 func TestReferenceTable(t *testing.T) {
@@ -91,8 +102,48 @@ func TestReferenceTable(t *testing.T) {
 			t.Errorf("preset %s has no reference row", n)
 		}
 	}
-	if len(PresetNames()) != 23 {
-		t.Errorf("%d presets, want 23", len(PresetNames()))
+	if len(PresetNames()) != 28 {
+		t.Errorf("%d presets, want 28", len(PresetNames()))
+	}
+}
+
+// Per-rank figures of the same independent script at tp 2, 4 and 8
+// (4,096 tokens): attention bytes per token, fixed state, state bytes.
+func TestReferenceTPHybrids(t *testing.T) {
+	for _, c := range []struct {
+		name                string
+		tp                  int
+		attn, fixed, at4096 int64
+	}{
+		{"jamba-1.5-mini", 2, 8192, 4358144, 37912576},
+		{"jamba-1.5-mini", 8, 2048, 1089536, 9478144},
+		{"falcon-h1-7b", 2, 22528, 35143680, 127418368},
+		{"falcon-h1-7b", 4, 22528, 17639424, 109914112}, // 2 KV heads replicated, 1 Mamba2 group padded to 4
+		{"granite-4.0-h-tiny", 4, 2048, 7299072, 15687680},
+		{"lfm2-1.2b", 8, 1536, 10240, 6301696},
+		{"bamba-9b", 4, 3072, 15605248, 28188160},
+		{"bamba-9b", 8, 1536, 7824896, 14116352},
+	} {
+		m, _ := Preset(c.name, PresetOptions{})
+		s, err := Summarize(m, 4096, c.tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.AttnTokenB != c.attn || s.FixedB != c.fixed || s.StateBytes != c.at4096 {
+			t.Errorf("%s tp %d: attn/token %d fixed %d state %d, want %d %d %d", c.name, c.tp, s.AttnTokenB, s.FixedB, s.StateBytes, c.attn, c.fixed, c.at4096)
+		}
+	}
+	// Speculative tokens widen Mamba2 and short-conv rows, never Mamba1 (refused).
+	m, _ := Preset("falcon-h1-7b", PresetOptions{NumSpeculativeTokens: 2})
+	if s, _ := Summarize(m, 1, 1); s.FixedB != 70782976 {
+		t.Errorf("falcon-h1-7b, 2 speculative tokens: fixed %d, want 70782976", s.FixedB)
+	}
+	m, _ = Preset("lfm2-1.2b", PresetOptions{NumSpeculativeTokens: 2})
+	if s, _ := Summarize(m, 1, 1); s.FixedB != 163840 {
+		t.Errorf("lfm2-1.2b, 2 speculative tokens: fixed %d, want 163840", s.FixedB)
+	}
+	if _, err := Preset("jamba-1.5-mini", PresetOptions{NumSpeculativeTokens: 1}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("jamba with speculative tokens: %v", err)
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 // family added there is drawn here), with its native MTP layers sometimes,
 // 0 to 2 speculative tokens and the KV cache dtype auto or fp8. Its real
 // shapes are large: the serving and reference-model properties run its
-// miniature (refmodel.Miniature keeps every head and unit count).
+// miniature (refmodel.Miniature keeps how every tp up to 64 shards it).
 func GenPresetModel() *rapid.Generator[*groups.Model] {
 	return rapid.Custom(func(t *rapid.T) *groups.Model {
 		name := rapid.SampledFrom(groups.PresetNames()).Draw(t, "preset")
@@ -17,6 +17,9 @@ func GenPresetModel() *rapid.Generator[*groups.Model] {
 			MTP:                  groups.HasMTP(name) && rapid.Bool().Draw(t, "mtp"),
 			NumSpeculativeTokens: rapid.IntRange(0, 2).Draw(t, "preset_nspec"),
 			KVCacheDType:         rapid.SampledFrom([]groups.KVCacheDType{groups.KVCacheAuto, groups.KVCacheFP8}).Draw(t, "kv_cache_dtype"),
+		}
+		if !groups.AcceptsSpeculativeTokens(name) {
+			o.NumSpeculativeTokens = 0
 		}
 		m, err := groups.Preset(name, o)
 		if err != nil {

@@ -17,7 +17,49 @@ const (
 	miniIndexer   = 128 // indexer head_dim: the smallest multiple of 128
 	miniUnitWidth = 2   // conv segment unit width (at most)
 	miniStateDim  = 2   // every state dimension (at most)
+	// MaxMiniatureTP is the largest tp for which a miniature shards exactly
+	// like its model: counts above it shrink (see Miniature).
+	MaxMiniatureTP = 64
 )
+
+// miniUnits shrinks a head or unit count u above MaxMiniatureTP to
+// Π p^min(v_p(u), ⌊log_p 64⌋) over the primes p ≤ 64 when that is still at
+// least 64: every t ≤ 64 then divides it exactly when t divides u, and
+// t % it == 0 only when both divide, so sharding and replication are the
+// same for every tp up to 64. Mamba1's 8,192 single-channel units become
+// 64, so the reference model does not compute 8,192 conv channels and SSM
+// heads per layer.
+func miniUnits(u int) int {
+	if u <= MaxMiniatureTP {
+		return u
+	}
+	out := 1
+	for p := 2; p <= MaxMiniatureTP; p++ {
+		if !prime(p) {
+			continue
+		}
+		maxPow := 1
+		for maxPow*p <= MaxMiniatureTP {
+			maxPow *= p
+		}
+		for q := 1; q < maxPow && (u/q)%p == 0 && u%(q*p) == 0; q *= p {
+			out *= p
+		}
+	}
+	if out < MaxMiniatureTP {
+		return u
+	}
+	return out
+}
+
+func prime(n int) bool {
+	for d := 2; d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return n >= 2
+}
 
 // Miniature returns the miniature of m that the reference model runs: the
 // same layers with the same names, kinds, order, draft and parallel flags, the same
@@ -99,6 +141,7 @@ func shrink(l *groups.Layer, extra int) groups.Layer {
 	case l.Attention != nil:
 		a := *l.Attention
 		a.HeadDim, a.DType = miniHeadDim+extra, groups.FP32
+		a.KVHeads = miniUnits(a.KVHeads)
 		switch v := l.Attention.HeadDimV; {
 		case v == 0:
 		case v == l.Attention.HeadDim:
@@ -123,11 +166,13 @@ func shrink(l *groups.Layer, extra int) groups.Layer {
 		r.Segments = append([]groups.Segment(nil), r.Segments...)
 		for j := range r.Segments {
 			r.Segments[j].UnitWidth = min(r.Segments[j].UnitWidth, miniUnitWidth)
+			r.Segments[j].Units = miniUnits(r.Segments[j].Units)
 		}
 		r.Segments[0].UnitWidth += extra
 		r.States = make([]groups.State, len(l.Recurrent.States))
 		for j, s := range l.Recurrent.States {
 			s.DType = groups.FP32
+			s.Heads = miniUnits(s.Heads)
 			s.Dims = append([]int(nil), s.Dims...)
 			for k := range s.Dims {
 				s.Dims[k] = min(s.Dims[k], miniStateDim)

@@ -13,6 +13,31 @@ import (
 )
 
 // checkMiniature checks that mini is a faithful miniature of m.
+// sameCount: a miniature's head or unit count m of an original count u is
+// u up to MaxMiniatureTP, and beyond it any count that every tp up to
+// MaxMiniatureTP shards as groups.ShardUnits shards u: split when tp
+// divides it, else replicate when it divides tp, else refuse.
+func sameCount(u, m int) bool {
+	if u <= refmodel.MaxMiniatureTP {
+		return u == m
+	}
+	how := func(n, tp int) int {
+		switch {
+		case n%tp == 0:
+			return 0
+		case tp%n == 0:
+			return 1
+		}
+		return 2
+	}
+	for tp := 1; tp <= refmodel.MaxMiniatureTP; tp++ {
+		if how(u, tp) != how(m, tp) {
+			return false
+		}
+	}
+	return m <= u
+}
+
 func checkMiniature(m, mini *groups.Model) error {
 	if mini.Name != m.Name+"-mini" {
 		return fmt.Errorf("name %q", mini.Name)
@@ -35,7 +60,7 @@ func checkMiniature(m, mini *groups.Model) error {
 		switch {
 		case a.Attention != nil:
 			x, y := a.Attention, b.Attention
-			if x.KVHeads != y.KVHeads || x.Scales != y.Scales || x.Window != y.Window || x.Chunk != y.Chunk || (x.HeadDimV == 0) != (y.HeadDimV == 0) {
+			if !sameCount(x.KVHeads, y.KVHeads) || x.Scales != y.Scales || x.Window != y.Window || x.Chunk != y.Chunk || (x.HeadDimV == 0) != (y.HeadDimV == 0) {
 				return fmt.Errorf("layer %d: attention %+v -> %+v", i, *x, *y)
 			}
 		case a.Recurrent != nil:
@@ -44,12 +69,12 @@ func checkMiniature(m, mini *groups.Model) error {
 				return fmt.Errorf("layer %d: recurrent %+v -> %+v", i, *x, *y)
 			}
 			for j := range x.Segments {
-				if x.Segments[j].Units != y.Segments[j].Units || x.Segments[j].Replicate != y.Segments[j].Replicate {
+				if !sameCount(x.Segments[j].Units, y.Segments[j].Units) || x.Segments[j].Replicate != y.Segments[j].Replicate {
 					return fmt.Errorf("layer %d segment %d: %+v -> %+v", i, j, x.Segments[j], y.Segments[j])
 				}
 			}
 			for j := range x.States {
-				if x.States[j].Heads != y.States[j].Heads || len(x.States[j].Dims) != len(y.States[j].Dims) {
+				if !sameCount(x.States[j].Heads, y.States[j].Heads) || len(x.States[j].Dims) != len(y.States[j].Dims) {
 					return fmt.Errorf("layer %d state %d: %+v -> %+v", i, j, x.States[j], y.States[j])
 				}
 			}
@@ -58,7 +83,7 @@ func checkMiniature(m, mini *groups.Model) error {
 	if a, b := m.KVGroups(), mini.KVGroups(); !reflect.DeepEqual(a, b) {
 		return fmt.Errorf("KV cache groups differ:\n%+v\n%+v", a, b)
 	}
-	for tp := 1; tp <= 16; tp++ {
+	for tp := 1; tp <= refmodel.MaxMiniatureTP; tp++ {
 		if (m.CheckTP(tp) == nil) != (mini.CheckTP(tp) == nil) {
 			return fmt.Errorf("tp %d: original %v, miniature %v", tp, m.CheckTP(tp), mini.CheckTP(tp))
 		}
@@ -72,7 +97,11 @@ func TestMiniaturePresets(t *testing.T) {
 			if mtp && !groups.HasMTP(name) {
 				continue
 			}
-			m, err := groups.Preset(name, groups.PresetOptions{MTP: mtp, NumSpeculativeTokens: 2})
+			nspec := 2
+			if !groups.AcceptsSpeculativeTokens(name) {
+				nspec = 0
+			}
+			m, err := groups.Preset(name, groups.PresetOptions{MTP: mtp, NumSpeculativeTokens: nspec})
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
@@ -145,5 +174,22 @@ func TestNotMiniature(t *testing.T) {
 	}
 	if _, err := refmodel.NewRankStore(nil, nil, nil); !errors.Is(err, refmodel.ErrStoreConfig) {
 		t.Fatalf("empty rank store: %v", err)
+	}
+}
+
+// Shrunk counts shard and replicate exactly like the originals for every
+// tp up to MaxMiniatureTP.
+func TestMiniUnitsKeepSharding(t *testing.T) {
+	for u := 1; u <= 20000; u++ {
+		m := refmodel.MiniUnitsForTest(u)
+		if u <= refmodel.MaxMiniatureTP && m != u || m > u {
+			t.Fatalf("%d -> %d", u, m)
+		}
+		if !sameCount(u, m) {
+			t.Fatalf("%d -> %d shards differently", u, m)
+		}
+	}
+	if got := refmodel.MiniUnitsForTest(8192); got != 64 {
+		t.Errorf("8192 -> %d, want 64", got)
 	}
 }
