@@ -12,6 +12,14 @@ func AttentionLayer(name string, kvHeads, headDim int, dt DType) Layer {
 	return Layer{Name: name, Kind: FullAttention, Attention: &Attention{KVHeads: kvHeads, HeadDim: headDim, DType: dt}}
 }
 
+// withQHeads sets the query head count of an attention layer.
+func withQHeads(l Layer, q int) Layer {
+	a := *l.Attention
+	a.QHeads = q
+	l.Attention = &a
+	return l
+}
+
 // SlidingLayer returns a sliding-window attention layer of window w.
 func SlidingLayer(name string, kvHeads, headDim, w int, dt DType) Layer {
 	return Layer{Name: name, Kind: SlidingWindow, Attention: &Attention{KVHeads: kvHeads, HeadDim: headDim, DType: dt, Window: w}}
@@ -95,6 +103,7 @@ type Qwen35Config struct {
 	Layers               int
 	FullAttention        []bool // per layer; nil: every FullInterval-th layer (1-based) is full
 	FullInterval         int
+	Heads                int // num_attention_heads (0: not checked)
 	KVHeads, HeadDim     int
 	LinearK, LinearV     int // linear_num_key_heads, linear_num_value_heads
 	LinearDK, LinearDV   int
@@ -122,14 +131,14 @@ func Qwen35(c Qwen35Config) (*Model, error) {
 			full = (i+1)%c.FullInterval == 0
 		}
 		if full {
-			m.Layers = append(m.Layers, AttentionLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.DType))
+			m.Layers = append(m.Layers, withQHeads(AttentionLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.DType), c.Heads))
 		} else {
 			m.Layers = append(m.Layers, RecurrentLayer(fmt.Sprintf("layers.%d.gdn", i),
 				GDNState(c.LinearK, c.LinearV, c.LinearDK, c.LinearDV, c.ConvKernel, c.DType, c.SSMDType)))
 		}
 	}
 	addDraft(m, DraftMTP, c.MTPLayers, func(i int) Layer {
-		return AttentionLayer(fmt.Sprintf("mtp.%d.attn", i), c.KVHeads, c.HeadDim, c.DType)
+		return withQHeads(AttentionLayer(fmt.Sprintf("mtp.%d.attn", i), c.KVHeads, c.HeadDim, c.DType), c.Heads)
 	})
 	return m, m.Validate()
 }
@@ -182,6 +191,7 @@ func DeepSeekMLA(c MLAConfig) (*Model, error) {
 // Layers full-attention layers.
 type Eagle3Draft struct {
 	Layers, KVHeads, HeadDim int
+	Heads                    int // num_attention_heads (0: not checked)
 	DType                    DType
 	NumSpeculativeTokens     int
 }
@@ -196,7 +206,7 @@ func AttachEagle3(target *Model, name string, d Eagle3Draft) (*Model, error) {
 	m.Name = name
 	m.NumSpeculativeTokens = d.NumSpeculativeTokens
 	addDraft(m, DraftEagle3, d.Layers, func(i int) Layer {
-		return AttentionLayer(fmt.Sprintf("draft.%d.attn", i), d.KVHeads, d.HeadDim, d.DType)
+		return withQHeads(AttentionLayer(fmt.Sprintf("draft.%d.attn", i), d.KVHeads, d.HeadDim, d.DType), d.Heads)
 	})
 	return m, m.Validate()
 }
@@ -255,7 +265,7 @@ type NemotronHConfig struct {
 	// Pattern has one character per decoder layer: M Mamba2, * attention,
 	// anything else (E MoE, - MLP) keeps no cache.
 	Pattern                                  string
-	KVHeads, HeadDim                         int
+	Heads, KVHeads, HeadDim                  int // Heads: num_attention_heads (0: not checked)
 	MambaHeads, MambaHeadDim, NGroups, State int
 	ConvKernel                               int
 	DType, SSMDType                          DType
@@ -269,7 +279,7 @@ func NemotronH(c NemotronHConfig) (*Model, error) {
 			return RecurrentLayer(fmt.Sprintf("layers.%d.mamba", i),
 				Mamba2State(c.MambaHeads, c.MambaHeadDim, c.NGroups, c.State, c.ConvKernel, c.DType, c.SSMDType)), true
 		case '*':
-			return AttentionLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.DType), true
+			return withQHeads(AttentionLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.DType), c.Heads), true
 		}
 		return Layer{}, false
 	})
@@ -284,6 +294,7 @@ type AttentionConfig struct {
 	// Sliding marks the sliding-window layers (window Window); nil: none.
 	Sliding              []bool
 	Window               int
+	Heads                int // num_attention_heads (0: not checked)
 	KVHeads, HeadDim     int
 	DType                DType
 	NumSpeculativeTokens int
@@ -297,9 +308,9 @@ func AttentionModel(c AttentionConfig) (*Model, error) {
 	}
 	m := Pattern(c.Name, c.Architecture, c.Layers, func(i int) (Layer, bool) {
 		if c.Sliding != nil && c.Sliding[i] {
-			return SlidingLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.Window, c.DType), true
+			return withQHeads(SlidingLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.Window, c.DType), c.Heads), true
 		}
-		return AttentionLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.DType), true
+		return withQHeads(AttentionLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.DType), c.Heads), true
 	})
 	m.NumSpeculativeTokens = c.NumSpeculativeTokens
 	return m, m.Validate()
@@ -345,6 +356,7 @@ type HybridConfig struct {
 	// Attention and Mixer mark, per decoder layer, which caches it has;
 	// both have one entry per decoder layer.
 	Attention, Mixer []bool
+	Heads            int // num_attention_heads (0: not checked)
 	KVHeads, HeadDim int
 	DType            DType
 	// MixerName names the recurrent layers "layers.<i>.<MixerName>".
@@ -363,7 +375,7 @@ func Hybrid(c HybridConfig) (*Model, error) {
 	m := &Model{Name: c.Name, Architecture: c.Architecture, NumSpeculativeTokens: c.NumSpeculativeTokens}
 	for i := range c.Attention {
 		if c.Attention[i] {
-			m.Layers = append(m.Layers, AttentionLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.DType))
+			m.Layers = append(m.Layers, withQHeads(AttentionLayer(fmt.Sprintf("layers.%d.attn", i), c.KVHeads, c.HeadDim, c.DType), c.Heads))
 		}
 		if c.Mixer[i] {
 			l := RecurrentLayer(fmt.Sprintf("layers.%d.%s", i, c.MixerName), c.MixerState)

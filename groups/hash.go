@@ -35,7 +35,7 @@ func CompatFields(m *Model, protocolVersion int) map[string]string {
 		case l.Attention != nil:
 			a := l.Attention
 			dtypes[a.DType.String()] = true
-			f["attention."+k] = fmt.Sprintf("kv_heads=%d head_dim=%d head_dim_v=%d scales=%v window=%d chunk=%d", a.KVHeads, a.HeadDim, a.VDim(), a.Scales, a.Window, a.Chunk)
+			f["attention."+k] = fmt.Sprintf("kv_heads=%d q_heads=%d head_dim=%d head_dim_v=%d scales=%v window=%d chunk=%d", a.KVHeads, a.QHeads, a.HeadDim, a.VDim(), a.Scales, a.Window, a.Chunk)
 		case l.MLA != nil:
 			dtypes[l.MLA.DType.String()] = true
 			f["mla."+k] = fmt.Sprintf("latent=%d rope=%d format=%q", l.MLA.LatentDim, l.MLA.RopeDim, l.MLA.Format)

@@ -445,6 +445,7 @@ func hfQwen(r *hfReader, ssmDefault DType, mtpKey string) (*Model, error) {
 	} else {
 		c.FullInterval = r.optInt("full_attention_interval", 4, 1, MaxLayers)
 	}
+	c.Heads = r.req("num_attention_heads", MaxKVHeads)
 	c.KVHeads = r.req("num_key_value_heads", MaxKVHeads)
 	c.HeadDim = r.headDim(256)
 	c.LinearK = r.req("linear_num_key_heads", MaxDim)
@@ -647,6 +648,7 @@ func hfLlama(r *hfReader) (*Model, error) {
 }
 
 func (r *hfReader) attentionModel(c AttentionConfig, headDimDefault int) (*Model, error) {
+	c.Heads = r.req("num_attention_heads", MaxKVHeads)
 	if c.KVHeads == 0 {
 		c.KVHeads = r.req("num_key_value_heads", MaxKVHeads)
 	}
@@ -681,6 +683,7 @@ func hfNemotronH(r *hfReader) (*Model, error) {
 	}
 	c := NemotronHConfig{Name: r.name, Architecture: r.arch, Pattern: pat}
 	if strings.Contains(pat, "*") {
+		c.Heads = r.req("num_attention_heads", MaxKVHeads)
 		c.KVHeads = r.req("num_key_value_heads", MaxKVHeads)
 		c.HeadDim = r.headDim(0)
 	}
@@ -740,6 +743,7 @@ func AttachEagle3FromHF(target *Model, draftConfig []byte, nspec int) (*Model, e
 	r := &hfReader{root: root, cfg: root, modelType: "eagle3"}
 	d := Eagle3Draft{NumSpeculativeTokens: nspec}
 	d.Layers = r.optInt("num_hidden_layers", 1, 1, 64)
+	d.Heads = r.req("num_attention_heads", MaxKVHeads)
 	if root.has("num_key_value_heads") {
 		d.KVHeads = r.req("num_key_value_heads", MaxKVHeads)
 	} else {

@@ -27,23 +27,23 @@ func (r *hfReader) intOrAuto(key string, def, lo, hi int) int {
 	return r.optInt(key, def, lo, hi)
 }
 
-// attentionShape reads num_key_value_heads (required) and head_dim (the
-// field when the family's vLLM model reads it, else hidden_size /
-// num_attention_heads).
-func (r *hfReader) attentionShape(headDimField bool) (kv, headDim int) {
-	kv = r.req("num_key_value_heads", MaxKVHeads)
+// attentionShape reads num_attention_heads and num_key_value_heads
+// (required) and head_dim (the field when the family's vLLM model reads
+// it, else hidden_size / num_attention_heads).
+func (r *hfReader) attentionShape(c *HybridConfig, headDimField bool) {
+	c.Heads = r.req("num_attention_heads", MaxKVHeads)
+	c.KVHeads = r.req("num_key_value_heads", MaxKVHeads)
 	if headDimField {
-		return kv, r.headDim(0)
+		c.HeadDim = r.headDim(0)
+		return
 	}
 	hidden := r.req("hidden_size", 1<<30)
-	heads := r.req("num_attention_heads", MaxKVHeads)
-	if r.err == nil && hidden%heads != 0 {
-		r.fail(fieldErr(r.cfg.field("hidden_size"), fmt.Sprintf("%d is not a multiple of num_attention_heads %d", hidden, heads)))
+	if r.err == nil && hidden%c.Heads != 0 {
+		r.fail(fieldErr(r.cfg.field("hidden_size"), fmt.Sprintf("%d is not a multiple of num_attention_heads %d", hidden, c.Heads)))
 	}
-	if r.err != nil {
-		return 0, 0
+	if r.err == nil {
+		c.HeadDim = hidden / c.Heads
 	}
-	return kv, hidden / heads
 }
 
 // mamba2 reads the Mamba2 mixer of Bamba, Granite 4.0-H and Falcon-H1:
@@ -120,7 +120,7 @@ func hfJamba(r *hfReader) (*Model, error) {
 	}
 	c.DType = r.kvDType()
 	if slices.Contains(c.Attention, true) {
-		c.KVHeads, c.HeadDim = r.attentionShape(false)
+		r.attentionShape(&c, false)
 	}
 	if slices.Contains(c.Mixer, true) {
 		inter := r.expandIntermediate()
@@ -193,7 +193,7 @@ func hfFalconH1(r *hfReader) (*Model, error) {
 func (r *hfReader) mambaHybrid(c HybridConfig, intermediate func() int, headDimField bool) (*Model, error) {
 	c.DType = r.kvDType()
 	if slices.Contains(c.Attention, true) {
-		c.KVHeads, c.HeadDim = r.attentionShape(headDimField)
+		r.attentionShape(&c, headDimField)
 	}
 	if slices.Contains(c.Mixer, true) {
 		if inter := intermediate(); r.err == nil {
@@ -247,7 +247,7 @@ func hfLFM2(r *hfReader) (*Model, error) {
 	}
 	c.DType = r.kvDType()
 	if slices.Contains(c.Attention, true) {
-		c.KVHeads, c.HeadDim = r.attentionShape(false)
+		r.attentionShape(&c, false)
 	}
 	if slices.Contains(c.Mixer, true) {
 		dim := 0

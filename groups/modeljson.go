@@ -422,12 +422,12 @@ func intFields(o *jsonObj, keys []string, targets ...*int) error {
 }
 
 func decodeAttention(o *jsonObj) (*Attention, error) {
-	if err := o.only("kv_heads", "head_dim", "head_dim_v", "dtype", "scales", "window", "chunk"); err != nil {
+	if err := o.only("kv_heads", "q_heads", "head_dim", "head_dim_v", "dtype", "scales", "window", "chunk"); err != nil {
 		return nil, err
 	}
 	a := &Attention{}
-	if err := intFields(o, []string{"kv_heads", "head_dim", "head_dim_v", "window", "chunk"},
-		&a.KVHeads, &a.HeadDim, &a.HeadDimV, &a.Window, &a.Chunk); err != nil {
+	if err := intFields(o, []string{"kv_heads", "q_heads", "head_dim", "head_dim_v", "window", "chunk"},
+		&a.KVHeads, &a.QHeads, &a.HeadDim, &a.HeadDimV, &a.Window, &a.Chunk); err != nil {
 		return nil, err
 	}
 	var err error
@@ -594,7 +594,7 @@ func checkLayerLimits(l *Layer, p string) error {
 			f   string
 			v   int
 			max int
-		}{{"kv_heads", a.KVHeads, MaxKVHeads}, {"head_dim", a.HeadDim, MaxDim}, {"head_dim_v", a.HeadDimV, MaxDim}, {"window", a.Window, MaxWindow}, {"chunk", a.Chunk, MaxWindow}} {
+		}{{"kv_heads", a.KVHeads, MaxKVHeads}, {"q_heads", a.QHeads, MaxKVHeads}, {"head_dim", a.HeadDim, MaxDim}, {"head_dim_v", a.HeadDimV, MaxDim}, {"window", a.Window, MaxWindow}, {"chunk", a.Chunk, MaxWindow}} {
 			if err := limit(p+".attention."+c.f, c.v, c.max); err != nil {
 				return err
 			}
@@ -976,6 +976,7 @@ type specOut struct {
 
 type attentionOut struct {
 	KVHeads  int    `json:"kv_heads"`
+	QHeads   int    `json:"q_heads,omitempty"`
 	HeadDim  int    `json:"head_dim"`
 	HeadDimV int    `json:"head_dim_v,omitempty"`
 	DType    string `json:"dtype"`
@@ -1020,7 +1021,7 @@ type stateOut struct {
 func toSpecOut(l *Layer) specOut {
 	s := specOut{Kind: l.Kind.String()}
 	if a := l.Attention; a != nil {
-		s.Attention = &attentionOut{KVHeads: a.KVHeads, HeadDim: a.HeadDim, HeadDimV: a.HeadDimV, DType: a.DType.String(),
+		s.Attention = &attentionOut{KVHeads: a.KVHeads, QHeads: a.QHeads, HeadDim: a.HeadDim, HeadDimV: a.HeadDimV, DType: a.DType.String(),
 			Scales: a.Scales, Window: a.Window, Chunk: a.Chunk}
 	}
 	if x := l.MLA; x != nil {

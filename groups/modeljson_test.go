@@ -273,6 +273,8 @@ func TestParseModelJSONRejects(t *testing.T) {
 		{"zero kv heads", edit(t, `"kv_heads": 2`, `"kv_heads": 0`), "layer_specs.attn.attention.kv_heads", groups.ErrInvalidSpec},
 		{"kv heads a string", edit(t, `"kv_heads": 2`, `"kv_heads": "2"`), "layer_specs.attn.attention.kv_heads", groups.ErrInvalidSpec},
 		{"too many kv heads", edit(t, `"kv_heads": 2`, `"kv_heads": 65537`), "layer_specs.attn.attention.kv_heads", groups.ErrInvalidSpec},
+		{"query heads not a multiple", edit(t, `"kv_heads": 2`, `"kv_heads": 2, "q_heads": 3`), "layer_specs.attn.attention.q_heads", groups.ErrInvalidSpec},
+		{"query heads negative", edit(t, `"kv_heads": 2`, `"kv_heads": 2, "q_heads": -2`), "layer_specs.attn.attention.q_heads", groups.ErrInvalidSpec},
 		{"head dim too large", edit(t, `"head_dim": 64`, `"head_dim": 1048577`), "layer_specs.attn.attention.head_dim", groups.ErrInvalidSpec},
 		{"unknown dtype", edit(t, `"dtype": "bf16"`, `"dtype": "bf17"`), "layer_specs.attn.attention.dtype", groups.ErrInvalidSpec},
 		{"missing dtype", edit(t, `, "dtype": "bf16"}`, `}`), "layer_specs.attn.attention.dtype", groups.ErrInvalidSpec},
@@ -366,7 +368,8 @@ func TestMarshalModelJSONRejects(t *testing.T) {
 		field string
 	}{
 		{"invalid model", func(m *groups.Model) { m.Layers[3].Attention.KVHeads = 0 }, "layers[3].attention.kv_heads"},
-		{"too many kv heads", func(m *groups.Model) { m.Layers[3].Attention.KVHeads = 1 << 17 }, "layers[3].attention.kv_heads"},
+		{"too many kv heads", func(m *groups.Model) { m.Layers[3].Attention.KVHeads, m.Layers[3].Attention.QHeads = 1<<17, 0 }, "layers[3].attention.kv_heads"},
+		{"query heads not a multiple", func(m *groups.Model) { a := m.Layers[3].Attention; a.QHeads = 2*a.KVHeads + 1 }, "layers[3].attention.q_heads"},
 		{"huge state", func(m *groups.Model) { m.Layers[0].Recurrent.States[0].Dims = []int{1 << 20, 1 << 20, 1 << 20} }, "layers[0].recurrent.states[0]"},
 		{"overflowing state", func(m *groups.Model) {
 			m.Layers[0].Recurrent.States[0].Dims = []int{1 << 62, 1 << 62}

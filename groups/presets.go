@@ -38,11 +38,11 @@ func ssm(o PresetOptions, def DType) DType {
 	return def
 }
 
-func qwen35(name string, layers, kv, v int) preset {
+func qwen35(name string, layers, heads, kv, v int) preset {
 	return preset{name: name, mtp: 1, build: func(o PresetOptions) (*Model, error) {
 		return Qwen35(Qwen35Config{
 			Name: name, Architecture: "qwen3_5", Layers: layers, FullInterval: 4,
-			KVHeads: kv, HeadDim: 256, LinearK: 16, LinearV: v, LinearDK: 128, LinearDV: 128,
+			Heads: heads, KVHeads: kv, HeadDim: 256, LinearK: 16, LinearV: v, LinearDK: 128, LinearDV: 128,
 			ConvKernel: 4, DType: BF16, SSMDType: ssm(o, FP32), MTPLayers: mtpLayers(o, 1),
 			NumSpeculativeTokens: o.NumSpeculativeTokens,
 		})
@@ -63,14 +63,14 @@ func deepseek(name, arch string, indexer int, mtp int) preset {
 	}}
 }
 
-func gemma3(name string, layers, kv, hd int) preset {
+func gemma3(name string, layers, heads, kv, hd int) preset {
 	return preset{name: name, build: func(o PresetOptions) (*Model, error) {
 		sliding := make([]bool, layers)
 		for i := range sliding {
 			sliding[i] = (i+1)%6 != 0 // 5:1 local:global
 		}
 		return AttentionModel(AttentionConfig{Name: name, Architecture: "gemma3", Layers: layers, Sliding: sliding, Window: 1024,
-			KVHeads: kv, HeadDim: hd, DType: BF16, NumSpeculativeTokens: o.NumSpeculativeTokens})
+			Heads: heads, KVHeads: kv, HeadDim: hd, DType: BF16, NumSpeculativeTokens: o.NumSpeculativeTokens})
 	}}
 }
 
@@ -81,21 +81,21 @@ func gptOSS(name string, layers int) preset {
 			sliding[i] = i%2 == 0 // alternating, sliding first
 		}
 		return AttentionModel(AttentionConfig{Name: name, Architecture: "gpt_oss", Layers: layers, Sliding: sliding, Window: 128,
-			KVHeads: 8, HeadDim: 64, DType: BF16, NumSpeculativeTokens: o.NumSpeculativeTokens})
+			Heads: 64, KVHeads: 8, HeadDim: 64, DType: BF16, NumSpeculativeTokens: o.NumSpeculativeTokens})
 	}}
 }
 
-func llama(name string, layers int) preset {
+func llama(name string, layers, heads int) preset {
 	return preset{name: name, build: func(o PresetOptions) (*Model, error) {
 		return AttentionModel(AttentionConfig{Name: name, Architecture: "llama", Layers: layers,
-			KVHeads: 8, HeadDim: 128, DType: BF16, NumSpeculativeTokens: o.NumSpeculativeTokens})
+			Heads: heads, KVHeads: 8, HeadDim: 128, DType: BF16, NumSpeculativeTokens: o.NumSpeculativeTokens})
 	}}
 }
 
-func nemotron(name, pattern string, kv, mheads, mhd int) preset {
+func nemotron(name, pattern string, heads, kv, mheads, mhd int) preset {
 	return preset{name: name, build: func(o PresetOptions) (*Model, error) {
 		return NemotronH(NemotronHConfig{Name: name, Architecture: "nemotron_h", Pattern: pattern,
-			KVHeads: kv, HeadDim: 128, MambaHeads: mheads, MambaHeadDim: mhd, NGroups: 8, State: 128,
+			Heads: heads, KVHeads: kv, HeadDim: 128, MambaHeads: mheads, MambaHeadDim: mhd, NGroups: 8, State: 128,
 			ConvKernel: 4, DType: BF16, SSMDType: ssm(o, FP32)})
 	}}
 }
@@ -105,18 +105,18 @@ func nemotron(name, pattern string, kv, mheads, mhd int) preset {
 var kimiLinearMLA = map[int]bool{3: true, 7: true, 11: true, 15: true, 19: true, 23: true, 26: true}
 
 var presets = []preset{
-	qwen35("qwen3.5-0.8b", 24, 2, 16),
-	qwen35("qwen3.5-2b", 24, 2, 16),
-	qwen35("qwen3.5-4b", 32, 4, 32),
-	qwen35("qwen3.5-9b", 32, 4, 32),
-	qwen35("qwen3.5-27b", 64, 4, 48),
-	qwen35("qwen3.5-35b-a3b", 40, 2, 32),
-	qwen35("qwen3.5-122b-a10b", 48, 2, 64),
-	qwen35("qwen3.5-397b-a17b", 60, 2, 64),
+	qwen35("qwen3.5-0.8b", 24, 8, 2, 16),
+	qwen35("qwen3.5-2b", 24, 8, 2, 16),
+	qwen35("qwen3.5-4b", 32, 16, 4, 32),
+	qwen35("qwen3.5-9b", 32, 16, 4, 32),
+	qwen35("qwen3.5-27b", 64, 24, 4, 48),
+	qwen35("qwen3.5-35b-a3b", 40, 16, 2, 32),
+	qwen35("qwen3.5-122b-a10b", 48, 32, 2, 64),
+	qwen35("qwen3.5-397b-a17b", 60, 32, 2, 64),
 	{name: "qwen3-next-80b-a3b", mtp: 1, build: func(o PresetOptions) (*Model, error) {
 		return Qwen35(Qwen35Config{
 			Name: "qwen3-next-80b-a3b", Architecture: "qwen3_next", Layers: 48, FullInterval: 4,
-			KVHeads: 2, HeadDim: 256, LinearK: 16, LinearV: 32, LinearDK: 128, LinearDV: 128,
+			Heads: 16, KVHeads: 2, HeadDim: 256, LinearK: 16, LinearV: 32, LinearDK: 128, LinearDV: 128,
 			ConvKernel: 4, DType: BF16, SSMDType: ssm(o, BF16), MTPLayers: mtpLayers(o, 1),
 			NumSpeculativeTokens: o.NumSpeculativeTokens,
 		})
@@ -140,28 +140,28 @@ var presets = []preset{
 		if n == 0 {
 			n = 3
 		}
-		return AttachEagle3(t, "kimi-k2.5-eagle3", Eagle3Draft{Layers: 1, KVHeads: 64, HeadDim: 128, DType: BF16, NumSpeculativeTokens: n})
+		return AttachEagle3(t, "kimi-k2.5-eagle3", Eagle3Draft{Layers: 1, Heads: 64, KVHeads: 64, HeadDim: 128, DType: BF16, NumSpeculativeTokens: n})
 	}},
 	deepseek("deepseek-v3", "deepseek_v3", 0, 1),
 	deepseek("deepseek-v3.2", "deepseek_v32", 128, 1),
-	gemma3("gemma-3-4b", 34, 4, 256),
-	gemma3("gemma-3-12b", 48, 8, 256),
-	gemma3("gemma-3-27b", 62, 16, 128),
+	gemma3("gemma-3-4b", 34, 8, 4, 256),
+	gemma3("gemma-3-12b", 48, 16, 8, 256),
+	gemma3("gemma-3-27b", 62, 32, 16, 128),
 	gptOSS("gpt-oss-20b", 24),
 	gptOSS("gpt-oss-120b", 36),
-	nemotron("nemotron-3-nano-30b-a3b", "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME", 2, 64, 64),
-	nemotron("nemotron-nano-9b-v2", "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-", 8, 128, 80),
-	llama("llama-3.1-8b", 32),
-	llama("llama-3.1-70b", 80),
+	nemotron("nemotron-3-nano-30b-a3b", "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME", 32, 2, 64, 64),
+	nemotron("nemotron-nano-9b-v2", "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-", 40, 8, 128, 80),
+	llama("llama-3.1-8b", 32, 32),
+	llama("llama-3.1-70b", 80, 64),
 	{name: "jamba-1.5-mini", noSpec: true, build: func(o PresetOptions) (*Model, error) {
 		c := periodic(32, 8, 4, "mamba")
-		c.Name, c.Architecture, c.KVHeads, c.HeadDim, c.DType = "jamba-1.5-mini", "jamba", 8, 128, BF16
+		c.Name, c.Architecture, c.Heads, c.KVHeads, c.HeadDim, c.DType = "jamba-1.5-mini", "jamba", 32, 8, 128, BF16
 		c.MixerState = Mamba1State(2*4096, 16, 4, BF16, ssm(o, BF16))
 		return Hybrid(c)
 	}},
 	{name: "falcon-h1-7b", build: func(o PresetOptions) (*Model, error) {
 		c := HybridConfig{Name: "falcon-h1-7b", Architecture: "falcon_h1", MixerName: "mamba",
-			Attention: repeat(44, true), Mixer: repeat(44, true), KVHeads: 2, HeadDim: 128, DType: BF16,
+			Attention: repeat(44, true), Mixer: repeat(44, true), Heads: 12, KVHeads: 2, HeadDim: 128, DType: BF16,
 			MixerState: Mamba2State(24, 128, 1, 256, 4, BF16, ssm(o, BF16)), NumSpeculativeTokens: o.NumSpeculativeTokens}
 		return Hybrid(c)
 	}},
@@ -171,7 +171,7 @@ var presets = []preset{
 			attn[i] = true
 		}
 		c := HybridConfig{Name: "granite-4.0-h-tiny", Architecture: "granitemoehybrid", MixerName: "mamba",
-			Attention: attn, Mixer: not(attn), KVHeads: 4, HeadDim: 128, DType: BF16,
+			Attention: attn, Mixer: not(attn), Heads: 12, KVHeads: 4, HeadDim: 128, DType: BF16,
 			MixerState: Mamba2State(48, 64, 1, 128, 4, BF16, ssm(o, BF16)), NumSpeculativeTokens: o.NumSpeculativeTokens}
 		return Hybrid(c)
 	}},
@@ -181,7 +181,7 @@ var presets = []preset{
 			attn[i] = true
 		}
 		c := HybridConfig{Name: "lfm2-1.2b", Architecture: "lfm2", MixerName: "conv",
-			Attention: attn, Mixer: not(attn), KVHeads: 8, HeadDim: 64, DType: BF16,
+			Attention: attn, Mixer: not(attn), Heads: 32, KVHeads: 8, HeadDim: 64, DType: BF16,
 			MixerState: ShortConvState(2048, 3, BF16), NumSpeculativeTokens: o.NumSpeculativeTokens}
 		return Hybrid(c)
 	}},
@@ -191,7 +191,7 @@ var presets = []preset{
 			attn[i] = true
 		}
 		c := HybridConfig{Name: "bamba-9b", Architecture: "bamba", MixerName: "mamba",
-			Attention: attn, Mixer: not(attn), KVHeads: 8, HeadDim: 128, DType: BF16,
+			Attention: attn, Mixer: not(attn), Heads: 32, KVHeads: 8, HeadDim: 128, DType: BF16,
 			MixerState: Mamba2State(128, 64, 1, 128, 4, BF16, ssm(o, BF16)), NumSpeculativeTokens: o.NumSpeculativeTokens}
 		return Hybrid(c)
 	}},

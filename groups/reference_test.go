@@ -2,6 +2,7 @@ package groups
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -175,5 +176,19 @@ func TestReferenceTP(t *testing.T) {
 	s, _ = Summarize(m, 4096, 1)
 	if s.FixedB != 45*(6*12288*2+4194304) || s.DraftTokenB != 2048 {
 		t.Errorf("qwen3.5-397b mtp: fixed %d draft/token %d", s.FixedB, s.DraftTokenB)
+	}
+}
+
+// vLLM's attention asserts num_attention_heads % tp == 0: the presets
+// carry the query head count and refuse such a tp.
+func TestQueryHeadsLimitTP(t *testing.T) {
+	for name, bad := range map[string]int{"falcon-h1-7b": 8, "granite-4.0-h-tiny": 8, "qwen3.5-27b": 16, "qwen3.5-0.8b": 16, "gemma-3-4b": 16} {
+		m, _ := Preset(name, PresetOptions{})
+		if err := m.CheckTP(bad); !errors.Is(err, ErrImpossibleTP) || !strings.Contains(err.Error(), "query heads") {
+			t.Errorf("%s tp %d: %v", name, bad, err)
+		}
+		if err := m.CheckTP(bad / 2); err != nil {
+			t.Errorf("%s tp %d: %v", name, bad/2, err)
+		}
 	}
 }

@@ -104,6 +104,9 @@ func (m *Model) Shape(i, tp, rank int) (LayerShape, error) {
 	switch l.Kind {
 	case FullAttention, SlidingWindow, ChunkedLocal:
 		a := l.Attention
+		if a.QHeads > 0 && tp > 0 && a.QHeads%tp != 0 {
+			return s, wrap(fmt.Errorf("%w: %d query heads are not divisible by tp %d", ErrImpossibleTP, a.QHeads, tp))
+		}
 		h, err := ShardUnits(a.KVHeads, tp, rank, true)
 		if err != nil {
 			return s, wrap(err)

@@ -102,7 +102,11 @@ const (
 
 // Attention describes a full, sliding-window or chunked-local attention layer.
 type Attention struct {
-	KVHeads  int   `json:"kv_heads"`
+	KVHeads int `json:"kv_heads"`
+	// QHeads is the query head count at tp 1 (num_attention_heads), a
+	// multiple of KVHeads; tp must divide it, as vLLM's attention layers
+	// assert. 0: not known, not checked.
+	QHeads   int   `json:"q_heads,omitempty"`
 	HeadDim  int   `json:"head_dim"`
 	HeadDimV int   `json:"head_dim_v,omitempty"` // 0: same as HeadDim
 	DType    DType `json:"dtype"`
@@ -316,6 +320,9 @@ func (l *Layer) validate(p string) error {
 		}
 		if a.HeadDimV < 0 {
 			return fieldErr(p+".attention.head_dim_v", "negative")
+		}
+		if a.QHeads < 0 || a.QHeads%a.KVHeads != 0 {
+			return fieldErr(p+".attention.q_heads", fmt.Sprintf("%d is not a multiple of kv_heads %d", a.QHeads, a.KVHeads))
 		}
 		if err := validDType(p+".attention.dtype", a.DType); err != nil {
 			return err

@@ -120,6 +120,9 @@ func GenLayerSpec() *rapid.Generator[groups.Layer] {
 				DType:   GenDType().Draw(t, "dtype"),
 				Scales:  rapid.Bool().Draw(t, "scales"),
 			}
+			if rapid.Bool().Draw(t, "q_heads_known") {
+				a.QHeads = a.KVHeads * rapid.SampledFrom([]int{1, 2, 4, 7, 8}).Draw(t, "q_per_kv")
+			}
 			if rapid.IntRange(0, 3).Draw(t, "mla_like_v") == 0 {
 				a.HeadDimV = rapid.IntRange(1, 512).Draw(t, "head_dim_v")
 			}
