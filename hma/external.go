@@ -235,9 +235,10 @@ func (a *Allocator) restartPoint(r *request, total int, bad func(g int, id int32
 				return false
 			}
 			// The load skipped the positions [computed, SkippedTokens(total))
-			// (not live at total): a restart that needs any of them finds
-			// them unwritten, also inside a block that is not null.
-			if max(need, r.computed) < gs.SkippedTokens(total) {
+			// (not live at total): a restart that needs any of them (it
+			// needs [need, p)) finds them unwritten, also inside a block
+			// that is not null.
+			if max(need, r.computed) < min(p, gs.SkippedTokens(total)) {
 				return false
 			}
 			end := min(cdiv(total, gs.BlockSize), len(nulls[g])-1)

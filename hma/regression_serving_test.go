@@ -53,3 +53,23 @@ func TestRegressionRestartNotOnUnloadedWindowPositions(t *testing.T) {
 	}
 	inv(t, a)
 }
+
+// Found by proptest's HMA state machine: the rule above refused every
+// restart whose window starts inside the skipped positions, also one that
+// needs none of them. Window 1 attends to the restart position only: with
+// full attention valid on [0, 4), a load of 5 tokens whose block 4 failed
+// restarts at 4, not at 0.
+func TestRegressionRestartNeedingNoWindowPositions(t *testing.T) {
+	sw := GroupSpec{Kind: groups.SlidingWindow, BlockSize: 2, Window: 1}
+	full := GroupSpec{Kind: groups.FullAttention, BlockSize: 1}
+	a := mustNew(t, Config{Groups: []GroupSpec{sw, full}, Pools: []PoolSpec{{NumBlocks: 16}}})
+	ok(t, a.AddRequest("d", toks(32, 0), 0))
+	ok(t, a.Allocate("d", AllocSpec{External: 5}))
+	bt := table(t, a, "d", 1)
+	lf, err := a.LoadFailed("d", []BlockRef{{Group: 1, Block: bt[4]}}, PolicyRecompute)
+	ok(t, err)
+	if lf.Restart != 4 {
+		t.Fatalf("restart at %d, want 4: positions [0, 4) of the full group are valid and window 1 needs nothing before 4", lf.Restart)
+	}
+	inv(t, a)
+}
