@@ -73,7 +73,8 @@ type verifyHolds struct {
 	mu       sync.Mutex
 	released map[int]int
 	want     int
-	ranks    int
+	ranks    int // how many ranks are hosted
+	hosted   []int
 	done     chan struct{}
 	closed   bool
 }
@@ -102,7 +103,7 @@ func (h *verifyHolds) Abort(string)                    {}
 // granted. bootID names the incarnation (all processes of one P share it).
 func (j *Job) StartP(ranks []int, bootID string, newTr session.TransportFactory, pool []int64) (*Prefill, error) {
 	ranks, staging := hostedPool(ranks, j.Cfg.P.TP, pool)
-	h := &verifyHolds{released: map[int]int{}, want: len(j.reqs), ranks: len(ranks), done: make(chan struct{})}
+	h := &verifyHolds{released: map[int]int{}, want: len(j.reqs), ranks: len(ranks), hosted: ranks, done: make(chan struct{})}
 	s, err := session.NewPrefill(session.PrefillConfig{EngineID: PrefillEngineID, BootID: bootID, Side: j.PSide, Ranks: ranks,
 		StagingBytes: staging, Transports: newTr, Holds: h})
 	if err != nil {
@@ -125,11 +126,8 @@ func (p *Prefill) Released() int {
 	p.holds.mu.Lock()
 	defer p.holds.mu.Unlock()
 	n := p.holds.want
-	for r := 0; r < p.holds.ranks; r++ {
+	for _, r := range p.holds.hosted {
 		n = min(n, p.holds.released[r])
-	}
-	if len(p.holds.released) < p.holds.ranks {
-		return 0
 	}
 	return n
 }

@@ -127,3 +127,38 @@ func TestEveryKindByteExact(t *testing.T) {
 		}
 	}
 }
+
+// A P process hosting only some ranks (one process per rank, as verify
+// --transport ucx runs it) reports what its own ranks released: the count
+// was taken over ranks 0..n-1, so the process of rank 1 reported 0 and
+// every P tp > 1 run over UCX failed.
+func TestPrefillReleasedCountsHostedRanks(t *testing.T) {
+	m, _ := groups.Preset("llama-3.1-8b", groups.PresetOptions{})
+	j, err := NewJob(Config{Model: m, P: groups.InstanceConfig{TP: 2}, D: groups.InstanceConfig{TP: 1}, PromptTokens: 50, Requests: 2, Seed: 1, Mode: plan.Direct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, _, err := j.Staging()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := j.StartP([]int{1}, "boot", func(rank int, h transport.Handlers) (transport.Transport, error) {
+		return transport.NewInproc(h), nil
+	}, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Session.Close()
+	for i := 0; i < 2; i++ {
+		if got := p.Released(); got != i {
+			t.Fatalf("after %d releases: Released() = %d", i, got)
+		}
+		p.holds.Released(j.ReqID(i), 1)
+	}
+	if got := p.Released(); got != 2 {
+		t.Fatalf("Released() = %d, want 2", got)
+	}
+	if err := p.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

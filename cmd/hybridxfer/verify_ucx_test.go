@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// verify --transport ucx runs every P and D rank as its own process
+// (ZeroMQ handshake, UCX reads). P tp > 1 is covered in both directions:
+// a P process hosting rank 1 once reported nothing released and every
+// such run failed. Each case is byte-exact or the test fails.
+func TestVerifyUCXProcesses(t *testing.T) {
+	bin := buildCLI(t)
+	cases := [][]string{
+		{"--model", "qwen3.5-0.8b", "--prefill-tp", "2", "--decode-tp", "1", "--prefill-block-size", "32", "--decode-block-size", "16"},
+		{"--model", "falcon-h1-7b", "--prefill-tp", "2", "--decode-tp", "4", "--decode-layout", "NHD", "--prefill-conv-layout", "SD"},
+		{"--model", "jamba-1.5-mini", "--prefill-tp", "4", "--decode-tp", "2", "--decode-memory", "separate"},
+		{"--model", "lfm2-1.2b", "--prefill-tp", "1", "--decode-tp", "2", "--kv-cache-dtype", "fp8"},
+	}
+	for _, c := range cases {
+		t.Run(c[1]+"-tp"+c[3]+"-"+c[5], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang guard
+			defer cancel()
+			args := append([]string{"verify", "--transport", "ucx", "--prompt-tokens", "700", "--requests", "3", "--json"}, c...)
+			cmd := exec.CommandContext(ctx, bin, args...)
+			cmd.Env = workerEnv()
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("%v: %v\n%s", args, err, out)
+			}
+			var res struct {
+				Transport           string `json:"transport"`
+				ByteMismatches      int    `json:"byte_mismatches"`
+				UntouchedViolations int    `json:"untouched_violations"`
+				BytesMoved          int64  `json:"bytes_moved"`
+				PrefillReleased     int    `json:"prefill_released"`
+				Requests            int    `json:"requests"`
+			}
+			if err := json.Unmarshal(out, &res); err != nil {
+				t.Fatalf("%v: %v\n%s", args, err, out)
+			}
+			if res.Transport != "ucx" || res.ByteMismatches != 0 || res.UntouchedViolations != 0 || res.BytesMoved == 0 || res.PrefillReleased != res.Requests {
+				t.Fatalf("%v: %s", args, out)
+			}
+		})
+	}
+}
