@@ -120,7 +120,23 @@ func freePort(t testing.TB) int {
 }
 
 // serverGoroutines returns the stacks of goroutines running Server code.
+// serverGoroutines lists the server's goroutines still alive. A worker
+// counts itself done (WaitGroup.Done, its last deferred call) just before
+// it returns, so one may still be unwinding when Close returns: the list
+// is taken again until it is empty or two seconds passed (a bound, not a
+// speed assertion: a leaked goroutine never leaves).
 func serverGoroutines() []string {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		gs := serverGoroutinesNow()
+		if len(gs) == 0 || time.Now().After(deadline) {
+			return gs
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func serverGoroutinesNow() []string {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	var out []string
