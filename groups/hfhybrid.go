@@ -115,7 +115,7 @@ func hfJamba(r *hfReader) (*Model, error) {
 	}
 	c := HybridConfig{Attention: make([]bool, n), Mixer: make([]bool, n), MixerName: "mamba"}
 	for i := 0; i < n; i++ {
-		c.Attention[i] = i%max(period, 1) == offset
+		c.Attention[i] = i%period == offset
 		c.Mixer[i] = !c.Attention[i]
 	}
 	c.DType = r.kvDType()

@@ -9,7 +9,7 @@ set -u
 export UCX_NET_DEVICES=lo UCX_HANDLE_ERRORS=none UCX_WARN_UNUSED_ENV_VARS=n
 HX=${HX:-bin/hybridxfer}
 N=${N:-30} # requests in flight per phase
-M=qwen3.5-27b
+M=${M:-qwen3.5-27b} # the model every instance serves
 L=$(mktemp -d)
 startP() { $HX serve --role prefill --model $M --tp $2 --port $1 --handshake-port $3 --seed 5 >$L/p$1.log 2>&1 & echo $!; }
 P1=$(startP 18101 2 18201); P2=$(startP 18102 1 18202)

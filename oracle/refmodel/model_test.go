@@ -365,22 +365,19 @@ func TestParallelLayersChangeTheComputation(t *testing.T) {
 	if !par.Layers[1].Parallel || seq.Layers[1].Parallel {
 		t.Fatal("miniature lost the parallel flag")
 	}
-	prompt := []uint32{1, 5, 9, 2, 7, 3}
-	a, err := refmodel.New(seq, 4).Generate(refmodel.NewMapStore(seq), prompt, 0, 6)
+	sa, err := refmodel.New(seq, 4).Forward(refmodel.NewMapStore(seq), 0, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := refmodel.New(par, 4).Generate(refmodel.NewMapStore(par), prompt, 0, 6)
+	sb, err := refmodel.New(par, 4).Forward(refmodel.NewMapStore(par), 0, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sa, _ := refmodel.New(seq, 4).Forward(refmodel.NewMapStore(seq), 0, 3)
-	sb, _ := refmodel.New(par, 4).Forward(refmodel.NewMapStore(par), 0, 3)
 	same := true
 	for i := range sa.Logits {
 		same = same && sa.Logits[i] == sb.Logits[i]
 	}
 	if same {
-		t.Fatalf("parallel and sequential give the same logits (tokens %v, %v)", a, b)
+		t.Fatal("parallel and sequential give the same logits")
 	}
 }
