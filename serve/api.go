@@ -67,6 +67,8 @@ var errorClasses = []struct {
 	typ    string
 	code   string
 }{
+	{ErrGrant, http.StatusBadRequest, "invalid_request_error", "invalid_grant"},
+	{ErrConsumed, http.StatusConflict, "invalid_request_error", "grant_consumed"},
 	{ErrBadRequest, http.StatusBadRequest, "invalid_request_error", "bad_request"},
 	{ErrWrongRole, http.StatusBadRequest, "invalid_request_error", "wrong_role"},
 	{ErrOverloaded, http.StatusServiceUnavailable, "overloaded_error", "overloaded"},
@@ -81,9 +83,14 @@ var errorClasses = []struct {
 // client sees. Its Code is also the status label of
 // hybridxfer_requests_total.
 func classify(err error) apiError {
+	var pe *ParamError
+	param := ""
+	if errors.As(err, &pe) {
+		param = pe.Param
+	}
 	for _, c := range errorClasses {
 		if errors.Is(err, c.err) {
-			return apiError{Status: c.status, Message: err.Error(), Type: c.typ, Code: c.code}
+			return apiError{Status: c.status, Message: err.Error(), Type: c.typ, Param: param, Code: c.code}
 		}
 	}
 	return apiError{Status: http.StatusInternalServerError, Message: err.Error(), Type: "server_error", Code: "internal_error"}

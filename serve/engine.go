@@ -13,6 +13,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/specdec"
 	"github.com/hybridxfer/hybridxfer/statexfer"
+	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/session"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
@@ -63,6 +64,11 @@ type Config struct {
 	FailurePolicy     string
 	Mode              plan.Mode
 
+	// ClusterKey signs (prefill) and verifies (decode) the grants in
+	// kv_transfer_params; nil: grants are checked for consistency but
+	// anyone could mint one (a warning at startup).
+	ClusterKey *grant.Key
+
 	Transports TransportFactory
 	Serve      HandshakeServer // prefill
 	Fetch      HandshakeClient // decode
@@ -87,6 +93,15 @@ func (c *Config) defaults() error {
 	case RolePrefill, RoleDecode, RoleBoth:
 	default:
 		return fmt.Errorf("%w: role %q (want prefill, decode or both)", ErrBadRequest, c.Role)
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"NumBlocks", int64(c.NumBlocks)}, {"MaxModelLen", int64(c.MaxModelLen)}, {"StagingBytes", c.StagingBytes},
+		{"LeaseTTL", int64(c.LeaseTTL)}, {"TransferTimeout", int64(c.TransferTimeout)}, {"HeartbeatInterval", int64(c.HeartbeatInterval)}} {
+		if f.v < 0 {
+			return fmt.Errorf("%w: %s %d is negative", ErrBadRequest, f.name, f.v)
+		}
 	}
 	if c.NumBlocks == 0 {
 		c.NumBlocks = 1024

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
+	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
 
@@ -198,19 +199,30 @@ func TestEngineRefusals(t *testing.T) {
 		t.Errorf("after a refused long prompt: %v", err)
 	}
 	pr, _ := x.p.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+	// Params that differ from what P granted are refused before anything
+	// is loaded (hostile_test.go has the whole list).
 	bad := *pr.KV
 	bad.NumTokens = 2
-	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &bad}, nil); !errors.Is(err, ErrBadRequest) {
+	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &bad}, nil); !errors.Is(err, ErrGrant) {
 		t.Errorf("num_tokens mismatch: %v", err)
 	}
 	foreign := *pr.KV
 	foreign.RemoteBlockIDs = [][]int{{1 << 20}}
-	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &foreign}, nil); !errors.Is(err, ErrKVLoad) {
+	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &foreign}, nil); !errors.Is(err, ErrGrant) {
 		t.Errorf("foreign block ids: %v", err)
 	}
-	unreachable := *pr.KV
-	unreachable.RemotePort = 1
-	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &unreachable}, nil); !errors.Is(err, ErrPeer) {
-		t.Errorf("unreachable prefill: %v", err)
+	// A grant P issued whose blocks are out of D's range of P's pools: a
+	// 400 naming remote_block_ids, not a load failure.
+	g, err := grant.Open(pr.KV.RemoteGrant, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.BlockIDs = [][]int{{1 << 20}}
+	outside := *pr.KV
+	outside.RemoteBlockIDs, outside.RemoteGrant = g.BlockIDs, grant.Seal(g, nil)
+	_, err = x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &outside}, nil)
+	var pe *ParamError
+	if !errors.Is(err, ErrBadRequest) || !errors.As(err, &pe) || pe.Param != "kv_transfer_params.remote_block_ids" {
+		t.Errorf("block ids out of range: %v", err)
 	}
 }

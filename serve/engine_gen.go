@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/statexfer"
+	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/session"
 )
@@ -160,7 +160,7 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 	if err != nil {
 		return fail(err)
 	}
-	grant := session.NewGrant()
+	token := session.NewGrant()
 	e.mu.Lock()
 	blocks, err := e.alloc.TransferBlocks(id)
 	expiry := e.cfg.Now().Add(e.cfg.LeaseTTL)
@@ -168,7 +168,7 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 		err = e.alloc.Hold(id, hma.Time(expiry.UnixNano()), len(e.mems))
 	}
 	if err == nil {
-		err = e.pre.Register(string(id), grant)
+		err = e.pre.Register(string(id), token, blocks)
 	}
 	e.updatePoolMetrics()
 	e.mu.Unlock()
@@ -178,14 +178,57 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 	}
 	kv.RemoteBlockIDs = blocks
 	kv.LeaseExpiryUnix = float64(expiry.UnixNano()) / 1e9
-	kv.RemoteGrant = strconv.FormatUint(grant, 16)
 	if e.cfg.Handoff == PrefillSamplesFirst {
 		kv.FirstToken = &next
 		res.Tokens = []uint32{next}
 		res.Text = Detokenize(next)
 		res.CompletionTokens = 1
 	}
+	g := &grant.Grant{Token: token, Expiry: expiry.UnixNano(), Prompt: grant.PromptHash(tokens)}
+	grantParams(kv).bind(g)
+	kv.RemoteGrant = grant.Seal(g, e.cfg.ClusterKey)
 	return res, nil
+}
+
+// grantFields are the kv_transfer_params fields a grant binds.
+type grantFields grant.Params
+
+func grantParams(kv *KVTransferParams) grantFields {
+	return grantFields{EngineID: kv.RemoteEngineID, BootID: kv.RemoteBootID, Host: kv.RemoteHost, Port: kv.RemotePort, TP: kv.TPSize,
+		ReqID: kv.RemoteRequestID, NumTokens: kv.NumTokens, Handoff: string(kv.Handoff), FirstToken: kv.FirstToken,
+		BlockIDs: kv.RemoteBlockIDs, Expiry: int64(kv.LeaseExpiryUnix * 1e9)}
+}
+
+// bind copies the fields into g (P issuing a grant).
+func (f grantFields) bind(g *grant.Grant) {
+	g.EngineID, g.BootID, g.DP, g.Host, g.Port, g.TP = f.EngineID, f.BootID, f.DP, f.Host, f.Port, f.TP
+	g.ReqID, g.NumTokens, g.Handoff, g.FirstToken, g.BlockIDs = f.ReqID, f.NumTokens, f.Handoff, f.FirstToken, f.BlockIDs
+}
+
+// checkGrant opens and checks the grant of D's kv_transfer_params against
+// the params themselves and the prompt D was asked to decode: the first
+// difference is an ErrGrant naming the field; nothing was touched yet.
+func (e *Engine) checkGrant(kv *KVTransferParams, tokens []uint32) (*grant.Grant, error) {
+	if kv.RemoteGrant == "" {
+		return nil, &ParamError{Param: "kv_transfer_params.remote_grant", Err: fmt.Errorf("%w: no remote_grant", ErrGrant)}
+	}
+	g, err := grant.Open(kv.RemoteGrant, e.cfg.ClusterKey)
+	if err != nil {
+		return nil, &ParamError{Param: "kv_transfer_params.remote_grant", Err: fmt.Errorf("%w: %w", ErrGrant, err)}
+	}
+	if err := g.Check(grant.Params(grantParams(kv)), tokens); err != nil {
+		param := "kv_transfer_params"
+		var fe *grant.FieldError
+		if errors.As(err, &fe) {
+			if fe.Field == "prompt" {
+				param = "prompt"
+			} else {
+				param += "." + fe.Field
+			}
+		}
+		return nil, &ParamError{Param: param, Err: fmt.Errorf("%w: %w", ErrGrant, err)}
+	}
+	return g, nil
 }
 
 // engineHolds bridges the prefill session to the allocator's leases.
@@ -236,28 +279,24 @@ func (h engineHolds) Abort(id string) {
 }
 
 // AbortHold implements HoldAborter: the proxy releases a held request
-// whose decode leg failed. The grant must match.
-func (e *Engine) AbortHold(id, grant string) error {
+// whose decode leg failed. The grant must open (and verify, with a
+// cluster key) and name the request.
+func (e *Engine) AbortHold(id, remoteGrant string) error {
 	if e.pre == nil {
 		return fmt.Errorf("%w: abort sent to a %s instance", ErrWrongRole, e.cfg.Role)
 	}
-	g, err := parseGrant(grant)
-	if err != nil {
-		return err
+	if remoteGrant == "" {
+		return &ParamError{Param: "remote_grant", Err: fmt.Errorf("%w: no remote_grant", ErrGrant)}
 	}
-	e.pre.Abort(id, g)
+	g, err := grant.Open(remoteGrant, e.cfg.ClusterKey)
+	if err != nil {
+		return &ParamError{Param: "remote_grant", Err: fmt.Errorf("%w: %w", ErrGrant, err)}
+	}
+	if g.ReqID != id || g.EngineID != e.cfg.EngineID {
+		return &ParamError{Param: "remote_request_id", Err: fmt.Errorf("%w: the grant is for request %s of %s", ErrGrant, g.ReqID, g.EngineID)}
+	}
+	e.pre.Abort(id, g.Token)
 	return nil
-}
-
-func parseGrant(s string) (uint64, error) {
-	if s == "" {
-		return 0, fmt.Errorf("%w: no remote_grant", ErrBadRequest)
-	}
-	g, err := strconv.ParseUint(s, 16, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%w: remote_grant %q: %v", ErrBadRequest, s, err)
-	}
-	return g, nil
 }
 
 // sweeper releases expired leases, every hold considered on every pass.
@@ -299,6 +338,24 @@ func (e *Engine) Sweep() []string {
 func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint32, emit func(string) error) (*GenResult, error) {
 	kv := req.KV
 	n, h := len(tokens), kv.NumTokens
+	// The grant first: params P did not issue for this prompt are refused
+	// before anything else is looked at.
+	var lr *session.LoadRequest
+	if h > 0 {
+		if kv.RemoteBootID == "" {
+			// Without it a restarted P at the same address could be read
+			// as if it were the one that computed the state.
+			return nil, &ParamError{Param: "kv_transfer_params.remote_boot_id", Err: fmt.Errorf("%w: kv_transfer_params has no remote_boot_id", ErrBadRequest)}
+		}
+		g, err := e.checkGrant(kv, tokens)
+		if err != nil {
+			return nil, err
+		}
+		// From here on the grant's own copy is used.
+		lr = &session.LoadRequest{Peer: session.PeerRef{EngineID: g.EngineID, BootID: g.BootID, Host: g.Host, Port: g.Port, TP: g.TP},
+			ReqID: g.ReqID, Grant: g.Token, Mode: e.cfg.Mode, LeaseExpiry: time.Unix(0, g.Expiry)}
+		kv.RemoteBlockIDs = g.BlockIDs
+	}
 	switch {
 	case kv.Handoff == PrefillSamplesFirst && (h != n || kv.FirstToken == nil):
 		return nil, fmt.Errorf("%w: prefill-samples-first needs num_tokens == %d prompt tokens and first_token", ErrBadRequest, n)
@@ -311,23 +368,6 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 	}
 	if policy != PolicyFail && policy != PolicyRecompute {
 		return nil, fmt.Errorf("%w: kv_load_failure_policy %q", ErrBadRequest, policy)
-	}
-	var lr *session.LoadRequest
-	if h > 0 {
-		grant, err := parseGrant(kv.RemoteGrant)
-		if err != nil {
-			return nil, err
-		}
-		if kv.RemoteBootID == "" {
-			// Without it a restarted P at the same address could be read
-			// as if it were the one that computed the state.
-			return nil, fmt.Errorf("%w: kv_transfer_params has no remote_boot_id", ErrBadRequest)
-		}
-		lr = &session.LoadRequest{Peer: session.PeerRef{EngineID: kv.RemoteEngineID, BootID: kv.RemoteBootID, Host: kv.RemoteHost, Port: kv.RemotePort, TP: kv.TPSize},
-			ReqID: kv.RemoteRequestID, Grant: grant, Mode: e.cfg.Mode}
-		if kv.LeaseExpiryUnix > 0 {
-			lr.LeaseExpiry = time.Unix(0, int64(kv.LeaseExpiryUnix*1e9))
-		}
 	}
 	abortP := func() {
 		if lr != nil {
@@ -472,6 +512,12 @@ func (e *Engine) recover(ctx context.Context, id hma.ReqID, tokens []uint32, h, 
 		return fmt.Errorf("%w: %w (and the allocator refused the failure: %v)", ErrKVLoad, cause, err)
 	}
 	if policy == PolicyFail {
+		if le != nil && le.Phase == "claim" && (errors.Is(cause, session.ErrClaimed) || errors.Is(cause, session.ErrNoHold)) {
+			return &ParamError{Param: "kv_transfer_params", Err: fmt.Errorf("%w: %w", ErrConsumed, cause)}
+		}
+		if le != nil && le.Phase == "plan" && (errors.Is(cause, session.ErrBadRequest) || errors.Is(cause, statexfer.ErrBounds) || errors.Is(cause, plan.ErrBadRequest)) {
+			return &ParamError{Param: "kv_transfer_params.remote_block_ids", Err: fmt.Errorf("%w: %w", ErrBadRequest, cause)}
+		}
 		if errors.Is(cause, session.ErrPeer) || errors.Is(cause, session.ErrStaleIncarnation) {
 			return fmt.Errorf("%w (%w): %w", ErrKVLoad, ErrPeer, cause)
 		}
@@ -502,6 +548,8 @@ func failureReason(err error) string {
 		return "bounds"
 	case errors.Is(err, session.ErrLeaseExpired):
 		return "lease"
+	case errors.Is(err, session.ErrClaimed), errors.Is(err, session.ErrNoHold):
+		return "claim"
 	case errors.Is(err, session.ErrStaleIncarnation), errors.Is(err, session.ErrPeer):
 		return "peer"
 	}

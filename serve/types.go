@@ -108,4 +108,20 @@ var (
 	ErrPeer         = errors.New("serve: peer unreachable")       // 502
 	ErrWrongRole    = errors.New("serve: wrong role for request") // 400
 	ErrShuttingDown = errors.New("serve: shutting down")          // 503
+	// ErrGrant: kv_transfer_params whose grant does not open, verify or
+	// match the params and the prompt (400, naming the field).
+	ErrGrant = errors.New("serve: kv_transfer_params refused")
+	// ErrConsumed: P refused D's claim: the params were consumed already,
+	// expired, or are being used by another load (409; nothing was read).
+	ErrConsumed = errors.New("serve: kv_transfer_params already used or no longer held")
 )
+
+// ParamError names the request field an error is about (the API reports
+// it as the OpenAI error's "param").
+type ParamError struct {
+	Param string
+	Err   error
+}
+
+func (e *ParamError) Error() string { return e.Param + ": " + e.Err.Error() }
+func (e *ParamError) Unwrap() error { return e.Err }

@@ -28,6 +28,13 @@ const (
 	// MsgLease: P's answer to a heartbeat: the hold's expiry now (Expiry,
 	// Unix nanoseconds on P's clock), or Err when P holds no such request.
 	MsgLease
+	// MsgClaim: D is about to read request ReqID into its ranks Ranks (one
+	// load attempt, Xfer). P accepts one claim per decode rank while the
+	// hold lives; reads are posted only after an accepting MsgClaimed.
+	MsgClaim
+	// MsgClaimed: P's answer to a claim: the hold's expiry (Expiry), or Err
+	// when there is no such hold or another load claimed those ranks.
+	MsgClaimed
 )
 
 // Message is one control message. Fields not used by a type are zero.
@@ -56,6 +63,8 @@ type Message struct {
 	Err       string // MsgStaged: the gather failed; MsgLease: no such hold
 	// Retry (MsgStaged with Err): P's staging pool is full now; ask again.
 	Retry bool
+	// Ranks (MsgClaim): the decode ranks the load fills.
+	Ranks []int
 }
 
 const (
@@ -64,6 +73,7 @@ const (
 	maxSteps    = 1 << 16
 	maxReplyLen = 4096
 	maxErrLen   = 1024
+	maxRanks    = 1 << 12
 )
 
 // AppendMessage encodes m.
@@ -92,6 +102,10 @@ func AppendMessage(b []byte, m *Message) []byte {
 		for _, v := range [...]int64{int64(s.Src.Pool), int64(s.Src.Slot), s.SrcOff, int64(s.Dst.Pool), int64(s.Dst.Slot), s.DstOff, s.Len, int64(s.Rows), int64(s.Cols), int64(s.ItemBytes)} {
 			b = binary.AppendVarint(b, v)
 		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.Ranks)))
+	for _, r := range m.Ranks {
+		b = binary.AppendUvarint(b, uint64(r))
 	}
 	return b
 }
@@ -152,7 +166,7 @@ func DecodeMessage(b []byte) (*Message, error) {
 		return nil, fmt.Errorf("%w: no magic", ErrMessage)
 	}
 	m := &Message{Type: MsgType(b[1])}
-	if m.Type < MsgDone || m.Type > MsgLease {
+	if m.Type < MsgDone || m.Type > MsgClaimed {
 		return nil, fmt.Errorf("%w: type %d", ErrMessage, b[1])
 	}
 	r := &msgReader{b: b[2:]}
@@ -199,6 +213,13 @@ func DecodeMessage(b []byte) (*Message, error) {
 			r.err = fmt.Errorf("%w: step kind %d", ErrMessage, s.Kind)
 		}
 		m.Steps = append(m.Steps, s)
+	}
+	nr := int(r.uvarint(maxRanks))
+	if r.err == nil && nr > len(r.b) {
+		return nil, fmt.Errorf("%w: %d ranks in %d bytes", ErrMessage, nr, len(r.b))
+	}
+	for i := 0; i < nr && r.err == nil; i++ {
+		m.Ranks = append(m.Ranks, int(r.uvarint(1<<20)))
 	}
 	if r.err != nil {
 		return nil, r.err

@@ -14,7 +14,7 @@ import (
 
 func genMessage(t *rapid.T) *Message {
 	m := &Message{
-		Type:      MsgType(rapid.IntRange(int(MsgDone), int(MsgLease)).Draw(t, "type")),
+		Type:      MsgType(rapid.IntRange(int(MsgDone), int(MsgClaimed)).Draw(t, "type")),
 		ReqID:     rapid.StringN(0, 40, maxReqID).Draw(t, "req"),
 		Grant:     rapid.Uint64().Draw(t, "grant"),
 		Xfer:      rapid.Uint64().Draw(t, "xfer"),
@@ -30,6 +30,9 @@ func genMessage(t *rapid.T) *Message {
 	}
 	if r := rapid.SliceOfN(rapid.Byte(), 0, 64).Draw(t, "reply"); len(r) > 0 {
 		m.Reply = r
+	}
+	if r := rapid.SliceOfN(rapid.IntRange(0, 1<<20), 0, 8).Draw(t, "ranks"); len(r) > 0 {
+		m.Ranks = r
 	}
 	n := rapid.IntRange(0, 5).Draw(t, "steps")
 	for i := 0; i < n; i++ {

@@ -312,14 +312,17 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 	err = d.machine.CheckPost(k, d.now())
 	d.mu.Unlock()
 	if err != nil {
-		d.abortOn(p, &lr)
+		d.abortOn(k, p, &lr)
 		return fail("lease", nil, err)
 	}
+	// Claim the request with P now; the answer is awaited before any read
+	// is posted (planning and staging overlap the round trip).
+	claim := d.claim(lctx, k, p, &lr)
 	plans := map[int]*plan.Plan{}
 	for _, r := range d.order {
 		pl, err := p.planner.Plan(r, lr.Req, lr.Mode)
 		if err != nil {
-			d.abortOn(p, &lr)
+			d.abortOn(k, p, &lr)
 			return fail("plan", nil, fmt.Errorf("%w: plan for decode rank %d: %w", ErrBadRequest, r, err))
 		}
 		plans[r] = pl
@@ -334,7 +337,7 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 		st.Ranks[r] = rs
 		wg.Go(func() {
 			dr := d.ranks[r]
-			if re := dr.run(tctx, k, p, &lr, rs); re != nil {
+			if re := dr.run(tctx, k, p, &lr, rs, claim); re != nil {
 				mu.Lock()
 				errs[r] = re
 				mu.Unlock()
@@ -343,7 +346,7 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 			// This rank is done with P's pages and staging ranges: tell P
 			// now, so its ranges serve other loads while the other ranks
 			// finish (a failure elsewhere still aborts the whole request).
-			dr.notifyDone(p, &lr, plans[r])
+			dr.notifyDone(k, p, &lr, plans[r])
 		})
 	}
 	wg.Wait()
@@ -351,13 +354,87 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 		return d.loadFailed(k, p, &lr, plans, errs, lctx)
 	}
 	if err := context.Cause(lctx); err != nil { // canceled after the last read: the lease or the peer is gone
-		d.abortOn(p, &lr)
+		d.abortOn(k, p, &lr)
 		return fail("read", nil, err)
 	}
 	d.mu.Lock()
 	_ = d.machine.To(k, Done, "")
 	d.mu.Unlock()
 	return st, nil
+}
+
+// claimWait is the outcome of a load's claim: done closes when P answered
+// (err nil: claimed) or the load ended first.
+type claimWait struct {
+	done chan struct{}
+	err  error
+}
+
+// wait blocks until the claim is decided.
+func (c *claimWait) wait(ctx context.Context) error {
+	if c == nil {
+		return nil // RunPlan: benchmarks and tools do not claim
+	}
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for prefill to accept the claim: %w", context.Cause(ctx))
+	}
+}
+
+// claimRank is the waiter key rank of claim answers (P ranks are >= 0).
+const claimRank = -1
+
+// claim asks P (rank 0, which owns the hold) to let load k fill the hosted
+// decode ranks with lr's state.
+func (d *Decode) claim(ctx context.Context, k Key, p *peer, lr *LoadRequest) *claimWait {
+	c := &claimWait{done: make(chan struct{})}
+	first := d.ranks[d.order[0]]
+	wk := waitKey{uint64(k), claimRank}
+	ch := make(chan *statexfer.Message, 1)
+	first.mu.Lock()
+	first.waiters[wk] = ch
+	first.mu.Unlock()
+	unwait := func() {
+		first.mu.Lock()
+		delete(first.waiters, wk)
+		first.mu.Unlock()
+	}
+	if p.hb == nil {
+		unwait()
+		c.err = fmt.Errorf("%w: no endpoint to prefill rank 0 for the claim", ErrPeer)
+		close(c.done)
+		return c
+	}
+	msg := statexfer.AppendMessage(nil, &statexfer.Message{Type: statexfer.MsgClaim, ReqID: lr.ReqID, Grant: lr.Grant, Xfer: uint64(k),
+		Reply: first.tr.Address(), Ranks: d.order})
+	if err := p.hb.Notify(msg); err != nil {
+		unwait()
+		c.err = fmt.Errorf("%w: claim to %s: %w", ErrPeer, p.name(), err)
+		close(c.done)
+		return c
+	}
+	go func() {
+		defer close(c.done)
+		defer unwait()
+		select {
+		case ans := <-ch:
+			switch {
+			case ans.Err == errNoSuchHold.Error():
+				c.err = fmt.Errorf("%w: %s: request %s (released, expired, aborted, or a wrong grant)", ErrNoHold, p.name(), lr.ReqID)
+			case ans.Err != "":
+				c.err = fmt.Errorf("%w: %s: %s", ErrClaimed, p.name(), ans.Err)
+			default:
+				d.mu.Lock()
+				d.machine.Lease(k, Time(time.Unix(0, ans.Expiry).Add(-p.offset).UnixNano()), d.now())
+				d.mu.Unlock()
+			}
+		case <-ctx.Done():
+			c.err = fmt.Errorf("waiting for prefill to accept the claim: %w", context.Cause(ctx))
+		}
+	}()
+	return c
 }
 
 // track registers load l from peer under k in state s with the machine
@@ -410,10 +487,13 @@ func (d *Decode) loadFailed(k Key, p *peer, lr *LoadRequest, plans map[int]*plan
 	if c := context.Cause(lctx); c != nil && !errors.Is(err, c) {
 		err = fmt.Errorf("%w (%w)", err, c)
 	}
-	d.abortOn(p, lr) // P need not wait for its lease
-	if errors.Is(err, transport.ErrDisconnected) || errors.Is(err, transport.ErrClosed) {
+	d.abortOn(k, p, lr) // P need not wait for its lease
+	switch {
+	case errors.Is(err, transport.ErrDisconnected) || errors.Is(err, transport.ErrClosed):
 		d.evict(p, fmt.Errorf("%w: %s: %w", ErrPeer, p.name(), err))
-	} else {
+	case phase == "claim" && (errors.Is(err, ErrNoHold) || errors.Is(err, ErrClaimed)):
+		// P answered: the peer is fine, the params were stale or replayed.
+	default:
 		d.forgetPeer(p) // the next request handshakes again
 	}
 	d.mu.Lock()
@@ -432,19 +512,19 @@ func (d *Decode) Abort(ref PeerRef, reqID string, grant uint64) error {
 	if p == nil || !isDone(p.ready) || p.err != nil || (ref.BootID != "" && ref.BootID != p.bootID) {
 		return nil
 	}
-	return d.sendAbort(p, reqID, grant)
+	return d.sendAbort(p, reqID, grant, 0)
 }
 
-func (d *Decode) sendAbort(p *peer, reqID string, grant uint64) error {
+func (d *Decode) sendAbort(p *peer, reqID string, grant, xfer uint64) error {
 	if p.hb == nil {
 		return nil
 	}
-	return p.hb.Notify(statexfer.AppendMessage(nil, &statexfer.Message{Type: statexfer.MsgAbort, ReqID: reqID, Grant: grant}))
+	return p.hb.Notify(statexfer.AppendMessage(nil, &statexfer.Message{Type: statexfer.MsgAbort, ReqID: reqID, Grant: grant, Xfer: xfer}))
 }
 
 // abortOn tells p that the load of lr failed.
-func (d *Decode) abortOn(p *peer, lr *LoadRequest) {
-	if err := d.sendAbort(p, lr.ReqID, lr.Grant); err != nil {
+func (d *Decode) abortOn(k Key, p *peer, lr *LoadRequest) {
+	if err := d.sendAbort(p, lr.ReqID, lr.Grant, uint64(k)); err != nil {
 		d.notifyFailed.Add(1)
 		d.cfg.Log.Warn("abort to prefill failed; its lease will reclaim", "peer", p.name(), "request", lr.ReqID, "err", err)
 	}
@@ -722,9 +802,9 @@ func (d *Decode) RunPlan(ctx context.Context, ref PeerRef, rank int, reqID strin
 	d.mu.Unlock()
 	lr := &LoadRequest{Peer: ref, ReqID: reqID, Grant: grant}
 	rs := &RankStats{Plan: pl}
-	if re := dr.run(lctx, k, p, lr, rs); re != nil {
+	if re := dr.run(lctx, k, p, lr, rs, nil); re != nil {
 		return nil, &LoadError{Peer: p.name(), ReqID: reqID, Phase: re.phase, Err: re.err}
 	}
-	dr.notifyDone(p, lr, pl)
+	dr.notifyDone(k, p, lr, pl)
 	return rs, nil
 }

@@ -32,7 +32,13 @@ var (
 	ErrClosed = errors.New("session: closed")
 	// ErrBadRequest: the load request is inconsistent.
 	ErrBadRequest = errors.New("session: bad load request")
+	// ErrClaimed: P refused D's claim: another load claimed the request's
+	// decode ranks (its params were replayed), so nothing was read.
+	ErrClaimed = errors.New("session: request claimed by another load")
 )
+
+// errNoSuchHold is P's answer text for a request it holds no grant for.
+var errNoSuchHold = errors.New("no such hold")
 
 func isFull(err error) bool { return errors.Is(err, ErrStagingFull) }
 
@@ -47,7 +53,7 @@ type BlockRef struct {
 type LoadError struct {
 	Peer   string // engine id@host:port#boot
 	ReqID  string
-	Phase  string // handshake, lease, plan, stage, read, post
+	Phase  string // handshake, lease, plan, claim, stage, read, post
 	Failed []BlockRef
 	Err    error
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/statexfer"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
@@ -63,11 +64,19 @@ type Prefill struct {
 	ranks map[int]*prefillRank
 
 	mu     sync.Mutex
-	grants map[string]uint64
+	grants map[string]*granted
 	closed bool
 
 	ignored atomic.Int64 // messages for unknown requests or wrong grants
 	bad     atomic.Int64 // malformed messages
+}
+
+// granted is one registered request: its token, the blocks it may be read
+// from (per pool; nil: any), and its claims (decode rank -> load).
+type granted struct {
+	token  uint64
+	blocks map[int]map[int]bool
+	claims map[int]uint64
 }
 
 type prefillRank struct {
@@ -124,7 +133,7 @@ func NewPrefill(cfg PrefillConfig) (*Prefill, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	p := &Prefill{cfg: cfg, ranks: map[int]*prefillRank{}, grants: map[string]uint64{}}
+	p := &Prefill{cfg: cfg, ranks: map[int]*prefillRank{}, grants: map[string]*granted{}}
 	h, err := openHosted("prefill", cfg.Ranks, cfg.Side, cfg.StagingBytes, cfg.Transports, func(ep *endpoint) transport.Handlers {
 		pr := &prefillRank{endpoint: ep, p: p, parts: map[stageKey][]plan.Step{}, areas: map[string]map[stageKey]int64{},
 			seen: map[string]map[int]bool{}, done: map[string]bool{}, peers: map[string]transport.Peer{}}
@@ -154,9 +163,32 @@ func (p *Prefill) Metas() []statexfer.RankMeta {
 	return out
 }
 
-// Register makes req's held state available to D under grant: from now on
-// D's messages about req that carry grant are acted on.
-func (p *Prefill) Register(req string, grant uint64) error {
+// Register makes req's held state available to D under token: from now
+// on D's messages about req that carry token are acted on. blocks are the
+// block ids granted per KV cache group (kv_transfer_params
+// remote_block_ids): staging gathers read only those. nil grants every
+// block (benchmarks and tools that stage synthetic requests).
+func (p *Prefill) Register(req string, token uint64, blocks [][]int) error {
+	if token == 0 {
+		return fmt.Errorf("%w: request %s: grant token 0", ErrBadRequest, req)
+	}
+	g := &granted{token: token, claims: map[int]uint64{}}
+	if blocks != nil {
+		geo := p.cfg.Side.Ranks[0]
+		if len(blocks) != len(geo.Groups) {
+			return fmt.Errorf("%w: request %s: block ids for %d groups, the model has %d", ErrBadRequest, req, len(blocks), len(geo.Groups))
+		}
+		g.blocks = map[int]map[int]bool{}
+		for gi, ids := range blocks {
+			pool := geo.Groups[gi].Pool
+			if g.blocks[pool] == nil {
+				g.blocks[pool] = map[int]bool{}
+			}
+			for _, id := range ids {
+				g.blocks[pool][id] = true
+			}
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -165,7 +197,7 @@ func (p *Prefill) Register(req string, grant uint64) error {
 	if _, ok := p.grants[req]; ok {
 		return fmt.Errorf("%w: request %s registered twice", ErrBadRequest, req)
 	}
-	p.grants[req] = grant
+	p.grants[req] = g
 	return nil
 }
 
@@ -197,7 +229,76 @@ func (p *Prefill) granted(req string, grant uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	g, ok := p.grants[req]
-	return ok && g == grant
+	return ok && g.token == grant
+}
+
+// claim records that load xfer fills decode ranks: it fails when another
+// load claimed one of them.
+func (p *Prefill) claim(req string, grant, xfer uint64, ranks []int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g, ok := p.grants[req]
+	if !ok || g.token != grant {
+		return errNoSuchHold
+	}
+	if xfer == 0 || len(ranks) == 0 {
+		return fmt.Errorf("claim without a load id or decode ranks")
+	}
+	for _, r := range ranks {
+		if x, ok := g.claims[r]; ok && x != xfer {
+			return fmt.Errorf("decode rank %d of request %s was claimed by another load", r, req)
+		}
+	}
+	for _, r := range ranks {
+		g.claims[r] = xfer
+	}
+	return nil
+}
+
+// mayAct: a message from load xfer for decode rank drank (-1: any) may
+// change the request's hold: nothing is claimed (a caller that does not
+// claim), or that load claimed the rank (any rank for -1).
+func (p *Prefill) mayAct(req string, xfer uint64, drank int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g := p.grants[req]
+	if g == nil || len(g.claims) == 0 {
+		return true
+	}
+	if drank >= 0 {
+		x, ok := g.claims[drank]
+		return !ok || x == xfer
+	}
+	for _, x := range g.claims {
+		if x == xfer {
+			return true
+		}
+	}
+	return false
+}
+
+// readable: staging step st reads only blocks granted to req.
+func (p *Prefill) readable(req string, geo *groups.Geometry, st plan.Step) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g := p.grants[req]
+	if g == nil {
+		return false
+	}
+	if g.blocks == nil {
+		return true
+	}
+	ok := g.blocks[st.Src.Pool]
+	if ok == nil || st.Src.Pool < 0 || st.Src.Pool >= len(geo.Pools) {
+		return false
+	}
+	stride := int64(geo.Pools[st.Src.Pool].PageStride)
+	for b := st.SrcOff / stride; b <= (st.SrcOff+st.Len-1)/stride; b++ {
+		if !ok[int(b)] {
+			return false
+		}
+	}
+	return true
 }
 
 // Close stops every hosted rank and releases its memory.
@@ -242,26 +343,47 @@ func (pr *prefillRank) handle(_ transport.PeerID, msg []byte) {
 	}
 	if !p.granted(m.ReqID, m.Grant) {
 		p.ignored.Add(1)
-		if m.Type == statexfer.MsgHeartbeat {
-			pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgLease, ReqID: m.ReqID, Xfer: m.Xfer, PRank: pr.r, Err: "no such hold"})
+		switch m.Type {
+		case statexfer.MsgHeartbeat:
+			pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgLease, ReqID: m.ReqID, Xfer: m.Xfer, PRank: pr.r, Err: errNoSuchHold.Error()})
+		case statexfer.MsgClaim:
+			pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgClaimed, ReqID: m.ReqID, Xfer: m.Xfer, PRank: pr.r, Err: errNoSuchHold.Error()})
 		}
 		if m.Type == statexfer.MsgStage && m.Part == m.Parts-1 {
-			pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgStaged, ReqID: m.ReqID, Xfer: m.Xfer, DRank: m.DRank, PRank: pr.r, Err: "no such hold"})
+			pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgStaged, ReqID: m.ReqID, Xfer: m.Xfer, DRank: m.DRank, PRank: pr.r, Err: errNoSuchHold.Error()})
 		}
 		return
 	}
 	switch m.Type {
+	case statexfer.MsgClaim:
+		ans := &statexfer.Message{Type: statexfer.MsgClaimed, ReqID: m.ReqID, Xfer: m.Xfer, PRank: pr.r}
+		if err := p.claim(m.ReqID, m.Grant, m.Xfer, m.Ranks); err != nil {
+			ans.Err = err.Error()
+		} else if exp, ok := p.cfg.Holds.Extend(m.ReqID); ok {
+			ans.Expiry = exp.UnixNano()
+		} else {
+			ans.Err = errNoSuchHold.Error()
+		}
+		pr.reply(m.Reply, ans)
 	case statexfer.MsgHeartbeat:
 		ans := &statexfer.Message{Type: statexfer.MsgLease, ReqID: m.ReqID, Xfer: m.Xfer, PRank: pr.r}
 		if exp, ok := p.cfg.Holds.Extend(m.ReqID); ok {
 			ans.Expiry = exp.UnixNano()
 		} else {
-			ans.Err = "no such hold"
+			ans.Err = errNoSuchHold.Error()
 		}
 		pr.reply(m.Reply, ans)
 	case statexfer.MsgAbort:
+		if !p.mayAct(m.ReqID, m.Xfer, -1) {
+			p.ignored.Add(1)
+			return
+		}
 		p.cfg.Holds.Abort(m.ReqID)
 	case statexfer.MsgDone:
+		if !p.mayAct(m.ReqID, m.Xfer, m.DRank) {
+			p.ignored.Add(1)
+			return
+		}
 		pr.done1(m)
 	case statexfer.MsgStage:
 		pr.stage(m)
@@ -347,6 +469,10 @@ func (pr *prefillRank) gather(key stageKey, steps []plan.Step) (int64, error) {
 		}
 		if st.SrcOff < 0 || st.Len <= 0 || st.DstOff < 0 || st.SrcOff+st.Len > pr.local.Len(st.Src) || st.DstOff+st.Len > pr.pool.Size() {
 			return 0, fmt.Errorf("%w: staging step %d outside memory", statexfer.ErrBounds, i)
+		}
+		if !pr.p.readable(key.req, pr.local.Geo, st) {
+			return 0, fmt.Errorf("%w: staging step %d reads %s bytes [%d, %d), outside the blocks granted to request %s",
+				statexfer.ErrBounds, i, st.Src, st.SrcOff, st.SrcOff+st.Len, key.req)
 		}
 		size = max(size, st.DstOff+st.Len)
 	}

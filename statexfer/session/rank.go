@@ -27,7 +27,7 @@ type rankError struct {
 // run executes one decode rank's plan for load k: scratch range, staging
 // round trips, the bounds check of every read, the lease check, the reads,
 // and the post-processing.
-func (dr *decodeRank) run(ctx context.Context, k Key, p *peer, lr *LoadRequest, rs *RankStats) *rankError {
+func (dr *decodeRank) run(ctx context.Context, k Key, p *peer, lr *LoadRequest, rs *RankStats, claim *claimWait) *rankError {
 	pl := rs.Plan
 	remotes := p.remotes[dr.r]
 	// This load's own range of D's scratch buffer.
@@ -88,6 +88,11 @@ func (dr *decodeRank) run(ctx context.Context, k Key, p *peer, lr *LoadRequest, 
 			return &rankError{phase: "plan", err: err}
 		}
 		reads[i] = rr
+	}
+	// Nothing is read before P accepted the claim: consumed or replayed
+	// params read nothing.
+	if err := claim.wait(ctx); err != nil {
+		return &rankError{phase: "claim", err: err}
 	}
 	dr.d.mu.Lock()
 	err := dr.d.machine.CheckPost(k, dr.d.now())
@@ -219,7 +224,7 @@ func (dr *decodeRank) stage(ctx context.Context, k Key, r *statexfer.Remote, lr 
 			return ans.Offset, nil
 		}
 		if !ans.Retry {
-			if ans.Err == "no such hold" {
+			if ans.Err == errNoSuchHold.Error() {
 				return 0, fmt.Errorf("%w: prefill rank %d: %s", ErrNoHold, rp.Rank, ans.Err)
 			}
 			return 0, fmt.Errorf("%w: prefill rank %d could not stage: %s", ErrStaging, rp.Rank, ans.Err)
@@ -249,7 +254,7 @@ func (dr *decodeRank) sendStage(k Key, r *statexfer.Remote, lr *LoadRequest, rp 
 // notifyDone tells every P rank of the notification plan that this rank's
 // reads completed. A failed notification does not fail the request (its
 // reads are complete; P's lease reclaims): it is counted and logged.
-func (dr *decodeRank) notifyDone(p *peer, lr *LoadRequest, pl *plan.Plan) {
+func (dr *decodeRank) notifyDone(k Key, p *peer, lr *LoadRequest, pl *plan.Plan) {
 	for _, pr := range pl.Notify {
 		r := p.remotes[dr.r][pr]
 		var err error
@@ -257,7 +262,7 @@ func (dr *decodeRank) notifyDone(p *peer, lr *LoadRequest, pl *plan.Plan) {
 			err = fmt.Errorf("no endpoint to prefill rank %d", pr)
 		} else {
 			err = r.Peer.Notify(statexfer.AppendMessage(nil, &statexfer.Message{Type: statexfer.MsgDone, ReqID: lr.ReqID, Grant: lr.Grant,
-				DRank: dr.r, Consumers: p.planner.Consumers(pr)}))
+				Xfer: uint64(k), DRank: dr.r, Consumers: p.planner.Consumers(pr)}))
 		}
 		if err != nil {
 			dr.d.notifyFailed.Add(1)
@@ -274,9 +279,13 @@ func (dr *decodeRank) handle(_ transport.PeerID, msg []byte) {
 		return
 	}
 	switch m.Type {
-	case statexfer.MsgStaged:
+	case statexfer.MsgStaged, statexfer.MsgClaimed:
+		wk := waitKey{m.Xfer, m.PRank}
+		if m.Type == statexfer.MsgClaimed {
+			wk.prank = claimRank
+		}
 		dr.mu.Lock()
-		ch := dr.waiters[waitKey{m.Xfer, m.PRank}]
+		ch := dr.waiters[wk]
 		dr.mu.Unlock()
 		if ch == nil {
 			dr.d.dropped.Add(1)

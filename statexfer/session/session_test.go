@@ -86,7 +86,7 @@ func TestCollidingRequestIDsFromTwoPrefills(t *testing.T) {
 	// Request i comes from P (i%2)+1 under the id "same" for every request.
 	before := cloneMem(dec.Local(0).Mem)
 	for i := range j.Requests() {
-		if err := pres[i%2].Session.Register(fmt.Sprintf("same-%d", i/2), uint64(100+i)); err != nil {
+		if err := pres[i%2].Session.Register(fmt.Sprintf("same-%d", i/2), uint64(100+i), j.Request(i).PBlocks); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -183,7 +183,7 @@ func TestPrefillActsOnlyOnGrantedMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pre.Close()
-	if err := pre.Register("r", 42); err != nil {
+	if err := pre.Register("r", 42, nil); err != nil {
 		t.Fatal(err)
 	}
 	d := transport.NewInproc(transport.Handlers{})

@@ -72,6 +72,7 @@ type Prefill struct {
 type verifyHolds struct {
 	mu       sync.Mutex
 	released map[int]int
+	gone     map[string]int // request -> hosted ranks that released it
 	want     int
 	ranks    int // how many ranks are hosted
 	hosted   []int
@@ -79,10 +80,11 @@ type verifyHolds struct {
 	closed   bool
 }
 
-func (h *verifyHolds) Released(_ string, rank int) {
+func (h *verifyHolds) Released(req string, rank int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.released[rank]++
+	h.gone[req]++
 	if h.closed || len(h.released) < h.ranks {
 		return
 	}
@@ -95,15 +97,21 @@ func (h *verifyHolds) Released(_ string, rank int) {
 	close(h.done)
 }
 
-func (h *verifyHolds) Extend(string) (time.Time, bool) { return time.Time{}, false }
-func (h *verifyHolds) Abort(string)                    {}
+// Extend: a request is held (with no deadline: verification has no
+// clock) until every hosted rank released it.
+func (h *verifyHolds) Extend(req string) (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return time.Now().Add(time.Hour), h.gone[req] < h.ranks
+}
+func (h *verifyHolds) Abort(string) {}
 
 // StartP starts the P side of the job for the given ranks (nil: all):
 // registered memory filled with the pattern, staging pools, every request
 // granted. bootID names the incarnation (all processes of one P share it).
 func (j *Job) StartP(ranks []int, bootID string, newTr session.TransportFactory, pool []int64) (*Prefill, error) {
 	ranks, staging := hostedPool(ranks, j.Cfg.P.TP, pool)
-	h := &verifyHolds{released: map[int]int{}, want: len(j.reqs), ranks: len(ranks), hosted: ranks, done: make(chan struct{})}
+	h := &verifyHolds{released: map[int]int{}, gone: map[string]int{}, want: len(j.reqs), ranks: len(ranks), hosted: ranks, done: make(chan struct{})}
 	s, err := session.NewPrefill(session.PrefillConfig{EngineID: PrefillEngineID, BootID: bootID, Side: j.PSide, Ranks: ranks,
 		StagingBytes: staging, Transports: newTr, Holds: h})
 	if err != nil {
@@ -113,7 +121,7 @@ func (j *Job) StartP(ranks []int, bootID string, newTr session.TransportFactory,
 		j.FillP(r, s.Local(r).Mem)
 	}
 	for i := range j.reqs {
-		if err := s.Register(j.ReqID(i), j.Grant(i)); err != nil {
+		if err := s.Register(j.ReqID(i), j.Grant(i), j.reqs[i].pIDs); err != nil {
 			s.Close()
 			return nil, err
 		}
