@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/hybridxfer/hybridxfer/statexfer/session"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,7 +14,9 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/serve"
+	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/statexfer/session"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 	"github.com/hybridxfer/hybridxfer/statexfer/ucx"
 	"github.com/hybridxfer/hybridxfer/statexfer/zmqchan"
@@ -46,21 +47,65 @@ func zmqFetch(ctx context.Context, host string, port int, compat [32]byte, summa
 	return session.Handshake{Payload: rep.Payload, ClockOffset: off}, nil
 }
 
+// serveOptions are serve's flags.
+type serveOptions struct {
+	mf                        modelFlags
+	inst                      instanceFlags
+	role, model, host, listen string
+	port, hsPort, numBlocks   int
+	seed                      uint64
+	leaseTTL, xferTimeout     time.Duration
+	heartbeat                 time.Duration
+	maxModelLen               int
+	stagingBytes              int64
+	dropNotify                float64
+	handoff, policy, mode     string
+	errMode                   string
+	clusterKeyFile            string
+}
+
+// validate checks every flag before anything is allocated or bound.
+func (o *serveOptions) validate() error {
+	var fc flagChecks
+	switch serve.Role(o.role) {
+	case serve.RolePrefill, serve.RoleDecode, serve.RoleBoth:
+	default:
+		fc.fail("role", "%q (want prefill, decode or both)", o.role)
+	}
+	fc.port("port", o.port, false)
+	fc.port("handshake-port", o.hsPort, true)
+	fc.intIn("num-blocks", int64(o.numBlocks), 1, 1<<26)
+	fc.duration("lease-ttl", o.leaseTTL, 100*time.Millisecond, 24*time.Hour)
+	fc.duration("transfer-timeout", o.xferTimeout, time.Millisecond, time.Hour)
+	fc.duration("heartbeat-interval", o.heartbeat, 10*time.Millisecond, time.Hour)
+	if o.heartbeat >= o.leaseTTL && o.leaseTTL > 0 {
+		fc.fail("heartbeat-interval", "%v must be shorter than --lease-ttl %v (each heartbeat extends the lease)", o.heartbeat, o.leaseTTL)
+	}
+	fc.intIn("max-model-len", int64(o.maxModelLen), 2, 1<<22)
+	fc.intIn("staging-bytes", o.stagingBytes, 0, 1<<40)
+	fc.share("fault-drop-notify", o.dropNotify)
+	switch serve.Handoff(o.handoff) {
+	case serve.DecodeComputesLast, serve.PrefillSamplesFirst:
+	default:
+		fc.fail("handoff", "%q (want %s or %s)", o.handoff, serve.DecodeComputesLast, serve.PrefillSamplesFirst)
+	}
+	if o.policy != serve.PolicyFail && o.policy != serve.PolicyRecompute {
+		fc.fail("kv-load-failure-policy", "%q (want fail or recompute)", o.policy)
+	}
+	if _, err := plan.ParseMode(o.mode); err != nil {
+		fc.fail("mode", "%q (want direct, staged or auto)", o.mode)
+	}
+	if o.host == "" || o.host == "0.0.0.0" || o.host == "::" {
+		fc.fail("host", "%q: give the address peers reach this instance at (UCX and ZeroMQ bind its interface only)", o.host)
+	}
+	if _, err := o.inst.config(); err != nil {
+		fc.errs = append(fc.errs, err)
+	}
+	return fc.err()
+}
+
 func serveCmd() *cobra.Command {
-	var (
-		mf                        modelFlags
-		inst                      instanceFlags
-		role, model, host, listen string
-		port, hsPort, numBlocks   int
-		seed                      uint64
-		leaseTTL, xferTimeout     time.Duration
-		heartbeat                 time.Duration
-		maxModelLen               int
-		stagingBytes              int64
-		dropNotify                float64
-		handoff, policy, mode     string
-		errMode                   string
-	)
+	var o serveOptions
 	c := &cobra.Command{
 		Use:   "serve --role prefill|decode|both --model NAME|FILE --tp N",
 		Short: "Run one instance: its TP ranks, the reference model, state transfer, and an OpenAI-compatible HTTP API",
@@ -71,79 +116,101 @@ from --seed). HTTP: /v1/completions, /v1/chat/completions (streaming or not), /v
 /health, /metrics. A prefill instance answers requests carrying
 kv_transfer_params {"do_remote_decode": true} with the parameters a decode instance needs
 and serves its handshake (ZeroMQ) on --handshake-port; a decode instance loads the state
-those parameters describe and decodes.`,
-		Args: cobra.NoArgs,
+those parameters describe and decodes.
+
+Security (docs/security.md): --cluster-key-file (the same file on every instance and
+the proxy) signs the grants in kv_transfer_params and derives the token the proxy
+presents on the internal endpoints; without it any client that reaches an instance
+can mint params.`,
+		Args:    cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error { return o.validate() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-			m, err := mf.load(model)
+			m, err := o.mf.load(o.model)
 			if err != nil {
 				return err
 			}
-			ic, err := inst.config()
+			ic, err := o.inst.config()
 			if err != nil {
 				return err
 			}
-			md, err := plan.ParseMode(mode)
+			md, err := plan.ParseMode(o.mode)
 			if err != nil {
 				return err
 			}
-			uc, err := ucxConfig("", errMode)
+			uc, err := ucxConfig("", o.errMode)
+			if err != nil {
+				return err
+			}
+			key, err := loadClusterKey(o.clusterKeyFile, log)
 			if err != nil {
 				return err
 			}
 			reg := prometheus.NewRegistry()
-			id := fmt.Sprintf("%s-%s-%d", role, host, port)
-			cfg := serve.Config{Role: serve.Role(role), EngineID: id, Model: m, Seed: seed, Instance: ic, NumBlocks: numBlocks,
-				Host: host, LeaseTTL: leaseTTL, Handoff: serve.Handoff(handoff), TransferTimeout: xferTimeout, FailurePolicy: policy, Mode: md,
-				HeartbeatInterval: heartbeat, MaxModelLen: maxModelLen, StagingBytes: stagingBytes,
+			id := fmt.Sprintf("%s-%s-%d", o.role, o.host, o.port)
+			cfg := serve.Config{Role: serve.Role(o.role), EngineID: id, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks,
+				Host: o.host, LeaseTTL: o.leaseTTL, Handoff: serve.Handoff(o.handoff), TransferTimeout: o.xferTimeout, FailurePolicy: o.policy, Mode: md,
+				HeartbeatInterval: o.heartbeat, MaxModelLen: o.maxModelLen, StagingBytes: o.stagingBytes, ClusterKey: key,
 				Transports: func(r int, h transport.Handlers) (transport.Transport, error) {
 					c := uc
-					c.Name = fmt.Sprintf("%s-rank%d", role, r)
-					if dropNotify <= 0 {
+					c.Name = fmt.Sprintf("%s-rank%d", o.role, r)
+					if o.dropNotify <= 0 {
 						return ucx.New(c, h)
 					}
 					// Fault campaigns: lose this share of the notifications the rank sends.
-					f := transport.NewFaultPlan(uint64(r) + 1).Add(transport.Rule{Kind: transport.OpNotify, Rate: dropNotify, Fault: transport.Fault{Kind: transport.FaultDrop}})
+					f := transport.NewFaultPlan(uint64(r) + 1).Add(transport.Rule{Kind: transport.OpNotify, Rate: o.dropNotify, Fault: transport.Fault{Kind: transport.FaultDrop}})
 					tr, err := ucx.New(c, f.Handlers(h))
 					if err != nil {
 						return nil, err
 					}
 					return transport.WithFaults(tr, f), nil
 				},
-				Serve: zmqServe(host, hsPort, log), Fetch: zmqFetch,
-				Metrics: serve.NewMetrics(reg, id, serve.Role(role)), Log: log}
+				Serve: zmqServe(o.host, o.hsPort, log), Fetch: zmqFetch,
+				Metrics: serve.NewMetrics(reg, id, serve.Role(o.role)), Log: log}
 			eng, err := serve.New(cfg)
 			if err != nil {
 				return err
 			}
 			defer eng.Close()
-			addr := net.JoinHostPort(listen, fmt.Sprint(port))
+			addr := net.JoinHostPort(o.listen, fmt.Sprint(o.port))
 			return runHTTP(cmd.Context(), addr, serve.NewHandler(eng, reg, log), log,
-				fmt.Sprintf("%s instance of %s (tp %d) on http://%s, handshake port %d", role, m.Name, ic.TP, addr, eng.HandshakePort()))
+				fmt.Sprintf("%s instance of %s (tp %d) on http://%s, handshake port %d", o.role, m.Name, ic.TP, addr, eng.HandshakePort()))
 		},
 	}
-	mf.register(c)
-	inst.register(c, "", 1)
-	c.Flags().StringVar(&role, "role", "both", "prefill, decode or both")
-	c.Flags().StringVar(&model, "model", "qwen3.5-27b", "preset name, Hugging Face config.json or hybridxfer model JSON")
-	c.Flags().StringVar(&host, "host", "127.0.0.1", "address peers use to reach this instance (kv_transfer_params remote_host)")
-	c.Flags().StringVar(&listen, "listen", "127.0.0.1", "HTTP listen address")
-	c.Flags().IntVar(&port, "port", 8100, "HTTP port")
-	c.Flags().IntVar(&hsPort, "handshake-port", 0, "prefill: ZeroMQ handshake port (0: any free port)")
-	c.Flags().IntVar(&numBlocks, "num-blocks", 1024, "blocks per pool")
-	c.Flags().Uint64Var(&seed, "seed", 1, "reference model weights seed (must match across instances)")
-	c.Flags().DurationVar(&leaseTTL, "lease-ttl", 30*time.Second, "prefill: how long a finished request's state waits for its readers")
-	c.Flags().DurationVar(&xferTimeout, "transfer-timeout", 10*time.Second, "decode: a load taking longer fails")
-	c.Flags().DurationVar(&heartbeat, "heartbeat-interval", time.Second, "decode: heartbeat interval for requests being loaded (extends the prefill lease; a prefill silent for 5 intervals is declared failed)")
-	c.Flags().IntVar(&maxModelLen, "max-model-len", 8192, "prompt + max_tokens above this are refused with 400")
-	c.Flags().Int64Var(&stagingBytes, "staging-bytes", 64<<20, "per rank staging pool (prefill: gathers; decode: scratch), split into per-request ranges")
-	c.Flags().Float64Var(&dropNotify, "fault-drop-notify", 0, "testing: lose this share (0..1) of the control messages every rank sends")
-	_ = c.Flags().MarkHidden("fault-drop-notify")
-	c.Flags().StringVar(&handoff, "handoff", string(serve.DecodeComputesLast), "prefill: decode-computes-last or prefill-samples-first")
-	c.Flags().StringVar(&policy, "kv-load-failure-policy", serve.PolicyFail, "decode: fail (error to the client) or recompute")
-	c.Flags().StringVar(&mode, "mode", "auto", "decode: read shaping, direct, staged or auto")
-	c.Flags().StringVar(&errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none or peer")
+	f := c.Flags()
+	f.StringVar(&o.role, "role", "both", "prefill, decode or both")
+	f.StringVar(&o.model, "model", "qwen3.5-27b", "preset name, Hugging Face config.json or hybridxfer model JSON")
+	f.StringVar(&o.host, "host", "127.0.0.1", "address peers use to reach this instance (kv_transfer_params remote_host); UCX and ZeroMQ bind only its interface")
+	f.StringVar(&o.listen, "listen", "127.0.0.1", "HTTP listen address")
+	f.IntVar(&o.port, "port", 8100, "HTTP port")
+	f.IntVar(&o.hsPort, "handshake-port", 0, "prefill: ZeroMQ handshake port (0: any free port)")
+	f.IntVar(&o.numBlocks, "num-blocks", 1024, "blocks per pool")
+	f.Uint64Var(&o.seed, "seed", 1, "reference model weights seed (must match across instances)")
+	f.DurationVar(&o.leaseTTL, "lease-ttl", 30*time.Second, "prefill: how long a finished request's state waits for its readers")
+	f.DurationVar(&o.xferTimeout, "transfer-timeout", 10*time.Second, "decode: a load taking longer fails")
+	f.DurationVar(&o.heartbeat, "heartbeat-interval", time.Second, "decode: heartbeat interval for requests being loaded (extends the prefill lease; a prefill silent for 5 intervals is declared failed)")
+	f.IntVar(&o.maxModelLen, "max-model-len", 8192, "prompt + max_tokens above this are refused with 400")
+	f.Int64Var(&o.stagingBytes, "staging-bytes", 64<<20, "per rank staging pool (prefill: gathers; decode: scratch), split into per-request ranges")
+	f.Float64Var(&o.dropNotify, "fault-drop-notify", 0, "testing: lose this share (0..1) of the control messages every rank sends")
+	_ = f.MarkHidden("fault-drop-notify")
+	f.StringVar(&o.handoff, "handoff", string(serve.DecodeComputesLast), "prefill: decode-computes-last or prefill-samples-first")
+	f.StringVar(&o.policy, "kv-load-failure-policy", serve.PolicyFail, "decode: fail (error to the client) or recompute")
+	f.StringVar(&o.mode, "mode", "auto", "decode: read shaping, direct, staged or auto")
+	f.StringVar(&o.errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none or peer")
+	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster key (hybridxfer keys cluster): signs and verifies kv_transfer_params grants; the same file on every instance and the proxy")
+	o.mf.register(c)
+	o.inst.register(c, "", 1)
 	return c
+}
+
+// loadClusterKey reads --cluster-key-file; without one it warns that
+// kv_transfer_params can be minted by anyone who reaches an instance.
+func loadClusterKey(path string, log *slog.Logger) (*grant.Key, error) {
+	if path == "" {
+		log.Warn("no --cluster-key-file: kv_transfer_params grants are not authenticated; anyone who reaches this instance's API can mint them (see docs/security.md)")
+		return nil, nil
+	}
+	return grant.LoadKey(path)
 }
 
 // runHTTP serves h until the context ends or SIGINT/SIGTERM, then shuts down.

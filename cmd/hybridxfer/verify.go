@@ -21,6 +21,7 @@ import (
 
 // instanceFlags are the per-side flags of verify and bench.
 type instanceFlags struct {
+	prefix                 string // "prefill-", "decode-" or ""
 	tp                     int
 	blockSize, kernelBlock int
 	layout, conv, memory   string
@@ -31,6 +32,7 @@ func (f *instanceFlags) register(c *cobra.Command, side string, tp int) {
 	if side == "" {
 		p, what = "", ""
 	}
+	f.prefix = p
 	c.Flags().IntVar(&f.tp, p+"tp", tp, what+"tensor-parallel size")
 	c.Flags().IntVar(&f.blockSize, p+"block-size", 16, what+"block size (unified memory: the minimum; separate: the attention block size)")
 	c.Flags().IntVar(&f.kernelBlock, p+"kernel-block-size", 0, what+"attention kernel block size (0: 16 when it divides the block size)")
@@ -51,10 +53,11 @@ func (f *instanceFlags) config() (groups.InstanceConfig, error) {
 	if c.Memory, err = groups.ParseMemoryLayout(f.memory); err != nil {
 		return c, err
 	}
-	if f.tp <= 0 {
-		return c, fmt.Errorf("tp must be >= 1, got %d", f.tp)
-	}
-	return c, nil
+	var fc flagChecks
+	fc.intIn(f.prefix+"tp", int64(f.tp), 1, 1024)
+	fc.intIn(f.prefix+"block-size", int64(f.blockSize), 1, 1<<16)
+	fc.intIn(f.prefix+"kernel-block-size", int64(f.kernelBlock), 0, 1<<16)
+	return c, fc.err()
 }
 
 func verifyCmd() *cobra.Command {

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// Every numeric flag is checked before anything starts, and the error
+// names the flag. The command is only parsed and pre-run: nothing serves.
+func TestServeFlagsValidated(t *testing.T) {
+	cases := []struct {
+		args []string
+		flag string // "" : valid
+	}{
+		{nil, ""},
+		{[]string{"--role", "prefill", "--lease-ttl", "2s", "--heartbeat-interval", "500ms"}, ""},
+		{[]string{"--block-size", "0"}, "--block-size"},
+		{[]string{"--tp", "0"}, "--tp"},
+		{[]string{"--kernel-block-size", "-1"}, "--kernel-block-size"},
+		{[]string{"--num-blocks", "0"}, "--num-blocks"},
+		{[]string{"--num-blocks", "100000000"}, "--num-blocks"},
+		{[]string{"--lease-ttl", "0"}, "--lease-ttl"},
+		{[]string{"--lease-ttl", "-5s"}, "--lease-ttl"},
+		{[]string{"--transfer-timeout", "0"}, "--transfer-timeout"},
+		{[]string{"--heartbeat-interval", "0"}, "--heartbeat-interval"},
+		{[]string{"--heartbeat-interval", "40s"}, "--heartbeat-interval"},
+		{[]string{"--port", "0"}, "--port"},
+		{[]string{"--port", "70000"}, "--port"},
+		{[]string{"--handshake-port", "-1"}, "--handshake-port"},
+		{[]string{"--max-model-len", "0"}, "--max-model-len"},
+		{[]string{"--staging-bytes", "-1"}, "--staging-bytes"},
+		{[]string{"--fault-drop-notify", "2"}, "--fault-drop-notify"},
+		{[]string{"--role", "wizard"}, "--role"},
+		{[]string{"--handoff", "sometimes"}, "--handoff"},
+		{[]string{"--kv-load-failure-policy", "pray"}, "--kv-load-failure-policy"},
+		{[]string{"--mode", "fast"}, "--mode"},
+		{[]string{"--host", "0.0.0.0"}, "--host"},
+	}
+	for _, c := range cases {
+		cmd := serveCmd()
+		if err := cmd.ParseFlags(c.args); err != nil {
+			t.Fatalf("%v: parse: %v", c.args, err)
+		}
+		err := cmd.PreRunE(cmd, nil)
+		switch {
+		case c.flag == "" && err != nil:
+			t.Errorf("%v: refused: %v", c.args, err)
+		case c.flag != "" && (!errors.Is(err, errFlag) || !strings.Contains(err.Error(), c.flag+":")):
+			t.Errorf("%v: got %v, want an error naming %s", c.args, err, c.flag)
+		}
+	}
+	// Several bad flags are reported together.
+	cmd := serveCmd()
+	_ = cmd.ParseFlags([]string{"--num-blocks", "0", "--lease-ttl", "0"})
+	if err := cmd.PreRunE(cmd, nil); err == nil || !strings.Contains(err.Error(), "--num-blocks") || !strings.Contains(err.Error(), "--lease-ttl") {
+		t.Errorf("two bad flags: %v", err)
+	}
+}
+
+func TestVerifyFlagsNameTheSide(t *testing.T) {
+	f := instanceFlags{}
+	f.prefix, f.tp, f.blockSize, f.layout, f.conv, f.memory = "prefill-", 1, 0, "HND", "DS", "unified"
+	if _, err := f.config(); err == nil || !strings.Contains(err.Error(), "--prefill-block-size") {
+		t.Errorf("prefill block size 0: %v", err)
+	}
+}
