@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/internal/ratelog"
 	"github.com/hybridxfer/hybridxfer/statexfer"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
@@ -69,6 +70,9 @@ type Prefill struct {
 
 	ignored atomic.Int64 // messages for unknown requests or wrong grants
 	bad     atomic.Int64 // malformed messages
+
+	warn     *ratelog.Limiter // malformed-message warnings
+	refusals chan struct{}    // answers to ungranted messages in flight
 }
 
 // granted is one registered request: its token, the blocks it may be read
@@ -133,7 +137,8 @@ func NewPrefill(cfg PrefillConfig) (*Prefill, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	p := &Prefill{cfg: cfg, ranks: map[int]*prefillRank{}, grants: map[string]*granted{}}
+	p := &Prefill{cfg: cfg, ranks: map[int]*prefillRank{}, grants: map[string]*granted{},
+		warn: ratelog.New(10*time.Second, 5), refusals: make(chan struct{}, maxRefusalsInFlight)}
 	h, err := openHosted("prefill", cfg.Ranks, cfg.Side, cfg.StagingBytes, cfg.Transports, func(ep *endpoint) transport.Handlers {
 		pr := &prefillRank{endpoint: ep, p: p, parts: map[stageKey][]plan.Step{}, areas: map[string]map[stageKey]int64{},
 			seen: map[string]map[int]bool{}, done: map[string]bool{}, peers: map[string]transport.Peer{}}
@@ -338,19 +343,20 @@ func (pr *prefillRank) handle(_ transport.PeerID, msg []byte) {
 	m, err := statexfer.DecodeMessage(msg)
 	if err != nil {
 		p.bad.Add(1)
-		p.cfg.Log.Warn("malformed control message", "rank", pr.r, "err", err)
+		p.warn.Log(p.cfg.Log, slog.LevelWarn, "malformed control message", "rank", pr.r, "err", err, "malformed_total", p.bad.Load())
 		return
 	}
 	if !p.granted(m.ReqID, m.Grant) {
 		p.ignored.Add(1)
-		switch m.Type {
-		case statexfer.MsgHeartbeat:
-			pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgLease, ReqID: m.ReqID, Xfer: m.Xfer, PRank: pr.r, Err: errNoSuchHold.Error()})
-		case statexfer.MsgClaim:
-			pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgClaimed, ReqID: m.ReqID, Xfer: m.Xfer, PRank: pr.r, Err: errNoSuchHold.Error()})
-		}
-		if m.Type == statexfer.MsgStage && m.Part == m.Parts-1 {
-			pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgStaged, ReqID: m.ReqID, Xfer: m.Xfer, DRank: m.DRank, PRank: pr.r, Err: errNoSuchHold.Error()})
+		// The answer goes out asynchronously and bounded: a message that
+		// names no grant must not make this handler connect anywhere.
+		switch {
+		case m.Type == statexfer.MsgHeartbeat:
+			pr.replySoon(m.Reply, &statexfer.Message{Type: statexfer.MsgLease, ReqID: m.ReqID, Xfer: m.Xfer, PRank: pr.r, Err: errNoSuchHold.Error()})
+		case m.Type == statexfer.MsgClaim:
+			pr.replySoon(m.Reply, &statexfer.Message{Type: statexfer.MsgClaimed, ReqID: m.ReqID, Xfer: m.Xfer, PRank: pr.r, Err: errNoSuchHold.Error()})
+		case m.Type == statexfer.MsgStage && m.Part == m.Parts-1:
+			pr.replySoon(m.Reply, &statexfer.Message{Type: statexfer.MsgStaged, ReqID: m.ReqID, Xfer: m.Xfer, DRank: m.DRank, PRank: pr.r, Err: errNoSuchHold.Error()})
 		}
 		return
 	}
@@ -513,6 +519,23 @@ func (p *Prefill) registered(req string) bool {
 	defer p.mu.Unlock()
 	_, ok := p.grants[req]
 	return ok
+}
+
+// maxRefusalsInFlight bounds the refusals being answered at once.
+const maxRefusalsInFlight = 8
+
+// replySoon answers a message that named no grant from a goroutine, at
+// most maxRefusalsInFlight at once (more are dropped: D times out).
+func (pr *prefillRank) replySoon(addr []byte, m *statexfer.Message) {
+	select {
+	case pr.p.refusals <- struct{}{}:
+	default:
+		return
+	}
+	go func() {
+		defer func() { <-pr.p.refusals }()
+		pr.reply(addr, m)
+	}()
 }
 
 // reply sends an answer to D's address (a lost answer times out on D).
