@@ -512,7 +512,8 @@ func (e *Engine) recover(ctx context.Context, id hma.ReqID, tokens []uint32, h, 
 		return fmt.Errorf("%w: %w (and the allocator refused the failure: %v)", ErrKVLoad, cause, err)
 	}
 	if policy == PolicyFail {
-		if le != nil && le.Phase == "claim" && (errors.Is(cause, session.ErrClaimed) || errors.Is(cause, session.ErrNoHold)) {
+		if le != nil && (le.Phase == "claim" && (errors.Is(cause, session.ErrClaimed) || errors.Is(cause, session.ErrNoHold)) ||
+			le.Phase == "expired" && errors.Is(cause, session.ErrLeaseExpired)) {
 			return &ParamError{Param: "kv_transfer_params", Err: fmt.Errorf("%w: %w", ErrConsumed, cause)}
 		}
 		if le != nil && le.Phase == "plan" && (errors.Is(cause, session.ErrBadRequest) || errors.Is(cause, statexfer.ErrBounds) || errors.Is(cause, plan.ErrBadRequest)) {

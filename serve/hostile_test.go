@@ -23,7 +23,7 @@ type hostile struct {
 	prompt string
 }
 
-func newHostile(t *testing.T, pKey, dKey *grant.Key) *hostile {
+func newHostile(t *testing.T, pKey, dKey *grant.Key, dmod ...func(d int, c *Config)) *hostile {
 	t.Helper()
 	m, _ := groups.Preset("qwen3.5-0.8b", groups.PresetOptions{})
 	hs := &MemHandshake{}
@@ -37,8 +37,12 @@ func newHostile(t *testing.T, pKey, dKey *grant.Key) *hostile {
 	t.Cleanup(func() { x.p.Close() })
 	for i := range x.d {
 		x.reads[i] = transport.NewFaultPlan(uint64(i + 1))
-		x.d[i], err = New(Config{Role: RoleDecode, EngineID: "D", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 1}, NumBlocks: 256,
-			Transports: inprocTransports(x.reads[i]), Fetch: hs.Fetch, ClusterKey: dKey})
+		c := Config{Role: RoleDecode, EngineID: "D", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 1}, NumBlocks: 256,
+			Transports: inprocTransports(x.reads[i]), Fetch: hs.Fetch, ClusterKey: dKey}
+		for _, f := range dmod {
+			f(i, &c)
+		}
+		x.d[i], err = New(c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,5 +249,24 @@ func TestGrantsWithoutAKey(t *testing.T) {
 	y.refused(t, "altered block ids, no key", 0, before, err, ErrGrant, "kv_transfer_params.remote_block_ids")
 	if _, err := y.decode(0, y.prompt, y.victim); err != nil {
 		t.Fatalf("genuine params without keys: %v", err)
+	}
+}
+
+// Params whose lease ran out before they reached D are refused (409)
+// before anything is read, even while P has not swept them yet.
+func TestExpiredParamsRefused(t *testing.T) {
+	key := grant.RandomKey()
+	x := newHostile(t, key, key, func(d int, c *Config) {
+		if d == 1 {
+			c.Now = func() time.Time { return time.Now().Add(2 * time.Hour) } // past P's 1 h lease
+		}
+	})
+	before := x.reads[1].Calls(transport.OpRead)
+	_, err := x.decode(1, x.prompt, x.victim)
+	if !errors.Is(err, ErrConsumed) || classify(err).Status != 409 {
+		t.Fatalf("expired params: %v (status %d)", err, classify(err).Status)
+	}
+	if n := x.reads[1].Calls(transport.OpRead); n != before {
+		t.Fatalf("expired params: %d read batches posted", n-before)
 	}
 }

@@ -313,7 +313,7 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 	d.mu.Unlock()
 	if err != nil {
 		d.abortOn(k, p, &lr)
-		return fail("lease", nil, err)
+		return fail("expired", nil, err) // before anything was read: the params came too late
 	}
 	// Claim the request with P now; the answer is awaited before any read
 	// is posted (planning and staging overlap the round trip).

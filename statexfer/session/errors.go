@@ -53,7 +53,7 @@ type BlockRef struct {
 type LoadError struct {
 	Peer   string // engine id@host:port#boot
 	ReqID  string
-	Phase  string // handshake, lease, plan, claim, stage, read, post
+	Phase  string // handshake, expired (before any read), plan, claim, stage, lease, read, post
 	Failed []BlockRef
 	Err    error
 }
