@@ -9,7 +9,7 @@ PURE := ./groups/... ./hma/... ./specdec/... ./proptest/... ./oracle/... ./state
 HEAVY := ./statexfer/verify ./proptest
 FUZZTIME ?= 30s
 
-.PHONY: all deps build demo test test-pure test-race lint fuzz bench soak faults
+.PHONY: all deps build demo test test-pure test-race lint fuzz fuzz-long bench soak faults
 
 all: build
 
@@ -44,6 +44,13 @@ fuzz:
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
+
+# Every fuzz target (found by grep, so new ones are included) one at a
+# time for FUZZ_LONG_TIME each, -parallel 2, under a memory limit; prints
+# execs per target and fails on a crasher or under FUZZ_LONG_MIN_EXECS in
+# total (scripts/fuzz-long.sh lists its settings).
+fuzz-long:
+	GO=$(GO) bash scripts/fuzz-long.sh
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
