@@ -24,7 +24,12 @@ func New(interval time.Duration, burst int) *Limiter {
 // attribute counting the records dropped since the last one written;
 // otherwise it counts it. It reports whether it wrote.
 func (l *Limiter) Log(log *slog.Logger, level slog.Level, msg string, args ...any) bool {
-	if !l.lim.Allow() {
+	return l.LogAt(time.Now(), log, level, msg, args...)
+}
+
+// LogAt is Log on the caller's clock.
+func (l *Limiter) LogAt(now time.Time, log *slog.Logger, level slog.Level, msg string, args ...any) bool {
+	if !l.lim.AllowN(now, 1) {
 		l.suppressed.Add(1)
 		return false
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pebbe/zmq4"
@@ -27,6 +28,7 @@ type fetchOptions struct {
 	expectedEngine string
 	summary        map[string]string
 	diff           func(local, remote map[string]string) string
+	curve          *CurveClient
 }
 
 // WithTimeout bounds the whole fetch (connect, request, reply). The
@@ -56,6 +58,19 @@ func WithSummaryDiff(f func(local, remote map[string]string) string) FetchOption
 	return func(o *fetchOptions) { o.diff = f }
 }
 
+// monitorSeq numbers the inproc endpoints of Fetch's socket monitors.
+var monitorSeq atomic.Uint64
+
+// monitorEvents are the socket events Fetch watches.
+const monitorEvents = zmq4.EVENT_CONNECTED | zmq4.EVENT_HANDSHAKE_SUCCEEDED |
+	zmq4.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq4.EVENT_HANDSHAKE_FAILED_PROTOCOL |
+	zmq4.EVENT_HANDSHAKE_FAILED_AUTH
+
+// zmtpMechanismMismatch is ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH, the
+// value of a HANDSHAKE_FAILED_PROTOCOL event when one side uses CURVE and
+// the other does not.
+const zmtpMechanismMismatch = 0x11000002
+
 // clientContext is the zmq context of every Fetch socket, created on first
 // use and kept for the life of the process (one I/O thread).
 var clientContext = sync.OnceValues(func() (*zmq4.Context, error) {
@@ -72,8 +87,10 @@ var clientContext = sync.OnceValues(func() (*zmq4.Context, error) {
 //
 // Fetch uses a fresh DEALER socket with ZMQ_LINGER 0, so a dead or absent
 // server costs the timeout and nothing more: it returns a *TimeoutError, or
-// the context's error when the context is canceled. Fetch is safe for
-// concurrent use.
+// the context's error when the context is canceled. A failed ZMTP handshake
+// (with WithCurve: a refused key, a wrong server key, a server without
+// CURVE; without it: a server that requires CURVE) is reported at once as
+// an *UnauthenticatedError. Fetch is safe for concurrent use.
 //
 // Fetch fills req.Version (ProtocolVersion) and req.ID (random) when zero.
 // The reply's Sent and Received are the local clock around the round trip;
@@ -95,6 +112,12 @@ func Fetch(ctx context.Context, addr string, req Request, opts ...FetchOption) (
 	body, err := AppendRequest(nil, &req)
 	if err != nil {
 		return nil, err
+	}
+	var curve CurveClient
+	if o.curve != nil {
+		if curve, err = o.curve.resolve(); err != nil {
+			return nil, err
+		}
 	}
 
 	start := time.Now()
@@ -124,6 +147,33 @@ func Fetch(ctx context.Context, addr string, req Request, opts ...FetchOption) (
 			return nil, fmt.Errorf("zmqchan: set ZMQ_IPV6: %w", err)
 		}
 	}
+	if o.curve != nil {
+		if err := sk.ClientAuthCurve(curve.ServerPublic, curve.Public, curve.Secret); err != nil {
+			return nil, fmt.Errorf("zmqchan: make the DEALER socket a CURVE client: %w", err)
+		}
+	}
+	// The monitor reports the handshake's outcome, which zmq otherwise
+	// keeps to itself (a refused peer is retried silently). It must be
+	// attached before Connect.
+	monEndpoint := fmt.Sprintf("inproc://zmqchan-monitor-%d", monitorSeq.Add(1))
+	if err := sk.Monitor(monEndpoint, monitorEvents); err != nil {
+		return nil, fmt.Errorf("zmqchan: monitor DEALER socket: %w", err)
+	}
+	mon, err := zctx.NewSocket(zmq4.PAIR)
+	if err != nil {
+		return nil, fmt.Errorf("zmqchan: new PAIR socket: %w", err)
+	}
+	defer mon.Close() // before sk (LIFO)
+	if err := mon.SetLinger(0); err != nil {
+		return nil, fmt.Errorf("zmqchan: set ZMQ_LINGER: %w", err)
+	}
+	if err := mon.Connect(monEndpoint); err != nil {
+		return nil, fmt.Errorf("zmqchan: connect %s: %w", monEndpoint, err)
+	}
+	hs := handshakeState{addr: addr}
+	if o.curve != nil {
+		hs.curve = &curve
+	}
 	if err := sk.Connect(addr); err != nil {
 		return nil, fmt.Errorf("zmqchan: connect %q: %w (want an endpoint like tcp://host:port)", addr, err)
 	}
@@ -137,16 +187,21 @@ func Fetch(ctx context.Context, addr string, req Request, opts ...FetchOption) (
 
 	poller := zmq4.NewPoller()
 	poller.Add(sk, zmq4.POLLIN)
+	poller.Add(mon, zmq4.POLLIN)
+	timeoutError := func(cause error) error {
+		return &TimeoutError{Addr: addr, Timeout: timeout, Cause: cause,
+			Connected: hs.connected, Handshaken: hs.succeeded}
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
-				return nil, &TimeoutError{Addr: addr, Timeout: timeout, Cause: err}
+				return nil, timeoutError(err)
 			}
 			return nil, fmt.Errorf("zmqchan: fetch from %s: %w", addr, err)
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
-			return nil, &TimeoutError{Addr: addr, Timeout: timeout, Cause: deadlineCause}
+			return nil, timeoutError(deadlineCause)
 		}
 		if ctx.Done() != nil {
 			wait = min(wait, cancelPollInterval)
@@ -154,11 +209,16 @@ func Fetch(ctx context.Context, addr string, req Request, opts ...FetchOption) (
 		// zmq polls in whole milliseconds; round up so that the deadline
 		// is not spun on.
 		wait = (wait + time.Millisecond - 1).Truncate(time.Millisecond)
-		polled, err := poller.Poll(wait)
+		polled, err := poller.PollAll(wait)
 		if err != nil {
 			return nil, fmt.Errorf("zmqchan: poll %s: %w", addr, err)
 		}
-		if len(polled) > 0 {
+		if polled[1].Events&zmq4.POLLIN != 0 {
+			if err := hs.read(mon); err != nil {
+				return nil, err
+			}
+		}
+		if polled[0].Events&zmq4.POLLIN != 0 {
 			break
 		}
 	}
@@ -180,6 +240,62 @@ func Fetch(ctx context.Context, addr string, req Request, opts ...FetchOption) (
 	}
 	rep.Sent, rep.Received = sent, received
 	return rep, nil
+}
+
+// handshakeState follows the handshake events of one Fetch socket.
+type handshakeState struct {
+	addr                 string
+	curve                *CurveClient // nil: no CURVE
+	connected, succeeded bool
+}
+
+// read takes the pending monitor events and returns an
+// *UnauthenticatedError at the first failed handshake.
+func (h *handshakeState) read(mon *zmq4.Socket) error {
+	for {
+		ev, _, value, err := mon.RecvEvent(zmq4.DONTWAIT)
+		if err != nil {
+			return nil // EAGAIN: drained
+		}
+		switch ev {
+		case zmq4.EVENT_CONNECTED:
+			h.connected = true
+		case zmq4.EVENT_HANDSHAKE_SUCCEEDED:
+			h.succeeded = true
+		case zmq4.EVENT_HANDSHAKE_FAILED_AUTH, zmq4.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+			zmq4.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+			return h.failure(ev, value)
+		}
+	}
+}
+
+func (h *handshakeState) failure(ev zmq4.Event, value int) error {
+	e := &UnauthenticatedError{Addr: h.addr}
+	switch ev {
+	case zmq4.EVENT_HANDSHAKE_FAILED_AUTH:
+		e.Detail = fmt.Sprintf("ZAP status %d", value)
+	case zmq4.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+		e.Detail = fmt.Sprintf("ZMTP protocol error %#x", value)
+	default:
+		e.Detail = "connection closed by the server during the handshake"
+	}
+	if h.curve == nil {
+		// Against a server without CURVE a plain handshake does not fail;
+		// a CURVE server refuses it with a mechanism mismatch (or closes
+		// the connection first).
+		e.Failure = AuthServerRequiresCurve
+		return e
+	}
+	e.ClientPublic, e.ServerPublic = h.curve.Public, h.curve.ServerPublic
+	switch {
+	case ev == zmq4.EVENT_HANDSHAKE_FAILED_AUTH:
+		e.Failure = AuthRefused
+	case ev == zmq4.EVENT_HANDSHAKE_FAILED_PROTOCOL && value == zmtpMechanismMismatch:
+		e.Failure = AuthServerPlaintext
+	default:
+		e.Failure = AuthHandshakeFailed
+	}
+	return e
 }
 
 // checkReply1 decodes a reply and checks its level 1 against the request.

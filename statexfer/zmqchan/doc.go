@@ -24,15 +24,90 @@
 // (magic, version, request id, compatibility hash, optionally engine id,
 // status) before it hands the payload to the caller, so metadata is never
 // decoded from an incompatible engine; the server does not even run its
-// handler for a client whose hash differs. Every failure is a typed error
-// wrapping one of the sentinels (ErrHashMismatch, ErrVersionMismatch,
-// ErrTimeout, ErrMalformed, ErrEngineMismatch, ErrRemote) whose text says
-// what differs and what to fix. On a hash mismatch, a client that passes
+// handler for a client whose hash differs, nor, when ServerConfig.Ranks is
+// set, for a rank outside [0, Ranks) other than RankAll (it answers status
+// 3, bad request, naming the rank and the range). Every failure is a typed
+// error wrapping one of the sentinels (ErrHashMismatch, ErrVersionMismatch,
+// ErrTimeout, ErrMalformed, ErrEngineMismatch, ErrRemote,
+// ErrUnauthenticated) whose text says what differs and what to fix. On a hash mismatch, a client that passes
 // its own summary (WithSummary) learns which summary fields differ.
 //
 // The reply's timestamp, with the client's send and receive times, estimates
 // the offset between the two clocks (EstimateClockOffset, Reply.ClockOffset),
 // which lease expiries need.
+//
+// The server logs a WARN line per refused or failed request (bad request,
+// other version or hash, busy, handler error, refused CURVE client), rate
+// limited per kind: 10 at once, then one per second; the next line logged
+// after suppressed ones carries suppressed=N.
+//
+// # Authentication
+//
+// Without configuration the channel is plaintext and unauthenticated: anyone
+// who reaches the port and knows the compatibility hash gets the metadata,
+// remote keys included. With ServerConfig.Curve the server speaks ZeroMQ
+// CURVE (RFC 26, Curve25519 via libsodium), and Fetch must use WithCurve.
+// CURVE gives:
+//
+//   - server authentication: the client names the server's public key
+//     (CurveClient.ServerPublic); only the holder of the matching secret key
+//     can complete the handshake, so a decode instance does not hand its
+//     request to an impostor, nor accept its metadata;
+//   - a client allow-list: the server admits only clients whose public key
+//     is in CurveServer.Allow (clients prove they hold the secret key);
+//   - encryption and integrity of everything after the handshake: requests,
+//     replies and the metadata in flight.
+//
+// Each CURVE server runs its own ZAP handler (RFC 27) on its own zmq
+// context, answered by the server's loop goroutine: servers in one process
+// share no authentication state (pebbe/zmq4's process-wide auth handler is
+// not used), and one server's allow-list never admits a client to another.
+//
+// A peer that is not admitted never gets a request delivered: ZeroMQ breaks
+// off its handshake, so the handler is not run and the server sends nothing
+// but the handshake's error. The server logs refused keys (WARN, rate
+// limited, with the peer's IP address and public key). zmq would retry such
+// a connection silently until the timeout; Fetch watches its socket's
+// handshake events instead and fails at the first failure with an
+// *UnauthenticatedError (ErrUnauthenticated), whose Failure says which case
+// it is:
+//
+//	client key not in the allow-list   AuthRefused: "the prefill refused our
+//	                                   CURVE key PUB: add PUB to its
+//	                                   allow-list"
+//	plaintext client, CURVE server     AuthServerRequiresCurve
+//	CURVE client, plaintext server     AuthServerPlaintext, or
+//	                                   AuthHandshakeFailed when the server
+//	                                   hangs up first
+//	wrong ServerPublic                 AuthHandshakeFailed ("check that KEY,
+//	                                   the server public key we use, is that
+//	                                   prefill's public key")
+//
+// ZeroMQ cannot tell a wrong server key from a plaintext server that hangs
+// up first, so AuthHandshakeFailed names both. What remains a timeout
+// (*TimeoutError) is a server that accepts the TCP connection but never
+// completes nor breaks off the handshake (a hung process, a service that is
+// not zmq and waits); TimeoutError.Connected and Handshaken, and its text,
+// say how far the fetch got.
+//
+// Key files (`hybridxfer keys curve --out PREFIX` writes a pair):
+//
+//   - a secret key file (LoadCurveKey) holds the Z85 secret key, 40
+//     characters, on one line. It must not be accessible by group or others
+//     (chmod 600): LoadCurveKey refuses it otherwise. The public key is
+//     derived from it.
+//   - a public key file (PREFIX.pub, LoadCurvePublic) holds one Z85 public
+//     key; a decode instance reads the prefill's to set ServerPublic.
+//   - an allow-list file (LoadAllowList) holds one Z85 public key per line.
+//     Blank lines, lines starting with '#', and a '#' comment after a key
+//     ("KEY  # decode-3") are ignored; '#' cannot start a valid Z85 key. Any
+//     other line is an error naming the file and the line. A .pub file is a
+//     one-key allow-list; concatenate the decode instances' .pub files to
+//     make one.
+//
+// The same line rules hold for all three. Key errors never quote the key's
+// text. Keys are Z85 (RFC 32): 40 characters of the Z85 alphabet, each
+// group of 5 encoding a 32-bit value (CheckCurveKey).
 //
 // # Messages
 //
@@ -65,7 +140,8 @@
 //
 //	status       uint8     0 ok, 1 handler error, 2 version mismatch,
 //	                       3 bad request, 4 busy
-//	id           uint64    the request's id (0 for status 2 and 3)
+//	id           uint64    the request's id (0 for status 2, and for 3
+//	                       when the request could not be decoded)
 //	dp_index     uint32
 //	timestamp    int64     server wall clock, Unix nanoseconds
 //	compat_hash  [32]byte  the server's compatibility hash

@@ -28,6 +28,10 @@ var (
 	// ErrRemote: the server answered with an error, typically its handler's
 	// (*RemoteError).
 	ErrRemote = errors.New("zmqchan: remote error")
+	// ErrUnauthenticated: the ZMTP handshake failed, in practice because
+	// the CURVE configurations of the two sides do not agree
+	// (*UnauthenticatedError).
+	ErrUnauthenticated = errors.New("zmqchan: unauthenticated")
 )
 
 // HashMismatchError reports that a server's compatibility hash differs from
@@ -86,9 +90,21 @@ type TimeoutError struct {
 	// Cause is context.DeadlineExceeded when the caller's context expired
 	// first, else nil.
 	Cause error
+	// Connected: a TCP connection to Addr was made. Handshaken: the ZMTP
+	// handshake (CURVE's included) completed on it, so the request was
+	// delivered.
+	Connected, Handshaken bool
 }
 
 func (e *TimeoutError) Error() string {
+	switch {
+	case e.Handshaken:
+		return fmt.Sprintf("zmqchan: no reply from %s within %v; the connection and handshake succeeded, so the prefill instance got the request but did not answer in time (handlers stuck or overloaded?)",
+			e.Addr, e.Timeout)
+	case e.Connected:
+		return fmt.Sprintf("zmqchan: no reply from %s within %v; a TCP connection was made but the ZMTP handshake never completed: the process listening there is hung or is not a hybridxfer handshake server",
+			e.Addr, e.Timeout)
+	}
 	return fmt.Sprintf("zmqchan: no reply from %s within %v; check that the prefill instance is up and listening there (host, base port + dp index) and reachable through firewalls",
 		e.Addr, e.Timeout)
 }
@@ -151,6 +167,73 @@ func (e *RemoteError) Error() string {
 }
 
 func (e *RemoteError) Unwrap() error { return ErrRemote }
+
+// AuthFailure says how a handshake failed (UnauthenticatedError.Failure).
+type AuthFailure uint8
+
+const (
+	// AuthRefused: the server's ZAP handler refused the client's CURVE key
+	// (it is not in the server's allow-list).
+	AuthRefused AuthFailure = iota + 1
+	// AuthServerRequiresCurve: a client without CURVE met a server with
+	// CURVE (or the handshake failed in a way only that explains).
+	AuthServerRequiresCurve
+	// AuthServerPlaintext: a CURVE client met a server without CURVE.
+	AuthServerPlaintext
+	// AuthHandshakeFailed: a CURVE client's handshake was broken off by
+	// the server without a reason: the server public key the client uses
+	// is not the server's, or the server does not use CURVE. ZeroMQ does
+	// not tell these two apart.
+	AuthHandshakeFailed
+)
+
+func (f AuthFailure) String() string {
+	switch f {
+	case AuthRefused:
+		return "client key refused"
+	case AuthServerRequiresCurve:
+		return "server requires CURVE"
+	case AuthServerPlaintext:
+		return "server does not use CURVE"
+	case AuthHandshakeFailed:
+		return "CURVE handshake failed"
+	}
+	return fmt.Sprintf("AuthFailure(%d)", uint8(f))
+}
+
+// UnauthenticatedError reports a ZMTP handshake that failed, so that no
+// request was delivered. Without it the failure would look like a timeout:
+// ZeroMQ retries refused connections silently; Fetch watches its socket's
+// handshake events to report the first failure at once.
+type UnauthenticatedError struct {
+	Addr    string
+	Failure AuthFailure
+	// ClientPublic is the client's CURVE public key and ServerPublic the
+	// server key it expected, when the client uses CURVE; else "".
+	ClientPublic, ServerPublic string
+	// Detail is the zmq event that reported the failure, with its value
+	// (the ZAP status code, or a ZMTP protocol error code).
+	Detail string
+}
+
+func (e *UnauthenticatedError) Error() string {
+	var fix string
+	switch e.Failure {
+	case AuthRefused:
+		fix = fmt.Sprintf("the prefill refused our CURVE key %s: add %s to its allow-list (and restart it)", e.ClientPublic, e.ClientPublic)
+	case AuthServerRequiresCurve:
+		fix = "the prefill requires CURVE authentication and we connected without it: configure a CURVE client key (WithCurve) with the prefill's public key, and have our public key added to its allow-list"
+	case AuthServerPlaintext:
+		fix = "we use CURVE but the prefill does not: enable CURVE on the prefill, or connect without a CURVE key"
+	case AuthHandshakeFailed:
+		fix = fmt.Sprintf("the prefill broke off the CURVE handshake: check that %s, the server public key we use, is that prefill's public key (its .pub file), and that the prefill runs with CURVE enabled", e.ServerPublic)
+	default:
+		fix = "the handshake failed"
+	}
+	return fmt.Sprintf("zmqchan: handshake with %s failed (%s, %s); %s", e.Addr, e.Failure, e.Detail, fix)
+}
+
+func (e *UnauthenticatedError) Unwrap() error { return ErrUnauthenticated }
 
 // SummaryDiffKeys returns, sorted, the keys whose values differ between two
 // compatibility summaries, including keys only one of them has.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/internal/ratelog"
 	"github.com/pebbe/zmq4"
 )
 
@@ -25,7 +27,9 @@ import (
 // client, which gets a *RemoteError holding its text.
 //
 // The server calls the handler only for requests of its protocol version
-// whose compatibility hash equals ServerConfig.CompatHash.
+// whose compatibility hash equals ServerConfig.CompatHash and, when
+// ServerConfig.Ranks is set, whose rank is RankAll or in [0, Ranks); with
+// ServerConfig.Curve, only for clients whose key is allow-listed.
 type Handler func(req Request) (Reply, error)
 
 // ServerConfig configures a Server.
@@ -45,6 +49,18 @@ type ServerConfig struct {
 
 	// Handler answers requests. Required.
 	Handler Handler
+
+	// Ranks is the number of TP ranks the server serves. When positive, a
+	// request for a rank outside [0, Ranks) other than RankAll is answered
+	// StatusBadRequest without running the handler. 0 leaves the check to
+	// the handler.
+	Ranks int
+
+	// Curve, when set, makes the server a CURVE server: clients must
+	// prove a key in Curve.Allow, and the connection is encrypted. Other
+	// clients are refused during the handshake; their requests never
+	// reach the server. See "# Authentication" in the package doc.
+	Curve *CurveServer
 
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -75,15 +91,18 @@ const (
 	// maxDrain bounds the messages the loop takes from one socket before it
 	// looks at the others.
 	maxDrain = 64
+	// zapEndpoint is where libzmq sends ZAP requests (RFC 27), in each
+	// context.
+	zapEndpoint = "inproc://zeromq.zap.01"
 )
 
 // Server answers handshake requests on a ROUTER socket.
 //
 // Goroutines and sockets: the loop goroutine owns the ROUTER socket (clients),
-// an inproc PULL socket (replies from workers) and an inproc PULL socket
-// (Close's wake-up). Each worker goroutine owns one inproc PUSH socket. Every
-// socket is created in Listen, handed over once, and then used and closed by
-// its owner only. All of them live in a zmq context of the server's own,
+// an inproc PULL socket (replies from workers), an inproc PULL socket
+// (Close's wake-up) and, with CURVE, the REP socket of the ZAP handler. Each
+// worker goroutine owns one inproc PUSH socket. Every socket is created in
+// Listen, handed over once, and then used and closed by its owner only. All of them live in a zmq context of the server's own,
 // terminated by Close after every socket is closed.
 type Server struct {
 	cfg  ServerConfig
@@ -94,6 +113,13 @@ type Server struct {
 
 	ctrlEndpoint string
 	jobs         chan job
+	warns        *[numWarnKinds]*ratelog.Limiter
+
+	// CURVE: the server's public key, its ZAP domain and the allowed
+	// client keys (read-only after Listen).
+	curvePublic string
+	zapDomain   string
+	curveAllow  map[string]bool
 
 	closing   atomic.Bool
 	loopDone  chan struct{}
@@ -142,6 +168,15 @@ func Listen(cfg ServerConfig) (*Server, error) {
 	}
 	bindEndpoint := "tcp://" + net.JoinHostPort(host, port)
 
+	var curvePublic string
+	var curveAllow map[string]bool
+	if cfg.Curve != nil {
+		var err error
+		if curvePublic, curveAllow, err = cfg.Curve.validate(); err != nil {
+			return nil, err
+		}
+	}
+
 	zctx, err := zmq4.NewContext()
 	if err != nil {
 		return nil, fmt.Errorf("zmqchan: new zmq context: %w", err)
@@ -152,7 +187,10 @@ func Listen(cfg ServerConfig) (*Server, error) {
 		zctx:         zctx,
 		ctrlEndpoint: fmt.Sprintf("inproc://zmqchan-ctrl-%d", serverSeq.Add(1)),
 		jobs:         make(chan job, cfg.QueueLen),
+		warns:        newWarnLimiters(),
 		loopDone:     make(chan struct{}),
+		curvePublic:  curvePublic,
+		curveAllow:   curveAllow,
 	}
 	repliesEndpoint := fmt.Sprintf("inproc://zmqchan-replies-%d", serverSeq.Add(1))
 
@@ -175,9 +213,31 @@ func Listen(cfg ServerConfig) (*Server, error) {
 		return sk, sk.SetLinger(0)
 	}
 
+	// The ZAP handler: ZeroMQ asks it, over inproc://zeromq.zap.01 of the
+	// socket's own context, whether to admit each CURVE client. The
+	// server's context is its own, so the handler is too: no process-wide
+	// state is shared with other servers. It must be bound before the
+	// ROUTER socket accepts anyone, for without a ZAP handler libzmq
+	// admits every CURVE client.
+	var zap *zmq4.Socket
+	if cfg.Curve != nil {
+		s.zapDomain = fmt.Sprintf("zmqchan-%d", serverSeq.Add(1))
+		if zap, err = newSocket(zmq4.REP); err != nil {
+			return fail("zmqchan: new ZAP socket: %w", err)
+		}
+		if err := zap.Bind(zapEndpoint); err != nil {
+			return fail("zmqchan: bind ZAP handler %s: %w", zapEndpoint, err)
+		}
+	}
+
 	router, err := newSocket(zmq4.ROUTER)
 	if err != nil {
 		return fail("zmqchan: new ROUTER socket: %w", err)
+	}
+	if cfg.Curve != nil {
+		if err := router.ServerAuthCurve(s.zapDomain, cfg.Curve.Secret); err != nil {
+			return fail("zmqchan: make the ROUTER socket a CURVE server: %w", err)
+		}
 	}
 	if err := router.SetMaxmsgsize(serverMaxMsgSize); err != nil {
 		return fail("zmqchan: set ZMQ_MAXMSGSIZE: %w", err)
@@ -226,9 +286,18 @@ func Listen(cfg ServerConfig) (*Server, error) {
 	for _, p := range pushes {
 		go s.worker(p)
 	}
-	go s.loop(router, replies, ctrl)
-	s.log.Info("zmqchan: handshake server listening", "addr", s.addr, "workers", cfg.Workers,
-		"protocol_version", ProtocolVersion, "compat_hash", cfg.CompatHash.String())
+	go s.loop(router, replies, ctrl, zap)
+	args := []any{"addr", s.addr, "workers", cfg.Workers,
+		"protocol_version", ProtocolVersion, "compat_hash", cfg.CompatHash.String()}
+	if cfg.Curve != nil {
+		args = append(args, "curve_public", curvePublic, "curve_allowed_clients", len(curveAllow))
+	} else {
+		args = append(args, "curve", false)
+	}
+	if cfg.Ranks > 0 {
+		args = append(args, "ranks", cfg.Ranks)
+	}
+	s.log.Info("zmqchan: handshake server listening", args...)
 	return s, nil
 }
 
@@ -248,6 +317,8 @@ func (c *ServerConfig) validate() error {
 		return fmt.Errorf("zmqchan: ServerConfig.Workers %d is negative", c.Workers)
 	case c.QueueLen < 0:
 		return fmt.Errorf("zmqchan: ServerConfig.QueueLen %d is negative", c.QueueLen)
+	case c.Ranks < 0 || int64(c.Ranks) > math.MaxInt32:
+		return fmt.Errorf("zmqchan: ServerConfig.Ranks %d out of range [0, %d]", c.Ranks, math.MaxInt32)
 	}
 	// The identity fields must fit a reply; check them once here rather
 	// than fail every request.
@@ -263,6 +334,10 @@ func (s *Server) Addr() string { return s.addr }
 
 // Port returns the TCP port the server is bound to.
 func (s *Server) Port() int { return s.port }
+
+// CurvePublic returns the server's CURVE public key (Z85), which clients
+// need (CurveClient.ServerPublic), or "" when the server does not use CURVE.
+func (s *Server) CurvePublic() string { return s.curvePublic }
 
 // Close stops the server: it stops accepting requests, closes its sockets,
 // waits for running handlers to return and terminates its zmq context.
@@ -303,12 +378,16 @@ func (s *Server) wakeLoop() {
 	}
 }
 
-func (s *Server) loop(router, replies, ctrl *zmq4.Socket) {
+// loop owns the server's sockets; zap is nil without CURVE.
+func (s *Server) loop(router, replies, ctrl, zap *zmq4.Socket) {
 	defer close(s.loopDone)
 	defer func() {
 		router.Close()
 		replies.Close()
 		ctrl.Close()
+		if zap != nil {
+			zap.Close() // after the router: no handshake goes unanswered
+		}
 		close(s.jobs) // workers drain and exit
 	}()
 
@@ -316,6 +395,9 @@ func (s *Server) loop(router, replies, ctrl *zmq4.Socket) {
 	poller.Add(router, zmq4.POLLIN)
 	poller.Add(replies, zmq4.POLLIN)
 	poller.Add(ctrl, zmq4.POLLIN)
+	if zap != nil {
+		poller.Add(zap, zmq4.POLLIN)
+	}
 	for !s.closing.Load() {
 		polled, err := poller.PollAll(loopPollInterval)
 		if err != nil {
@@ -326,11 +408,29 @@ func (s *Server) loop(router, replies, ctrl *zmq4.Socket) {
 		if polled[2].Events&zmq4.POLLIN != 0 {
 			return
 		}
+		if zap != nil && polled[3].Events&zmq4.POLLIN != 0 {
+			s.answerZAP(zap)
+		}
 		if polled[1].Events&zmq4.POLLIN != 0 {
 			s.forwardReplies(replies, router)
 		}
 		if polled[0].Events&zmq4.POLLIN != 0 {
 			s.dispatch(router)
+		}
+	}
+}
+
+// answerZAP answers the pending ZAP requests (one per CURVE handshake).
+func (s *Server) answerZAP(zap *zmq4.Socket) {
+	for range maxDrain {
+		msg, err := zap.RecvMessageBytes(zmq4.DONTWAIT)
+		if err != nil {
+			return // EAGAIN: drained
+		}
+		// A REP socket must answer before it can receive again; the
+		// inproc pipe to libzmq's ZAP client always has room.
+		if _, err := zap.SendMessageDontwait(s.zapDecide(msg)); err != nil {
+			s.log.Error("zmqchan: cannot answer ZAP request; CURVE handshakes may hang", "err", err)
 		}
 	}
 }
@@ -354,14 +454,14 @@ func (s *Server) dispatch(router *zmq4.Socket) {
 	for range maxDrain {
 		frames, err := recvFrames(router, maxEnvelopeFrames)
 		if errors.Is(err, errTooManyFrames) {
-			s.log.Warn("zmqchan: request dropped", "err", err)
+			s.warn(warnDropped, "zmqchan: request dropped", "err", err)
 			continue
 		}
 		if err != nil {
 			return // EAGAIN: drained
 		}
 		if len(frames) < 2 {
-			s.log.Warn("zmqchan: request dropped: no body frame", "frames", len(frames))
+			s.warn(warnDropped, "zmqchan: request dropped: no body frame", "frames", len(frames))
 			continue
 		}
 		j := job{envelope: frames[:len(frames)-1], body: frames[len(frames)-1]}
@@ -374,7 +474,7 @@ func (s *Server) dispatch(router *zmq4.Socket) {
 			}
 			r.Status = StatusBusy
 			r.Message = fmt.Sprintf("%d requests queued for %d handlers; retry later", s.cfg.QueueLen, s.cfg.Workers)
-			s.log.Warn("zmqchan: busy, request refused", "queued", s.cfg.QueueLen)
+			s.warn(warnBusy, "zmqchan: busy, request refused", "queued", s.cfg.QueueLen)
 			if _, err := router.SendMessageDontwait(j.envelope, s.encode(&r)); err != nil {
 				s.log.Debug("zmqchan: reply dropped", "err", err)
 			}
@@ -415,26 +515,32 @@ func (s *Server) serve(body []byte) []byte {
 	var vm *VersionMismatchError
 	switch {
 	case errors.As(err, &vm):
-		s.log.Warn("zmqchan: client speaks another protocol version", "client_version", vm.Remote,
+		s.warn(warnVersion, "zmqchan: client speaks another protocol version", "client_version", vm.Remote,
 			"server_version", ProtocolVersion)
 		r.Status = StatusVersionMismatch
 		r.Message = fmt.Sprintf("server speaks protocol version %d, client %d", ProtocolVersion, vm.Remote)
 	case err != nil:
-		s.log.Warn("zmqchan: bad request", "err", err)
+		s.warn(warnBadRequest, "zmqchan: bad request", "err", err)
 		r.Status = StatusBadRequest
 		r.Message = err.Error()
 	case req.CompatHash != s.cfg.CompatHash:
 		// Level 1 only: the client reports the mismatch with both hashes.
 		r.RequestID = req.ID
-		s.log.Warn("zmqchan: client has another compatibility hash; metadata withheld",
+		s.warn(warnHash, "zmqchan: client has another compatibility hash; metadata withheld",
 			"client_engine", req.EngineID, "client_hash", req.CompatHash.String(),
 			"server_hash", s.cfg.CompatHash.String())
+	case s.cfg.Ranks > 0 && req.Rank != RankAll && (req.Rank < 0 || req.Rank >= s.cfg.Ranks):
+		r.RequestID = req.ID
+		r.Status = StatusBadRequest
+		r.Message = fmt.Sprintf("rank %d out of range: this server serves ranks [0, %d); ask for one of them or %d for all", req.Rank, s.cfg.Ranks, RankAll)
+		s.warn(warnBadRequest, "zmqchan: bad request: rank out of range", "client_engine", req.EngineID,
+			"rank", req.Rank, "ranks", s.cfg.Ranks)
 	default:
 		r.RequestID = req.ID
 		s.log.Debug("zmqchan: request", "client_engine", req.EngineID, "rank", req.Rank, "id", req.ID)
 		payload, err := s.callHandler(req)
 		if err != nil {
-			s.log.Warn("zmqchan: handler failed", "client_engine", req.EngineID, "rank", req.Rank, "err", err)
+			s.warn(warnHandler, "zmqchan: handler failed", "client_engine", req.EngineID, "rank", req.Rank, "err", err)
 			r.Status = StatusHandlerError
 			r.Message = err.Error()
 		} else {
