@@ -24,11 +24,19 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// zmqHandshake wires the engine's handshake to ZeroMQ.
-func zmqServe(host string, port int, log *slog.Logger) serve.HandshakeServer {
+// sideChannel is the handshake's authentication: P's CURVE server key and
+// allow-list, or D's client key and P's public key (nil: plaintext).
+type sideChannel struct {
+	server *zmqchan.CurveServer
+	client *zmqchan.CurveClient
+}
+
+// zmqServe wires the engine's handshake to ZeroMQ: ranks bounds the rank a
+// request may name.
+func zmqServe(host string, port, ranks int, sc sideChannel, log *slog.Logger) serve.HandshakeServer {
 	return func(engineID string, compat [32]byte, summary map[string]string, payload []byte) (int, func() error, error) {
 		srv, err := zmqchan.Listen(zmqchan.ServerConfig{Host: host, BasePort: port, EngineID: engineID,
-			CompatHash: zmqchan.Hash(compat), Summary: summary, Logger: log,
+			CompatHash: zmqchan.Hash(compat), Summary: summary, Logger: log, Ranks: ranks, Curve: sc.server,
 			Handler: func(zmqchan.Request) (zmqchan.Reply, error) { return zmqchan.Reply{Payload: payload}, nil }})
 		if err != nil {
 			return 0, nil, err
@@ -37,14 +45,56 @@ func zmqServe(host string, port int, log *slog.Logger) serve.HandshakeServer {
 	}
 }
 
-func zmqFetch(ctx context.Context, host string, port int, compat [32]byte, summary map[string]string) (session.Handshake, error) {
-	rep, err := zmqchan.Fetch(ctx, zmqchan.Endpoint(host, port, 0), zmqchan.Request{Rank: zmqchan.RankAll, EngineID: "decode", CompatHash: zmqchan.Hash(compat)},
-		zmqchan.WithTimeout(5*time.Second), zmqchan.WithSummary(summary))
-	if err != nil {
-		return session.Handshake{}, err
+// zmqFetch is D's side of the handshake.
+func zmqFetch(sc sideChannel) serve.HandshakeClient {
+	return func(ctx context.Context, host string, port int, compat [32]byte, summary map[string]string) (session.Handshake, error) {
+		opts := []zmqchan.FetchOption{zmqchan.WithTimeout(5 * time.Second), zmqchan.WithSummary(summary)}
+		if sc.client != nil {
+			opts = append(opts, zmqchan.WithCurve(*sc.client))
+		}
+		rep, err := zmqchan.Fetch(ctx, zmqchan.Endpoint(host, port, 0), zmqchan.Request{Rank: zmqchan.RankAll, EngineID: "decode", CompatHash: zmqchan.Hash(compat)}, opts...)
+		if err != nil {
+			return session.Handshake{}, err
+		}
+		off, _ := rep.ClockOffset()
+		return session.Handshake{Payload: rep.Payload, ClockOffset: off}, nil
 	}
-	off, _ := rep.ClockOffset()
-	return session.Handshake{Payload: rep.Payload, ClockOffset: off}, nil
+}
+
+// loadSideChannel reads the CURVE flags of role: a prefill needs its
+// secret key and an allow-list of decode public keys; a decode its own
+// secret key and the prefill instances' public key. Neither: plaintext,
+// with a warning.
+func loadSideChannel(role, keyFile, allowFile, serverPub string, log *slog.Logger) (sideChannel, error) {
+	if keyFile == "" && allowFile == "" && serverPub == "" {
+		if role != string(serve.RoleBoth) {
+			log.Warn("no --handshake-key: the ZeroMQ handshake is not authenticated; anyone who reaches it gets this instance's transfer metadata (see docs/security.md)")
+		}
+		return sideChannel{}, nil
+	}
+	switch serve.Role(role) {
+	case serve.RolePrefill:
+		if keyFile == "" || allowFile == "" {
+			return sideChannel{}, fmt.Errorf("%w --handshake-key and --handshake-allow: a prefill needs both (its CURVE secret key and the decode instances' public keys)", errFlag)
+		}
+		srv, err := zmqchan.LoadCurveServer(keyFile, allowFile)
+		return sideChannel{server: srv}, err
+	case serve.RoleDecode:
+		if keyFile == "" || serverPub == "" {
+			return sideChannel{}, fmt.Errorf("%w --handshake-key and --handshake-server-pub: a decode needs both (its CURVE secret key and the prefill instances' public key)", errFlag)
+		}
+		k, err := zmqchan.LoadCurveKey(keyFile)
+		if err != nil {
+			return sideChannel{}, err
+		}
+		pub, err := zmqchan.LoadCurvePublic(serverPub)
+		if err != nil {
+			return sideChannel{}, err
+		}
+		c := k.Client(pub)
+		return sideChannel{client: &c}, nil
+	}
+	return sideChannel{}, fmt.Errorf("%w --handshake-key: a %s instance has no handshake", errFlag, role)
 }
 
 // serveOptions are serve's flags.
@@ -62,6 +112,7 @@ type serveOptions struct {
 	handoff, policy, mode     string
 	errMode                   string
 	clusterKeyFile            string
+	hsKey, hsAllow, hsPub     string
 }
 
 // validate checks every flag before anything is allocated or bound.
@@ -146,6 +197,10 @@ can mint params.`,
 			if err != nil {
 				return err
 			}
+			sc, err := loadSideChannel(o.role, o.hsKey, o.hsAllow, o.hsPub, log)
+			if err != nil {
+				return err
+			}
 			reg := prometheus.NewRegistry()
 			id := fmt.Sprintf("%s-%s-%d", o.role, o.host, o.port)
 			cfg := serve.Config{Role: serve.Role(o.role), EngineID: id, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks,
@@ -165,7 +220,7 @@ can mint params.`,
 					}
 					return transport.WithFaults(tr, f), nil
 				},
-				Serve: zmqServe(o.host, o.hsPort, log), Fetch: zmqFetch,
+				Serve: zmqServe(o.host, o.hsPort, ic.TP, sc, log), Fetch: zmqFetch(sc),
 				Metrics: serve.NewMetrics(reg, id, serve.Role(o.role)), Log: log}
 			eng, err := serve.New(cfg)
 			if err != nil {
@@ -197,6 +252,9 @@ can mint params.`,
 	f.StringVar(&o.policy, "kv-load-failure-policy", serve.PolicyFail, "decode: fail (error to the client) or recompute")
 	f.StringVar(&o.mode, "mode", "auto", "decode: read shaping, direct, staged or auto")
 	f.StringVar(&o.errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none or peer")
+	f.StringVar(&o.hsKey, "handshake-key", "", "this instance's CURVE secret key (hybridxfer keys curve): prefill: the handshake server's; decode: its client key")
+	f.StringVar(&o.hsAllow, "handshake-allow", "", "prefill: the decode instances' CURVE public keys allowed to handshake, one per line")
+	f.StringVar(&o.hsPub, "handshake-server-pub", "", "decode: the prefill instances' CURVE public key (.pub)")
 	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster key (hybridxfer keys cluster): signs and verifies kv_transfer_params grants; the same file on every instance and the proxy")
 	o.mf.register(c)
 	o.inst.register(c, "", 1)
@@ -244,16 +302,44 @@ func proxyCmd() *cobra.Command {
 		prefill, decode, listen string
 		port                    int
 		healthInterval          time.Duration
+		apiKeyFile, clusterKey  string
 	)
 	c := &cobra.Command{
 		Use:   "proxy --prefill URL[,URL...] --decode URL[,URL...] --port P",
 		Short: "OpenAI-compatible proxy: prefill on a P instance, decode on a D instance, stream D's answer",
-		Args:  cobra.NoArgs,
+		Long: `proxy serves the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models,
+/health): it validates a request, prefills it on a prefill instance, decodes it on a
+decode instance with the prefill's kv_transfer_params, and streams the answer.
+
+Security (docs/security.md): --api-key-file makes every request but /health need
+"Authorization: Bearer KEY" (401 otherwise); the client's Authorization is never sent
+to the instances. --cluster-key-file (the instances' file) derives the internal token
+the proxy sends to the instances as X-Hybridxfer-Internal: instances started with a
+cluster key accept kv_transfer_params and aborts only with it. Clients may not send
+kv_transfer_params themselves (400).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-			p, err := serve.NewProxyWithOptions(splitList(prefill), splitList(decode), serve.ProxyOptions{
-				Client: &http.Client{Timeout: 5 * time.Minute}, Log: log, HealthInterval: healthInterval,
-			})
+			opts := serve.ProxyOptions{Client: &http.Client{Timeout: 5 * time.Minute}, Log: log, HealthInterval: healthInterval}
+			if apiKeyFile != "" {
+				keys, err := serve.LoadAPIKeys(apiKeyFile)
+				if err != nil {
+					return err
+				}
+				opts.APIKeys = keys
+			} else {
+				log.Warn("no --api-key-file: the proxy serves any client that reaches it")
+			}
+			if clusterKey != "" {
+				key, err := grant.LoadKey(clusterKey)
+				if err != nil {
+					return err
+				}
+				opts.InternalToken = key.InternalToken()
+			} else {
+				log.Warn("no --cluster-key-file: the proxy sends no internal token; instances started with a cluster key refuse its requests (403)")
+			}
+			p, err := serve.NewProxyWithOptions(splitList(prefill), splitList(decode), opts)
 			if err != nil {
 				return err
 			}
@@ -268,6 +354,10 @@ func proxyCmd() *cobra.Command {
 	c.Flags().IntVar(&port, "port", 8000, "port")
 	c.Flags().DurationVar(&healthInterval, "health-interval", serve.DefaultHealthInterval,
 		"how often every instance's /health is probed; a failing instance is excluded until it answers 200")
+	c.Flags().StringVar(&apiKeyFile, "api-key-file", "",
+		"client API keys, one per line ('#' comments), mode 0600: every request but /health needs Authorization: Bearer KEY")
+	c.Flags().StringVar(&clusterKey, "cluster-key-file", "",
+		"the instances' cluster key: derives the internal token sent to them as X-Hybridxfer-Internal")
 	return c
 }
 

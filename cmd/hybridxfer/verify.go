@@ -244,7 +244,7 @@ func verifyModel(cmd *cobra.Command, m *groups.Model, pc, dc groups.InstanceConf
 			}
 		}
 		mc.PTransports, mc.DTransports = f("prefill"), f("decode")
-		mc.Serve, mc.Fetch = zmqServe("127.0.0.1", 0, slog.New(slog.NewTextHandler(io.Discard, nil))), zmqFetch
+		mc.Serve, mc.Fetch = zmqServe("127.0.0.1", 0, 0, sideChannel{}, slog.New(slog.NewTextHandler(io.Discard, nil))), zmqFetch(sideChannel{})
 	default:
 		return fmt.Errorf("--transport %q (want inproc or ucx)", tport)
 	}
