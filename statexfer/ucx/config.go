@@ -97,9 +97,25 @@ type Config struct {
 	DisableMapped bool
 	// UCX holds UCX context options applied with ucp_config_modify on top of
 	// the environment (UCX_* variables are read with a nil prefix), keyed
-	// without the UCX_ prefix: {"TLS": "shm,self"}. Options read by libucs
-	// at load time (UCX_HANDLE_ERRORS, UCX_LOG_LEVEL) must be in the
-	// process environment instead.
+	// as the environment variable without the UCX_ prefix: {"TLS":
+	// "shm,self"}, {"NET_DEVICES": "lo"}, {"TCP_PORT_RANGE": "40000-40100"}.
+	//
+	// Precedence: an entry overrides the environment, except NET_DEVICES
+	// and every TCP_* entry, which yield to UCX_NET_DEVICES / UCX_TCP_* when
+	// the operator set that variable (the entry is dropped and logged): the
+	// operator decides which interfaces and ports UCX uses. RestrictToHost
+	// sets NET_DEVICES.
+	//
+	// Transport options (TCP_, POSIX_, SYSV_, CMA_) are passed without that
+	// prefix, the only form UCX 1.13's ucp_config_modify applies (it
+	// accepts "TCP_PORT_RANGE" and ignores it; "PORT_RANGE" works); UCX then
+	// applies the name to every transport that has a field of that name.
+	// Options read by libucs at load time (UCX_HANDLE_ERRORS,
+	// UCX_LOG_LEVEL) must be in the process environment instead.
+	//
+	// Unless POSIX_DIR is set here or UCX_POSIX_DIR in the environment, the
+	// Transport sets it to this process's directory (see ShmDir and the
+	// package documentation).
 	UCX map[string]string
 	// MaxNotify caps Notify payloads; default and maximum 64 KiB.
 	// Notifications are sent eager-only so that receivers copy them inside

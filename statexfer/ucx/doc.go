@@ -5,7 +5,8 @@
 //
 // A Transport owns one UCX context and one worker. New reads the UCX_*
 // environment (ucp_config_read with a nil prefix; UCX_TLS, UCX_NET_DEVICES,
-// UCX_MEM_ALLOC_METHOD, ... pass through) and applies Config.UCX on top, so
+// UCX_ALLOC_PRIO, ... pass through) and applies Config.UCX on top (see
+// Network exposure for the precedence rule), so
 // two Transports in one process may use different transports. Address is
 // "HXU1", a random 64-bit transport id and the worker address. Connect
 // creates an endpoint from such an address; each endpoint is a Peer. Alloc
@@ -110,6 +111,44 @@
 //     The tests declare a peer failed only in a child process they then
 //     kill (TestTwoProcessFailHook).
 //   - Forced close without peer error handling does not purge requests.
+//
+// # Network exposure
+//
+// UCX 1.13 opens one tcp listener per network interface it may use (all by
+// default), each bound to that interface's address, and accepts
+// connections on all of them (TestListenOnlyOnHost measured 127.0.0.1 and
+// the eth0 address on a two-interface VM). NetDevicesFor maps a serving
+// host (IP literal or name) to the interface that holds it, refusing
+// wildcards (0.0.0.0, ::) and addresses no interface holds;
+// Config.RestrictToHost puts it in Config.UCX["NET_DEVICES"], which
+// restricts the tcp transport (its listeners and its connections) to that
+// interface. The rule for options: Config.UCX overrides the environment,
+// except that UCX_NET_DEVICES and UCX_TCP_* set by the operator win over
+// NET_DEVICES and TCP_* entries (see Config.UCX). This package creates no
+// UCX listener of its own (no ucp_listener_create); the worker's tcp
+// listeners are the only ones.
+//
+// # Shared memory left by killed processes
+//
+// Registered memory is SysV shared memory when UCX can get it (marked for
+// removal at once: the kernel frees it when the last process detaches,
+// also after SIGKILL) and otherwise POSIX shared memory: UCX's mm/posix
+// creates ucx_shm_posix_<id> in UCX_POSIX_DIR, writes the whole length
+// into it, and only then (UCX_POSIX_USE_PROC_LINK=y, the default) unlinks
+// it, peers opening it through /proc/<pid>/fd. A process killed during the
+// write (seconds for gigabytes) left the file in /dev/shm with all it had
+// written; the posix receive FIFOs (a few MiB per Transport) have the same
+// window. UCX 1.13 fails the allocation when the name is gone before its
+// own unlink, so it cannot be removed earlier from outside. Instead every
+// process gives UCX its own directory, ShmDir():
+// /dev/shm/hybridxfer-ucx-<uid>/<pidns>-<pid>-<start time> (mode 0700). The
+// first Transport of a process (and CleanStaleShm) removes the directories
+// of this user's dead processes in the same pid namespace, identified by
+// pid and start time, so a reused pid is not taken for the owner; the last
+// Close removes the process's own. A killed process thus leaves at most
+// the files it was writing, in its own directory, until the next
+// Transport starts (TestShmKilledLeavesNothing). Setting UCX_POSIX_DIR (or
+// POSIX_DIR in Config.UCX) turns this off.
 //
 // # Environment
 //

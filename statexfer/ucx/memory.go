@@ -16,9 +16,13 @@ import (
 
 // Memory is UCX-allocated registered memory (ucp_mem_map with
 // UCP_MEM_MAP_ALLOCATE). It implements transport.Memory. UCX allocates it
-// from shared memory (UCX_MEM_ALLOC_METHOD, by default sysv then posix
-// before private mappings), which is what lets a same-host peer read it
-// one-sided or map it with ucp_rkey_ptr. It is never Go heap memory.
+// from shared memory (UCX_ALLOC_PRIO, by default sysv then posix before
+// private mappings), which is what lets a same-host peer read it one-sided
+// or map it with ucp_rkey_ptr. It is never Go heap memory. Posix segments
+// are files in this process's ShmDir (see the package documentation on
+// what a killed process leaves). Size allocations against the machine first
+// (internal/hostmem.Check): UCX's posix domain writes the whole length into
+// /dev/shm before it can fail.
 type Memory struct {
 	t      *Transport
 	memh   C.ucp_mem_h

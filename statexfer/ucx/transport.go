@@ -13,6 +13,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -84,6 +86,7 @@ type Transport struct {
 	closing  []*epClose
 	failed   []*Peer // endpoint errors seen during progress, handled after it
 	stopping bool
+	shm      bool   // holds the process's shared-memory directory
 	testHook func() // run by the loop after every command drain (tests)
 }
 
@@ -296,18 +299,54 @@ func (t *Transport) run(initErr chan<- error) {
 	}
 }
 
+// ucxOptions returns the options init applies on top of the environment:
+// Config.UCX under the environment rule of resolveOptions, plus the
+// process's shared-memory directory (see shm.go) unless the operator or
+// the Config chose the posix directory. It holds the directory (t.shm)
+// when it adds it.
+func (t *Transport) ucxOptions() []ucxOption {
+	opts, _ := resolveOptions(t.cfg.UCX, os.LookupEnv)
+	if _, bare := t.cfg.UCX["DIR"]; bare || optionSet(t.cfg.UCX, "POSIX_DIR") {
+		slog.Info("ucx: posix shared-memory directory chosen by the environment or Config; " +
+			"a killed process may leave ucx_shm_posix_* files there")
+		return opts
+	}
+	dir, err := acquireShm()
+	if err != nil {
+		slog.Warn("ucx: private shared-memory directory unavailable; a killed process may leave ucx_shm_posix_* files in /dev/shm",
+			"err", err)
+		return opts
+	}
+	t.shm = true
+	return append(opts, ucxOption{Key: "POSIX_DIR", Name: optionName("POSIX_DIR"), Value: dir})
+}
+
+func (t *Transport) releaseShm() {
+	if t.shm {
+		t.shm = false
+		releaseShm()
+	}
+}
+
 func (t *Transport) init() error {
-	keys := make([]*C.char, 0, len(t.cfg.UCX))
-	vals := make([]*C.char, 0, len(t.cfg.UCX))
+	opts := t.ucxOptions()
+	ok := false
+	defer func() {
+		if !ok {
+			t.releaseShm()
+		}
+	}()
+	keys := make([]*C.char, 0, len(opts))
+	vals := make([]*C.char, 0, len(opts))
 	defer func() {
 		for i := range keys {
 			C.free(unsafe.Pointer(keys[i]))
 			C.free(unsafe.Pointer(vals[i]))
 		}
 	}()
-	for k, v := range t.cfg.UCX {
-		keys = append(keys, C.CString(k))
-		vals = append(vals, C.CString(v))
+	for _, o := range opts {
+		keys = append(keys, C.CString(o.Name))
+		vals = append(vals, C.CString(o.Value))
 	}
 	var kp, vp **C.char
 	if len(keys) > 0 {
@@ -352,6 +391,7 @@ func (t *Transport) init() error {
 		C.ucp_cleanup(t.ctx)
 		return errors.New("ucx: eventfd failed")
 	}
+	ok = true
 	return nil
 }
 
@@ -440,6 +480,7 @@ func (t *Transport) shutdown() {
 		m.unmapLocked()
 	}
 	C.ucp_cleanup(t.ctx)
+	t.releaseShm()
 	t.mu.Lock()
 	C.hx_close_fd(t.wakeFd)
 	t.wakeFd = -1

@@ -35,6 +35,7 @@ const (
 	envHelperMode = "HYBRIDXFER_UCX_HELPER_MODE" // "none" or "peer"
 	envHelperTLS  = "HYBRIDXFER_UCX_HELPER_TLS"
 	envHelperSize = "HYBRIDXFER_UCX_HELPER_SIZE"
+	envHelperUCX  = "HYBRIDXFER_UCX_HELPER_UCX" // extra Config.UCX, "K=V;K=V"
 	helperSeed    = 42
 )
 
@@ -55,8 +56,14 @@ func TestHelperProcess(t *testing.T) {
 	if os.Getenv(envHelperMode) == "peer" {
 		cfg.ErrMode = ErrModePeer
 	}
+	cfg.UCX = map[string]string{}
 	if tls := os.Getenv(envHelperTLS); tls != "" {
-		cfg.UCX = map[string]string{"TLS": tls}
+		cfg.UCX["TLS"] = tls
+	}
+	for _, kv := range strings.Split(os.Getenv(envHelperUCX), ";") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			cfg.UCX[k] = v
+		}
 	}
 	size, err := strconv.Atoi(os.Getenv(envHelperSize))
 	if err != nil {
@@ -132,11 +139,12 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startHelper(t testing.TB, mode ErrMode, tls string, size int) *helper {
+func startHelper(t testing.TB, mode ErrMode, tls string, size int, env ...string) *helper {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.v=false")
 	cmd.Env = append(os.Environ(), envHelper+"=1", envHelperMode+"="+mode.String(),
 		envHelperTLS+"="+tls, envHelperSize+"="+strconv.Itoa(size))
+	cmd.Env = append(cmd.Env, env...)
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	in, err := cmd.StdinPipe()
