@@ -39,13 +39,28 @@ const StatusClientClosedRequest = 499
 // on requests and responses.
 const HeaderRequestID = "X-Request-Id"
 
-// apiError is an error as OpenAI reports it: {"error": apiError}.
+// apiError is an error as OpenAI reports it: {"error": apiError}, with
+// "param" null when the error is about no field.
 type apiError struct {
 	Status  int    `json:"-"`
 	Message string `json:"message"`
 	Type    string `json:"type"`
-	Param   string `json:"param,omitempty"`
+	Param   string `json:"param"`
 	Code    string `json:"code"`
+}
+
+// MarshalJSON writes e as OpenAI does: "param" is null when empty.
+func (e apiError) MarshalJSON() ([]byte, error) {
+	var param *string
+	if e.Param != "" {
+		param = &e.Param
+	}
+	return json.Marshal(struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    string  `json:"code"`
+	}{e.Message, e.Type, param, e.Code})
 }
 
 // badRequest is a 400 about one field of the request (param may be empty).
@@ -186,14 +201,17 @@ func maxTokens(param string, v *int) (int, *apiError) {
 	return *v, nil
 }
 
-// completionRequest is a /v1/completions body. Fields the reference model
-// has no use for (temperature, top_p, ...) are accepted and ignored.
+// completionRequest is a /v1/completions body. The OpenAI sampling
+// fields are validated (validate.go) and, the reference model being
+// greedy, do not change the output; unknown fields are ignored.
 type completionRequest struct {
 	Model     string            `json:"model"`
 	Prompt    json.RawMessage   `json:"prompt"`
 	MaxTokens *int              `json:"max_tokens"`
 	Stream    bool              `json:"stream"`
 	KV        *KVTransferParams `json:"kv_transfer_params"`
+	samplingFields
+	completionOnlyFields
 }
 
 // prompt returns the request's prompt: a string, or an array of exactly
@@ -214,21 +232,40 @@ func (c *completionRequest) prompt() (string, *apiError) {
 	return "", badRequest("prompt", "prompt must be a string or an array of exactly one string")
 }
 
-// chatRequest is a /v1/chat/completions body.
+// chatRequest is a /v1/chat/completions body (validated like
+// completionRequest). Messages are checked (decodeMessages) before they
+// are decoded as ChatMessage.
 type chatRequest struct {
 	Model               string            `json:"model"`
-	Messages            []ChatMessage     `json:"messages"`
+	Messages            []json.RawMessage `json:"messages"`
 	MaxTokens           *int              `json:"max_tokens"`
 	MaxCompletionTokens *int              `json:"max_completion_tokens"`
 	Stream              bool              `json:"stream"`
 	KV                  *KVTransferParams `json:"kv_transfer_params"`
+	samplingFields
+	chatOnlyFields
 }
 
 // apiHandler serves the OpenAI-compatible API of one Backend.
 type apiHandler struct {
 	b       Backend
 	log     *slog.Logger
+	auth    *authenticator
 	started int64 // unix seconds, for /v1/models
+}
+
+// HandlerOptions configures an instance's API (see auth.go); the zero
+// value is NewHandler's: no authentication.
+type HandlerOptions struct {
+	// APIKeys, when not empty, are the keys a client must present as
+	// "Authorization: Bearer KEY" on every request but /health and
+	// /metrics (else 401). LoadAPIKeys reads them from a file.
+	APIKeys []string
+	// InternalToken, when set, is the cluster's secret the proxy presents
+	// as X-Hybridxfer-Internal: requests carrying kv_transfer_params and
+	// POST /v1/kv/abort need it (else 403), and a request with it needs
+	// no API key.
+	InternalToken string
 }
 
 // NewHandler returns the HTTP API of b:
@@ -241,14 +278,28 @@ type apiHandler struct {
 //	                           at once (b must be a HoldAborter: else 501)
 //	GET  /metrics              reg in the Prometheus text format (when reg is not nil)
 //
+// /health and /metrics are always served without credentials (load
+// balancers, Prometheus); with HandlerOptions every other path needs them.
+//
 // Requests carry kv_transfer_params (KVTransferParams) to and from the
 // engine. Errors are OpenAI error objects with a status chosen from the
-// engine's sentinel errors. log may be nil.
+// engine's sentinel errors. log may be nil. Requests are validated as
+// validate.go lists. NewHandler authenticates nothing: see
+// NewHandlerWithOptions.
 func NewHandler(b Backend, reg *prometheus.Registry, log *slog.Logger) http.Handler {
+	return NewHandlerWithOptions(b, reg, log, HandlerOptions{})
+}
+
+// NewHandlerWithOptions is NewHandler with API keys and the internal
+// token of o (auth.go): with o.APIKeys every request but GET /health and
+// GET /metrics needs a key (401 invalid_api_key) or the internal token;
+// with o.InternalToken, kv_transfer_params and POST /v1/kv/abort need the
+// token (403 internal_only).
+func NewHandlerWithOptions(b Backend, reg *prometheus.Registry, log *slog.Logger, o HandlerOptions) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &apiHandler{b: b, log: log, started: time.Now().Unix()}
+	h := &apiHandler{b: b, log: log, auth: newAuthenticator(o.APIKeys, o.InternalToken), started: time.Now().Unix()}
 	mux := http.NewServeMux()
 	routeMethod(mux, http.MethodPost, "/v1/completions", http.HandlerFunc(h.completions))
 	routeMethod(mux, http.MethodPost, "/v1/chat/completions", http.HandlerFunc(h.chat))
@@ -261,7 +312,7 @@ func NewHandler(b Backend, reg *prometheus.Registry, log *slog.Logger) http.Hand
 		}))
 	}
 	mux.HandleFunc("/", notFound)
-	return mux
+	return h.auth.protect(mux, true)
 }
 
 // routeMethod serves method path with h, and other methods on path with 405.
@@ -368,6 +419,12 @@ func decodeCompletion(body []byte, checkModel func(string) *apiError) (genBody, 
 	if e == nil {
 		n, e = maxTokens("max_tokens", req.MaxTokens)
 	}
+	if e == nil {
+		e = req.samplingFields.validate()
+	}
+	if e == nil {
+		e = req.completionOnlyFields.validate()
+	}
 	if e != nil {
 		return genBody{}, e
 	}
@@ -380,13 +437,9 @@ func decodeChat(body []byte, checkModel func(string) *apiError) (genBody, *apiEr
 	if e == nil && checkModel != nil {
 		e = checkModel(req.Model)
 	}
-	if e == nil && len(req.Messages) == 0 {
-		e = badRequest("messages", "messages must not be empty")
-	}
-	for i := 0; e == nil && i < len(req.Messages); i++ {
-		if req.Messages[i].Role == "" {
-			e = badRequest("messages", "messages[%d].role is required", i)
-		}
+	var msgs []ChatMessage
+	if e == nil {
+		msgs, e = decodeMessages(req.Messages)
 	}
 	var n int
 	if e == nil {
@@ -396,10 +449,16 @@ func decodeChat(body []byte, checkModel func(string) *apiError) (genBody, *apiEr
 			n, e = maxTokens("max_tokens", req.MaxTokens)
 		}
 	}
+	if e == nil {
+		e = req.samplingFields.validate()
+	}
+	if e == nil {
+		e = req.chatOnlyFields.validate()
+	}
 	if e != nil {
 		return genBody{}, e
 	}
-	return genBody{Model: req.Model, Prompt: RenderChat(req.Messages), MaxTokens: n, Stream: req.Stream, KV: req.KV}, nil
+	return genBody{Model: req.Model, Prompt: RenderChat(msgs), MaxTokens: n, Stream: req.Stream, KV: req.KV}, nil
 }
 
 func (h *apiHandler) completions(w http.ResponseWriter, r *http.Request) { h.serveGen(w, r, false) }
@@ -411,6 +470,9 @@ func (h *apiHandler) serveGen(w http.ResponseWriter, r *http.Request, chat bool)
 	var req genBody
 	if e == nil {
 		req, e = decodeGenBody(chat, body, h.checkModel)
+	}
+	if e == nil && req.KV != nil {
+		e = h.auth.requireInternal(r, "kv_transfer_params")
 	}
 	if e != nil {
 		h.reject(w, r, id, e)
@@ -433,7 +495,11 @@ type abortRequest struct {
 // backend holds for a request (HoldAborter).
 func (h *apiHandler) abortHold(w http.ResponseWriter, r *http.Request) {
 	var req abortRequest
-	body, e := readBody(w, r)
+	e := h.auth.requireInternal(r, "")
+	var body []byte
+	if e == nil {
+		body, e = readBody(w, r)
+	}
 	if e == nil {
 		e = decodeJSON(body, &req)
 	}

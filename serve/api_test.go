@@ -614,8 +614,8 @@ var badRequestCases = []struct {
 	{"messages type", "/v1/chat/completions", `{"messages":{"role":"user"}}`, 400, "messages", "messages", nil},
 	{"null", "/v1/completions", `null`, 400, "prompt", "prompt", nil},
 	{"no messages", "/v1/chat/completions", `{"messages":[]}`, 400, "messages", "messages", nil},
-	{"no role", "/v1/chat/completions", `{"messages":[{"content":"a"}]}`, 400, "messages", "messages[0].role", nil},
-	{"image part", "/v1/chat/completions", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, "", "image_url", nil},
+	{"no role", "/v1/chat/completions", `{"messages":[{"content":"a"}]}`, 400, "messages[0].role", "messages[0].role", nil},
+	{"image part", "/v1/chat/completions", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, "messages[0].content[0].type", "image_url", nil},
 	{"huge", "/v1/completions", `{"prompt":"` + strings.Repeat("a", MaxBodyBytes) + `"}`, 413, "", "exceeds", nil},
 	{"bad id", "/v1/completions", `{"prompt":"a"}`, 400, "", HeaderRequestID, []string{HeaderRequestID, "a b"}},
 }

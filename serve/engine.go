@@ -10,6 +10,7 @@ import (
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
+	"github.com/hybridxfer/hybridxfer/internal/hostmem"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/specdec"
 	"github.com/hybridxfer/hybridxfer/statexfer"
@@ -210,6 +211,9 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e.side = side
+	if err := checkMemory(side, cfg.NumBlocks, cfg.StagingBytes); err != nil {
+		return nil, err
+	}
 	hc, err := hma.ConfigFromGeometry(side.Ranks[0], side.NumBlocks, hma.RecurrentNone, true)
 	if err != nil {
 		return nil, err
@@ -305,6 +309,23 @@ func (e *Engine) Close() error {
 		errs = append(errs, e.dec.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// checkMemory refuses, before anything is allocated, an instance whose
+// registered memory (every rank's pools and staging buffer) does not fit
+// this machine's available memory and shared memory.
+func checkMemory(side *plan.Side, numBlocks int, staging int64) error {
+	var need, page int64
+	for _, g := range side.Ranks {
+		for _, pg := range g.Pools {
+			need += int64(pg.Slots) * int64(numBlocks) * int64(pg.PageStride)
+			page += int64(pg.Slots) * int64(pg.PageStride)
+		}
+		need += staging
+	}
+	what := fmt.Sprintf("--num-blocks %d x %d bytes per block id on %d ranks, plus --staging-bytes %d per rank",
+		numBlocks, page/int64(len(side.Ranks)), len(side.Ranks), staging)
+	return hostmem.Check(need, what)
 }
 
 // CheckIdle verifies that the engine holds no request and no lease and that

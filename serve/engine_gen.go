@@ -35,7 +35,7 @@ func (e *Engine) generate(ctx context.Context, req GenRequest, emit func(string)
 	}
 	tokens := Tokenize(req.Prompt)
 	if n := len(tokens) + req.MaxTokens; n > e.cfg.MaxModelLen {
-		return nil, fmt.Errorf("%w: %d prompt tokens + max_tokens %d = %d exceeds max_model_len %d", ErrBadRequest, len(tokens), req.MaxTokens, n, e.cfg.MaxModelLen)
+		return nil, &ParamError{Param: "max_tokens", Err: fmt.Errorf("%w: %d prompt tokens + max_tokens %d = %d exceeds max_model_len %d", ErrBadRequest, len(tokens), req.MaxTokens, n, e.cfg.MaxModelLen)}
 	}
 	switch {
 	case req.KV != nil && req.KV.DoRemoteDecode:

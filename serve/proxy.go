@@ -57,14 +57,26 @@ const (
 //
 // GET /health is 200 when every instance's /health is, else 503 listing
 // the unhealthy ones; GET /v1/models is answered by a decode instance.
+//
+// Clients never set kv_transfer_params: a client request carrying them
+// (under any spelling encoding/json would match, even null) is refused
+// with 400 before anything is sent upstream. With ProxyOptions.APIKeys
+// every request but GET /health needs "Authorization: Bearer KEY" (401
+// otherwise, before any upstream call). The client's Authorization header
+// is never forwarded; every request the proxy makes to an instance
+// (both legs, aborts, /v1/models, /health probes) carries
+// ProxyOptions.InternalToken as X-Hybridxfer-Internal instead (auth.go).
 type Proxy struct {
 	prefill, decode []*upstream
 	nextP, nextD    atomic.Uint64
 	client          *http.Client
 	log             *slog.Logger
 	mux             *http.ServeMux
+	handler         http.Handler // mux behind the client API key check
 	interval        time.Duration
 	abortTimeout    time.Duration
+	auth            *authenticator
+	internal        string // sent as HeaderInternal to instances; may be empty
 
 	stop    context.CancelFunc // stops the health checker
 	checker sync.WaitGroup
@@ -88,6 +100,14 @@ type ProxyOptions struct {
 	// AbortTimeout bounds one abort sent to a prefill instance (default
 	// DefaultAbortTimeout).
 	AbortTimeout time.Duration
+	// APIKeys, when not empty, are the keys a client must present as
+	// "Authorization: Bearer KEY" on every request but /health (and
+	// /metrics, which the proxy does not serve). LoadAPIKeys reads them.
+	APIKeys []string
+	// InternalToken is sent as X-Hybridxfer-Internal on every request to
+	// an instance: instances with the same HandlerOptions.InternalToken
+	// accept kv_transfer_params and aborts only with it. Empty: no header.
+	InternalToken string
 }
 
 // upstream is one instance the proxy routes to.
@@ -118,7 +138,8 @@ func NewProxy(prefill, decode []string, client *http.Client, log *slog.Logger) (
 // base URLs (http or https, optionally with a path prefix). Both lists
 // must be non empty. It starts the proxy's health checker; Close stops it.
 func NewProxyWithOptions(prefill, decode []string, opts ProxyOptions) (*Proxy, error) {
-	p := &Proxy{client: opts.Client, log: opts.Log, interval: opts.HealthInterval, abortTimeout: opts.AbortTimeout}
+	p := &Proxy{client: opts.Client, log: opts.Log, interval: opts.HealthInterval, abortTimeout: opts.AbortTimeout,
+		auth: newAuthenticator(opts.APIKeys, ""), internal: opts.InternalToken}
 	var err error
 	if p.prefill, err = checkUpstreams(sidePrefill, prefill); err != nil {
 		return nil, err
@@ -144,6 +165,7 @@ func NewProxyWithOptions(prefill, decode []string, opts ProxyOptions) (*Proxy, e
 	routeMethod(p.mux, http.MethodGet, "/v1/models", http.HandlerFunc(p.models))
 	routeMethod(p.mux, http.MethodGet, "/health", http.HandlerFunc(p.health))
 	p.mux.HandleFunc("/", notFound)
+	p.handler = p.auth.protect(p.mux, false)
 	ctx, stop := context.WithCancel(context.Background())
 	p.stop = stop
 	p.checker.Go(func() { p.checkHealth(ctx) })
@@ -187,7 +209,7 @@ func checkUpstreams(side string, urls []string) ([]*upstream, error) {
 }
 
 // ServeHTTP implements http.Handler.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.mux.ServeHTTP(w, r) }
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handler.ServeHTTP(w, r) }
 
 // pick returns the first instance from position start on, round robin,
 // that is not excluded and not tried (tried may be nil), or nil when there
@@ -313,6 +335,9 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 		if e == nil && fields == nil {
 			e = badRequest("", "request body must be a JSON object")
 		}
+		if e == nil {
+			e = refuseClientKV(fields)
+		}
 		if e != nil {
 			writeError(w, e)
 			return
@@ -334,10 +359,10 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 
 		// Decode: the client's request, with P's params unchanged.
 		dFields := maps.Clone(fields)
-		dFields["kv_transfer_params"] = kv
+		setField(dFields, "kv_transfer_params", kv)
 		d := pick(p.decode, p.nextD.Add(1)-1, nil)
 		if d == nil {
-			p.abortHold(h, r, log, "no decode instance available")
+			p.abortHold(h, log, "no decode instance available")
 			writeError(w, noneAvailable(sideDecode, p.decode))
 			return
 		}
@@ -346,7 +371,7 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 			if ctx.Err() == nil {
 				p.exclude(d, err)
 			}
-			p.abortHold(h, r, log, "decode unreachable")
+			p.abortHold(h, log, "decode unreachable")
 			writeError(w, p.failure(r, log, d, err))
 			return
 		}
@@ -354,7 +379,7 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 		if resp.StatusCode/100 != 2 {
 			e := upstreamError(sideDecode, d.url, resp)
 			log.Warn("decode failed", "url", d.url, "status", e.Status, "err", e.Message)
-			p.abortHold(h, r, log, "decode failed")
+			p.abortHold(h, log, "decode failed")
 			writeError(w, e)
 			return
 		}
@@ -366,7 +391,7 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 		w.WriteHeader(resp.StatusCode)
 		if err := copyFlush(w, resp.Body); err != nil {
 			// D's state may still be loading from P: release it.
-			p.abortHold(h, r, log, "decode response incomplete")
+			p.abortHold(h, log, "decode response incomplete")
 			if ctx.Err() != nil {
 				log.Info("client went away", "side", sideDecode, "url", d.url)
 				return
@@ -396,13 +421,13 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logger, id string,
 	fields map[string]json.RawMessage) (json.RawMessage, hold, *apiError) {
 	pFields := maps.Clone(fields)
-	pFields["kv_transfer_params"] = json.RawMessage(`{"do_remote_decode":true}`)
-	pFields["stream"] = json.RawMessage(`false`)
-	pFields["max_tokens"] = json.RawMessage(`1`)
-	if _, ok := pFields["max_completion_tokens"]; ok {
+	setField(pFields, "kv_transfer_params", json.RawMessage(`{"do_remote_decode":true}`))
+	setField(pFields, "stream", json.RawMessage(`false`))
+	setField(pFields, "max_tokens", json.RawMessage(`1`))
+	if deleteField(pFields, "max_completion_tokens") {
 		pFields["max_completion_tokens"] = json.RawMessage(`1`)
 	}
-	delete(pFields, "stream_options")
+	deleteField(pFields, "stream_options")
 	start, tried := p.nextP.Add(1)-1, make([]bool, len(p.prefill))
 	var last *apiError
 	for range p.prefill {
@@ -435,6 +460,46 @@ func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logge
 		last = noneAvailable(sidePrefill, p.prefill)
 	}
 	return nil, hold{}, last
+}
+
+// refuseClientKV refuses a client body that carries kv_transfer_params,
+// under any key encoding/json matches to the field (it matches names
+// case-insensitively), null included: only the proxy sets them.
+func refuseClientKV(fields map[string]json.RawMessage) *apiError {
+	for k := range fields {
+		if strings.EqualFold(k, "kv_transfer_params") {
+			return &apiError{
+				Status:  http.StatusBadRequest,
+				Message: "kv_transfer_params are set by the proxy: a client request must not carry them",
+				Type:    "invalid_request_error",
+				Param:   "kv_transfer_params",
+				Code:    "internal_only",
+			}
+		}
+	}
+	return nil
+}
+
+// deleteField deletes every key of m that encoding/json would decode as
+// field name (it matches case-insensitively) and reports whether there
+// was one.
+func deleteField(m map[string]json.RawMessage, name string) bool {
+	found := false
+	for k := range m {
+		if strings.EqualFold(k, name) {
+			delete(m, k)
+			found = true
+		}
+	}
+	return found
+}
+
+// setField sets field name of m to v, dropping other spellings of it
+// first: the instance must not decode a client's "Max_Tokens" over the
+// proxy's "max_tokens".
+func setField(m map[string]json.RawMessage, name string, v json.RawMessage) {
+	deleteField(m, name)
+	m[name] = v
 }
 
 // prefillParams reads P's answer and returns its kv_transfer_params, as P
@@ -493,8 +558,15 @@ func (p *Proxy) post(ctx context.Context, base string, r *http.Request, id strin
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(HeaderRequestID, id)
-	if a := r.Header.Get("Authorization"); a != "" {
-		req.Header.Set("Authorization", a)
+	return p.do(req)
+}
+
+// do sends a request to an instance, with the internal token and never
+// the client's credentials (the proxy builds every upstream request
+// itself; it copies no client header but X-Request-Id).
+func (p *Proxy) do(req *http.Request) (*http.Response, error) {
+	if p.internal != "" {
+		req.Header.Set(HeaderInternal, p.internal)
 	}
 	return p.client.Do(req)
 }
@@ -528,9 +600,8 @@ func unreachableError(u *upstream, err error) *apiError {
 // (POST /v1/kv/abort). It runs in the background, with a context of its
 // own bounded by AbortTimeout: the client's answer does not wait for it,
 // and the client's context may already be over. Failures are logged.
-func (p *Proxy) abortHold(h hold, r *http.Request, log *slog.Logger, reason string) {
-	auth := r.Header.Get("Authorization")
-	run := func() { p.sendAbort(h, auth, log, reason) }
+func (p *Proxy) abortHold(h hold, log *slog.Logger, reason string) {
+	run := func() { p.sendAbort(h, log, reason) }
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -541,16 +612,16 @@ func (p *Proxy) abortHold(h hold, r *http.Request, log *slog.Logger, reason stri
 	p.mu.Unlock()
 }
 
-func (p *Proxy) sendAbort(h hold, auth string, log *slog.Logger, reason string) {
+func (p *Proxy) sendAbort(h hold, log *slog.Logger, reason string) {
 	log = log.With("prefill", h.url, "remote_request_id", h.id, "reason", reason)
-	if err := p.postAbort(h, auth); err != nil {
+	if err := p.postAbort(h); err != nil {
 		log.Warn("abort of the prefill hold failed; P frees it at lease expiry", "err", err)
 		return
 	}
 	log.Info("prefill hold aborted")
 }
 
-func (p *Proxy) postAbort(h hold, auth string) error {
+func (p *Proxy) postAbort(h hold) error {
 	ctx, cancel := context.WithTimeout(context.Background(), p.abortTimeout)
 	defer cancel()
 	body, err := json.Marshal(abortRequest{RemoteRequestID: h.id, RemoteGrant: h.grant})
@@ -562,10 +633,7 @@ func (p *Proxy) postAbort(h hold, auth string) error {
 		return fmt.Errorf("building the abort: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	resp, err := p.client.Do(req)
+	resp, err := p.do(req)
 	if err != nil {
 		return fmt.Errorf("POST %s/v1/kv/abort: %w", h.url, err)
 	}
@@ -649,7 +717,7 @@ func (p *Proxy) models(w http.ResponseWriter, r *http.Request) {
 			last = p.failure(r, p.log, d, fmt.Errorf("building the request: %w", err))
 			break
 		}
-		resp, err := p.client.Do(req)
+		resp, err := p.do(req)
 		if err != nil {
 			if r.Context().Err() == nil {
 				p.exclude(d, err)
@@ -711,7 +779,7 @@ func (p *Proxy) probe(ctx context.Context, base string) error {
 	if err != nil {
 		return fmt.Errorf("building the probe: %w", err)
 	}
-	resp, err := p.client.Do(req)
+	resp, err := p.do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {

@@ -193,7 +193,7 @@ func TestProxyRewritesBodies(t *testing.T) {
 	srv := httptest.NewServer(proxy)
 	defer srv.Close()
 	client := `{"model":"m","prompt":"abc","max_tokens":7,"stream":false,"temperature":0.5,` +
-		`"stream_options":{"include_usage":true},"kv_transfer_params":{"kv_load_failure_policy":"recompute"}}`
+		`"stream_options":{"include_usage":true}}`
 	resp := apiPost(t, srv.URL+"/v1/completions", client, HeaderRequestID, "rw")
 	got, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || string(got) != d.answer {

@@ -113,6 +113,7 @@ type serveOptions struct {
 	errMode                   string
 	clusterKeyFile            string
 	hsKey, hsAllow, hsPub     string
+	apiKeyFile                string
 }
 
 // validate checks every flag before anything is allocated or bound.
@@ -193,6 +194,9 @@ can mint params.`,
 			if err != nil {
 				return err
 			}
+			if err := uc.RestrictToHost(o.host); err != nil {
+				return fmt.Errorf("--host %s: %w", o.host, err)
+			}
 			key, err := loadClusterKey(o.clusterKeyFile, log)
 			if err != nil {
 				return err
@@ -200,6 +204,15 @@ can mint params.`,
 			sc, err := loadSideChannel(o.role, o.hsKey, o.hsAllow, o.hsPub, log)
 			if err != nil {
 				return err
+			}
+			var hopts serve.HandlerOptions
+			if o.apiKeyFile != "" {
+				if hopts.APIKeys, err = serve.LoadAPIKeys(o.apiKeyFile); err != nil {
+					return err
+				}
+			}
+			if key != nil {
+				hopts.InternalToken = key.InternalToken()
 			}
 			reg := prometheus.NewRegistry()
 			id := fmt.Sprintf("%s-%s-%d", o.role, o.host, o.port)
@@ -228,7 +241,7 @@ can mint params.`,
 			}
 			defer eng.Close()
 			addr := net.JoinHostPort(o.listen, fmt.Sprint(o.port))
-			return runHTTP(cmd.Context(), addr, serve.NewHandler(eng, reg, log), log,
+			return runHTTP(cmd.Context(), addr, serve.NewHandlerWithOptions(eng, reg, log, hopts), log,
 				fmt.Sprintf("%s instance of %s (tp %d) on http://%s, handshake port %d", o.role, m.Name, ic.TP, addr, eng.HandshakePort()))
 		},
 	}
@@ -252,6 +265,7 @@ can mint params.`,
 	f.StringVar(&o.policy, "kv-load-failure-policy", serve.PolicyFail, "decode: fail (error to the client) or recompute")
 	f.StringVar(&o.mode, "mode", "auto", "decode: read shaping, direct, staged or auto")
 	f.StringVar(&o.errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none or peer")
+	f.StringVar(&o.apiKeyFile, "api-key-file", "", "client API keys, one per line (mode 0600): every request but /health and /metrics needs Authorization: Bearer KEY (or the proxy's internal token)")
 	f.StringVar(&o.hsKey, "handshake-key", "", "this instance's CURVE secret key (hybridxfer keys curve): prefill: the handshake server's; decode: its client key")
 	f.StringVar(&o.hsAllow, "handshake-allow", "", "prefill: the decode instances' CURVE public keys allowed to handshake, one per line")
 	f.StringVar(&o.hsPub, "handshake-server-pub", "", "decode: the prefill instances' CURVE public key (.pub)")
