@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,6 +21,8 @@ import (
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/serve"
+	"github.com/hybridxfer/hybridxfer/statexfer/grant"
+	"github.com/hybridxfer/hybridxfer/statexfer/zmqchan"
 )
 
 // proc is a child process of the demo.
@@ -83,12 +86,45 @@ func waitHealthy(ctx context.Context, url string) error {
 type demoCluster struct {
 	procs                  []*proc
 	proxy, prefill, decode string
+	keys                   string // the cluster's key files
 }
 
 func (c *demoCluster) stop() {
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		c.procs[i].stop()
 	}
+	if c.keys != "" {
+		os.RemoveAll(c.keys)
+	}
+}
+
+// demoKeys writes a fresh cluster key and CURVE key pairs for P and D into
+// a new directory and returns the flags each role needs: the demo runs
+// with grants signed, the handshake under CURVE and the internal token on.
+func demoKeys() (dir string, prefill, decode, proxy []string, err error) {
+	if dir, err = os.MkdirTemp("", "hybridxfer-demo-keys-"); err != nil {
+		return "", nil, nil, nil, err
+	}
+	path := func(name string) string { return filepath.Join(dir, name) }
+	files := map[string]string{"cluster.key": grant.RandomKey().Hex() + "\n"}
+	for _, who := range []string{"prefill", "decode"} {
+		k, err := zmqchan.GenerateCurveKey()
+		if err != nil {
+			os.RemoveAll(dir)
+			return "", nil, nil, nil, err
+		}
+		files[who+".key"], files[who+".pub"] = k.Secret+"\n", k.Public+"\n"
+	}
+	for name, data := range files {
+		if err := os.WriteFile(path(name), []byte(data), 0o600); err != nil {
+			os.RemoveAll(dir)
+			return "", nil, nil, nil, err
+		}
+	}
+	cluster := []string{"--cluster-key-file", path("cluster.key")}
+	prefill = append([]string{"--handshake-key", path("prefill.key"), "--handshake-allow", path("decode.pub")}, cluster...)
+	decode = append([]string{"--handshake-key", path("decode.key"), "--handshake-server-pub", path("prefill.pub")}, cluster...)
+	return dir, prefill, decode, cluster, nil
 }
 
 func startDemoCluster(ctx context.Context, model string, pTP, dTP int, seed uint64) (*demoCluster, error) {
@@ -108,15 +144,20 @@ func startDemoCluster(ctx context.Context, model string, pTP, dTP int, seed uint
 		decode:  fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
 		proxy:   fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
 	}
+	dir, pk, dk, xk, err := demoKeys()
+	if err != nil {
+		return nil, err
+	}
+	c.keys = dir
 	s := strconv.FormatUint(seed, 10)
 	specs := []struct {
 		name string
 		args []string
 	}{
-		{"prefill", []string{"serve", "--role", "prefill", "--model", model, "--tp", strconv.Itoa(pTP), "--port", strconv.Itoa(ports[0]), "--seed", s}},
-		{"decode", []string{"serve", "--role", "decode", "--model", model, "--tp", strconv.Itoa(dTP), "--port", strconv.Itoa(ports[1]), "--seed", s,
-			"--layout", "NHD", "--conv-layout", "SD"}},
-		{"proxy", []string{"proxy", "--prefill", c.prefill, "--decode", c.decode, "--port", strconv.Itoa(ports[2])}},
+		{"prefill", append([]string{"serve", "--role", "prefill", "--model", model, "--tp", strconv.Itoa(pTP), "--port", strconv.Itoa(ports[0]), "--seed", s}, pk...)},
+		{"decode", append([]string{"serve", "--role", "decode", "--model", model, "--tp", strconv.Itoa(dTP), "--port", strconv.Itoa(ports[1]), "--seed", s,
+			"--layout", "NHD", "--conv-layout", "SD"}, dk...)},
+		{"proxy", append([]string{"proxy", "--prefill", c.prefill, "--decode", c.decode, "--port", strconv.Itoa(ports[2])}, xk...)},
 	}
 	for _, sp := range specs {
 		p, err := startProc(ctx, sp.name, sp.args...)

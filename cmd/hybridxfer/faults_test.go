@@ -6,10 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,63 +34,6 @@ const (
 	faultTokens    = 4
 	faultHangBound = 45 * time.Second // a request still unanswered then has hung
 )
-
-type instance struct {
-	name string
-	args []string
-	url  string
-	cmd  *exec.Cmd
-}
-
-type fleet struct {
-	t     *testing.T
-	bin   string
-	ps    []*instance
-	ds    []*instance
-	proxy *instance
-}
-
-func (f *fleet) start(in *instance, extra ...string) {
-	f.t.Helper()
-	cmd := exec.Command(f.bin, append(append([]string{}, in.args...), extra...)...)
-	cmd.Env = workerEnv()
-	cmd.Stdout = io.Discard
-	if os.Getenv("FAULTS_VERBOSE") != "" {
-		cmd.Stderr = &prefixWriter{prefix: "[" + in.name + "] ", w: os.Stderr}
-	}
-	if err := cmd.Start(); err != nil {
-		f.t.Fatal(err)
-	}
-	in.cmd = cmd
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := waitHealthy(ctx, in.url); err != nil {
-		f.t.Fatalf("%s: %v", in.name, err)
-	}
-}
-
-func (f *fleet) kill(in *instance) {
-	in.cmd.Process.Signal(syscall.SIGKILL)
-	in.cmd.Wait()
-}
-
-func (f *fleet) stopAll() {
-	for _, in := range append(append(append([]*instance{}, f.ps...), f.ds...), f.proxy) {
-		if in != nil && in.cmd != nil && in.cmd.ProcessState == nil {
-			in.cmd.Process.Signal(syscall.SIGCONT)
-			in.cmd.Process.Kill()
-			in.cmd.Wait()
-		}
-	}
-}
-
-func newInstance(t *testing.T, name string, args ...string) *instance {
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &instance{name: name, url: fmt.Sprintf("http://127.0.0.1:%d", port), args: append(args, "--port", fmt.Sprint(port))}
-}
 
 // phaseResult is one row of the table.
 type phaseResult struct {
