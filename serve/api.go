@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/internal/ratelog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -252,6 +253,9 @@ type apiHandler struct {
 	log     *slog.Logger
 	auth    *authenticator
 	started int64 // unix seconds, for /v1/models
+	// refused limits the log lines of requests refused with a 4xx: a
+	// client that sends garbage must not flood the log.
+	refused *ratelog.Limiter
 }
 
 // HandlerOptions configures an instance's API (see auth.go); the zero
@@ -299,7 +303,8 @@ func NewHandlerWithOptions(b Backend, reg *prometheus.Registry, log *slog.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &apiHandler{b: b, log: log, auth: newAuthenticator(o.APIKeys, o.InternalToken), started: time.Now().Unix()}
+	h := &apiHandler{b: b, log: log, auth: newAuthenticator(o.APIKeys, o.InternalToken), started: time.Now().Unix(),
+		refused: ratelog.New(time.Second, 20)}
 	mux := http.NewServeMux()
 	routeMethod(mux, http.MethodPost, "/v1/completions", http.HandlerFunc(h.completions))
 	routeMethod(mux, http.MethodPost, "/v1/chat/completions", http.HandlerFunc(h.chat))
@@ -533,7 +538,7 @@ func (h *apiHandler) abortHold(w http.ResponseWriter, r *http.Request) {
 
 // reject answers a request that never reached the engine.
 func (h *apiHandler) reject(w http.ResponseWriter, r *http.Request, id string, e *apiError) {
-	h.log.Info("rejected request", "id", id, "path", r.URL.Path, "status", e.Status, "err", e.Message)
+	h.refused.Log(h.log, slog.LevelInfo, "rejected request", "id", id, "path", r.URL.Path, "status", e.Status, "err", e.Message)
 	writeError(w, e)
 }
 
@@ -562,11 +567,11 @@ func (h *apiHandler) generate(w http.ResponseWriter, r *http.Request, req GenReq
 	attrs := []any{"id", req.ID, "path", r.URL.Path, "stream", stream, "duration", time.Since(start)}
 	if err != nil {
 		e := classify(err)
-		level := slog.LevelWarn
 		if e.Status < 500 {
-			level = slog.LevelInfo
+			h.refused.Log(h.log, slog.LevelInfo, "request failed", append(attrs, "status", e.Status, "err", err)...)
+			return
 		}
-		h.log.Log(r.Context(), level, "request failed", append(attrs, "status", e.Status, "err", err)...)
+		h.log.Warn("request failed", append(attrs, "status", e.Status, "err", err)...)
 		return
 	}
 	h.log.Debug("request done", append(attrs, "prompt_tokens", res.PromptTokens,
