@@ -158,8 +158,10 @@ func (w *worker) send(verb, payload string) error {
 // stop closes the worker's stdin (its signal to shut down) and waits.
 func (w *worker) stop(timeout time.Duration) error {
 	w.stdin.Close()
-	for range w.lines {
-	}
+	go func() { // drain: the reader closes lines when the worker exits
+		for range w.lines {
+		}
+	}()
 	select {
 	case err := <-w.errc:
 		w.errc <- err
@@ -297,10 +299,15 @@ func runCluster(ctx context.Context, cfg verify.Config, layout clusterLayout, er
 		}
 		results = append(results, r)
 	}
+	// Every decode process has answered: the prefill processes release
+	// what they saw notified, within a bound (a decode rank that failed
+	// never notifies, and waiting for it would hang).
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	for _, w := range pws {
-		d, err := w.expect(ctx, "DONE")
+		d, err := w.expect(dctx, "DONE")
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("prefill %s did not see every read-completion within 30 s of the decode results %v: %w", w.name, results, err)
 		}
 		dones = append(dones, d)
 	}

@@ -72,7 +72,6 @@ type Prefill struct {
 type verifyHolds struct {
 	mu       sync.Mutex
 	released map[int]int
-	gone     map[string]int // request -> hosted ranks that released it
 	want     int
 	ranks    int // how many ranks are hosted
 	hosted   []int
@@ -80,11 +79,10 @@ type verifyHolds struct {
 	closed   bool
 }
 
-func (h *verifyHolds) Released(req string, rank int) {
+func (h *verifyHolds) Released(_ string, rank int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.released[rank]++
-	h.gone[req]++
 	if h.closed || len(h.released) < h.ranks {
 		return
 	}
@@ -97,13 +95,11 @@ func (h *verifyHolds) Released(req string, rank int) {
 	close(h.done)
 }
 
-// Extend: a request is held (with no deadline: verification has no
-// clock) until every hosted rank released it.
-func (h *verifyHolds) Extend(req string) (time.Time, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return time.Now().Add(time.Hour), h.gone[req] < h.ranks
-}
+// Extend: every request stays held for the whole verification (its
+// pages are never reused, and each process's holds cover only its own
+// ranks: a decode process may claim a request after another process's
+// reads released this process's part of it).
+func (h *verifyHolds) Extend(string) (time.Time, bool) { return time.Now().Add(time.Hour), true }
 func (h *verifyHolds) Abort(string) {}
 
 // StartP starts the P side of the job for the given ranks (nil: all):
@@ -111,7 +107,7 @@ func (h *verifyHolds) Abort(string) {}
 // granted. bootID names the incarnation (all processes of one P share it).
 func (j *Job) StartP(ranks []int, bootID string, newTr session.TransportFactory, pool []int64) (*Prefill, error) {
 	ranks, staging := hostedPool(ranks, j.Cfg.P.TP, pool)
-	h := &verifyHolds{released: map[int]int{}, gone: map[string]int{}, want: len(j.reqs), ranks: len(ranks), hosted: ranks, done: make(chan struct{})}
+	h := &verifyHolds{released: map[int]int{}, want: len(j.reqs), ranks: len(ranks), hosted: ranks, done: make(chan struct{})}
 	s, err := session.NewPrefill(session.PrefillConfig{EngineID: PrefillEngineID, BootID: bootID, Side: j.PSide, Ranks: ranks,
 		StagingBytes: staging, Transports: newTr, Holds: h})
 	if err != nil {
