@@ -270,3 +270,24 @@ func TestExpiredParamsRefused(t *testing.T) {
 		t.Fatalf("expired params: %d read batches posted", n-before)
 	}
 }
+
+// A lost claim is sent again: the load succeeds instead of waiting out
+// its transfer timeout.
+func TestLostClaimIsResent(t *testing.T) {
+	drop := transport.NewFaultPlan(9).Add(transport.Rule{Kind: transport.OpNotify, Calls: []int{0}, Fault: transport.Fault{Kind: transport.FaultDrop}})
+	x := newHostile(t, nil, nil, func(d int, c *Config) {
+		if d == 0 {
+			c.Transports, c.HeartbeatInterval, c.TransferTimeout = inprocTransports(drop), 20*time.Millisecond, time.Minute
+		}
+	})
+	res, err := x.decode(0, x.prompt, x.victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := reference(t, x.d[0], x.prompt, 4); !slices.Equal(res.Tokens, want) {
+		t.Fatalf("answer %v, monolithic %v", res.Tokens, want)
+	}
+	if inj := drop.Injected(); len(inj) != 1 {
+		t.Fatalf("injected %v, want the first notification (the claim) dropped", inj)
+	}
+}

@@ -418,20 +418,33 @@ func (d *Decode) claim(ctx context.Context, k Key, p *peer, lr *LoadRequest) *cl
 	go func() {
 		defer close(c.done)
 		defer unwait()
-		select {
-		case ans := <-ch:
-			switch {
-			case ans.Err == errNoSuchHold.Error():
-				c.err = fmt.Errorf("%w: %s: request %s (released, expired, aborted, or a wrong grant)", ErrNoHold, p.name(), lr.ReqID)
-			case ans.Err != "":
-				c.err = fmt.Errorf("%w: %s: %s", ErrClaimed, p.name(), ans.Err)
-			default:
-				d.mu.Lock()
-				d.machine.Lease(k, Time(time.Unix(0, ans.Expiry).Add(-p.offset).UnixNano()), d.now())
-				d.mu.Unlock()
+		// A lost claim or answer is sent again every heartbeat interval
+		// (P accepts the same load's claim any number of times).
+		resend := time.NewTicker(d.cfg.HeartbeatInterval)
+		defer resend.Stop()
+		var ans *statexfer.Message
+		for ans == nil {
+			select {
+			case ans = <-ch:
+			case <-resend.C:
+				if err := p.hb.Notify(msg); err != nil {
+					c.err = fmt.Errorf("%w: claim to %s: %w", ErrPeer, p.name(), err)
+					return
+				}
+			case <-ctx.Done():
+				c.err = fmt.Errorf("waiting for prefill to accept the claim: %w", context.Cause(ctx))
+				return
 			}
-		case <-ctx.Done():
-			c.err = fmt.Errorf("waiting for prefill to accept the claim: %w", context.Cause(ctx))
+		}
+		switch {
+		case ans.Err == errNoSuchHold.Error():
+			c.err = fmt.Errorf("%w: %s: request %s (released, expired, aborted, or a wrong grant)", ErrNoHold, p.name(), lr.ReqID)
+		case ans.Err != "":
+			c.err = fmt.Errorf("%w: %s: %s", ErrClaimed, p.name(), ans.Err)
+		default:
+			d.mu.Lock()
+			d.machine.Lease(k, Time(time.Unix(0, ans.Expiry).Add(-p.offset).UnixNano()), d.now())
+			d.mu.Unlock()
 		}
 	}()
 	return c

@@ -100,7 +100,7 @@ func (h *verifyHolds) Released(_ string, rank int) {
 // ranks: a decode process may claim a request after another process's
 // reads released this process's part of it).
 func (h *verifyHolds) Extend(string) (time.Time, bool) { return time.Now().Add(time.Hour), true }
-func (h *verifyHolds) Abort(string) {}
+func (h *verifyHolds) Abort(string)                    {}
 
 // StartP starts the P side of the job for the given ranks (nil: all):
 // registered memory filled with the pattern, staging pools, every request
