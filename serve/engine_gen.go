@@ -184,25 +184,17 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 		res.Text = Detokenize(next)
 		res.CompletionTokens = 1
 	}
-	g := &grant.Grant{Token: token, Expiry: expiry.UnixNano(), Prompt: grant.PromptHash(tokens)}
-	grantParams(kv).bind(g)
+	g := &grant.Grant{Params: grantParams(kv), Token: token, Prompt: grant.PromptHash(tokens)}
+	g.Expiry = expiry.UnixNano() // exact: lease_expiry's float seconds lose nanoseconds
 	kv.RemoteGrant = grant.Seal(g, e.cfg.ClusterKey)
 	return res, nil
 }
 
-// grantFields are the kv_transfer_params fields a grant binds.
-type grantFields grant.Params
-
-func grantParams(kv *KVTransferParams) grantFields {
-	return grantFields{EngineID: kv.RemoteEngineID, BootID: kv.RemoteBootID, Host: kv.RemoteHost, Port: kv.RemotePort, TP: kv.TPSize,
+// grantParams are the kv_transfer_params fields a grant binds.
+func grantParams(kv *KVTransferParams) grant.Params {
+	return grant.Params{EngineID: kv.RemoteEngineID, BootID: kv.RemoteBootID, Host: kv.RemoteHost, Port: kv.RemotePort, TP: kv.TPSize,
 		ReqID: kv.RemoteRequestID, NumTokens: kv.NumTokens, Handoff: string(kv.Handoff), FirstToken: kv.FirstToken,
 		BlockIDs: kv.RemoteBlockIDs, Expiry: int64(kv.LeaseExpiryUnix * 1e9)}
-}
-
-// bind copies the fields into g (P issuing a grant).
-func (f grantFields) bind(g *grant.Grant) {
-	g.EngineID, g.BootID, g.DP, g.Host, g.Port, g.TP = f.EngineID, f.BootID, f.DP, f.Host, f.Port, f.TP
-	g.ReqID, g.NumTokens, g.Handoff, g.FirstToken, g.BlockIDs = f.ReqID, f.NumTokens, f.Handoff, f.FirstToken, f.BlockIDs
 }
 
 // checkGrant opens and checks the grant of D's kv_transfer_params against
@@ -216,7 +208,7 @@ func (e *Engine) checkGrant(kv *KVTransferParams, tokens []uint32) (*grant.Grant
 	if err != nil {
 		return nil, &ParamError{Param: "kv_transfer_params.remote_grant", Err: fmt.Errorf("%w: %w", ErrGrant, err)}
 	}
-	if err := g.Check(grant.Params(grantParams(kv)), tokens); err != nil {
+	if err := g.Check(grantParams(kv), tokens); err != nil {
 		param := "kv_transfer_params"
 		var fe *grant.FieldError
 		if errors.As(err, &fe) {

@@ -5,8 +5,8 @@ import (
 	"slices"
 )
 
-// Params are the kv_transfer_params fields a grant binds, as D received
-// them.
+// Params are the kv_transfer_params fields a grant binds (P's when it
+// issues the grant, D's as it received them).
 type Params struct {
 	EngineID   string // remote_engine_id
 	BootID     string // remote_boot_id
@@ -19,7 +19,7 @@ type Params struct {
 	Handoff    string // handoff
 	FirstToken *uint32
 	BlockIDs   [][]int // remote_block_ids
-	Expiry     int64   // lease_expiry, Unix nanoseconds
+	Expiry     int64   // lease_expiry, Unix nanoseconds on P's clock
 }
 
 // ExpirySlack is how far lease_expiry may differ from the grant's expiry:

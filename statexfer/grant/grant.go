@@ -52,26 +52,12 @@ const (
 	MaxEncoded = 16 << 20
 )
 
-// Grant is what P grants D for one request.
+// Grant is what P grants D for one request: the kv_transfer_params
+// fields it binds, a random token and the prompt's hash.
 type Grant struct {
-	EngineID string
-	BootID   string
-	DP       int
-	Host     string
-	Port     int
-	TP       int
-	ReqID    string
+	Params
 	// Token is the random handle of the grant in control messages (never 0).
 	Token uint64
-	// NumTokens is H, the positions P computed.
-	NumTokens int
-	Handoff   string
-	// FirstToken is P's sampled token (prefill-samples-first), or nil.
-	FirstToken *uint32
-	// BlockIDs per KV cache group, as in kv_transfer_params.
-	BlockIDs [][]int
-	// Expiry is the lease expiry, Unix nanoseconds on P's clock.
-	Expiry int64
 	// Prompt is PromptHash of the request's prompt tokens.
 	Prompt [32]byte
 }

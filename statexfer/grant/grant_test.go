@@ -12,14 +12,19 @@ import (
 func sample() (*Grant, []uint32) {
 	prompt := []uint32{1, 2, 3, 4, 5}
 	ft := uint32(7)
-	return &Grant{EngineID: "prefill-a", BootID: "b00t", DP: 0, Host: "127.0.0.1", Port: 5555, TP: 2, ReqID: "p-1",
-		Token: 0xfeed, NumTokens: 4, Handoff: "decode-computes-last", FirstToken: &ft,
-		BlockIDs: [][]int{{3, 4}, {9}}, Expiry: 1_700_000_000_123_456_789, Prompt: PromptHash(prompt)}, prompt
+	return &Grant{Params: Params{EngineID: "prefill-a", BootID: "b00t", DP: 0, Host: "127.0.0.1", Port: 5555, TP: 2, ReqID: "p-1",
+		NumTokens: 4, Handoff: "decode-computes-last", FirstToken: &ft, BlockIDs: [][]int{{3, 4}, {9}}, Expiry: 1_700_000_000_123_456_789},
+		Token: 0xfeed, Prompt: PromptHash(prompt)}, prompt
 }
 
+// params is a copy of g's params, as D would receive them.
 func params(g *Grant) Params {
-	return Params{EngineID: g.EngineID, BootID: g.BootID, DP: g.DP, Host: g.Host, Port: g.Port, TP: g.TP, ReqID: g.ReqID,
-		NumTokens: g.NumTokens, Handoff: g.Handoff, FirstToken: g.FirstToken, BlockIDs: g.BlockIDs, Expiry: g.Expiry}
+	p := g.Params
+	p.BlockIDs = [][]int{}
+	for _, ids := range g.BlockIDs {
+		p.BlockIDs = append(p.BlockIDs, append([]int(nil), ids...))
+	}
+	return p
 }
 
 func TestSealOpenVerifies(t *testing.T) {
@@ -89,15 +94,15 @@ func TestCheckNamesTheField(t *testing.T) {
 
 func TestRoundTripProperty(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		g := &Grant{
+		g := &Grant{Params: Params{
 			EngineID: rapid.StringN(0, 20, MaxString).Draw(t, "engine"), BootID: rapid.StringN(0, 16, MaxString).Draw(t, "boot"),
 			DP: rapid.IntRange(0, 64).Draw(t, "dp"), Host: rapid.StringN(0, 20, MaxString).Draw(t, "host"),
 			Port: rapid.IntRange(0, 65535).Draw(t, "port"), TP: rapid.IntRange(1, 64).Draw(t, "tp"),
-			ReqID: rapid.StringN(0, 40, MaxString).Draw(t, "req"), Token: rapid.Uint64Min(1).Draw(t, "token"),
+			ReqID:     rapid.StringN(0, 40, MaxString).Draw(t, "req"),
 			NumTokens: rapid.IntRange(0, 1<<20).Draw(t, "n"), Handoff: rapid.SampledFrom([]string{"", "decode-computes-last"}).Draw(t, "handoff"),
 			BlockIDs: rapid.SliceOfN(rapid.SliceOfN(rapid.IntRange(0, 1<<24), 0, 30), 0, 6).Draw(t, "blocks"),
 			Expiry:   rapid.Int64().Draw(t, "expiry"),
-		}
+		}, Token: rapid.Uint64Min(1).Draw(t, "token")}
 		if rapid.Bool().Draw(t, "first") {
 			v := rapid.Uint32().Draw(t, "ft")
 			g.FirstToken = &v
