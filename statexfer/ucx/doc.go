@@ -20,13 +20,18 @@
 //
 // # Threading
 //
-// The worker is created in single-thread mode and belongs to one progress
-// goroutine locked to its OS thread (runtime.LockOSThread); every UCX call
-// is made there. Other goroutines submit commands (closures) to a queue; the
-// loop alternates draining the queue with ucp_worker_progress (up to 32
-// calls per cgo call). It busy-polls while a command, a batch or an
-// endpoint close is pending and for Config.SpinFor after the last UCX
-// event, then idles according to Config.Idle:
+// The worker is created in serialized mode (UCS_THREAD_MODE_SERIALIZED):
+// any goroutine may call UCX while it holds the transport's worker lock,
+// and only then. One progress goroutine owns the worker's state; other
+// goroutines submit commands (closures) to a queue; the loop takes the lock
+// for one round at a time, draining the queue and calling
+// ucp_worker_progress (up to 32 calls per cgo call). Peer.Notify, when the
+// queue is empty and the lock is free, sends at once on the caller's
+// goroutine instead of waking the loop. The loop busy-polls while a
+// command, a batch or an endpoint close is pending and for Config.SpinFor
+// after the last UCX event (yielding the core to runnable goroutines
+// between rounds; at most half the cores of the process spin at once, the
+// other loops idle at once), then idles according to Config.Idle:
 //
 //   - IdleWait (default): arm the worker and block in ppoll on its event fd
 //     and the queue's eventfd (at most 50ms at a time, so UCX timers run).

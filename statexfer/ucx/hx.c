@@ -125,7 +125,7 @@ ucs_status_t hx_worker_create(ucp_context_h ctx, int wakeup, uintptr_t tkey,
 	ucp_worker_params_t p;
 	memset(&p, 0, sizeof(p));
 	p.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-	p.thread_mode = UCS_THREAD_MODE_SINGLE;
+	p.thread_mode = UCS_THREAD_MODE_SERIALIZED;
 	if (wakeup) {
 		p.field_mask |= UCP_WORKER_PARAM_FIELD_EVENTS;
 		p.events = UCP_WAKEUP_RMA | UCP_WAKEUP_AMO | UCP_WAKEUP_TAG_SEND |
@@ -188,19 +188,18 @@ unsigned hx_progress(hx_wctx_t *wc, unsigned max)
 int hx_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 void hx_close_fd(int fd) { close(fd); }
 
-int hx_wait(ucp_worker_h w, int use_worker, int wake_fd, int64_t timeout_us)
+int hx_arm(ucp_worker_h w, int *efd)
+{
+	if (ucp_worker_get_efd(w, efd) != UCS_OK)
+		return 1;
+	return ucp_worker_arm(w) == UCS_OK ? 0 : 1; // BUSY: events pending
+}
+
+void hx_poll(int efd, int wake_fd, int64_t timeout_us)
 {
 	struct pollfd fds[2];
 	int nfds = 0;
-	if (use_worker) {
-		int efd;
-		if (ucp_worker_get_efd(w, &efd) != UCS_OK)
-			return 1;
-		ucs_status_t st = ucp_worker_arm(w);
-		if (st == UCS_ERR_BUSY)
-			return 1; // events pending: progress again
-		if (st != UCS_OK)
-			return 1;
+	if (efd >= 0) {
 		fds[nfds].fd = efd;
 		fds[nfds].events = POLLIN;
 		fds[nfds].revents = 0;
@@ -222,7 +221,6 @@ int hx_wait(ucp_worker_h w, int use_worker, int wake_fd, int64_t timeout_us)
 		ssize_t rd = read(wake_fd, &v, sizeof(v));
 		(void)rd;
 	}
-	return 0;
 }
 
 /* ---- endpoints ---------------------------------------------------------- */

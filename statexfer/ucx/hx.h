@@ -76,10 +76,14 @@ void hx_worker_address_free(ucp_worker_h w, void *buf);
 // events seen.
 unsigned hx_progress(hx_wctx_t *wc, unsigned max);
 
-// hx_wait blocks until the worker has events, wake_fd is readable, or
-// timeout_us passes (-1: no timeout). use_worker=0 waits only for wake_fd
-// (sleep mode). Returns 1 when the worker reported pending events on arm.
-int hx_wait(ucp_worker_h w, int use_worker, int wake_fd, int64_t timeout_us);
+// hx_arm arms the worker for events and returns its event fd in *efd: 0
+// when armed, 1 when events are pending (progress again) or it failed. It
+// must be called with the worker lock held.
+int hx_arm(ucp_worker_h w, int *efd);
+// hx_poll blocks until efd (when >= 0) or wake_fd is readable, or
+// timeout_us (-1: none) passes, and drains wake_fd. It makes no UCX call:
+// the worker lock is not held while it blocks.
+void hx_poll(int efd, int wake_fd, int64_t timeout_us);
 int hx_eventfd(void);
 void hx_close_fd(int fd);
 

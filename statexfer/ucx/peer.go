@@ -74,6 +74,17 @@ func (r *Remote) Desc() transport.MemDesc { return r.desc }
 // (the peer is on this host and its memory is UCX-allocated shared memory).
 func (r *Remote) Mapped() bool { return r.mapped != nil }
 
+// MappedBytes returns the range as mapped into this process by
+// ucp_rkey_ptr, or nil when it is not mapped. The slice aliases the
+// peer's memory (not Go memory) and is valid only while the Peer is open;
+// benchmarks use it to copy the same source bytes the mapped path reads.
+func (r *Remote) MappedBytes() []byte {
+	if r.mapped == nil {
+		return nil
+	}
+	return unsafe.Slice((*byte)(r.mapped), r.desc.Len)
+}
+
 // Connect implements transport.Transport. It creates an endpoint from the
 // peer's address with Config.ErrMode. UCX wires it up in the background; the
 // first operations complete once it is connected.
@@ -270,7 +281,7 @@ func (p *Peer) post(ops []transport.Op, write bool) (*Batch, error) {
 	}
 	locals := make([]*Memory, len(ops))
 	remotes := make([]*Remote, len(ops))
-	mapped := !p.t.cfg.DisableMapped
+	mapped := !p.t.noMap.Load()
 	var total uint64
 	for i, op := range ops {
 		lm, ok := op.Local.(*Memory)
@@ -349,9 +360,12 @@ func (p *Peer) rmaPath(remotes []*Remote) Path {
 }
 
 // Notify implements transport.Peer. The message is sent as an eager active
-// message from the progress goroutine, after every batch that completed
-// before the call. Payloads above Config.MaxNotify fail with
-// ErrNotifyTooLarge.
+// message after every batch that completed before the call. When the worker
+// is free (its progress loop idle or between rounds) and no command is
+// queued, the caller sends it at once under the worker lock; otherwise it
+// is queued behind the commands submitted before it. Payloads above
+// Config.MaxNotify fail with ErrNotifyTooLarge. A send that fails marks
+// the peer failed (Handlers.PeerFailed).
 func (p *Peer) Notify(msg []byte) error {
 	if len(msg) > p.t.cfg.MaxNotify {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrNotifyTooLarge, len(msg), p.t.cfg.MaxNotify)
@@ -359,28 +373,62 @@ func (p *Peer) Notify(msg []byte) error {
 	if err := p.usable(); err != nil {
 		return err
 	}
+	t := p.t
+	if t.qlen.Load() == 0 && t.wmu.TryLock() {
+		sent := t.notifyLocked(p, msg)
+		t.wmu.Unlock()
+		if sent {
+			return nil
+		}
+	}
 	var cmsg unsafe.Pointer
 	if len(msg) > 0 {
 		cmsg = C.CBytes(msg)
 	}
-	// Asynchronous: the send is queued behind every command submitted
-	// before it (so it follows the batches this side completed) and the
-	// caller does not wait for the progress goroutine to wake. A send that
-	// fails later marks the peer failed (Handlers.PeerFailed).
-	err := p.t.submit(func() {
+	// Queued: the send follows every command submitted before it (so it
+	// follows the batches this side completed), and the caller does not
+	// wait for the progress goroutine to wake.
+	err := t.submit(func() {
 		defer C.free(cmsg)
-		if p.closed {
-			return
-		}
-		st := int(C.hx_am_send(p.ep, C.HX_AM_NOTIFY, C.uint64_t(p.t.tid), cmsg, C.size_t(len(msg)), 0))
-		if st != statusOK && st != statusInProgress {
-			p.t.failPeer(p, statusErr("ucp_am_send_nbx", st))
-		}
+		t.sendNotify(p, cmsg, len(msg))
 	})
 	if err != nil {
 		C.free(cmsg)
 	}
 	return err
+}
+
+// notifyLocked sends msg now if nothing is queued before it (wmu held):
+// a queued command may be an earlier notification, which must go first.
+// It reports whether it sent (or dropped it for a closed peer).
+func (t *Transport) notifyLocked(p *Peer, msg []byte) bool {
+	if t.stopping || t.qlen.Load() != 0 {
+		return false
+	}
+	var ptr unsafe.Pointer
+	if len(msg) > 0 {
+		ptr = unsafe.Pointer(&msg[0]) // hx_am_send copies it before returning
+	}
+	if t.sendNotify(p, ptr, len(msg)) && t.sleeping.Load() != 0 {
+		// The send completes in progress: wake the loop to make it.
+		t.mu.Lock()
+		t.wakeLocked()
+		t.mu.Unlock()
+	}
+	return true
+}
+
+// sendNotify posts the active message (wmu held) and reports whether it
+// is still in flight; a closed peer's message is dropped.
+func (t *Transport) sendNotify(p *Peer, msg unsafe.Pointer, n int) bool {
+	if p.closed {
+		return false
+	}
+	st := int(C.hx_am_send(p.ep, C.HX_AM_NOTIFY, C.uint64_t(t.tid), msg, C.size_t(n), 0))
+	if st != statusOK && st != statusInProgress {
+		t.failPeer(p, statusErr("ucp_am_send_nbx", st))
+	}
+	return st == statusInProgress
 }
 
 // inlineMapped is the largest mapped batch copied on the caller's

@@ -70,12 +70,22 @@ type Transport struct {
 
 	ev dispatcher
 
+	// wmu is the worker lock: the worker is serialized (UCX's
+	// UCS_THREAD_MODE_SERIALIZED), and every UCX call, and every field
+	// below marked as owned by the progress goroutine, is made or touched
+	// with wmu held. The progress goroutine holds it for one round of its
+	// loop at a time; Peer.Notify takes it with TryLock to send at once.
+	wmu sync.Mutex
+
+	// noMap turns the mapped path off (Config.DisableMapped, SetMapped).
+	noMap atomic.Bool
+
 	stats struct {
 		batches [numPaths]atomic.Uint64
 		bytes   [numPaths]atomic.Uint64
 	}
 
-	// Owned by the progress goroutine.
+	// Owned by the progress goroutine (wmu held).
 	ctx      C.ucp_context_h
 	wc       *C.hx_wctx_t
 	worker   C.ucp_worker_h
@@ -126,6 +136,7 @@ func New(cfg Config, h transport.Handlers) (*Transport, error) {
 		orphans:  make(map[*C.hx_batch_t]struct{}),
 	}
 	t.ids.byTid = make(map[uint64]PeerID)
+	t.noMap.Store(cfg.DisableMapped)
 	t.ev.init()
 	transports.Store(t.key, t)
 	initErr := make(chan error, 1)
@@ -154,6 +165,11 @@ func parseAddress(b []byte) (tid uint64, worker []byte, err error) {
 	}
 	return binary.LittleEndian.Uint64(b[len(addrMagic):]), b[len(addrMagic)+8:], nil
 }
+
+// SetMapped turns the mapped path on or off for batches posted from now on
+// (Config.DisableMapped sets the initial value). Benchmarks time UCX's
+// own gets on the same memory with it; batches in flight keep their path.
+func (t *Transport) SetMapped(on bool) { t.noMap.Store(!on) }
 
 // Stats counts completed batches and their bytes by the path that served
 // them.
@@ -239,11 +255,11 @@ func (t *Transport) callSync(f func() error) error {
 // ---- progress goroutine ---------------------------------------------------
 
 func (t *Transport) run(initErr chan<- error) {
-	// The worker is single-threaded: it lives and dies on this OS thread.
-	// The goroutine never unlocks, so the thread exits with it.
-	runtime.LockOSThread()
 	defer close(t.loopDone)
-	if err := t.init(); err != nil {
+	t.wmu.Lock()
+	err := t.init()
+	t.wmu.Unlock()
+	if err != nil {
 		t.mu.Lock()
 		t.closed = true
 		t.mu.Unlock()
@@ -253,13 +269,23 @@ func (t *Transport) run(initErr chan<- error) {
 	initErr <- nil
 
 	lastActive := time.Now()
+	spinning := false
+	stopSpin := func() {
+		if spinning {
+			spinning = false
+			spinners.Add(-1)
+		}
+	}
+	defer stopSpin()
 	for {
+		t.wmu.Lock()
 		ran := t.drain()
 		if t.testHook != nil {
 			t.testHook()
 		}
 		if t.stopping {
 			t.shutdown()
+			t.wmu.Unlock()
 			return
 		}
 		events := uint(C.hx_progress(t.wc, progressBurst))
@@ -274,28 +300,62 @@ func (t *Transport) run(initErr chan<- error) {
 			t.pollCloses()
 			busy = true
 		}
-		if ran || events > 0 || busy || t.cfg.Idle == IdleSpin {
+		if active := ran || events > 0 || busy; active || t.cfg.Idle == IdleSpin {
+			t.wmu.Unlock()
 			lastActive = time.Time{}
+			if !active {
+				runtime.Gosched() // spinning: let a goroutine that needs the core run
+			}
 			continue
 		}
 		now := time.Now()
 		if lastActive.IsZero() {
 			lastActive = now
 		}
-		if now.Sub(lastActive) < t.cfg.SpinFor {
+		if now.Sub(lastActive) < t.cfg.SpinFor && (spinning || t.takeSpin()) {
+			spinning = true
+			t.wmu.Unlock()
+			runtime.Gosched()
 			continue
 		}
+		stopSpin()
+		// Idle: arm the worker under the lock, block without it (a
+		// notifier may use the worker meanwhile; see Peer.Notify).
+		efd := C.int(-1)
+		timeout := waitCap
+		if t.cfg.Idle == IdleSleep {
+			timeout = t.cfg.IdleSleep
+		} else if C.hx_arm(t.worker, &efd) != 0 {
+			t.wmu.Unlock()
+			continue // events pending
+		}
 		t.sleeping.Store(1)
+		t.wmu.Unlock()
 		if t.qlen.Load() == 0 {
-			switch t.cfg.Idle {
-			case IdleWait:
-				C.hx_wait(t.worker, 1, t.wakeFd, C.int64_t(waitCap/time.Microsecond))
-			case IdleSleep:
-				C.hx_wait(t.worker, 0, t.wakeFd, C.int64_t(t.cfg.IdleSleep/time.Microsecond))
-			}
+			C.hx_poll(efd, t.wakeFd, C.int64_t(timeout/time.Microsecond))
 		}
 		t.sleeping.Store(0)
 		lastActive = time.Time{}
+	}
+}
+
+// spinners counts the progress loops of this process that are
+// busy-polling after activity; takeSpin lets at most half the cores (at
+// least one) do it, so that transports of many ranks in one process do not
+// take every core a small request needs. The others idle at once and are
+// woken by events.
+var spinners atomic.Int32
+
+func (t *Transport) takeSpin() bool {
+	limit := int32(max(1, runtime.GOMAXPROCS(0)/2))
+	for {
+		n := spinners.Load()
+		if n >= limit {
+			return false
+		}
+		if spinners.CompareAndSwap(n, n+1) {
+			return true
+		}
 	}
 }
 
