@@ -31,9 +31,10 @@ func workersFor(total int64) int {
 	return max(w, 1)
 }
 
-// Copy runs ops: each op copies src[Src:Src+Len] to dst[Dst:Dst+Len]. It
-// validates every op first (see ValidateOps; dst and src may share memory)
-// and copies nothing when one is bad.
+// Copy runs ops: each op copies src[Src:Src+Len] to dst[Dst:Dst+Len] with
+// Memmove (so ops of StreamThreshold bytes or more stream). It validates
+// every op first (see ValidateOps; dst and src may share memory) and copies
+// nothing when one is bad.
 func Copy(dst, src []byte, ops []CopyOp) error {
 	delta, alias := aliasOf(dst, src)
 	total, err := validateOps(ops, int64(len(dst)), int64(len(src)), alias, delta)
@@ -43,7 +44,7 @@ func Copy(dst, src []byte, ops []CopyOp) error {
 	w := workersFor(total)
 	if w == 1 {
 		for _, op := range ops {
-			copy(dst[op.Dst:op.Dst+op.Len], src[op.Src:op.Src+op.Len])
+			Memmove(dst[op.Dst:op.Dst+op.Len], src[op.Src:op.Src+op.Len])
 		}
 		return nil
 	}
@@ -100,7 +101,7 @@ func copyShare(dst, src []byte, ops []CopyOp, from, to cursor) {
 			hi = to.off
 		}
 		if lo < hi {
-			copy(dst[op.Dst+lo:op.Dst+hi], src[op.Src+lo:op.Src+hi])
+			Memmove(dst[op.Dst+lo:op.Dst+hi], src[op.Src+lo:op.Src+hi])
 		}
 	}
 }

@@ -11,12 +11,29 @@ import (
 	"pgregory.net/rapid"
 )
 
-// modes runs f serially and with the parallel path forced (several uneven
-// workers, tiny shares), so that every property covers the byte splitting.
+// modes runs f serially, with the parallel path forced (several uneven
+// workers, tiny shares), with the streaming paths forced for every size
+// (serial and parallel) and with the assembly kernels turned off, so that
+// every property covers the byte splitting and each copy and transpose
+// kernel.
 func modes(t *testing.T, f func(t *testing.T)) {
 	t.Run("serial", f)
 	t.Run("parallel", func(t *testing.T) {
 		defer kernels.SetTuning(1, 1, 7)()
+		f(t)
+	})
+	t.Run("stream", func(t *testing.T) {
+		defer kernels.SetStreamThreshold(0)()
+		f(t)
+	})
+	t.Run("stream-parallel", func(t *testing.T) {
+		defer kernels.SetStreamThreshold(0)()
+		defer kernels.SetTuning(1, 1, 3)()
+		f(t)
+	})
+	t.Run("noavx2", func(t *testing.T) {
+		defer kernels.SetAVX2(false)()
+		defer kernels.SetStreamThreshold(0)()
 		f(t)
 	})
 }

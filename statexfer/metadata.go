@@ -186,32 +186,3 @@ func (m *RankMeta) CheckAgainst(g *groups.Geometry) ([]int, error) {
 	return nb, nil
 }
 
-// CheckPlan checks every read of rp against the remote rank's registered
-// bounds and every local target against local region sizes, before anything
-// is posted.
-func CheckPlan(rp *plan.RemotePlan, remote *RankMeta, localLen func(plan.Region) int64) error {
-	var (
-		reg          *RegionMeta
-		lastR, lastL plan.Region
-		n            int64
-	)
-	for i, r := range rp.Reads {
-		// Reads come grouped by region pair: look regions up on change only.
-		if i == 0 || r.Remote != lastR {
-			reg, lastR = remote.Region(r.Remote), r.Remote
-		}
-		if i == 0 || r.Local != lastL {
-			n, lastL = localLen(r.Local), r.Local
-		}
-		if reg == nil {
-			return fmt.Errorf("%w: read %d: prefill rank %d has no region %s", ErrBounds, i, rp.Rank, r.Remote)
-		}
-		if r.Len <= 0 || r.RemoteOff < 0 || uint64(r.RemoteOff)+uint64(r.Len) > reg.Len {
-			return fmt.Errorf("%w: read %d: [%d, +%d) outside prefill rank %d region %s of %d bytes", ErrBounds, i, r.RemoteOff, r.Len, rp.Rank, r.Remote, reg.Len)
-		}
-		if r.LocalOff < 0 || r.LocalOff+r.Len > n {
-			return fmt.Errorf("%w: read %d: [%d, +%d) outside local region %s of %d bytes", ErrBounds, i, r.LocalOff, r.Len, r.Local, n)
-		}
-	}
-	return nil
-}

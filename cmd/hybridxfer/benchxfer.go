@@ -1,26 +1,38 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"sort"
 	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/internal/baseline"
 	"github.com/hybridxfer/hybridxfer/statexfer"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 	"github.com/hybridxfer/hybridxfer/statexfer/ucx"
 	"github.com/hybridxfer/hybridxfer/statexfer/verify"
 	"github.com/spf13/cobra"
 )
 
-// xferResult is what `bench transfer` reports.
+// xferResult is what `bench transfer` reports. Bandwidths are medians over
+// the iterations of the same reads, all decode ranks in parallel; every
+// baseline is measured in the same iteration as the transfer.
 type xferResult struct {
-	Model      string `json:"model"`
-	Tokens     int    `json:"prompt_tokens"`
+	Model  string `json:"model"`
+	Tokens int    `json:"prompt_tokens"` // each request's prompt length (mean)
+	// Positions whose state each request moves: the prompt but its last
+	// token (D's first step), less D's prefix hit (none in benchmarks).
+	Positions  int    `json:"positions_moved"`
 	PrefillTP  int    `json:"prefill_tp"`
 	DecodeTP   int    `json:"decode_tp"`
 	Mode       string `json:"mode"`
@@ -30,26 +42,41 @@ type xferResult struct {
 	// Per request, summed over decode ranks.
 	Bytes int64 `json:"bytes_per_request"`
 	Reads int   `json:"reads"`
-	// Bandwidths over the same reads, all decode ranks in parallel.
-	GBps       float64 `json:"gbps"`
-	MemcpyGBps float64 `json:"memcpy_gbps"`
-	UCXGBps    float64 `json:"ucx_gbps"`
+	// The transfer on its default path (mapped when P's memory maps here).
+	GBps float64 `json:"gbps"`
+	// The transfer with the mapped path off: UCX's own gets.
+	OneSidedGBps float64 `json:"ucx_one_sided_gbps"`
+	OneSidedPath string  `json:"ucx_one_sided_path"`
+	// Raw gets of the same reads on the bare endpoints.
+	RawGBps float64 `json:"raw_ucx_gbps"`
+	// One copy() per read from the same source, one goroutine per rank.
+	MemcpyGBps   float64 `json:"memcpy_gbps"`
+	MemcpySource string  `json:"memcpy_source"` // prefill-mapped or local-mirror
+	// The same bytes in large streaming copies on every core.
+	LimitGBps float64 `json:"limit_gbps"`
+	// Under UCX_TLS=tcp: one loopback TCP stream of the same bytes.
+	TCPSocketGBps float64 `json:"tcp_socket_gbps,omitempty"`
 	// Per request and decode rank, mean.
-	PlanUs  float64 `json:"plan_us"`
-	PostUs  float64 `json:"post_us"`
-	StageUs float64 `json:"stage_us"`
-	StepsUs float64 `json:"post_processing_us"`
-	// One-block request: plan + read + notification, warm peers (mean).
+	PlanUs        float64 `json:"plan_us"`
+	PostUs        float64 `json:"post_us"`
+	StageUs       float64 `json:"stage_us"`
+	StepsUs       float64 `json:"post_processing_us"`
+	PlanNsPerRead float64 `json:"plan_ns_per_read"`
+	PostNsPerRead float64 `json:"post_ns_per_read"`
+	// One-block request until P's session handled its notification and
+	// D heard back (median of rounds).
 	FixedOverheadUs float64 `json:"fixed_overhead_us"`
-	// Raw UCX: one get of the same block + an active-message ping/pong.
+	// Raw UCX: one get of the same block + an active-message round trip.
 	RawFixedOverheadUs float64        `json:"raw_fixed_overhead_us"`
 	Path               string         `json:"path"`
 	Paths              map[string]int `json:"paths"`
 	ByteMismatches     int64          `json:"byte_mismatches"`
 	Untouched          int64          `json:"untouched_violations"`
-	VsUCX              float64        `json:"gbps_vs_ucx"`
+	VsLimit            float64        `json:"gbps_vs_limit"`
 	VsMemcpy           float64        `json:"gbps_vs_memcpy"`
+	OneSidedVsRaw      float64        `json:"one_sided_vs_raw"`
 	FixedVsRaw         float64        `json:"fixed_vs_raw"`
+	VsTCPSocket        float64        `json:"gbps_vs_tcp_socket,omitempty"`
 }
 
 func benchTransferCmd() *cobra.Command {
@@ -63,19 +90,27 @@ func benchTransferCmd() *cobra.Command {
 		mode       string
 		errMode    string
 		asJSON     bool
+		plotPath   string
 	)
 	c := &cobra.Command{
 		Use:   "transfer --model NAME --prompt-tokens N --prefill-tp A --decode-tp B",
 		Short: "Move real requests between a P and a D process over UCX; compare with memcpy and raw UCX",
 		Long: `transfer starts a prefill process (all P ranks, each with its own UCX worker and
 registered memory filled with the coordinate pattern) and a decode process (all
-D ranks), does the ZeroMQ handshake, and times moving --requests requests of
-exactly --prompt-tokens tokens, --iterations times. In the same run it measures,
-over exactly the same reads: memcpy (the ranges copied within one process) and
-raw UCX (the reads posted on the bare UCX endpoints, no planner, agent or
-protocol); and the fixed per-request overhead of a one-block request against a
-raw one-block get followed by an active-message round trip. D's memory is
-checked against the pattern at the end.`,
+D ranks), does the ZeroMQ handshake, and moves --requests requests of exactly
+--prompt-tokens tokens, --iterations times. Each iteration measures, one after
+the other over exactly the same reads and decode ranks in parallel:
+  transfer      the serving path (session.RunPlan: checks, reads, post steps);
+  ucx one-sided the same with the mapped path off (UCX's own gets);
+  raw ucx       the reads as bare ucp_get_nbx gets, no planner or session;
+  memcpy        one copy() per read from the same source (P's pages as mapped
+                here, or a local mirror where they are not mapped);
+  limit         the same bytes in large streaming copies on every core;
+  tcp socket    (under UCX_TLS=tcp) one loopback TCP stream of the same bytes.
+Medians over iterations are reported. Then the fixed per-request overhead: a
+one-block request until P's session has handled its notification and D heard
+back, against a raw get of the block plus an active-message round trip. D's
+memory is checked against the pattern at the end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := mf.load(model)
@@ -110,16 +145,18 @@ checked against the pattern at the end.`,
 			}
 			r.ErrMode = errMode
 			out := cmd.OutOrStdout()
-			if asJSON {
-				return writeJSON(out, r)
+			if plotPath != "" {
+				if err := plotTransfer(plotPath, &r); err != nil {
+					return err
+				}
 			}
-			fmt.Fprintf(out, "%s, %d tokens, P tp %d -> D tp %d, mode %s, path %s, %d requests x %d iterations\n",
-				r.Model, r.Tokens, r.PrefillTP, r.DecodeTP, r.Mode, r.Path, r.Requests, r.Iterations)
-			fmt.Fprintf(out, "per request: %d bytes, %d reads; plan %.1f us, post %.1f us, stage %.1f us, post-processing %.1f us (per decode rank)\n",
-				r.Bytes, r.Reads, r.PlanUs, r.PostUs, r.StageUs, r.StepsUs)
-			fmt.Fprintf(out, "bandwidth: %.2f GB/s; memcpy %.2f GB/s (x%.2f); raw UCX %.2f GB/s (x%.2f)\n", r.GBps, r.MemcpyGBps, r.VsMemcpy, r.UCXGBps, r.VsUCX)
-			fmt.Fprintf(out, "fixed overhead: %.1f us; raw get + AM round trip %.1f us (x%.2f)\n", r.FixedOverheadUs, r.RawFixedOverheadUs, r.FixedVsRaw)
-			fmt.Fprintf(out, "D memory check: %d byte mismatches, %d untouched violations\n", r.ByteMismatches, r.Untouched)
+			if asJSON {
+				if err := writeJSON(out, r); err != nil {
+					return err
+				}
+			} else {
+				printTransfer(out, &r)
+			}
 			if r.ByteMismatches != 0 || r.Untouched != 0 {
 				return &exitError{code: 2, err: fmt.Errorf("the transferred state is wrong")}
 			}
@@ -136,21 +173,71 @@ checked against the pattern at the end.`,
 	c.Flags().StringVar(&mode, "mode", "direct", "direct, staged or auto")
 	c.Flags().StringVar(&errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none or peer")
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	c.Flags().StringVar(&plotPath, "plot", "", "also draw the bandwidth rows to this .svg or .png file")
 	return c
+}
+
+// printTransfer writes the table of `bench transfer`.
+func printTransfer(out io.Writer, r *xferResult) {
+	fmt.Fprintf(out, "%s, %d-token prompts (%d positions moved), P tp %d -> D tp %d, mode %s, path %s, %d requests x %d iterations (medians)\n",
+		r.Model, r.Tokens, r.Positions, r.PrefillTP, r.DecodeTP, r.Mode, r.Path, r.Requests, r.Iterations)
+	fmt.Fprintf(out, "per request: %d bytes, %d reads; per decode rank: plan %.1f us (%.0f ns/read), post %.1f us (%.0f ns/read), stage %.1f us, post-processing %.1f us\n",
+		r.Bytes, r.Reads, r.PlanUs, r.PlanNsPerRead, r.PostUs, r.PostNsPerRead, r.StageUs, r.StepsUs)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "measurement\tvalue\tbaseline\tbaseline value\tratio")
+	fmt.Fprintf(tw, "transfer (%s)\t%.2f GB/s\tlimit (streaming, all cores)\t%.2f GB/s\t%.2f\n", r.Path, r.GBps, r.LimitGBps, r.VsLimit)
+	fmt.Fprintf(tw, "transfer (%s)\t%.2f GB/s\tmemcpy (%s, per rank)\t%.2f GB/s\t%.2f\n", r.Path, r.GBps, r.MemcpySource, r.MemcpyGBps, r.VsMemcpy)
+	fmt.Fprintf(tw, "transfer, mapping off (%s)\t%.2f GB/s\traw UCX gets\t%.2f GB/s\t%.2f\n", r.OneSidedPath, r.OneSidedGBps, r.RawGBps, r.OneSidedVsRaw)
+	if r.TCPSocketGBps > 0 {
+		fmt.Fprintf(tw, "transfer (%s)\t%.2f GB/s\tone loopback TCP stream\t%.2f GB/s\t%.2f\n", r.Path, r.GBps, r.TCPSocketGBps, r.VsTCPSocket)
+	}
+	fmt.Fprintf(tw, "fixed overhead (until P handled it)\t%.1f us\traw get + AM round trip\t%.1f us\t%.2f\n", r.FixedOverheadUs, r.RawFixedOverheadUs, r.FixedVsRaw)
+	tw.Flush()
+	fmt.Fprintf(out, "D memory check: %d byte mismatches, %d untouched violations\n", r.ByteMismatches, r.Untouched)
+}
+
+// plotTransfer draws the bandwidth rows of a run.
+func plotTransfer(path string, r *xferResult) error {
+	label := fmt.Sprintf("%s %d tok tp%d->%d", r.Model, r.Tokens, r.PrefillTP, r.DecodeTP)
+	series := []plotSeries{
+		{Name: "transfer", Values: []float64{r.GBps}},
+		{Name: "ucx one-sided", Values: []float64{r.OneSidedGBps}},
+		{Name: "raw ucx", Values: []float64{r.RawGBps}},
+		{Name: "memcpy", Values: []float64{r.MemcpyGBps}},
+		{Name: "limit", Values: []float64{r.LimitGBps}},
+	}
+	if r.TCPSocketGBps > 0 {
+		series = append(series, plotSeries{Name: "tcp socket", Values: []float64{r.TCPSocketGBps}})
+	}
+	return plotBars(path, "bench transfer", []string{label}, series)
+}
+
+// benchRank is one hosted decode rank of `bench transfer`: its memory and
+// the P ranks it reads from.
+type benchRank struct {
+	Rank    int
+	Local   *statexfer.Local
+	Remotes map[int]*statexfer.Remote
 }
 
 // benchDecode runs the decode side of `bench transfer` for every hosted
 // rank, through the decode session (the serving path: session.RunPlan
-// runs Load's per-rank path on plans made once).
-func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verify.Decode) (*xferResult, error) {
+// runs Load's per-rank path on plans made once). Every iteration runs,
+// one after the other, the transfer on the mapped path, the transfer on
+// UCX's own gets, raw gets of the same reads, memcpy of the same ranges
+// from the same source, the limit copy (and under UCX_TLS=tcp one loopback
+// TCP stream of the same bytes); the medians over iterations are reported.
+func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verify.Decode, echoes <-chan string) (*xferResult, error) {
 	iters := max(1, spec.Iterations)
-	res := &xferResult{Model: j.Cfg.Model.Name, Tokens: j.Cfg.PromptTokens, PrefillTP: j.Cfg.P.TP, DecodeTP: j.Cfg.D.TP,
+	res := &xferResult{Model: j.Cfg.Model.Name, PrefillTP: j.Cfg.P.TP, DecodeTP: j.Cfg.D.TP,
 		Mode: j.Cfg.Mode.String(), Requests: j.Requests(), Iterations: iters}
-	type benchRank struct {
-		Rank    int
-		Local   *statexfer.Local
-		Remotes map[int]*statexfer.Remote
+	for q := 0; q < j.Requests(); q++ {
+		r := j.Request(q)
+		res.Tokens += j.PromptLen(q)
+		res.Positions += r.Tokens - r.DHit
 	}
+	res.Tokens /= j.Requests()
+	res.Positions /= j.Requests()
 	var ranks []*benchRank
 	for _, r := range spec.Ranks {
 		br := &benchRank{Rank: r, Local: dec.Session.Local(r), Remotes: map[int]*statexfer.Remote{}}
@@ -163,7 +250,7 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 		}
 		ranks = append(ranks, br)
 	}
-	// Plans (timed).
+	// Plans (timed, each plan once: cold caches included).
 	plans := make([][]*plan.Plan, len(ranks))
 	var planTime time.Duration
 	for i, dr := range ranks {
@@ -183,23 +270,15 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 	res.PlanUs = float64(planTime.Microseconds()) / n
 	res.Bytes /= int64(j.Requests())
 	res.Reads /= j.Requests()
-	// parallel runs f for every rank at once and returns the wall time.
 	parallel := func(f func(i int, dr *benchRank) error) (time.Duration, error) {
 		var wg sync.WaitGroup
 		errs := make([]error, len(ranks))
 		t0 := time.Now()
 		for i, dr := range ranks {
-			wg.Add(1)
-			go func() { defer wg.Done(); errs[i] = f(i, dr) }()
+			wg.Go(func() { errs[i] = f(i, dr) })
 		}
 		wg.Wait()
-		el := time.Since(t0)
-		for _, e := range errs {
-			if e != nil {
-				return el, e
-			}
-		}
-		return el, nil
+		return time.Since(t0), errors.Join(errs...)
 	}
 	var statsMu sync.Mutex
 	var post, stage, steps time.Duration
@@ -215,102 +294,97 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 		}
 		return nil
 	}
-	if _, err := parallel(transfer); err != nil { // warm-up: page faults, wireup
+	ucxs := make([]*ucx.Transport, 0, len(ranks))
+	for _, dr := range ranks {
+		if t, ok := dec.Session.Transport(dr.Rank).(*ucx.Transport); ok {
+			ucxs = append(ucxs, t)
+		}
+	}
+	setMapped := func(on bool) {
+		for _, t := range ucxs {
+			t.SetMapped(on)
+		}
+	}
+	oneSided := func(i int, dr *benchRank) error { return transfer(i, dr) }
+	src := newBenchSources(dec, spec.Ranks[0])
+	defer src.close()
+	memcpy := func(i int, dr *benchRank) error { return src.memcpy(dr, plans[i]) }
+	raw := func(i int, dr *benchRank) error {
+		for _, p := range plans[i] {
+			if err := rawReads(dr.Local, dr.Remotes, p); err != nil {
+				return fmt.Errorf("raw UCX baseline: %w", err)
+			}
+		}
+		return nil
+	}
+	spans, err := src.limitSpans(ranks, plans)
+	if err != nil {
 		return nil, err
 	}
-	post, stage, steps = 0, 0, 0
-	var total time.Duration
-	for it := 0; it < iters; it++ {
-		el, err := parallel(transfer)
-		if err != nil {
-			return nil, err
-		}
-		total += el
+	res.MemcpySource = src.kind(ranks)
+	moved := res.Bytes * int64(j.Requests())
+	tcp := strings.Contains(os.Getenv("UCX_TLS"), "tcp")
+	rows := []struct {
+		name string
+		run  func() (time.Duration, error)
+	}{
+		{"transfer", func() (time.Duration, error) { return parallel(transfer) }},
+		{"one-sided", func() (time.Duration, error) {
+			setMapped(false)
+			defer setMapped(true)
+			return parallel(oneSided)
+		}},
+		{"raw", func() (time.Duration, error) { return parallel(raw) }},
+		{"memcpy", func() (time.Duration, error) { return parallel(memcpy) }},
+		{"limit", func() (time.Duration, error) { return baseline.LimitSpans(spans.dst, spans.src, 0), nil }},
+		{"tcp", func() (time.Duration, error) {
+			if !tcp {
+				return 0, nil
+			}
+			return baseline.TCPStream(moved, 1<<20)
+		}},
 	}
-	moved := float64(res.Bytes) * float64(j.Requests()) * float64(iters)
-	res.GBps = moved / total.Seconds() / 1e9
+	samples := map[string][]float64{}
+	var oneSidedPaths, transferPaths map[string]int
+	for it := -1; it < iters; it++ { // iteration -1 warms up: page faults, wireup
+		if it == 0 {
+			post, stage, steps = 0, 0, 0
+		}
+		for _, row := range rows {
+			before := ucxPathCounts(ucxs)
+			el, err := row.run()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", row.name, err)
+			}
+			switch row.name {
+			case "one-sided":
+				oneSidedPaths = diffPaths(ucxPathCounts(ucxs), before)
+			case "transfer":
+				transferPaths = diffPaths(ucxPathCounts(ucxs), before)
+			}
+			if it >= 0 && el > 0 {
+				samples[row.name] = append(samples[row.name], baseline.GBps(moved, el))
+			}
+		}
+	}
 	k := n * float64(iters)
 	res.PostUs, res.StageUs, res.StepsUs = float64(post.Microseconds())/k, float64(stage.Microseconds())/k, float64(steps.Microseconds())/k
-	// Raw UCX: the same reads, per (local, remote) region pair, on the bare
-	// endpoints (staged plans read P's staging buffer: raw reads do too).
-	var raw time.Duration
-	for it := -1; it < iters; it++ { // iteration -1 warms up, like the transfer's
-		el, err := parallel(func(i int, dr *benchRank) error {
-			for _, p := range plans[i] {
-				if err := rawReads(dr.Local, dr.Remotes, p); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("raw UCX baseline: %w", err)
-		}
-		if it >= 0 {
-			raw += el
-		}
+	if perRank := float64(res.Reads) / float64(len(ranks)); perRank > 0 {
+		res.PlanNsPerRead = res.PlanUs * 1e3 / perRank
+		res.PostNsPerRead = res.PostUs * 1e3 / perRank
 	}
-	res.UCXGBps = moved / raw.Seconds() / 1e9
-	// memcpy: the same ranges copied within this process from buffers the
-	// size of P's regions.
-	mirrors := map[string][]byte{}
-	mirror := func(p int, r plan.Region, n uint64) []byte {
-		key := fmt.Sprintf("%d/%v", p, r)
-		if b, ok := mirrors[key]; ok {
-			return b
-		}
-		// Memory of the same kind as the transfer's (transport-allocated,
-		// outside the Go heap), every page touched before timing.
-		m, err := dec.Session.Transport(spec.Ranks[0]).Alloc(int(n))
-		if err != nil {
-			return nil
-		}
-		b := m.Bytes()
-		for i := 0; i < len(b); i += 4096 {
-			b[i] = 1
-		}
-		mirrors[key] = b
-		return b
+	res.GBps = baseline.Median(samples["transfer"])
+	res.OneSidedGBps = baseline.Median(samples["one-sided"])
+	res.OneSidedPath = joinPaths(oneSidedPaths)
+	res.RawGBps = baseline.Median(samples["raw"])
+	res.MemcpyGBps = baseline.Median(samples["memcpy"])
+	res.LimitGBps = baseline.Median(samples["limit"])
+	res.TCPSocketGBps = baseline.Median(samples["tcp"])
+	// The baselines overwrote D's memory (the limit copy whole regions):
+	// prepare it afresh, move the real state once more and check it.
+	for _, dr := range ranks {
+		j.PrepareD(dr.Rank, dr.Local.Mem)
 	}
-	for i, dr := range ranks {
-		for _, p := range plans[i] {
-			for _, rp := range p.Remotes {
-				meta := dr.Remotes[rp.Rank].Meta
-				for _, rd := range rp.Reads {
-					if mirror(rp.Rank, rd.Remote, meta.Region(rd.Remote).Len) == nil {
-						return nil, fmt.Errorf("memcpy baseline: cannot allocate %d bytes", meta.Region(rd.Remote).Len)
-					}
-				}
-			}
-		}
-	}
-	var mc time.Duration
-	for it := -1; it < iters; it++ { // iteration -1 warms up
-		el, err := parallel(func(i int, dr *benchRank) error {
-			for _, p := range plans[i] {
-				for _, rp := range p.Remotes {
-					var src, dst []byte
-					for k, rd := range rp.Reads { // one copy() per range, like a single-threaded memcpy
-						if k == 0 || rd.Remote != rp.Reads[k-1].Remote || rd.Local != rp.Reads[k-1].Local {
-							src = mirrors[fmt.Sprintf("%d/%v", rp.Rank, rd.Remote)]
-							dst = dr.Local.Mem.Region(rd.Local)
-						}
-						copy(dst[rd.LocalOff:rd.LocalOff+rd.Len], src[rd.RemoteOff:rd.RemoteOff+rd.Len])
-					}
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("memcpy baseline: %w", err)
-		}
-		if it >= 0 {
-			mc += el
-		}
-	}
-	res.MemcpyGBps = moved / mc.Seconds() / 1e9
-	// The baselines overwrote D's memory: move the real state once more
-	// and check it.
 	if _, err := parallel(transfer); err != nil {
 		return nil, err
 	}
@@ -319,23 +393,179 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 		j.CheckD(dr.Rank, dr.Local.Mem, vr)
 	}
 	res.ByteMismatches, res.Untouched = vr.ByteMismatches, vr.UntouchedViolations
-	if err := fixedOverhead(ctx, j, dec, ranks[0].Rank, ranks[0].Local, ranks[0].Remotes, res); err != nil {
+	if err := fixedOverhead(ctx, j, dec, ranks[0], echoes, res); err != nil {
 		return nil, fmt.Errorf("fixed overhead: %w", err)
 	}
-	res.Paths = ucxPaths(dec.Session, spec.Ranks)
-	var names []string
-	for p := range res.Paths {
-		names = append(names, p)
-	}
-	sort.Strings(names)
-	res.Path = strings.Join(names, "+")
-	res.VsUCX, res.VsMemcpy = res.GBps/res.UCXGBps, res.GBps/res.MemcpyGBps
-	res.FixedVsRaw = res.FixedOverheadUs / res.RawFixedOverheadUs
+	res.Paths = transferPaths
+	res.Path = joinPaths(transferPaths)
+	res.ratios()
 	return res, nil
 }
 
-// rawReads posts a plan's reads on the bare UCX endpoints, one raw batch per
-// (local region, remote region) pair.
+// ratios fills the ratio fields (0 where a baseline is missing).
+func (r *xferResult) ratios() {
+	div := func(a, b float64) float64 {
+		if b <= 0 {
+			return 0
+		}
+		return a / b
+	}
+	r.VsLimit, r.VsMemcpy = div(r.GBps, r.LimitGBps), div(r.GBps, r.MemcpyGBps)
+	r.OneSidedVsRaw = div(r.OneSidedGBps, r.RawGBps)
+	r.FixedVsRaw = div(r.FixedOverheadUs, r.RawFixedOverheadUs)
+	r.VsTCPSocket = div(r.GBps, r.TCPSocketGBps)
+}
+
+// ucxPathCounts counts the transports' completed batches per UCX path.
+func ucxPathCounts(ts []*ucx.Transport) map[string]int {
+	out := map[string]int{}
+	for _, t := range ts {
+		for p, n := range t.Stats().Batches {
+			if n > 0 {
+				out[p.String()] += int(n)
+			}
+		}
+	}
+	return out
+}
+
+func diffPaths(after, before map[string]int) map[string]int {
+	out := map[string]int{}
+	for p, n := range after {
+		if d := n - before[p]; d > 0 {
+			out[p] = d
+		}
+	}
+	return out
+}
+
+func joinPaths(paths map[string]int) string {
+	var names []string
+	for p, n := range paths {
+		if n > 0 {
+			names = append(names, p)
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, "+")
+}
+
+// benchSources gives the baselines the bytes the transfer reads: P's
+// regions as mapped into this process (the same pages the mapped path
+// copies from), or, when a region is not mapped (tcp only, other hosts),
+// a local mirror of its size, and says which.
+type benchSources struct {
+	tr      transport.Transport
+	mirrors map[*statexfer.Remote]map[plan.Region][]byte
+	mems    []transport.Memory
+	mirror  bool
+}
+
+func newBenchSources(dec *verify.Decode, rank int) *benchSources {
+	return &benchSources{tr: dec.Session.Transport(rank), mirrors: map[*statexfer.Remote]map[plan.Region][]byte{}}
+}
+
+func (s *benchSources) close() {
+	for _, m := range s.mems {
+		m.Close()
+	}
+}
+
+// source returns the bytes of P's region r as imported by rem.
+func (s *benchSources) source(rem *statexfer.Remote, r plan.Region) ([]byte, error) {
+	if u, ok := rem.Region(r).(*ucx.Remote); ok {
+		if b := u.MappedBytes(); b != nil {
+			return b, nil
+		}
+	}
+	if b := s.mirrors[rem][r]; b != nil {
+		return b, nil
+	}
+	n := rem.Meta.Region(r).Len
+	m, err := s.tr.Alloc(int(n)) // transport memory, like the transfer's; pages touched by Alloc
+	if err != nil {
+		return nil, fmt.Errorf("memcpy baseline: mirror of %d bytes: %w", n, err)
+	}
+	s.mems = append(s.mems, m)
+	if s.mirrors[rem] == nil {
+		s.mirrors[rem] = map[plan.Region][]byte{}
+	}
+	s.mirrors[rem][r] = m.Bytes()
+	s.mirror = true
+	return m.Bytes(), nil
+}
+
+// kind says where the memcpy and limit baselines read from.
+func (s *benchSources) kind([]*benchRank) string {
+	if s.mirror {
+		return "local-mirror"
+	}
+	return "prefill-mapped"
+}
+
+// memcpy copies a rank's plans' ranges with one copy() per read, like a
+// single-threaded memcpy per decode rank (the transfer's parallelism).
+func (s *benchSources) memcpy(dr *benchRank, plans []*plan.Plan) error {
+	for _, p := range plans {
+		for _, rp := range p.Remotes {
+			var src, dst []byte
+			for k, rd := range rp.Reads {
+				if k == 0 || rd.Remote != rp.Reads[k-1].Remote || rd.Local != rp.Reads[k-1].Local {
+					var err error
+					if src, err = s.source(dr.Remotes[rp.Rank], rd.Remote); err != nil {
+						return err
+					}
+					dst = dr.Local.Mem.Region(rd.Local)
+				}
+				copy(dst[rd.LocalOff:rd.LocalOff+rd.Len], src[rd.RemoteOff:rd.RemoteOff+rd.Len])
+			}
+		}
+	}
+	return nil
+}
+
+// copySpans are the contiguous copies of the limit baseline.
+type copySpans struct{ dst, src [][]byte }
+
+// limitSpans returns, per decode rank, as many bytes as its plans move,
+// in contiguous spans from the start of the region pairs its reads use,
+// from the same sources (baseline.LimitSpans copies them).
+func (s *benchSources) limitSpans(ranks []*benchRank, plans [][]*plan.Plan) (copySpans, error) {
+	var out copySpans
+	for i, dr := range ranks {
+		for _, p := range plans[i] {
+			for _, rp := range p.Remotes {
+				want := rp.Bytes
+				seen := map[[2]plan.Region]bool{}
+				for _, rd := range rp.Reads {
+					pair := [2]plan.Region{rd.Local, rd.Remote}
+					if want <= 0 {
+						break
+					}
+					if seen[pair] {
+						continue
+					}
+					seen[pair] = true
+					src, err := s.source(dr.Remotes[rp.Rank], rd.Remote)
+					if err != nil {
+						return out, err
+					}
+					dst := dr.Local.Mem.Region(rd.Local)
+					n := min(int64(len(dst)), int64(len(src)), want)
+					out.dst, out.src = append(out.dst, dst[:n]), append(out.src, src[:n])
+					want -= n
+				}
+				if want > 0 {
+					return out, fmt.Errorf("limit baseline: %d bytes of prefill rank %d do not fit its regions", want, rp.Rank)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// rawReads posts a plan's reads as raw UCX gets on the bare endpoints (never
+// the mapped copy), one raw batch per (local region, remote region) pair.
 func rawReads(local *statexfer.Local, remotes map[int]*statexfer.Remote, p *plan.Plan) error {
 	for _, rp := range p.Remotes {
 		rem := remotes[rp.Rank]
@@ -349,7 +579,7 @@ func rawReads(local *statexfer.Local, remotes map[int]*statexfer.Remote, p *plan
 			}
 			local := local.Regions[rp.Reads[a].Local].(*ucx.Memory)
 			remote := rem.Region(rp.Reads[a].Remote).(*ucx.Remote)
-			if _, err := peer.RawRead(local, remote, ranges, remote.Mapped()); err != nil {
+			if _, err := peer.RawRead(local, remote, ranges, false); err != nil {
 				return err
 			}
 			a = b
@@ -358,11 +588,13 @@ func rawReads(local *statexfer.Local, remotes map[int]*statexfer.Remote, p *plan
 	return nil
 }
 
-// fixedOverhead measures a one-block request (planning, one read, the
-// notification) against a raw get of the same block plus an active-message
-// round trip, on warm peers.
-func fixedOverhead(ctx context.Context, j *verify.Job, dec *verify.Decode, drank int, dlocal *statexfer.Local, remotes map[int]*statexfer.Remote, res *xferResult) error {
+// fixedOverhead measures a one-block request (the plan, one read, the
+// read-completion notification, until P's session has handled it and its
+// echo is back) against a raw get of the same block plus an active-message
+// round trip, on warm peers, in alternating rounds; medians are reported.
+func fixedOverhead(ctx context.Context, j *verify.Job, dec *verify.Decode, dr *benchRank, echoes <-chan string, res *xferResult) error {
 	const iters = 300
+	drank := dr.Rank
 	pr := j.Planner.Targets(drank)[0]
 	g := j.DSide.Ranks[drank]
 	// The first per-token group's first layer, block 1 on both sides.
@@ -390,21 +622,38 @@ func fixedOverhead(ctx context.Context, j *verify.Job, dec *verify.Decode, drank
 		return &plan.Plan{Mode: plan.Direct, DRank: drank, Notify: []int{pr}, Remotes: []plan.RemotePlan{{Rank: pr, Bytes: n,
 			Reads: []plan.Read{{Remote: plan.Region{Pool: pl.Pool, Slot: pl.Slot}, RemoteOff: int64(pl.PageStride), Local: plan.Region{Pool: lg.Pool, Slot: lg.Slot}, LocalOff: int64(lg.PageStride), Len: n}}}}}
 	}
-	for i := 0; i < 20; i++ { // warm-up
-		if _, err := dec.Session.RunPlan(ctx, dec.Peer, drank, "fixed-warm", 1, one()); err != nil {
+	rem := dr.Remotes[pr]
+	if err := rem.Peer.Notify(append(bytes.Clone(echoPing), dec.Session.Transport(drank).Address()...)); err != nil {
+		return err
+	}
+	request := func(id string) error {
+		if _, err := dec.Session.RunPlan(ctx, dec.Peer, drank, id, 1, one()); err != nil {
+			return err
+		}
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case got := <-echoes:
+				if got == id {
+					return nil
+				}
+			case <-timeout:
+				return fmt.Errorf("no echo of %s from prefill rank %d within 10 s", id, pr)
+			}
+		}
+	}
+	for i := 0; i < 20; i++ { // warm-up (and P's endpoint back to D)
+		if err := request(fmt.Sprintf("%swarm-%d", fixedPrefix, i)); err != nil {
 			return err
 		}
 	}
-	rem := remotes[pr]
-	local := dlocal.Regions[plan.Region{Pool: lg.Pool, Slot: lg.Slot}].(*ucx.Memory)
+	local := dr.Local.Regions[plan.Region{Pool: lg.Pool, Slot: lg.Slot}].(*ucx.Memory)
 	remote := rem.Region(plan.Region{Pool: pl.Pool, Slot: pl.Slot}).(*ucx.Remote)
-	// Seven rounds, ours and raw alternating so both see the same machine;
-	// the medians are reported.
 	var ours, raws []float64
 	for round := 0; round < 7; round++ {
 		t0 := time.Now()
 		for i := 0; i < iters; i++ {
-			if _, err := dec.Session.RunPlan(ctx, dec.Peer, drank, fmt.Sprintf("fixed-%d-%d", round, i), 1, one()); err != nil {
+			if err := request(fmt.Sprintf("%s%d-%d", fixedPrefix, round, i)); err != nil {
 				return err
 			}
 		}
@@ -415,12 +664,6 @@ func fixedOverhead(ctx context.Context, j *verify.Job, dec *verify.Decode, drank
 		}
 		raws = append(raws, float64(d.Nanoseconds())/1e3) // RawRoundTrip reports the mean round
 	}
-	res.FixedOverheadUs, res.RawFixedOverheadUs = median(ours), median(raws)
+	res.FixedOverheadUs, res.RawFixedOverheadUs = baseline.Median(ours), baseline.Median(raws)
 	return nil
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[len(s)/2]
 }

@@ -36,6 +36,8 @@ type jobSpec struct {
 	Requests     int                   `json:"requests"`
 	Seed         uint64                `json:"seed"`
 	Mode         string                `json:"mode"`
+	HitPercent   int                   `json:"hit_percent,omitempty"`
+	Exact        bool                  `json:"exact,omitempty"`
 }
 
 func newJobSpec(cfg verify.Config) (jobSpec, error) {
@@ -43,7 +45,8 @@ func newJobSpec(cfg verify.Config) (jobSpec, error) {
 	if err != nil {
 		return jobSpec{}, err
 	}
-	return jobSpec{Model: mj, P: cfg.P, DCfg: cfg.D, PromptTokens: cfg.PromptTokens, Requests: cfg.Requests, Seed: cfg.Seed, Mode: cfg.Mode.String()}, nil
+	return jobSpec{Model: mj, P: cfg.P, DCfg: cfg.D, PromptTokens: cfg.PromptTokens, Requests: cfg.Requests, Seed: cfg.Seed, Mode: cfg.Mode.String(),
+		HitPercent: cfg.HitPercent, Exact: cfg.Exact}, nil
 }
 
 func (s jobSpec) config() (verify.Config, error) {
@@ -55,7 +58,8 @@ func (s jobSpec) config() (verify.Config, error) {
 	if err != nil {
 		return verify.Config{}, err
 	}
-	return verify.Config{Model: m, P: s.P, D: s.DCfg, PromptTokens: s.PromptTokens, Requests: s.Requests, Seed: s.Seed, Mode: md}, nil
+	return verify.Config{Model: m, P: s.P, D: s.DCfg, PromptTokens: s.PromptTokens, Requests: s.Requests, Seed: s.Seed, Mode: md,
+		HitPercent: s.HitPercent, Exact: s.Exact}, nil
 }
 
 // workerSpec is the first line a worker reads.
@@ -67,7 +71,7 @@ type workerSpec struct {
 	SideChannel string  `json:"side_channel,omitempty"` // decode: P's handshake address
 	BasePort    int     `json:"base_port,omitempty"`    // prefill rank 0's host: where to listen
 	ErrMode     string  `json:"err_mode"`
-	Bench       bool    `json:"bench,omitempty"` // decode: measure instead of verify-only
+	Bench       bool    `json:"bench,omitempty"` // measure instead of verify-only (prefill: echo fixed- completions)
 	Iterations  int     `json:"iterations,omitempty"`
 }
 
@@ -85,8 +89,15 @@ func startWorker(ctx context.Context, name string, spec workerSpec) (*worker, er
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe, "worker")
-	cmd.Env = workerEnv()
+	return startProcess(ctx, name, []string{exe, "worker"}, workerEnv(), spec)
+}
+
+// startProcess starts argv with env, its stderr prefixed with the name on
+// ours, its stdout read line by line, and spec sent as the first line
+// (JSON) of its stdin.
+func startProcess(ctx context.Context, name string, argv, env []string, spec any) (*worker, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = env
 	cmd.Stderr = &prefixWriter{prefix: "[" + name + "] ", w: os.Stderr}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -111,6 +122,7 @@ func startWorker(ctx context.Context, name string, spec workerSpec) (*worker, er
 	}()
 	b, _ := json.Marshal(spec)
 	if _, err := fmt.Fprintf(stdin, "%s\n", b); err != nil {
+		w.stop(5 * time.Second)
 		return nil, fmt.Errorf("%s: send spec: %w", name, err)
 	}
 	return w, nil
@@ -259,7 +271,7 @@ func runCluster(ctx context.Context, cfg verify.Config, layout clusterLayout, er
 	var pws []*worker
 	bootID := session.NewBootID() // one incarnation across P's processes
 	for i, ranks := range layout.prefill {
-		w, err := startWorker(ctx, fmt.Sprintf("prefill %v", ranks), workerSpec{Side: "prefill", Ranks: ranks, BootID: bootID, Job: js, BasePort: port, ErrMode: errMode})
+		w, err := startWorker(ctx, fmt.Sprintf("prefill %v", ranks), workerSpec{Side: "prefill", Ranks: ranks, BootID: bootID, Job: js, BasePort: port, ErrMode: errMode, Bench: bench})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -127,17 +127,13 @@ func ucxTransports(side, errMode string) session.TransportFactory {
 
 // ucxPaths counts the read batches of the hosted ranks per UCX path.
 func ucxPaths(d *session.Decode, ranks []int) map[string]int {
-	paths := map[string]int{}
+	var ts []*ucx.Transport
 	for _, r := range ranks {
 		if t, ok := d.Transport(r).(*ucx.Transport); ok {
-			for path, n := range t.Stats().Batches {
-				if n > 0 {
-					paths[path.String()] += int(n)
-				}
-			}
+			ts = append(ts, t)
 		}
 	}
-	return paths
+	return ucxPathCounts(ts)
 }
 
 // runPrefillWorker hosts P ranks: registers and fills their memory,
@@ -150,7 +146,11 @@ func runPrefillWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error 
 	}
 	cfg := j.Cfg
 	ctx := context.Background()
-	pre, err := j.StartP(spec.Ranks, spec.BootID, ucxTransports("prefill", spec.ErrMode), pool)
+	trs := ucxTransports("prefill", spec.ErrMode)
+	if spec.Bench {
+		trs = echoPrefill(trs)
+	}
+	pre, err := j.StartP(spec.Ranks, spec.BootID, trs, pool)
 	if err != nil {
 		return err
 	}
@@ -228,13 +228,18 @@ func runDecodeWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error {
 		return err
 	}
 	ctx := context.Background()
-	dec, err := j.StartD(ctx, spec.Ranks, ucxTransports("decode", spec.ErrMode), sideChannelFetcher(spec.SideChannel, j.Cfg.Model), scratch)
+	trs := ucxTransports("decode", spec.ErrMode)
+	echoes := make(chan string, 64)
+	if spec.Bench {
+		trs = echoDecode(trs, echoes)
+	}
+	dec, err := j.StartD(ctx, spec.Ranks, trs, sideChannelFetcher(spec.SideChannel, j.Cfg.Model), scratch)
 	if err != nil {
 		return err
 	}
 	defer dec.Session.Close()
 	if spec.Bench {
-		res, err := benchDecode(ctx, j, spec, dec)
+		res, err := benchDecode(ctx, j, spec, dec, echoes)
 		if err != nil {
 			return err
 		}

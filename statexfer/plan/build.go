@@ -518,14 +518,21 @@ func (b *builder) instantiate(tmpls []*template) *Plan {
 	tmp := make([]Read, maxN)
 	w := 0
 	for _, bk := range buckets {
-		rs := coalesceReads(mergeRuns(bk.reads, bk.runs, tmp[:len(bk.reads)]))
+		rs := bk.reads
+		if len(bk.runs) > 1 { // one run is a template's reads, already coalesced
+			rs = coalesceReads(mergeRuns(bk.reads, bk.runs, tmp[:len(bk.reads)]))
+		}
 		if n := len(plan.Remotes); n == 0 || plan.Remotes[n-1].Rank != bk.rank {
 			if n > 0 {
 				plan.Remotes[n-1].Reads = all[plan.Remotes[n-1].Bytes:w:w]
 			}
 			plan.Remotes = append(plan.Remotes, RemotePlan{Rank: bk.rank, Bytes: int64(w)}) // Bytes holds the start until fixed below
 		}
-		w += copy(all[w:], rs)
+		if len(rs) > 0 && &rs[0] == &all[w] {
+			w += len(rs) // already in place
+		} else {
+			w += copy(all[w:], rs)
+		}
 	}
 	if n := len(plan.Remotes); n > 0 {
 		plan.Remotes[n-1].Reads = all[plan.Remotes[n-1].Bytes:w:w]

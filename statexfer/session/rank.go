@@ -12,6 +12,12 @@ import (
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
 
+// postChunk is about how many reads one posted batch holds: a plan's
+// reads are posted in chunks so that copying starts before the last
+// ones are posted (and a mapped batch above 256 KiB copies on its own
+// goroutine).
+const postChunk = 4096
+
 // stepsPerMessage bounds a MsgStage part (a step encodes to at most ~60
 // bytes, so a part stays well under a 64 KiB notification).
 const stepsPerMessage = 900
@@ -64,30 +70,19 @@ func (dr *decodeRank) run(ctx context.Context, k Key, p *peer, lr *LoadRequest, 
 	t1 := time.Now()
 	rs.Stage = t1.Sub(t0)
 	// Every read shifted into this load's ranges and checked against both
-	// sides' bounds before anything is posted.
-	reads := make([][]plan.Read, len(pl.Remotes))
+	// sides' bounds, in one pass, before anything is posted.
+	runs := make([][]transport.Ranges, len(pl.Remotes))
 	for i := range pl.Remotes {
 		rp := &pl.Remotes[i]
 		r := remotes[rp.Rank]
 		if r == nil {
 			return &rankError{phase: "plan", err: fmt.Errorf("%w: no handshake with prefill rank %d", ErrPeer, rp.Rank)}
 		}
-		rr := make([]plan.Read, len(rp.Reads))
-		for j, rd := range rp.Reads {
-			if rd.Remote == plan.Staging {
-				rd.RemoteOff += shift[rp.Rank]
-			}
-			if rd.Local == plan.Staging {
-				rd.LocalOff += scratch
-			}
-			rr[j] = rd
-		}
-		shifted := *rp
-		shifted.Reads = rr
-		if err := statexfer.CheckPlan(&shifted, &r.Meta, dr.local.Len); err != nil {
+		rr, err := statexfer.ReadRuns(rp, r, dr.local, shift[rp.Rank], scratch)
+		if err != nil {
 			return &rankError{phase: "plan", err: err}
 		}
-		reads[i] = rr
+		runs[i] = rr
 	}
 	// Nothing is read before P accepted the claim: consumed or replayed
 	// params read nothing.
@@ -102,6 +97,7 @@ func (dr *decodeRank) run(ctx context.Context, k Key, p *peer, lr *LoadRequest, 
 	}
 	type posted struct {
 		rank  int
+		first int // index of the batch's first read in the rank's reads
 		batch transport.Batch
 	}
 	var batches []posted
@@ -109,27 +105,36 @@ func (dr *decodeRank) run(ctx context.Context, k Key, p *peer, lr *LoadRequest, 
 	var errs []error
 	for i := range pl.Remotes {
 		rp := &pl.Remotes[i]
-		ops, err := dr.ops(remotes[rp.Rank], rp.Rank, reads[i])
-		if err == nil {
-			var b transport.Batch
-			if b, err = remotes[rp.Rank].Peer.Read(ops); err == nil {
-				batches = append(batches, posted{rp.Rank, b})
+		// Posted in chunks of about postChunk reads, so the first chunk
+		// is copying while later ones are posted.
+		first, n, from := 0, 0, 0
+		for k, run := range runs[i] {
+			n += len(run.Ranges)
+			if n < postChunk && k < len(runs[i])-1 {
 				continue
 			}
+			b, err := remotes[rp.Rank].Peer.ReadRanges(runs[i][from : k+1])
+			if err != nil {
+				all := make([]int, 0, len(rp.Reads)-first)
+				for j := first; j < len(rp.Reads); j++ {
+					all = append(all, j)
+				}
+				failed[rp.Rank] = all
+				errs = append(errs, fmt.Errorf("post reads to prefill rank %d: %w", rp.Rank, err))
+				break
+			}
+			batches = append(batches, posted{rp.Rank, first, b})
+			first, n, from = first+n, 0, k+1
 		}
-		all := make([]int, len(rp.Reads))
-		for j := range all {
-			all[j] = j
-		}
-		failed[rp.Rank] = all
-		errs = append(errs, fmt.Errorf("post reads to prefill rank %d: %w", rp.Rank, err))
 	}
 	t2 := time.Now()
 	rs.Post = t2.Sub(t1)
 	for _, b := range batches {
 		res := transport.Wait(ctx, b.batch)
 		if res.Err != nil {
-			failed[b.rank] = res.Failed
+			for _, j := range res.Failed {
+				failed[b.rank] = append(failed[b.rank], b.first+j)
+			}
 			errs = append(errs, fmt.Errorf("prefill rank %d: %d reads: %w", b.rank, len(res.Failed), res.Err))
 		}
 	}
@@ -163,33 +168,6 @@ func (dr *decodeRank) run(ctx context.Context, k Key, p *peer, lr *LoadRequest, 
 	}
 	rs.Steps = time.Since(t3)
 	return nil
-}
-
-// ops turns reads into transport ops (regions looked up on change only).
-func (dr *decodeRank) ops(r *statexfer.Remote, prank int, reads []plan.Read) ([]transport.Op, error) {
-	ops := make([]transport.Op, 0, len(reads))
-	var (
-		lastL, lastR plan.Region
-		lm           transport.Memory
-		rm           transport.RemoteMemory
-	)
-	for i, rd := range reads {
-		if i == 0 || rd.Local != lastL {
-			var ok bool
-			if lm, ok = dr.local.Regions[rd.Local]; !ok {
-				return nil, fmt.Errorf("%w: no local region %s", statexfer.ErrBounds, rd.Local)
-			}
-			lastL = rd.Local
-		}
-		if i == 0 || rd.Remote != lastR {
-			if rm = r.Region(rd.Remote); rm == nil {
-				return nil, fmt.Errorf("%w: prefill rank %d has no region %s", statexfer.ErrBounds, prank, rd.Remote)
-			}
-			lastR = rd.Remote
-		}
-		ops = append(ops, transport.Op{Local: lm, LocalOff: uint64(rd.LocalOff), Remote: rm, RemoteOff: uint64(rd.RemoteOff), Len: uint64(rd.Len)})
-	}
-	return ops, nil
 }
 
 // stage asks P rank rp.Rank to gather, and waits for the offset of its

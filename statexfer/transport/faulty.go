@@ -241,6 +241,10 @@ func (p *faultPeer) Import(d MemDesc) (RemoteMemory, error) {
 // Read implements Peer with OpRead faults.
 func (p *faultPeer) Read(ops []Op) (Batch, error) { return p.post(ops, OpRead) }
 
+// ReadRanges implements Peer with OpRead faults (op indexes count across
+// the runs).
+func (p *faultPeer) ReadRanges(runs []Ranges) (Batch, error) { return p.post(Flatten(runs), OpRead) }
+
 // Write implements Peer with OpWrite faults.
 func (p *faultPeer) Write(ops []Op) (Batch, error) { return p.post(ops, OpWrite) }
 

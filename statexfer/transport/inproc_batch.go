@@ -75,6 +75,9 @@ func (p *inprocPeer) Import(d MemDesc) (RemoteMemory, error) {
 // Read implements Peer.
 func (p *inprocPeer) Read(ops []Op) (Batch, error) { return p.post(ops, false) }
 
+// ReadRanges implements Peer.
+func (p *inprocPeer) ReadRanges(runs []Ranges) (Batch, error) { return p.post(Flatten(runs), false) }
+
 // Write implements Peer.
 func (p *inprocPeer) Write(ops []Op) (Batch, error) { return p.post(ops, true) }
 
@@ -89,6 +92,9 @@ func (p *inprocPeer) post(ops []Op, write bool) (Batch, error) {
 		if lm, ok := op.Local.(*inprocMem); !ok || lm.owner != p.t {
 			return nil, fmt.Errorf("%w: op %d: local memory not from this transport", ErrBadKey, i)
 		} else if lm.closed.Load() {
+			if err := p.usable(); err != nil {
+				return nil, err // a Close released it: report the Close
+			}
 			return nil, fmt.Errorf("%w: op %d: local memory released", ErrBadKey, i)
 		}
 		if rm, ok := op.Remote.(*inprocRemote); !ok || rm.link != p.link {

@@ -52,6 +52,52 @@ type Op struct {
 	Len       uint64
 }
 
+// Range is one op of a Ranges run: Len bytes between LocalOff of the run's
+// local memory and RemoteOff of its remote memory.
+type Range struct {
+	LocalOff, RemoteOff, Len uint64
+}
+
+// Ranges is a run of ops between one local and one remote memory. Plans
+// come grouped by region pair, so a backend resolves and checks the two
+// memories once per run instead of once per op, and builds no per-op
+// interface values.
+type Ranges struct {
+	Local  Memory
+	Remote RemoteMemory
+	Ranges []Range
+}
+
+// Flatten returns the ops of runs in order (op i of the result is the op
+// that Result.Failed index i names for ReadRanges).
+func Flatten(runs []Ranges) []Op {
+	n := 0
+	for _, r := range runs {
+		n += len(r.Ranges)
+	}
+	ops := make([]Op, 0, n)
+	for _, r := range runs {
+		for _, g := range r.Ranges {
+			ops = append(ops, Op{Local: r.Local, LocalOff: g.LocalOff, Remote: r.Remote, RemoteOff: g.RemoteOff, Len: g.Len})
+		}
+	}
+	return ops
+}
+
+// RunsOf groups consecutive ops with the same local and remote memory into
+// runs (the inverse of Flatten).
+func RunsOf(ops []Op) []Ranges {
+	var runs []Ranges
+	for i, op := range ops {
+		if i == 0 || op.Local != ops[i-1].Local || op.Remote != ops[i-1].Remote {
+			runs = append(runs, Ranges{Local: op.Local, Remote: op.Remote})
+		}
+		r := &runs[len(runs)-1]
+		r.Ranges = append(r.Ranges, Range{LocalOff: op.LocalOff, RemoteOff: op.RemoteOff, Len: op.Len})
+	}
+	return runs
+}
+
 // Result is the outcome of a batch. Err is nil when every op succeeded. When
 // some ops failed, Failed lists their indexes in the posted slice (ascending)
 // and Err wraps the cause of the first of them (ErrDisconnected, ErrCanceled,
@@ -128,6 +174,9 @@ type Peer interface {
 	// checked for every op before anything is posted: an out-of-range op
 	// fails the call with ErrOutOfBounds and posts nothing.
 	Read(ops []Op) (Batch, error)
+	// ReadRanges posts runs of reads: the same as Read of Flatten(runs),
+	// with the same checks (Result.Failed counts ops across the runs).
+	ReadRanges(runs []Ranges) (Batch, error)
 	// Write posts ops that copy local bytes into remote memory, with the
 	// same checks. The batch completes when the data is visible remotely.
 	Write(ops []Op) (Batch, error)
@@ -154,6 +203,24 @@ func CheckOp(i int, op Op) error {
 	rl := op.Remote.Desc().Len
 	if op.RemoteOff > rl || op.Len > rl-op.RemoteOff {
 		return fmt.Errorf("%w: op %d: remote [%d, +%d) outside %d bytes", ErrOutOfBounds, i, op.RemoteOff, op.Len, rl)
+	}
+	return nil
+}
+
+// CheckRanges validates run r, whose first op has index first in its
+// batch, against the local and remote registered bounds: one pass over the
+// ranges with the memories resolved once. The error names the first bad op
+// as CheckOp does.
+func CheckRanges(first int, r Ranges) error {
+	if r.Local == nil || r.Remote == nil {
+		return fmt.Errorf("%w: op %d: nil memory", ErrOutOfBounds, first)
+	}
+	ll := uint64(len(r.Local.Bytes()))
+	rl := r.Remote.Desc().Len
+	for k, g := range r.Ranges {
+		if g.Len == 0 || g.LocalOff > ll || g.Len > ll-g.LocalOff || g.RemoteOff > rl || g.Len > rl-g.RemoteOff {
+			return CheckOp(first+k, Op{Local: r.Local, LocalOff: g.LocalOff, Remote: r.Remote, RemoteOff: g.RemoteOff, Len: g.Len})
+		}
 	}
 	return nil
 }

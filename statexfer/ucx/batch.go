@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/hybridxfer/hybridxfer/kernels"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
 
@@ -128,8 +129,10 @@ func (b *Batch) kind() string {
 }
 
 // copyMapped serves a batch whose remote ranges are all mapped into this
-// process: a plain copy per op, on the caller's behalf.
-func (b *Batch) copyMapped(ops []transport.Op, locals []*Memory, remotes []*Remote) {
+// process: a copy per op (the streaming copy for large ones), on the
+// caller's behalf. Once the peer's mappings are gone or the batch is
+// canceled, the ops not yet copied fail.
+func (b *Batch) copyMapped(runs []run) {
 	p := b.p
 	var (
 		failed []int
@@ -137,42 +140,48 @@ func (b *Batch) copyMapped(ops []transport.Op, locals []*Memory, remotes []*Remo
 	)
 	p.mapMu.RLock()
 	gone := p.mapGone
-	for i, op := range ops {
-		var err error
-		switch {
-		case gone:
-			err = p.usable()
-		case b.cancel.Load():
-			err = fmt.Errorf("ucx: %w", transport.ErrCanceled)
-		}
-		if err != nil {
-			if first == nil {
-				first = err
+	i := 0
+	for _, r := range runs {
+		local := r.local.Bytes()
+		for _, g := range r.ranges {
+			var err error
+			switch {
+			case gone:
+				err = p.usable()
+			case b.cancel.Load():
+				err = fmt.Errorf("ucx: %w", transport.ErrCanceled)
 			}
-			failed = append(failed, i)
-			continue
-		}
-		local := locals[i].Bytes()[op.LocalOff : op.LocalOff+op.Len]
-		remote := unsafe.Slice((*byte)(unsafe.Add(remotes[i].mapped, op.RemoteOff)), op.Len)
-		if b.write {
-			copy(remote, local)
-		} else {
-			copy(local, remote)
+			if err != nil {
+				if first == nil {
+					first = err
+				}
+				failed = append(failed, i)
+				i++
+				continue
+			}
+			l := local[g.LocalOff : g.LocalOff+g.Len]
+			rem := unsafe.Slice((*byte)(unsafe.Add(r.remote.mapped, g.RemoteOff)), g.Len)
+			if b.write {
+				kernels.Memmove(rem, l)
+			} else {
+				kernels.Memmove(l, rem)
+			}
+			i++
 		}
 	}
 	p.mapMu.RUnlock()
-	var r transport.Result
+	var res transport.Result
 	if first != nil {
-		r = transport.Result{Failed: failed, Err: fmt.Errorf("ucx: %s: %d of %d ops failed: %w", b.kind(), len(failed), len(ops), first)}
+		res = transport.Result{Failed: failed, Err: fmt.Errorf("ucx: %s: %d of %d ops failed: %w", b.kind(), len(failed), b.n, first)}
 	}
-	b.settle(r)
+	b.settle(res)
 }
 
 // ---- UCX-posted batches (progress goroutine) ------------------------------
 
 // start fills in the rkeys of b's ops (remotes[i] for op i) and posts the
 // first window.
-func (t *Transport) start(b *Batch, remotes []*Remote) {
+func (t *Transport) start(b *Batch, runs []run) {
 	p := b.p
 	if p.closed {
 		err := p.usable()
@@ -186,8 +195,12 @@ func (t *Transport) start(b *Batch, remotes []*Remote) {
 		return
 	}
 	rkeys := unsafe.Slice(b.c.rkey, b.n)
-	for i, r := range remotes {
-		rkeys[i] = r.rkey
+	i := 0
+	for _, r := range runs {
+		for range r.ranges {
+			rkeys[i] = r.remote.rkey
+			i++
+		}
 	}
 	b.c.ep = p.ep
 	t.active[b] = struct{}{}

@@ -86,7 +86,7 @@ func (p *Peer) RawRead(local *Memory, remote *Remote, ranges []Range, mapped boo
 	for i, r := range ranges {
 		a[i], a[n+i], a[2*n+i] = r.RemoteOff, r.LocalOff, r.Len
 	}
-	res.Path = p.rmaPath([]*Remote{remote})
+	res.Path = p.rmaPath([]run{{remote: remote, ranges: []transport.Range{{Len: 1}}}})
 	err := p.t.callSync(func() error {
 		if p.closed {
 			return p.usable()

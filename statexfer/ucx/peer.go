@@ -252,7 +252,17 @@ func (p *Peer) destroyRkeys() {
 
 // Read implements transport.Peer.
 func (p *Peer) Read(ops []transport.Op) (transport.Batch, error) {
-	b, err := p.post(ops, false)
+	b, err := p.post(transport.RunsOf(ops), false)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// ReadRanges implements transport.Peer: each run's memories are resolved
+// and its ranges bounds-checked once, in one pass.
+func (p *Peer) ReadRanges(runs []transport.Ranges) (transport.Batch, error) {
+	b, err := p.post(runs, false)
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +272,7 @@ func (p *Peer) Read(ops []transport.Op) (transport.Batch, error) {
 // Write implements transport.Peer. The batch completes after an endpoint
 // flush, when the data is visible in the peer's memory.
 func (p *Peer) Write(ops []transport.Op) (transport.Batch, error) {
-	b, err := p.post(ops, true)
+	b, err := p.post(transport.RunsOf(ops), true)
 	if err != nil {
 		return nil, err
 	}
@@ -270,71 +280,86 @@ func (p *Peer) Write(ops []transport.Op) (transport.Batch, error) {
 }
 
 // ReadBatch and WriteBatch are Read and Write returning the concrete type.
-func (p *Peer) ReadBatch(ops []transport.Op) (*Batch, error)  { return p.post(ops, false) }
-func (p *Peer) WriteBatch(ops []transport.Op) (*Batch, error) { return p.post(ops, true) }
+func (p *Peer) ReadBatch(ops []transport.Op) (*Batch, error) {
+	return p.post(transport.RunsOf(ops), false)
+}
+func (p *Peer) WriteBatch(ops []transport.Op) (*Batch, error) {
+	return p.post(transport.RunsOf(ops), true)
+}
 
-func (p *Peer) post(ops []transport.Op, write bool) (*Batch, error) {
-	for i, op := range ops {
-		if err := transport.CheckOp(i, op); err != nil {
-			return nil, err
-		}
-	}
-	locals := make([]*Memory, len(ops))
-	remotes := make([]*Remote, len(ops))
+// run is a checked run of a batch: its memories resolved to this package's
+// types.
+type run struct {
+	local  *Memory
+	remote *Remote
+	ranges []transport.Range
+}
+
+func (p *Peer) post(in []transport.Ranges, write bool) (*Batch, error) {
+	runs := make([]run, len(in))
 	mapped := !p.t.noMap.Load()
 	var total uint64
-	for i, op := range ops {
-		lm, ok := op.Local.(*Memory)
+	n := 0
+	for i, r := range in {
+		if err := transport.CheckRanges(n, r); err != nil {
+			return nil, err
+		}
+		lm, ok := r.Local.(*Memory)
 		if !ok || lm.t != p.t {
-			return nil, fmt.Errorf("%w: %w: op %d: local memory", transport.ErrUnsupported, ErrForeignMemory, i)
+			return nil, fmt.Errorf("%w: %w: op %d: local memory", transport.ErrUnsupported, ErrForeignMemory, n)
 		}
 		if lm.closed.Load() {
-			return nil, fmt.Errorf("%w: op %d: local memory closed", transport.ErrClosed, i)
+			return nil, fmt.Errorf("%w: op %d: local memory closed", transport.ErrClosed, n)
 		}
-		rm, ok := op.Remote.(*Remote)
+		rm, ok := r.Remote.(*Remote)
 		if !ok || rm.p != p {
-			return nil, fmt.Errorf("%w: %w: op %d: remote memory not imported through this peer", transport.ErrBadKey, ErrForeignMemory, i)
+			return nil, fmt.Errorf("%w: %w: op %d: remote memory not imported through this peer", transport.ErrBadKey, ErrForeignMemory, n)
 		}
-		locals[i], remotes[i] = lm, rm
-		mapped = mapped && rm.mapped != nil
-		total += op.Len
+		for _, g := range r.Ranges {
+			total += g.Len
+		}
+		runs[i] = run{local: lm, remote: rm, ranges: r.Ranges}
+		mapped = mapped && (rm.mapped != nil || len(r.Ranges) == 0)
+		n += len(r.Ranges)
 	}
 	if err := p.usable(); err != nil {
 		return nil, err
 	}
-	b := &Batch{p: p, t: p.t, write: write, n: len(ops), bytes: total, done: make(chan struct{})}
+	b := &Batch{p: p, t: p.t, write: write, n: n, bytes: total, done: make(chan struct{})}
 	switch {
-	case len(ops) == 0:
+	case n == 0:
 		b.path = PathNone
 		b.settle(transport.Result{})
 		return b, nil
 	case mapped:
 		b.path = PathMapped
 		if total <= inlineMapped {
-			b.copyMapped(ops, locals, remotes) // small: no goroutine hand-off
+			b.copyMapped(runs) // small: no goroutine hand-off
 		} else {
-			go b.copyMapped(ops, locals, remotes)
+			go b.copyMapped(runs)
 		}
 		return b, nil
 	}
-	b.path = p.rmaPath(remotes)
-	c := C.hx_batch_new(nil, C.uint32_t(len(ops)), boolInt(write))
+	b.path = p.rmaPath(runs)
+	c := C.hx_batch_new(nil, C.uint32_t(n), boolInt(write))
 	if c == nil {
-		return nil, fmt.Errorf("%w: batch of %d ops", ErrNoResource, len(ops))
+		return nil, fmt.Errorf("%w: batch of %d ops", ErrNoResource, n)
 	}
-	n := len(ops)
 	laddr := unsafe.Slice((*uint64)(unsafe.Pointer(c.laddr)), n)
 	raddr := unsafe.Slice((*uint64)(unsafe.Pointer(c.raddr)), n)
 	lens := unsafe.Slice((*uint64)(unsafe.Pointer(c.len)), n)
-	for i, op := range ops {
-		laddr[i] = uint64(locals[i].base) + op.LocalOff
-		raddr[i] = remotes[i].desc.Addr + op.RemoteOff
-		lens[i] = op.Len
+	i := 0
+	for _, r := range runs {
+		lb, rb := uint64(r.local.base), r.remote.desc.Addr
+		for _, g := range r.ranges {
+			laddr[i], raddr[i], lens[i] = lb+g.LocalOff, rb+g.RemoteOff, g.Len
+			i++
+		}
 	}
 	b.c = c
 	// The rkeys are copied by start, on the progress goroutine: it owns
 	// them and destroys them when the peer closes.
-	err := p.t.submit(func() { p.t.start(b, remotes) })
+	err := p.t.submit(func() { p.t.start(b, runs) })
 	if err != nil {
 		C.hx_batch_free(c)
 		return nil, err
@@ -347,12 +372,12 @@ func (p *Peer) post(ops []transport.Op, write bool) (*Batch, error) {
 // works, so UCX-allocated shm) and the endpoint has get protocols on shm
 // lanes (error mode none); emulated (active messages served by the target's
 // progress) otherwise. TestOneSidedWithoutTargetProgress checks the claim.
-func (p *Peer) rmaPath(remotes []*Remote) Path {
+func (p *Peer) rmaPath(runs []run) Path {
 	if p.t.cfg.ErrMode == ErrModePeer || !p.rmaGet.Load() {
 		return PathEmulated
 	}
-	for _, r := range remotes {
-		if r.mapped == nil {
+	for _, r := range runs {
+		if r.remote.mapped == nil && len(r.ranges) > 0 {
 			return PathEmulated
 		}
 	}

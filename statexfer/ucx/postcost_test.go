@@ -3,11 +3,14 @@ package ucx
 import (
 	"testing"
 	"time"
+
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
 
-// BenchmarkPostCost times posting (ReadBatch until it returns, not the
-// copy) of 51,200 small scattered reads on the mapped path: the per-read
-// cost of checks and bookkeeping before copying starts.
+// BenchmarkPostCost times posting (ReadRanges until it returns, not the
+// copy) of 51,200 small scattered reads of one region pair on the mapped
+// path, as the decode session posts them: the per-read cost of checks and
+// bookkeeping before copying starts.
 func BenchmarkPostCost(b *testing.B) {
 	const n, size = 51200, 64
 	x := newPairB(b, Config{UCX: shmTLS()})
@@ -15,10 +18,11 @@ func BenchmarkPostCost(b *testing.B) {
 	dst := alloc(b, x.D, n*size)
 	r := importRemote(b, x.dp, src)
 	ops := scatteredPerm(dst, r, n, size)
+	runs := transport.RunsOf(ops)
 	var post time.Duration
 	for b.Loop() {
 		t0 := time.Now()
-		bt, err := x.dp.ReadBatch(ops)
+		bt, err := x.dp.ReadRanges(runs)
 		post += time.Since(t0)
 		if err != nil {
 			b.Fatal(err)

@@ -201,6 +201,10 @@ func (j *Job) PlanRequest(d, i int) (*plan.Plan, error) {
 	return j.Planner.Plan(d, j.reqs[i].planRequest(), j.Cfg.Mode)
 }
 
+// PromptLen is request i's prompt length in tokens (its transfer moves
+// the state of the positions before the last one, minus D's prefix hit).
+func (j *Job) PromptLen(i int) int { return j.reqs[i].n }
+
 // Request is request i's transfer as D's scheduler describes it.
 func (j *Job) Request(i int) *plan.Request { return j.reqs[i].planRequest() }
 

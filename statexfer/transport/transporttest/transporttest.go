@@ -34,6 +34,7 @@ var cases = []testCase{
 	{"AllocRegisterDesc", testAllocRegisterDesc},
 	{"ReadRandom", testReadRandom},
 	{"WriteRandom", testWriteRandom},
+	{"ReadRanges", testReadRanges},
 	{"LargeOps", testLargeOps},
 	{"BoundsRejected", testBoundsRejected},
 	{"NotifyOrder", testNotifyOrder},
