@@ -9,16 +9,18 @@ import "unsafe"
 // evict the caller's working set, but a destination that the caller reads
 // again soon must then come back from memory.
 //
-// It was chosen by measurement (BenchmarkMemmove, BenchmarkCopyScatter, and
-// the same copies of one hot buffer) on a 2-core AMD EPYC (Zen 5) VM with
-// DDR memory at about 15 GB/s of copy bandwidth: copying blocks scattered
-// over a 1 GiB source into a 1 GiB destination, which is what a KV transfer
-// does, streaming is 5-20% faster than copy() from 8-12 KiB blocks up, and
-// never slower from 16 KiB; copy() itself already streams from 1 MiB (Go's
-// runtime switches to non-temporal stores there). When the same block is
-// copied again and again from the caches, streaming is 2-8x slower up to the
-// L2 size, so sizes below 16 KiB, which are most often hot small copies,
-// keep using copy().
+// It was chosen with BenchmarkStreamThreshold (medians of 5 runs on a
+// 2-core AMD EPYC Zen 5 VM, 48 KiB L1D, 1 MiB L2, shared with other jobs).
+// Blocks copied from random places of a 1 GiB source to random places of a
+// 1 GiB destination, as a KV transfer does, stream faster than copy() from
+// 4-8 KiB on: x1.06 at 4 KiB, x1.07-1.20 at 8 KiB (varying between runs),
+// x1.1-1.3 from 16 KiB to 256 KiB, x1.06 at 1 MiB (where copy() streams
+// too: Go's runtime switches to non-temporal stores from 1 MiB). The same
+// block copied again and again from the caches streams far slower: x0.11 at
+// 4 KiB, x0.28 at 16 KiB, x0.6 from 64 to 256 KiB (x1.0 at 1 MiB, where
+// both stream). 16 KiB is the smallest size that gained at least 10% in
+// every run; below it, copies are more often small and hot than part of a
+// transfer, and keep copy().
 const StreamThreshold = 16 << 10
 
 // streamMin is the size from which Memmove streams: StreamThreshold, a
