@@ -302,6 +302,7 @@ func (t *Transport) run(initErr chan<- error) {
 		}
 		if active := ran || events > 0 || busy; active || t.cfg.Idle == IdleSpin {
 			t.wmu.Unlock()
+			stopSpin() // the spin slot is for idle loops waiting for the next event
 			lastActive = time.Time{}
 			if !active {
 				runtime.Gosched() // spinning: let a goroutine that needs the core run
