@@ -185,4 +185,3 @@ func (m *RankMeta) CheckAgainst(g *groups.Geometry) ([]int, error) {
 	}
 	return nb, nil
 }
-
