@@ -434,8 +434,12 @@ func (t *Transport) notifyLocked(p *Peer, msg []byte) bool {
 	if len(msg) > 0 {
 		ptr = unsafe.Pointer(&msg[0]) // hx_am_send copies it before returning
 	}
-	if t.sendNotify(p, ptr, len(msg)) && t.sleeping.Load() != 0 {
-		// The send completes in progress: wake the loop to make it.
+	t.sendNotify(p, ptr, len(msg))
+	if t.sleeping.Load() != 0 {
+		// Wake the loop (off the message's path: it is on its way): it
+		// completes a send still in flight and then spins for
+		// Config.SpinFor, ready for the answer a notification usually
+		// gets.
 		t.mu.Lock()
 		t.wakeLocked()
 		t.mu.Unlock()
@@ -443,17 +447,16 @@ func (t *Transport) notifyLocked(p *Peer, msg []byte) bool {
 	return true
 }
 
-// sendNotify posts the active message (wmu held) and reports whether it
-// is still in flight; a closed peer's message is dropped.
-func (t *Transport) sendNotify(p *Peer, msg unsafe.Pointer, n int) bool {
+// sendNotify posts the active message (wmu held); a closed peer's message
+// is dropped.
+func (t *Transport) sendNotify(p *Peer, msg unsafe.Pointer, n int) {
 	if p.closed {
-		return false
+		return
 	}
 	st := int(C.hx_am_send(p.ep, C.HX_AM_NOTIFY, C.uint64_t(t.tid), msg, C.size_t(n), 0))
 	if st != statusOK && st != statusInProgress {
 		t.failPeer(p, statusErr("ucp_am_send_nbx", st))
 	}
-	return st == statusInProgress
 }
 
 // inlineMapped is the largest mapped batch copied on the caller's
