@@ -201,7 +201,7 @@ func Open(s string, k *Key) (*Grant, error) {
 	if len(s) > MaxEncoded {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrMalformed, len(s), MaxEncoded)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s) // Strict: one spelling per grant (no slack in the last character's spare bits)
 	if err != nil {
 		return nil, fmt.Errorf("%w: not base64url: %v", ErrMalformed, err)
 	}
