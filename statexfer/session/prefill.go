@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +75,14 @@ type Prefill struct {
 
 	warn     *ratelog.Limiter // malformed-message warnings
 	refusals chan struct{}    // answers to ungranted messages in flight
+
+	// gatherHook (tests only; set before any message arrives) runs in
+	// every staging gather just before its copy.
+	gatherHook func(req string, drank int)
+	maxPending int            // per rank: staging requests assembled or gathering
+	slots      chan struct{}  // one token per gather copying now
+	stop       chan struct{}  // closed when Close begins
+	gathers    sync.WaitGroup // gathers started and not finished
 }
 
 // granted is one registered request: its token, the blocks it may be read
@@ -93,6 +103,8 @@ type prefillRank struct {
 	seen  map[string]map[int]bool       // req -> D ranks that notified
 	done  map[string]bool               // req -> released on this rank
 	peers map[string]transport.Peer     // reply address -> peer
+
+	gathering int // complete staging requests not yet answered
 }
 
 type stageKey struct {
@@ -101,8 +113,14 @@ type stageKey struct {
 	xfer  uint64
 }
 
-// maxPendingStages bounds the staging requests a rank assembles at once.
+// maxPendingStages bounds the staging requests a rank assembles or
+// gathers at once.
 const maxPendingStages = 4096
+
+// gatherSlots is how many staging gathers of one prefill session copy at
+// once: one per core the Go scheduler uses (at least two, so that one
+// decode rank's gather never waits behind another's).
+func gatherSlots() int { return max(2, runtime.GOMAXPROCS(0)) }
 
 // NewBootID returns a fresh random incarnation id.
 func NewBootID() string {
@@ -138,7 +156,8 @@ func NewPrefill(cfg PrefillConfig) (*Prefill, error) {
 		cfg.Now = time.Now
 	}
 	p := &Prefill{cfg: cfg, ranks: map[int]*prefillRank{}, grants: map[string]*granted{},
-		warn: ratelog.New(10*time.Second, 5), refusals: make(chan struct{}, maxRefusalsInFlight)}
+		warn: ratelog.New(10*time.Second, 5), refusals: make(chan struct{}, maxRefusalsInFlight),
+		maxPending: maxPendingStages, slots: make(chan struct{}, gatherSlots()), stop: make(chan struct{})}
 	h, err := openHosted("prefill", cfg.Ranks, cfg.Side, cfg.StagingBytes, cfg.Transports, func(ep *endpoint) transport.Handlers {
 		pr := &prefillRank{endpoint: ep, p: p, parts: map[stageKey][]plan.Step{}, areas: map[string]map[stageKey]int64{},
 			seen: map[string]map[int]bool{}, done: map[string]bool{}, peers: map[string]transport.Peer{}}
@@ -282,11 +301,23 @@ func (p *Prefill) mayAct(req string, xfer uint64, drank int) bool {
 	return false
 }
 
-// readable: staging step st reads only blocks granted to req.
-func (p *Prefill) readable(req string, geo *groups.Geometry, st plan.Step) bool {
+// readableAll: every staging step reads only blocks granted to req (one
+// look-up of the grant for all steps).
+func (p *Prefill) readableAll(req string, geo *groups.Geometry, steps []plan.Step) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	g := p.grants[req]
+	for i, st := range steps {
+		if !g.readable(geo, st) {
+			return fmt.Errorf("%w: staging step %d reads %s bytes [%d, %d), outside the blocks granted to request %s",
+				statexfer.ErrBounds, i, st.Src, st.SrcOff, st.SrcOff+st.Len, req)
+		}
+	}
+	return nil
+}
+
+// readable: staging step st reads only blocks granted (g nil: none).
+func (g *granted) readable(geo *groups.Geometry, st plan.Step) bool {
 	if g == nil {
 		return false
 	}
@@ -306,12 +337,36 @@ func (p *Prefill) readable(req string, geo *groups.Geometry, st plan.Step) bool 
 	return true
 }
 
-// Close stops every hosted rank and releases its memory.
+// Close stops every hosted rank and releases its memory. A staging gather
+// copying when Close begins is waited for (its result is dropped and its
+// range freed); one not yet copying is dropped. The staging ranges still
+// recorded go back to the pools.
 func (p *Prefill) Close() error {
 	p.mu.Lock()
-	p.closed = true
+	if !p.closed {
+		p.closed = true
+		close(p.stop)
+	}
 	p.mu.Unlock()
+	p.gathers.Wait()
+	for _, pr := range p.ranks {
+		pr.mu.Lock()
+		areas := pr.areas
+		pr.areas = map[string]map[stageKey]int64{}
+		pr.mu.Unlock()
+		for _, a := range areas {
+			for _, off := range a {
+				pr.putStaging(off)
+			}
+		}
+	}
 	return p.hosted.close()
+}
+
+func (p *Prefill) closing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 func (pr *prefillRank) forget(req string) {
@@ -431,12 +486,20 @@ func (pr *prefillRank) done1(m *statexfer.Message) {
 	}
 }
 
-// stage assembles a staging request's parts and, when complete, gathers
-// into a fresh range of the staging pool and answers D with its offset.
+// stage assembles a staging request's parts on the handler goroutine (in
+// the order they arrive) and, when complete, hands the gather to a
+// goroutine of its own: gathers of different (request, decode rank, load)
+// run at once, so one decode rank's staging does not wait for another's.
+// At most cap(p.slots) of them copy at once (the copy is memory-bound and
+// already splits large gathers across cores: more would only contend);
+// the others wait in arrival order, holding no staging range. Requests
+// being assembled and gathers not yet answered together count against the
+// rank's limit of staging requests in flight.
 func (pr *prefillRank) stage(m *statexfer.Message) {
+	p := pr.p
 	key := stageKey{m.ReqID, m.DRank, m.Xfer}
 	pr.mu.Lock()
-	if _, ok := pr.parts[key]; !ok && len(pr.parts) >= maxPendingStages {
+	if _, ok := pr.parts[key]; !ok && len(pr.parts)+pr.gathering >= p.maxPending {
 		pr.mu.Unlock()
 		pr.reply(m.Reply, &statexfer.Message{Type: statexfer.MsgStaged, ReqID: m.ReqID, Xfer: m.Xfer, DRank: m.DRank, PRank: pr.r,
 			Err: "too many staging requests in flight", Retry: true})
@@ -446,6 +509,7 @@ func (pr *prefillRank) stage(m *statexfer.Message) {
 	complete := m.Part >= m.Parts-1
 	if complete {
 		delete(pr.parts, key)
+		pr.gathering++
 	} else {
 		pr.parts[key] = steps
 	}
@@ -453,18 +517,73 @@ func (pr *prefillRank) stage(m *statexfer.Message) {
 	if !complete {
 		return
 	}
-	ans := &statexfer.Message{Type: statexfer.MsgStaged, ReqID: m.ReqID, Xfer: m.Xfer, DRank: m.DRank, PRank: pr.r}
-	off, err := pr.gather(key, steps)
+	if !p.startGather() { // closing: dropped (D sees the transport go)
+		pr.endGather()
+		return
+	}
+	go pr.runGather(key, m.Grant, steps, m.Reply)
+}
+
+// startGather counts a gather that Close must wait for; false once Close
+// has begun.
+func (p *Prefill) startGather() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.gathers.Add(1)
+	return true
+}
+
+func (pr *prefillRank) endGather() {
+	pr.mu.Lock()
+	pr.gathering--
+	pr.mu.Unlock()
+}
+
+// runGather waits for a copy slot, gathers and answers D through the
+// reply path. A gather that Close overtakes is dropped: one still waiting
+// for a slot never copies, one copying finishes (Close waits for it: the
+// memory it reads stays registered until then) and frees its range; neither
+// answers.
+func (pr *prefillRank) runGather(key stageKey, grant uint64, steps []plan.Step, reply []byte) {
+	p := pr.p
+	defer p.gathers.Done()
+	defer pr.endGather()
+	select {
+	case p.slots <- struct{}{}:
+	case <-p.stop:
+		return
+	}
+	select {
+	case <-p.stop:
+		<-p.slots
+		return
+	default:
+	}
+	off, err := pr.gather(key, grant, steps)
+	<-p.slots
+	if errors.Is(err, errGatherDropped) {
+		return
+	}
+	ans := &statexfer.Message{Type: statexfer.MsgStaged, ReqID: key.req, Xfer: key.xfer, DRank: key.drank, PRank: pr.r}
 	if err != nil {
 		ans.Err, ans.Retry = err.Error(), isFull(err)
 	} else {
 		ans.Offset = off
 	}
-	pr.reply(m.Reply, ans)
+	pr.reply(reply, ans)
 }
 
-// gather checks the steps, takes a staging range for them and runs them.
-func (pr *prefillRank) gather(key stageKey, steps []plan.Step) (int64, error) {
+// errGatherDropped: Close began while the gather ran (no answer).
+var errGatherDropped = errors.New("prefill closing: gather dropped")
+
+// gather checks the steps, takes a staging range for them, runs them and
+// records the range under the request, unless the request's grant ended
+// (forgotten, released or aborted) or Close began meanwhile: then the range
+// goes back to the pool here, exactly once.
+func (pr *prefillRank) gather(key stageKey, grant uint64, steps []plan.Step) (int64, error) {
 	if pr.pool == nil {
 		return 0, fmt.Errorf("%w: prefill rank %d has no staging buffer", ErrStaging, pr.r)
 	}
@@ -476,11 +595,10 @@ func (pr *prefillRank) gather(key stageKey, steps []plan.Step) (int64, error) {
 		if st.SrcOff < 0 || st.Len <= 0 || st.DstOff < 0 || st.SrcOff+st.Len > pr.local.Len(st.Src) || st.DstOff+st.Len > pr.pool.Size() {
 			return 0, fmt.Errorf("%w: staging step %d outside memory", statexfer.ErrBounds, i)
 		}
-		if !pr.p.readable(key.req, pr.local.Geo, st) {
-			return 0, fmt.Errorf("%w: staging step %d reads %s bytes [%d, %d), outside the blocks granted to request %s",
-				statexfer.ErrBounds, i, st.Src, st.SrcOff, st.SrcOff+st.Len, key.req)
-		}
 		size = max(size, st.DstOff+st.Len)
+	}
+	if err := pr.p.readableAll(key.req, pr.local.Geo, steps); err != nil {
+		return 0, err
 	}
 	off, err := pr.pool.TryGet(size)
 	if err != nil {
@@ -491,34 +609,53 @@ func (pr *prefillRank) gather(key stageKey, steps []plan.Step) (int64, error) {
 		st.DstOff += off
 		shifted[i] = st
 	}
+	if h := pr.p.gatherHook; h != nil {
+		h(key.req, key.drank)
+	}
 	if err := plan.RunSteps(pr.local.Mem, shifted); err != nil {
 		pr.putStaging(off)
 		return 0, err
 	}
-	keep := pr.p.registered(key.req)
+	// The grant is checked under pr.mu (lock order: pr.mu, then p.mu):
+	// a Forget whose grant removal comes first is seen here, and one that
+	// comes later takes pr.mu after the range is recorded and frees it.
 	pr.mu.Lock()
+	keep, closed := pr.p.keepGather(key.req, grant)
+	var old int64 = -1
 	if keep {
 		if pr.areas[key.req] == nil {
 			pr.areas[key.req] = map[stageKey]int64{}
 		}
-		if old, dup := pr.areas[key.req][key]; dup {
-			defer pr.putStaging(old)
+		if o, dup := pr.areas[key.req][key]; dup {
+			old = o
 		}
 		pr.areas[key.req][key] = off
 	}
 	pr.mu.Unlock()
-	if !keep { // forgotten while gathering
+	if old >= 0 {
+		pr.putStaging(old)
+	}
+	switch {
+	case closed:
+		pr.putStaging(off)
+		return 0, errGatherDropped
+	case !keep: // forgotten while gathering
 		pr.putStaging(off)
 		return 0, fmt.Errorf("request %s was released while staging", key.req)
 	}
 	return off, nil
 }
 
-func (p *Prefill) registered(req string) bool {
+// keepGather: a finished gather of req under grant may be recorded (the
+// grant still stands and Close has not begun); closed reports Close.
+func (p *Prefill) keepGather(req string, grant uint64) (keep, closed bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	_, ok := p.grants[req]
-	return ok
+	if p.closed {
+		return false, true
+	}
+	g, ok := p.grants[req]
+	return ok && g.token == grant, false
 }
 
 // maxRefusalsInFlight bounds the refusals being answered at once.
