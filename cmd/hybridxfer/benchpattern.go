@@ -764,9 +764,9 @@ func (r *patternReader) run(ctx context.Context, idx int, s patternShape) (patte
 	return row, nil
 }
 
-// ratio is a/b, 0 when b is 0.
+// ratio is a/b, 0 when the baseline b is missing (0).
 func ratio(a, b float64) float64 {
-	if b == 0 {
+	if b <= 0 {
 		return 0
 	}
 	return a / b

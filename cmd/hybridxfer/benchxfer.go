@@ -404,16 +404,10 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 
 // ratios fills the ratio fields (0 where a baseline is missing).
 func (r *xferResult) ratios() {
-	div := func(a, b float64) float64 {
-		if b <= 0 {
-			return 0
-		}
-		return a / b
-	}
-	r.VsLimit, r.VsMemcpy = div(r.GBps, r.LimitGBps), div(r.GBps, r.MemcpyGBps)
-	r.OneSidedVsRaw = div(r.OneSidedGBps, r.RawGBps)
-	r.FixedVsRaw = div(r.FixedOverheadUs, r.RawFixedOverheadUs)
-	r.VsTCPSocket = div(r.GBps, r.TCPSocketGBps)
+	r.VsLimit, r.VsMemcpy = ratio(r.GBps, r.LimitGBps), ratio(r.GBps, r.MemcpyGBps)
+	r.OneSidedVsRaw = ratio(r.OneSidedGBps, r.RawGBps)
+	r.FixedVsRaw = ratio(r.FixedOverheadUs, r.RawFixedOverheadUs)
+	r.VsTCPSocket = ratio(r.GBps, r.TCPSocketGBps)
 }
 
 // ucxPathCounts counts the transports' completed batches per UCX path.
