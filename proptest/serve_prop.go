@@ -94,6 +94,43 @@ func GenServeCase(maxInFlight int) *rapid.Generator[ServeCase] {
 	})
 }
 
+// servingBlocks sizes the pools of instance in, which serves the
+// requests routed to it: room for the InFlight largest of them at once (P
+// holds a request's blocks until D has read them, D until it finishes),
+// each taking, in every group, a block per BlockSize tokens of prompt and
+// output, plus one partial block, one for lookahead and the recurrent
+// scratch blocks; and a margin (a pool's block 0 is reserved,
+// prefix-cached blocks are evicted only when the pool runs short).
+func servingBlocks(mini *groups.Model, in groups.InstanceConfig, routed []ServeRequest, inFlight int) (int, error) {
+	side, err := plan.NewSide(mini, in, func(int, *groups.Geometry) int { return 1 })
+	if err != nil {
+		return 0, err
+	}
+	var needs []int
+	for _, rq := range routed {
+		tokens := len(serve.Tokenize(rq.Prompt)) + rq.MaxTokens
+		needs = append(needs, len(side.Ranks[0].Groups)*((tokens+in.BlockSize-1)/in.BlockSize+2+mini.NumSpeculativeTokens))
+	}
+	slices.Sort(needs)
+	slices.Reverse(needs)
+	total := 16
+	for _, n := range needs[:min(inFlight, len(needs))] {
+		total += n
+	}
+	return min(4096, total), nil
+}
+
+// maxEngineBytes bounds the memory one engine of a ServeCase registers:
+// the property runs up to six engines at once on CI machines of a few
+// GiB, so their pools are sized to the case's requests, not to a constant.
+const maxEngineBytes = 1 << 30
+
+func checkEngineBytes(t *rapid.T, e *serve.Engine) {
+	if b := e.RegisteredBytes(); b > maxEngineBytes {
+		t.Fatalf("an engine of %s registers %d MiB, more than the %d MiB a serving case may take", e.ModelName(), b>>20, maxEngineBytes>>20)
+	}
+}
+
 // servedResult is one request's outcome.
 type servedResult struct {
 	tokens []uint32
@@ -134,15 +171,32 @@ func CheckServing(t *rapid.T, c ServeCase) {
 			return transport.NewInproc(h), nil
 		}
 	}
-	const numBlocks = 4096
+	mini, err := refmodel.Miniature(c.Model)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	routed := func(to func(ServeRequest) bool) []ServeRequest {
+		var out []ServeRequest
+		for _, rq := range c.Requests {
+			if to(rq) {
+				out = append(out, rq)
+			}
+		}
+		return out
+	}
 	ps := make([]*serve.Engine, len(c.P))
 	for i, pi := range c.P {
+		numBlocks, err := servingBlocks(mini, pi.Config, routed(func(rq ServeRequest) bool { return rq.P == i }), c.InFlight)
+		if err != nil {
+			t.Fatalf("prefill engine %d: %v", i, err)
+		}
 		p, err := serve.New(serve.Config{Role: serve.RolePrefill, EngineID: fmt.Sprintf("P%d", i), Model: c.Model, Seed: 3, Instance: pi.Config,
 			NumBlocks: numBlocks, LeaseTTL: time.Hour, Handoff: c.Handoff, Transports: factory(nil), Serve: hs.Serve, OnCompute: onCompute, Log: quiet})
 		if err != nil {
 			t.Fatalf("prefill engine %d: %v", i, err)
 		}
 		defer p.Close()
+		checkEngineBytes(t, p)
 		ps[i] = p
 	}
 	ds := make([]*serve.Engine, len(c.D))
@@ -151,8 +205,12 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		if i == c.FaultD {
 			f = faults
 		}
+		numBlocks, err := servingBlocks(mini, di.Config, routed(func(rq ServeRequest) bool { return rq.D == i }), c.InFlight)
+		if err != nil {
+			t.Fatalf("decode engine %d: %v", i, err)
+		}
 		var d *serve.Engine
-		d, err := serve.New(serve.Config{Role: serve.RoleDecode, EngineID: fmt.Sprintf("D%d", i), Model: c.Model, Seed: 3, Instance: di.Config,
+		d, err = serve.New(serve.Config{Role: serve.RoleDecode, EngineID: fmt.Sprintf("D%d", i), Model: c.Model, Seed: 3, Instance: di.Config,
 			NumBlocks: numBlocks, Mode: di.Mode, FailurePolicy: c.Policy, TransferTimeout: 20 * time.Second, Transports: factory(f), Fetch: hs.Fetch,
 			OnCompute: onCompute, Log: quiet,
 			OnFinish: func(id string, st refmodel.Store, n int) {
@@ -167,6 +225,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 			t.Fatalf("decode engine %d: %v", i, err)
 		}
 		defer d.Close()
+		checkEngineBytes(t, d)
 		ds[i] = d
 	}
 	ctx := context.Background()

@@ -315,7 +315,16 @@ func (e *Engine) Close() error {
 // registered memory (every rank's pools and staging buffer) does not fit
 // this machine's available memory and shared memory.
 func checkMemory(side *plan.Side, numBlocks int, staging int64) error {
-	var need, page int64
+	need, page := registeredBytes(side, numBlocks, staging)
+	what := fmt.Sprintf("--num-blocks %d x %d bytes per block id on %d ranks, plus --staging-bytes %d per rank",
+		numBlocks, page/int64(len(side.Ranks)), len(side.Ranks), staging)
+	return hostmem.Check(need, what)
+}
+
+// registeredBytes is the memory an instance registers (every rank's pools
+// of numBlocks block ids and its staging buffer), and the bytes one block
+// id takes on all ranks together.
+func registeredBytes(side *plan.Side, numBlocks int, staging int64) (need, page int64) {
 	for _, g := range side.Ranks {
 		for _, pg := range g.Pools {
 			need += int64(pg.Slots) * int64(numBlocks) * int64(pg.PageStride)
@@ -323,9 +332,14 @@ func checkMemory(side *plan.Side, numBlocks int, staging int64) error {
 		}
 		need += staging
 	}
-	what := fmt.Sprintf("--num-blocks %d x %d bytes per block id on %d ranks, plus --staging-bytes %d per rank",
-		numBlocks, page/int64(len(side.Ranks)), len(side.Ranks), staging)
-	return hostmem.Check(need, what)
+	return need, page
+}
+
+// RegisteredBytes is the host memory the engine registered: every rank's
+// pools and staging buffer.
+func (e *Engine) RegisteredBytes() int64 {
+	need, _ := registeredBytes(e.side, e.cfg.NumBlocks, e.cfg.StagingBytes)
+	return need
 }
 
 // CheckIdle verifies that the engine holds no request and no lease and that
