@@ -17,6 +17,30 @@ const (
 	Separate MemoryLayout = "separate"
 )
 
+// BlockLayout says how a pool's layers share registered memory.
+type BlockLayout string
+
+// Block layouts. PerLayer registers one region per layer slot of a pool
+// (vLLM's default: a tensor per layer, block b of every layer at
+// b*PageStride of its own tensor). CrossLayer registers one region per pool
+// whose block b is the pages of all the pool's layer slots back to back,
+// in slot order (a group's layers in the group's order), so one block of a
+// group is one contiguous range across its layers (vLLM's cross-layer
+// blocks, here for recurrent groups too).
+const (
+	PerLayer   BlockLayout = "per-layer"
+	CrossLayer BlockLayout = "cross-layer"
+)
+
+// ParseBlockLayout parses per-layer or cross-layer, any case.
+func ParseBlockLayout(s string) (BlockLayout, error) {
+	switch v := BlockLayout(strings.ToLower(s)); v {
+	case PerLayer, CrossLayer:
+		return v, nil
+	}
+	return "", fmt.Errorf("%w: block layout %q (want per-layer or cross-layer)", ErrBadGeometry, s)
+}
+
 // AttnLayout is the order of an attention kernel block's K (and V) tensor.
 type AttnLayout string
 
@@ -51,9 +75,12 @@ type InstanceConfig struct {
 	Memory          MemoryLayout
 	AttnLayout      AttnLayout
 	ConvLayout      ConvLayout
+	// BlockLayout: per-layer (the default) or cross-layer regions.
+	BlockLayout BlockLayout `msgpack:",omitempty"`
 }
 
-// WithDefaults fills zero fields: unified memory, HND, DS, block size 16.
+// WithDefaults fills zero fields: unified memory, HND, DS, per-layer
+// regions, block size 16.
 func (c InstanceConfig) WithDefaults() InstanceConfig {
 	if c.TP == 0 {
 		c.TP = 1
@@ -76,6 +103,9 @@ func (c InstanceConfig) WithDefaults() InstanceConfig {
 	if c.ConvLayout == "" {
 		c.ConvLayout = DS
 	}
+	if c.BlockLayout == "" {
+		c.BlockLayout = PerLayer
+	}
 	return c
 }
 
@@ -92,6 +122,8 @@ func (c InstanceConfig) validate() error {
 		return bad("attention layout %q (want HND or NHD)", c.AttnLayout)
 	case c.ConvLayout != DS && c.ConvLayout != SD:
 		return bad("conv layout %q (want DS or SD)", c.ConvLayout)
+	case c.BlockLayout != PerLayer && c.BlockLayout != CrossLayer:
+		return bad("block layout %q (want per-layer or cross-layer)", c.BlockLayout)
 	case c.BlockSize > 1<<20:
 		return bad("block size %d too large", c.BlockSize)
 	}
@@ -133,13 +165,43 @@ type GroupGeometry struct {
 	Pool      int
 }
 
-// PoolGeometry is one block pool's memory: Slots regions (tensors) of
-// NumBlocks pages each, PageStride bytes per page. A layer at slot s keeps
-// block b at offset b*PageStride of region s.
+// PoolGeometry is one block pool's memory: Slots layer slots of NumBlocks
+// pages each, PageStride bytes per page. Per layer, slot s is region s and
+// keeps block b at offset b*PageStride; cross-layer, the pool is region 0,
+// block b spans [b*Slots*PageStride, (b+1)*Slots*PageStride), and the
+// group holding the block packs its layers' pages there back to back: slot
+// s at s*PageBytes of the group (Geometry.Place), any padding at the end.
 type PoolGeometry struct {
 	PageStride int
 	Slots      int
 	Groups     []int
+	CrossLayer bool
+}
+
+// Regions is the number of registered regions of the pool.
+func (p *PoolGeometry) Regions() int {
+	if p.CrossLayer {
+		return 1
+	}
+	return p.Slots
+}
+
+// BlockStride is the distance between consecutive block ids in a region.
+func (p *PoolGeometry) BlockStride() int {
+	if p.CrossLayer {
+		return p.Slots * p.PageStride
+	}
+	return p.PageStride
+}
+
+// Place is where the pages of layer slot slot of group g live: their
+// region in g's pool and their offset within a block.
+func (g *Geometry) Place(group, slot int) (region, offset int) {
+	gg := &g.Groups[group]
+	if g.Pools[gg.Pool].CrossLayer {
+		return 0, slot * gg.PageBytes
+	}
+	return slot, 0
 }
 
 // Geometry is everything about one rank's cache memory that the allocator,
@@ -228,6 +290,7 @@ func NewGeometry(m *Model, c InstanceConfig, rank int) (*Geometry, error) {
 			pg.Groups = append(pg.Groups, i)
 		}
 		g.Pools = []PoolGeometry{pg}
+		g.setBlockLayout()
 		return g, nil
 	}
 	// Separate: one pool per layer spec; groups of equal spec share it.
@@ -252,7 +315,14 @@ func NewGeometry(m *Model, c InstanceConfig, rank int) (*Geometry, error) {
 		g.Pools[p].Slots = max(g.Pools[p].Slots, len(gg.Layers))
 		g.Pools[p].Groups = append(g.Pools[p].Groups, i)
 	}
+	g.setBlockLayout()
 	return g, nil
+}
+
+func (g *Geometry) setBlockLayout() {
+	for i := range g.Pools {
+		g.Pools[i].CrossLayer = g.Config.BlockLayout == CrossLayer
+	}
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
@@ -260,23 +330,38 @@ func ceilDiv(a, b int) int { return (a + b - 1) / b }
 // Layer returns the per-layer addressing helper for model layer i.
 func (g *Geometry) Layer(i int) LayerGeometry {
 	gg := &g.Groups[g.LayerGroup[i]]
+	pg := &g.Pools[gg.Pool]
+	region, off := g.Place(g.LayerGroup[i], g.LayerSlot[i])
 	return LayerGeometry{
 		LayerShape: g.Shapes[i], Index: i, Group: gg.ID, Pool: gg.Pool, Slot: g.LayerSlot[i],
+		Region: region, SlotOffset: off, BlockStride: pg.BlockStride(),
 		BlockSize: gg.BlockSize, KernelBlockSize: g.Config.KernelBlockSize,
-		PageStride: g.Pools[gg.Pool].PageStride, PageBytes: gg.PageBytes,
+		PageStride: pg.PageStride, PageBytes: gg.PageBytes,
 		AttnLayout: g.Config.AttnLayout, ConvLayout: g.Config.ConvLayout,
 	}
 }
 
 // LayerGeometry locates every element of one layer's page on one rank.
+// Block id b's page of the layer starts at PageOffset(b) of region
+// (Pool, Region) and spans PageBytes (PageStride with padding).
 type LayerGeometry struct {
 	LayerShape
 	Index, Group, Pool, Slot int
-	BlockSize                int
-	KernelBlockSize          int
-	PageStride, PageBytes    int
-	AttnLayout               AttnLayout
-	ConvLayout               ConvLayout
+	// Region is the layer's region within its pool (its slot per layer, 0
+	// cross-layer); SlotOffset the offset of its page within a block (0
+	// per layer, Slot*PageBytes cross-layer);
+	// BlockStride the distance between block ids in the region.
+	Region, SlotOffset, BlockStride int
+	BlockSize                       int
+	KernelBlockSize                 int
+	PageStride, PageBytes           int
+	AttnLayout                      AttnLayout
+	ConvLayout                      ConvLayout
+}
+
+// PageOffset is the offset of block id b's page of the layer in its region.
+func (l *LayerGeometry) PageOffset(b int) int64 {
+	return int64(b)*int64(l.BlockStride) + int64(l.SlotOffset)
 }
 
 // kernelBlock returns the byte offset of the kernel block holding token t and

@@ -113,7 +113,7 @@ func TestPageOffsetsTilePage(t *testing.T) {
 			covered := 0
 			table := func(int) int { return 1 }
 			oracle.Visit(g, li, table, 0, l.BlockSize, func(off int64, n int, _ oracle.Coord) {
-				in := int(off) - l.PageStride // block 1
+				in := int(off - l.PageOffset(1))
 				if in < 0 || in+n > l.PageBytes {
 					t.Fatalf("layer %d: vector [%d,+%d) outside page of %d bytes", li, in, n, l.PageBytes)
 				}
@@ -130,6 +130,52 @@ func TestPageOffsetsTilePage(t *testing.T) {
 			}
 			if l.PageBytes > l.PageStride {
 				t.Fatalf("layer %d: page %d larger than stride %d", li, l.PageBytes, l.PageStride)
+			}
+		}
+	})
+}
+
+// Every layer of a group has its own page within each block, inside the
+// block's stride: per layer, a region per slot with the page at the
+// block's start; cross-layer, one region with the group's pages packed
+// back to back, so a block of a group is contiguous across its layers.
+func TestBlockLayoutPlacesSlots(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		m := proptest.GenTransferModel().Draw(t, "model")
+		c := proptest.GenInstance(t, "inst", rapid.SampledFrom([]int{1, 2, 4, 8}).Draw(t, "tp"))
+		g, err := groups.NewGeometry(m, c, rapid.IntRange(0, c.TP-1).Draw(t, "rank"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := rapid.IntRange(0, 1000).Draw(t, "block")
+		type place struct{ group, region, slot int }
+		at := map[place][2]int64{}
+		for li := range m.Layers {
+			l := g.Layer(li)
+			pg := &g.Pools[l.Pool]
+			if pg.CrossLayer != (c.BlockLayout == groups.CrossLayer) {
+				t.Fatalf("pool %d: cross-layer %v under %s", l.Pool, pg.CrossLayer, c.BlockLayout)
+			}
+			if l.Region < 0 || l.Region >= pg.Regions() {
+				t.Fatalf("layer %d: region %d of %d", li, l.Region, pg.Regions())
+			}
+			lo := l.PageOffset(b)
+			hi := lo + int64(l.PageBytes)
+			if lo < int64(b)*int64(l.BlockStride) || hi > int64(b+1)*int64(l.BlockStride) {
+				t.Fatalf("layer %d: page [%d,%d) outside block %d of stride %d", li, lo, hi, b, l.BlockStride)
+			}
+			if c.BlockLayout == groups.CrossLayer && l.SlotOffset != l.Slot*l.PageBytes {
+				t.Fatalf("layer %d slot %d: page at %d of its block, want %d (packed)", li, l.Slot, l.SlotOffset, l.Slot*l.PageBytes)
+			}
+			at[place{l.Group, l.Region, l.Slot}] = [2]int64{lo, lo + int64(l.PageBytes)}
+		}
+		// Groups of one unified pool share its block ids (a block belongs to
+		// one group at a time): a group's layers must not overlap.
+		for p, r := range at {
+			for q, s := range at {
+				if p != q && p.group == q.group && p.region == q.region && r[0] < s[1] && s[0] < r[1] {
+					t.Fatalf("slots %+v [%d,%d) and %+v [%d,%d) overlap", p, r[0], r[1], q, s[0], s[1])
+				}
 			}
 		}
 	})

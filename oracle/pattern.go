@@ -86,17 +86,16 @@ type Table func(k int) int
 // Visit calls fn for every vector of layer li's state on geometry g: for
 // per-token layers the positions [lo, hi) whose block is not null, for
 // recurrent layers the whole state in block table(0). off is the byte
-// offset within the layer's region (pool g.Groups[..].Pool, slot
-// g.LayerSlot[li]), n the vector's length.
+// offset within the layer's region (g.Layer(li): pool Pool, region
+// Region), n the vector's length.
 func Visit(g *groups.Geometry, li int, table Table, lo, hi int, fn func(off int64, n int, c Coord)) {
 	l := g.Layer(li)
-	stride := int64(l.PageStride)
 	if l.Layer.Kind == groups.Recurrent {
 		id := table(0)
 		if id == 0 {
 			return
 		}
-		base := int64(id) * stride
+		base := l.PageOffset(id)
 		e := l.ConvElem
 		for si, s := range l.Segments {
 			for c := 0; c < s.Channels(); c++ {
@@ -119,7 +118,7 @@ func Visit(g *groups.Geometry, li int, table Table, lo, hi int, fn func(off int6
 		if id == 0 {
 			continue
 		}
-		base := int64(id) * stride
+		base := l.PageOffset(id)
 		in := t % bs
 		for h := 0; h < l.Heads.Count; h++ {
 			gh := l.Heads.First + h

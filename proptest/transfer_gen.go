@@ -136,6 +136,7 @@ func GenInstance(t *rapid.T, label string, tp int) groups.InstanceConfig {
 		Memory:          rapid.SampledFrom([]groups.MemoryLayout{groups.Unified, groups.Separate}).Draw(t, label+"_memory"),
 		AttnLayout:      rapid.SampledFrom([]groups.AttnLayout{groups.HND, groups.NHD}).Draw(t, label+"_layout"),
 		ConvLayout:      rapid.SampledFrom([]groups.ConvLayout{groups.DS, groups.SD}).Draw(t, label+"_conv_layout"),
+		BlockLayout:     rapid.SampledFrom([]groups.BlockLayout{groups.PerLayer, groups.CrossLayer}).Draw(t, label+"_block_layout"),
 	}
 }
 

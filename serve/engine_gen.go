@@ -572,7 +572,7 @@ func (e *Engine) loadMetrics(st *session.LoadStats, dblocks [][]int) {
 		if reg.Pool < 0 {
 			return
 		}
-		stride := int64(e.side.Ranks[0].Pools[reg.Pool].PageStride)
+		stride := int64(e.side.Ranks[0].Pools[reg.Pool].BlockStride())
 		if k, ok := kinds[[2]int{reg.Pool, int(off / stride)}]; ok {
 			m.BytesByKind(k, n)
 		}

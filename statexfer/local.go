@@ -11,7 +11,8 @@ import (
 )
 
 // Local is one rank's cache memory, registered with a transport: a region
-// per (pool, slot) of numBlocks pages, and optionally a staging buffer.
+// per (pool, slot) of numBlocks pages (per pool, cross-layer), and
+// optionally a staging buffer.
 type Local struct {
 	Geo       *groups.Geometry
 	NumBlocks []int
@@ -32,9 +33,9 @@ func NewLocal(tr transport.Transport, g *groups.Geometry, numBlocks []int, stagi
 		return m.Bytes(), nil
 	}
 	for p, pg := range g.Pools {
-		l.Mem.Pools[p] = make([][]byte, pg.Slots)
-		for s := 0; s < pg.Slots; s++ {
-			b, err := alloc(plan.Region{Pool: p, Slot: s}, int64(numBlocks[p])*int64(pg.PageStride))
+		l.Mem.Pools[p] = make([][]byte, pg.Regions())
+		for s := 0; s < pg.Regions(); s++ {
+			b, err := alloc(plan.Region{Pool: p, Slot: s}, int64(numBlocks[p])*int64(pg.BlockStride()))
 			if err != nil {
 				return nil, err
 			}
@@ -72,9 +73,9 @@ func (l *Local) Meta(engineID string, dp int, addr []byte, now time.Time) RankMe
 		m.Groups = append(m.Groups, gm)
 	}
 	for p, pg := range l.Geo.Pools {
-		for s := 0; s < pg.Slots; s++ {
+		for s := 0; s < pg.Regions(); s++ {
 			d := l.Regions[plan.Region{Pool: p, Slot: s}].Desc()
-			m.Regions = append(m.Regions, RegionMeta{Pool: p, Slot: s, Addr: d.Addr, Len: d.Len, Key: d.Key, Stride: int64(pg.PageStride), NumBlocks: l.NumBlocks[p]})
+			m.Regions = append(m.Regions, RegionMeta{Pool: p, Slot: s, Addr: d.Addr, Len: d.Len, Key: d.Key, Stride: int64(pg.BlockStride()), NumBlocks: l.NumBlocks[p]})
 		}
 	}
 	if st, ok := l.Regions[plan.Staging]; ok {

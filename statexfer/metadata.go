@@ -11,7 +11,7 @@ import (
 )
 
 // MetadataVersion is the version of the RankMeta encoding.
-const MetadataVersion = 2
+const MetadataVersion = 3
 
 // ProtocolVersion enters the compatibility hash: P and D of different
 // protocol versions refuse each other. Version 2: grants, transfer ids,
@@ -148,7 +148,8 @@ func (m *RankMeta) Region(r plan.Region) *RegionMeta {
 
 // CheckAgainst compares a remote rank's metadata with the geometry this side
 // computes for the remote's InstanceConfig: same tp, groups, block sizes,
-// page sizes, pools, strides and a region for every (pool, slot). Returns
+// page sizes, pools, block layout, strides and a region for every (pool,
+// slot), or for every pool cross-layer. Returns
 // the remote's block count per pool.
 func (m *RankMeta) CheckAgainst(g *groups.Geometry) ([]int, error) {
 	bad := func(f string, a ...any) error {
@@ -169,13 +170,13 @@ func (m *RankMeta) CheckAgainst(g *groups.Geometry) ([]int, error) {
 	nb := make([]int, len(g.Pools))
 	for p, pg := range g.Pools {
 		nb[p] = -1
-		for s := 0; s < pg.Slots; s++ {
+		for s := 0; s < pg.Regions(); s++ {
 			r := m.Region(plan.Region{Pool: p, Slot: s})
 			if r == nil {
-				return nil, bad("no region for pool %d slot %d", p, s)
+				return nil, bad("no region for pool %d slot %d (%s)", p, s, g.Config.BlockLayout)
 			}
-			if r.Stride != int64(pg.PageStride) {
-				return nil, bad("pool %d slot %d: stride %d, expected %d", p, s, r.Stride, pg.PageStride)
+			if r.Stride != int64(pg.BlockStride()) {
+				return nil, bad("pool %d slot %d: stride %d, expected %d (%s)", p, s, r.Stride, pg.BlockStride(), g.Config.BlockLayout)
 			}
 			if nb[p] >= 0 && r.NumBlocks != nb[p] {
 				return nil, bad("pool %d: slots disagree on the block count", p)

@@ -3,6 +3,7 @@ package statexfer
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,6 +125,30 @@ func TestRankMetaRoundTripAndChecks(t *testing.T) {
 	other, _ := groups.NewGeometry(l.Geo.Model, groups.InstanceConfig{TP: 2, BlockSize: 64}, 1)
 	if _, err := ms[0].CheckAgainst(other); !errors.Is(err, ErrMetadata) {
 		t.Errorf("different block size accepted: %v", err)
+	}
+	// Regions registered per layer do not pass for a cross-layer geometry
+	// (one region per pool, its stride a whole block of every slot), nor
+	// the other way round.
+	cross, _ := groups.NewGeometry(l.Geo.Model, groups.InstanceConfig{TP: 2, BlockLayout: groups.CrossLayer}, 1)
+	if _, err := ms[0].CheckAgainst(cross); !errors.Is(err, ErrMetadata) || !strings.Contains(err.Error(), "cross-layer") {
+		t.Errorf("per-layer regions accepted for a cross-layer geometry: %v", err)
+	}
+	tr2 := transport.NewInproc(transport.Handlers{})
+	t.Cleanup(func() { tr2.Close() })
+	lc, err := NewLocal(tr2, cross, []int{5}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	cm := lc.Meta("p", 0, tr2.Address(), time.Unix(0, 42))
+	if len(cm.Regions) != len(cross.Pools) || cm.Config.BlockLayout != groups.CrossLayer {
+		t.Errorf("cross-layer rank registers %d regions for %d pools (layout %q)", len(cm.Regions), len(cross.Pools), cm.Config.BlockLayout)
+	}
+	if nb, err := cm.CheckAgainst(cross); err != nil || nb[0] != 5 {
+		t.Errorf("cross-layer metadata against its own geometry: %v %v", nb, err)
+	}
+	if _, err := cm.CheckAgainst(l.Geo); !errors.Is(err, ErrMetadata) {
+		t.Errorf("cross-layer regions accepted for a per-layer geometry: %v", err)
 	}
 	bad := meta
 	bad.Regions = append([]RegionMeta(nil), meta.Regions...)

@@ -614,7 +614,7 @@ func fixedOverhead(ctx context.Context, j *verify.Job, dec *verify.Decode, dr *b
 	}
 	one := func() *plan.Plan {
 		return &plan.Plan{Mode: plan.Direct, DRank: drank, Notify: []int{pr}, Remotes: []plan.RemotePlan{{Rank: pr, Bytes: n,
-			Reads: []plan.Read{{Remote: plan.Region{Pool: pl.Pool, Slot: pl.Slot}, RemoteOff: int64(pl.PageStride), Local: plan.Region{Pool: lg.Pool, Slot: lg.Slot}, LocalOff: int64(lg.PageStride), Len: n}}}}}
+			Reads: []plan.Read{{Remote: plan.LayerRegion(&pl), RemoteOff: pl.PageOffset(1), Local: plan.LayerRegion(&lg), LocalOff: lg.PageOffset(1), Len: n}}}}}
 	}
 	rem := dr.Remotes[pr]
 	if err := rem.Peer.Notify(append(bytes.Clone(echoPing), dec.Session.Transport(drank).Address()...)); err != nil {
@@ -641,8 +641,8 @@ func fixedOverhead(ctx context.Context, j *verify.Job, dec *verify.Decode, dr *b
 			return err
 		}
 	}
-	local := dr.Local.Regions[plan.Region{Pool: lg.Pool, Slot: lg.Slot}].(*ucx.Memory)
-	remote := rem.Region(plan.Region{Pool: pl.Pool, Slot: pl.Slot}).(*ucx.Remote)
+	local := dr.Local.Regions[plan.LayerRegion(&lg)].(*ucx.Memory)
+	remote := rem.Region(plan.LayerRegion(&pl)).(*ucx.Remote)
 	var ours, raws []float64
 	for round := 0; round < 7; round++ {
 		t0 := time.Now()

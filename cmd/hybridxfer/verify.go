@@ -25,6 +25,7 @@ type instanceFlags struct {
 	tp                     int
 	blockSize, kernelBlock int
 	layout, conv, memory   string
+	blockLayout            string
 }
 
 func (f *instanceFlags) register(c *cobra.Command, side string, tp int) {
@@ -39,6 +40,7 @@ func (f *instanceFlags) register(c *cobra.Command, side string, tp int) {
 	c.Flags().StringVar(&f.layout, p+"layout", "HND", what+"attention layout: HND or NHD")
 	c.Flags().StringVar(&f.conv, p+"conv-layout", "DS", what+"conv state layout: DS or SD")
 	c.Flags().StringVar(&f.memory, p+"memory", "unified", what+"memory layout: unified or separate")
+	c.Flags().StringVar(&f.blockLayout, p+"block-layout", "per-layer", what+"block layout: per-layer (a region per layer) or cross-layer (a region per pool, each block contiguous across its layers)")
 }
 
 func (f *instanceFlags) config() (groups.InstanceConfig, error) {
@@ -51,6 +53,9 @@ func (f *instanceFlags) config() (groups.InstanceConfig, error) {
 		return c, err
 	}
 	if c.Memory, err = groups.ParseMemoryLayout(f.memory); err != nil {
+		return c, err
+	}
+	if c.BlockLayout, err = groups.ParseBlockLayout(f.blockLayout); err != nil {
 		return c, err
 	}
 	var fc flagChecks

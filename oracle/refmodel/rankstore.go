@@ -29,8 +29,8 @@ func SliceTable(tab [][]int) BlockTable {
 // RankStore is a Store over the cache memory of every rank of one instance
 // (P or D), in the real layouts: one request, located through its block
 // table and the ranks' geometries. Offsets come from groups.LayerGeometry
-// alone: block id * PageStride + KOffset / VOffset / ScaleOffset /
-// ConvOffset / StateOffset, in region (pool, slot) of the layer.
+// alone: PageOffset(block id) + KOffset / VOffset / ScaleOffset /
+// ConvOffset / StateOffset, in the layer's region (plan.LayerRegion).
 //
 // A write goes to every rank that holds the coordinate (replicated KV
 // heads and Mamba2 groups, MLA and indexer caches on all ranks); a read
@@ -77,8 +77,8 @@ func NewRankStore(geos []*groups.Geometry, mems []*plan.RankMemory, table BlockT
 			return nil, bad("rank %d: memory has %d pools, geometry %d", r, len(mems[r].Pools), len(g.Pools))
 		}
 		for p := range g.Pools {
-			if len(mems[r].Pools[p]) != g.Pools[p].Slots {
-				return nil, bad("rank %d pool %d: memory has %d slots, geometry %d", r, p, len(mems[r].Pools[p]), g.Pools[p].Slots)
+			if len(mems[r].Pools[p]) != g.Pools[p].Regions() {
+				return nil, bad("rank %d pool %d: memory has %d regions, geometry %d", r, p, len(mems[r].Pools[p]), g.Pools[p].Regions())
 			}
 		}
 		for gi := range g.Groups {
@@ -198,11 +198,12 @@ func (s *RankStore) access(r int, c oracle.Coord, vals []float32, write bool) (b
 		}
 		return true, fmt.Errorf("%w: %+v: null block (group %d)", ErrMissingState, c, lg.Group)
 	}
-	buf := s.ranks[r].mem.Region(plan.Region{Pool: lg.Pool, Slot: lg.Slot})
-	if id < 0 || int64(id+1)*int64(lg.PageStride) > int64(len(buf)) {
-		return true, fmt.Errorf("%w: block %d of group %d on rank %d (%d bytes per page, region of %d bytes)", ErrBadBlock, id, lg.Group, r, lg.PageStride, len(buf))
+	buf := s.ranks[r].mem.Region(plan.LayerRegion(lg))
+	if id < 0 || lg.PageOffset(id)+int64(lg.PageStride) > int64(len(buf)) {
+		return true, fmt.Errorf("%w: block %d of group %d on rank %d (%d bytes per block, region of %d bytes)", ErrBadBlock, id, lg.Group, r, lg.BlockStride, len(buf))
 	}
-	page := buf[id*lg.PageStride : (id+1)*lg.PageStride]
+	at := lg.PageOffset(id)
+	page := buf[at : at+int64(lg.PageStride)]
 	var off int
 	switch c.Part {
 	case oracle.PartConv:

@@ -231,7 +231,7 @@ func (b *builder) tokens(g int) (*template, error) {
 		parts = append(parts, partKS, partVS)
 	}
 	e := tokenEmitter{t: t, dl: &dl, pls: pls, bsP: bsP, bsD: bsD, pIDs: pIDs, firstP: firstP, dIDs: dIDs,
-		strideP: int64(pl.P.Ranks[0].Pools[pPool].PageStride), strideD: int64(dl.PageStride)}
+		strideP: int64(pl.P.Ranks[0].Pools[pPool].BlockStride()), strideD: int64(dl.BlockStride)}
 	kbsD := kernelBlock(&dl)
 	// Fast path: when P's page for this layer has the same structure as D's
 	// (layout, kernel block, heads) and D's heads all come from one P rank
@@ -339,8 +339,8 @@ func (b *builder) recurrent(g int) (*template, error) {
 	if req.Tokens == 0 {
 		return t, nil
 	}
-	srcBase := int64(pid) * int64(pl.P.Ranks[0].Pools[pg.Pool].PageStride)
-	dstBase := int64(did) * int64(dl.PageStride)
+	srcBase := int64(pid) * int64(pl.P.Ranks[0].Pools[pg.Pool].BlockStride())
+	dstBase := int64(did) * int64(dl.BlockStride)
 	pls := make([]groups.LayerGeometry, pl.P.TP())
 	for p := range pls {
 		pls[p] = pl.P.Ranks[p].Layer(li)
@@ -420,10 +420,14 @@ type bucket struct {
 }
 
 // instantiate turns the group templates into a direct-mode plan: every layer
-// of a group gets its template with its own regions. Reads are bucketed by
-// (P rank, P region, D region); a bucket fed by several layers (groups
-// sharing a slot in a unified pool) merges their sorted runs, so reads that
-// continue each other across groups coalesce too.
+// of a group gets its template with its own regions and, cross-layer, its
+// slot's offset within a block. Reads are bucketed by (P rank, P region, D
+// region); a bucket fed by several layers (groups sharing a slot in a
+// unified pool, every layer of a cross-layer pool) merges their sorted
+// runs, so reads that continue each other across groups and layers
+// coalesce too: cross-layer to cross-layer with equal pages, a block of a
+// group is one read, and a run of blocks consecutive on both sides too
+// where the group's pages fill the block.
 func (b *builder) instantiate(tmpls []*template) *Plan {
 	pl := b.pl
 	pGeo, dGeo := pl.P.Ranks[0], pl.D.Ranks[b.d]
@@ -432,8 +436,13 @@ func (b *builder) instantiate(tmpls []*template) *Plan {
 		rank          int
 		remote, local Region
 	}
-	regions := func(g, li int) (Region, Region) {
-		return Region{Pool: pGeo.Groups[g].Pool, Slot: pGeo.LayerSlot[li]}, Region{Pool: dGeo.Groups[g].Pool, Slot: dGeo.LayerSlot[li]}
+	// regions gives layer li's regions on P and D and its page's offset
+	// within a block on each.
+	regions := func(g, li int) (pReg, dReg Region, pOff, dOff int64) {
+		pp, dp := pGeo.Groups[g].Pool, dGeo.Groups[g].Pool
+		pr, po := pGeo.Place(g, pGeo.LayerSlot[li])
+		dr, do := dGeo.Place(g, dGeo.LayerSlot[li])
+		return Region{Pool: pp, Slot: pr}, Region{Pool: dp, Slot: dr}, int64(po), int64(do)
 	}
 	// chunks calls fn for each run of template reads with the same P rank
 	// and destination kind (templates are sorted that way).
@@ -460,7 +469,7 @@ func (b *builder) instantiate(tmpls []*template) *Plan {
 	total := 0
 	for g, t := range tmpls {
 		for _, li := range dGeo.Groups[g].Layers {
-			pReg, dReg := regions(g, li)
+			pReg, dReg, _, _ := regions(g, li)
 			chunks(t, func(i, j int) {
 				k := key{t.reads[i].pRank, pReg, localOf(dReg, t.reads[i].dst)}
 				bk := index[k]
@@ -490,21 +499,21 @@ func (b *builder) instantiate(tmpls []*template) *Plan {
 	// Pass 2: fill the buckets, one sorted run per (group, layer).
 	for g, t := range tmpls {
 		for _, li := range dGeo.Groups[g].Layers {
-			pReg, dReg := regions(g, li)
+			pReg, dReg, pOff, dOff := regions(g, li)
 			base := plan.ScratchBytes
 			plan.ScratchBytes += t.scratch
 			resolve := func(l loc) (Region, int64) {
 				if l.kind == locScratch {
 					return Staging, base + l.off
 				}
-				return dReg, l.off
+				return dReg, l.off + dOff
 			}
 			chunks(t, func(i, j int) {
 				bk := index[key{t.reads[i].pRank, pReg, localOf(dReg, t.reads[i].dst)}]
 				bk.runs = append(bk.runs, len(bk.reads))
 				for _, r := range t.reads[i:j] {
 					local, off := resolve(r.dst)
-					bk.reads = append(bk.reads, Read{Remote: pReg, RemoteOff: r.src, Local: local, LocalOff: off, Len: r.n})
+					bk.reads = append(bk.reads, Read{Remote: pReg, RemoteOff: r.src + pOff, Local: local, LocalOff: off, Len: r.n})
 				}
 			})
 			for _, s := range t.post {

@@ -8,8 +8,9 @@ import (
 )
 
 // RankMemory is one rank's cache memory as Go byte slices: per pool, per
-// slot, NumBlocks pages of PageStride bytes; plus a staging buffer. It is
-// what the in-process executor moves bytes between.
+// region (a layer slot, or the whole pool cross-layer), NumBlocks blocks of
+// the pool's BlockStride bytes; plus a staging buffer. It is what the
+// in-process executor moves bytes between.
 type RankMemory struct {
 	Pools   [][][]byte
 	Staging []byte
@@ -19,9 +20,9 @@ type RankMemory struct {
 func NewRankMemory(g *groups.Geometry, numBlocks []int) *RankMemory {
 	m := &RankMemory{Pools: make([][][]byte, len(g.Pools))}
 	for p, pg := range g.Pools {
-		m.Pools[p] = make([][]byte, pg.Slots)
+		m.Pools[p] = make([][]byte, pg.Regions())
 		for s := range m.Pools[p] {
-			m.Pools[p][s] = make([]byte, numBlocks[p]*pg.PageStride)
+			m.Pools[p][s] = make([]byte, numBlocks[p]*pg.BlockStride())
 		}
 	}
 	return m

@@ -62,6 +62,14 @@ var goldenCases = []goldenCase{
 		groups.InstanceConfig{TP: 1, BlockSize: 4, KernelBlockSize: 4}, 7, 0, Direct},
 	{"hybrid-tp2-to-tp1-staged", tinyHybrid(), groups.InstanceConfig{TP: 2, BlockSize: 4, KernelBlockSize: 4},
 		groups.InstanceConfig{TP: 1, BlockSize: 4, KernelBlockSize: 4}, 9, 0, Staged},
+	{"hybrid-cross-layer-both-tp2-separate", tinyHybrid(), groups.InstanceConfig{TP: 2, BlockSize: 4, KernelBlockSize: 4, Memory: groups.Separate, BlockLayout: groups.CrossLayer},
+		groups.InstanceConfig{TP: 2, BlockSize: 4, KernelBlockSize: 4, Memory: groups.Separate, BlockLayout: groups.CrossLayer}, 8, 0, Direct},
+	{"mla-per-layer-to-cross-layer-tp1-to-tp2", tinyMLA(), groups.InstanceConfig{TP: 1, BlockSize: 4, KernelBlockSize: 4},
+		groups.InstanceConfig{TP: 2, BlockSize: 4, KernelBlockSize: 4, BlockLayout: groups.CrossLayer}, 8, 0, Direct},
+	{"mla-cross-layer-both-tp2-to-tp1", tinyMLA(), groups.InstanceConfig{TP: 2, BlockSize: 4, KernelBlockSize: 4, BlockLayout: groups.CrossLayer},
+		groups.InstanceConfig{TP: 1, BlockSize: 4, KernelBlockSize: 4, BlockLayout: groups.CrossLayer}, 9, 0, Direct},
+	{"hybrid-cross-layer-to-per-layer-tp1-to-tp2-staged", tinyHybrid(), groups.InstanceConfig{TP: 1, BlockSize: 4, KernelBlockSize: 4, BlockLayout: groups.CrossLayer},
+		groups.InstanceConfig{TP: 2, BlockSize: 4, KernelBlockSize: 4, ConvLayout: groups.SD}, 9, 0, Staged},
 }
 
 // dump renders every D rank's plan for c as text.
@@ -72,6 +80,18 @@ func dump(c goldenCase) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s: P tp %d -> D tp %d, %d tokens, D prefix hit %d, mode %s\n", c.model.Name, c.p.TP, c.d.TP, c.tokens, c.hit, c.mode)
+	for _, x := range []struct {
+		side string
+		s    *Side
+	}{{"P", pl.P}, {"D", pl.D}} {
+		if x.s.Ranks[0].Config.BlockLayout == groups.CrossLayer {
+			fmt.Fprintf(&b, "# %s cross-layer:", x.side)
+			for p := range x.s.Ranks[0].Pools {
+				fmt.Fprintf(&b, " pool %d block stride %d", p, x.s.Ranks[0].Pools[p].BlockStride())
+			}
+			fmt.Fprintln(&b)
+		}
+	}
 	for gi, g := range pl.P.Ranks[0].Groups {
 		fmt.Fprintf(&b, "# group %d %s layers %v: P block %d page %d stride %d, D block %d page %d stride %d\n", gi, g.Kind, g.Layers,
 			g.BlockSize, g.PageBytes, pl.P.Ranks[0].Pools[g.Pool].PageStride,

@@ -12,6 +12,23 @@ import (
 // order (worst-case fragmentation: neighbouring positions rarely sit in
 // neighbouring blocks). hit is D's prefix hit in tokens.
 func Synthetic(m *groups.Model, pc, dc groups.InstanceConfig, tokens, hit int, seed uint64) (*Planner, *Request, error) {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	return synthetic(m, pc, dc, tokens, hit, rng.Perm)
+}
+
+// SyntheticInOrder is Synthetic with block ids handed out in order (a fresh
+// allocator: each group's blocks consecutive, no fragmentation).
+func SyntheticInOrder(m *groups.Model, pc, dc groups.InstanceConfig, tokens, hit int) (*Planner, *Request, error) {
+	return synthetic(m, pc, dc, tokens, hit, func(n int) []int {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = i
+		}
+		return out
+	})
+}
+
+func synthetic(m *groups.Model, pc, dc groups.InstanceConfig, tokens, hit int, perm func(int) []int) (*Planner, *Request, error) {
 	pg, err := groups.NewGeometry(m, pc, 0)
 	if err != nil {
 		return nil, nil, err
@@ -20,7 +37,6 @@ func Synthetic(m *groups.Model, pc, dc groups.InstanceConfig, tokens, hit int, s
 	if err != nil {
 		return nil, nil, err
 	}
-	rng := rand.New(rand.NewPCG(seed, 1))
 	ng := len(pg.Groups)
 	req := &Request{Tokens: tokens, DHit: hit, PBlocks: make([][]int, ng), DBlocks: make([][]int, ng)}
 	need := func(g *groups.Geometry, gi, n int) (first, count int) {
@@ -43,7 +59,7 @@ func Synthetic(m *groups.Model, pc, dc groups.InstanceConfig, tokens, hit int, s
 	perms := func(used []int) [][]int {
 		out := make([][]int, len(used))
 		for p, n := range used {
-			out[p] = rng.Perm(n)
+			out[p] = perm(n)
 		}
 		return out
 	}

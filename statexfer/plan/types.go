@@ -43,6 +43,11 @@ type Region struct {
 	Pool, Slot int
 }
 
+// LayerRegion is the region holding layer l's pages.
+func LayerRegion(l *groups.LayerGeometry) Region {
+	return Region{Pool: l.Pool, Slot: l.Region}
+}
+
 // Staging is the staging-buffer region.
 var Staging = Region{Pool: StagingPool}
 

@@ -328,7 +328,7 @@ func (g *granted) readable(geo *groups.Geometry, st plan.Step) bool {
 	if ok == nil || st.Src.Pool < 0 || st.Src.Pool >= len(geo.Pools) {
 		return false
 	}
-	stride := int64(geo.Pools[st.Src.Pool].PageStride)
+	stride := int64(geo.Pools[st.Src.Pool].BlockStride())
 	for b := st.SrcOff / stride; b <= (st.SrcOff+st.Len-1)/stride; b++ {
 		if !ok[int(b)] {
 			return false

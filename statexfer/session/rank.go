@@ -336,7 +336,7 @@ func failedBlocks(g *groups.Geometry, req *plan.Request, pl *plan.Plan, reads ma
 		if reg.Pool < 0 || reg.Pool >= len(g.Pools) || n <= 0 {
 			return
 		}
-		stride := int64(g.Pools[reg.Pool].PageStride)
+		stride := int64(g.Pools[reg.Pool].BlockStride())
 		for b := off / stride; b <= (off+n-1)/stride; b++ {
 			if gi, ok := owner[[2]int{reg.Pool, int(b)}]; ok {
 				ref := BlockRef{Group: gi, Block: int(b)}

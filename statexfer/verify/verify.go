@@ -366,7 +366,8 @@ func dTable(gi int, r *request) oracle.Table {
 }
 
 func region(g *groups.Geometry, li int) plan.Region {
-	return plan.Region{Pool: g.Groups[g.LayerGroup[li]].Pool, Slot: g.LayerSlot[li]}
+	l := g.Layer(li)
+	return plan.LayerRegion(&l)
 }
 
 // fillP writes request r's pattern into P rank memory: every live position
@@ -514,7 +515,7 @@ func check(g *groups.Geometry, m *plan.RankMemory, reqs []*request, rank uint64,
 					if o := garbageDiff(b, seed, at, sp.off); o >= 0 {
 						n := countGarbageDiff(b, seed, at, sp.off)
 						res.UntouchedViolations += n
-						problem("pool %d slot %d byte %d (block %d): %d bytes changed outside the requests' state", p, s, o, o/int64(g.Pools[p].PageStride), n)
+						problem("pool %d region %d byte %d (block %d): %d bytes changed outside the requests' state", p, s, o, o/int64(g.Pools[p].BlockStride()), n)
 					}
 				}
 				at = max(at, sp.end)
