@@ -27,6 +27,9 @@ type planRow struct {
 	Tokens       int     `json:"tokens"`
 	PrefillTP    int     `json:"prefill_tp"`
 	DecodeTP     int     `json:"decode_tp"`
+	PrefillBlock string  `json:"prefill_block_layout"`
+	DecodeBlock  string  `json:"decode_block_layout"`
+	BlockOrder   string  `json:"block_order"`
 	Bytes        int64   `json:"bytes"`
 	DirectReads  int     `json:"direct_reads"`
 	StagedReads  int     `json:"staged_reads"`
@@ -43,12 +46,14 @@ func benchPlanCmd() *cobra.Command {
 		pf, df  instanceFlags
 		asJSON  bool
 		repeats int
+		order   string
 	)
 	c := &cobra.Command{
 		Use:   "plan",
 		Short: "Plan one request per model and report reads (all decode ranks) and planning time",
 		Long: `plan builds, for every preset (or --model), one request of each --prompt-tokens
-length with worst-case fragmented block ids, plans it for every decode rank in
+length with worst-case fragmented block ids (--block-order random; in-order:
+consecutive ids, as a fresh allocator hands out), plans it for every decode rank in
 direct and staged mode, and reports the read descriptors of the whole request
 (summed over decode ranks), the bytes moved and the planning time per decode
 rank (best of --repeats).`,
@@ -66,6 +71,9 @@ rank (best of --repeats).`,
 			if model != "" {
 				names = []string{model}
 			}
+			if order != "random" && order != "in-order" {
+				return fmt.Errorf("--block-order %q (want random or in-order)", order)
+			}
 			pc, err := pf.config()
 			if err != nil {
 				return err
@@ -81,7 +89,7 @@ rank (best of --repeats).`,
 					return err
 				}
 				for _, n := range lens {
-					row, err := benchPlanOne(m, pc, dc, n, repeats)
+					row, err := benchPlanOne(m, pc, dc, n, repeats, order)
 					if err != nil {
 						return fmt.Errorf("%s at %d tokens: %w", name, n, err)
 					}
@@ -93,10 +101,10 @@ rank (best of --repeats).`,
 				return writeJSON(out, rows)
 			}
 			tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "model\ttokens\ttp\tbytes\tdirect reads\tstaged reads\tauto\tdirect plan us\tstaged plan us\t")
+			fmt.Fprintln(tw, "model\ttokens\ttp\tblocks\tbytes\tdirect reads\tstaged reads\tauto\tdirect plan us\tstaged plan us\t")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%d\t%d->%d\t%d\t%d\t%d\t%s\t%.1f\t%.1f\t\n", r.Model, r.Tokens, r.PrefillTP, r.DecodeTP,
-					r.Bytes, r.DirectReads, r.StagedReads, r.AutoMode, r.DirectPlanUs, r.StagedPlanUs)
+				fmt.Fprintf(tw, "%s\t%d\t%d->%d\t%s->%s\t%d\t%d\t%d\t%s\t%.1f\t%.1f\t\n", r.Model, r.Tokens, r.PrefillTP, r.DecodeTP,
+					r.PrefillBlock, r.DecodeBlock, r.Bytes, r.DirectReads, r.StagedReads, r.AutoMode, r.DirectPlanUs, r.StagedPlanUs)
 			}
 			return tw.Flush()
 		},
@@ -107,13 +115,19 @@ rank (best of --repeats).`,
 	c.Flags().StringVar(&model, "model", "", "one preset or file instead of every preset")
 	c.Flags().StringVar(&tokens, "prompt-tokens", "4096,32768", "comma-separated request lengths")
 	c.Flags().IntVar(&repeats, "repeats", 5, "planning repetitions (the best time is reported)")
+	c.Flags().StringVar(&order, "block-order", "random", "block ids: random (worst-case fragmentation) or in-order (consecutive)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return c
 }
 
-func benchPlanOne(m *groups.Model, pc, dc groups.InstanceConfig, tokens, repeats int) (planRow, error) {
-	row := planRow{Model: m.Name, Tokens: tokens, PrefillTP: pc.TP, DecodeTP: dc.TP}
+func benchPlanOne(m *groups.Model, pc, dc groups.InstanceConfig, tokens, repeats int, order string) (planRow, error) {
+	pc, dc = pc.WithDefaults(), dc.WithDefaults()
+	row := planRow{Model: m.Name, Tokens: tokens, PrefillTP: pc.TP, DecodeTP: dc.TP,
+		PrefillBlock: string(pc.BlockLayout), DecodeBlock: string(dc.BlockLayout), BlockOrder: order}
 	pl, req, err := plan.Synthetic(m, pc, dc, tokens-1, 0, 1)
+	if order == "in-order" {
+		pl, req, err = plan.SyntheticInOrder(m, pc, dc, tokens-1, 0)
+	}
 	if err != nil {
 		return row, err
 	}

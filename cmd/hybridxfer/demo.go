@@ -18,8 +18,8 @@ func demoCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "demo [--keep-running] [--port P]",
 		Short: "Proxy + prefill (tp 2) + decode (tp 4) processes; chat requests checked against the monolithic model",
-		Long: `demo starts a proxy, a prefill instance (tp 2) and a decode instance (tp 4, NHD and SD
-layouts) as separate processes on 127.0.0.1, talking over ZeroMQ (handshake) and UCX (state,
+		Long: `demo starts a proxy, a prefill instance (tp 2) and a decode instance (tp 4, NHD, SD and
+cross-layer layouts) as separate processes on 127.0.0.1, talking over ZeroMQ (handshake) and UCX (state,
 notifications). It sends a batch of chat requests (streaming and not) through the proxy with
 a plain HTTP client, checks every answer against the same reference model run monolithically
 in this process, prints a summary with a metrics excerpt, stops everything and exits 0 only

@@ -156,7 +156,7 @@ func startDemoCluster(ctx context.Context, model string, pTP, dTP int, seed uint
 	}{
 		{"prefill", append([]string{"serve", "--role", "prefill", "--model", model, "--tp", strconv.Itoa(pTP), "--port", strconv.Itoa(ports[0]), "--seed", s}, pk...)},
 		{"decode", append([]string{"serve", "--role", "decode", "--model", model, "--tp", strconv.Itoa(dTP), "--port", strconv.Itoa(ports[1]), "--seed", s,
-			"--layout", "NHD", "--conv-layout", "SD"}, dk...)},
+			"--layout", "NHD", "--conv-layout", "SD", "--block-layout", "cross-layer"}, dk...)},
 		{"proxy", append([]string{"proxy", "--prefill", c.prefill, "--decode", c.decode, "--port", strconv.Itoa(ports[2])}, xk...)},
 	}
 	for _, sp := range specs {

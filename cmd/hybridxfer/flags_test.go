@@ -19,6 +19,10 @@ func TestServeFlagsValidated(t *testing.T) {
 		{[]string{"--tp", "0"}, "--tp"},
 		{[]string{"--kernel-block-size", "-1"}, "--kernel-block-size"},
 		{[]string{"--num-blocks", "0"}, "--num-blocks"},
+		{[]string{"--block-layout", "diagonal"}, "--block-layout"},
+		{[]string{"--block-layout", "Cross-Layer"}, ""},
+		{[]string{"--layout", "HDN"}, "--layout"},
+		{[]string{"--memory", "shared"}, "--memory"},
 		{[]string{"--num-blocks", "100000000"}, "--num-blocks"},
 		{[]string{"--lease-ttl", "0"}, "--lease-ttl"},
 		{[]string{"--lease-ttl", "-5s"}, "--lease-ttl"},
@@ -60,7 +64,7 @@ func TestServeFlagsValidated(t *testing.T) {
 
 func TestVerifyFlagsNameTheSide(t *testing.T) {
 	f := instanceFlags{}
-	f.prefix, f.tp, f.blockSize, f.layout, f.conv, f.memory = "prefill-", 1, 0, "HND", "DS", "unified"
+	f.prefix, f.tp, f.blockSize, f.layout, f.conv, f.memory, f.blockLayout = "prefill-", 1, 0, "HND", "DS", "unified", "per-layer"
 	if _, err := f.config(); err == nil || !strings.Contains(err.Error(), "--prefill-block-size") {
 		t.Errorf("prefill block size 0: %v", err)
 	}

@@ -45,20 +45,21 @@ func (f *instanceFlags) register(c *cobra.Command, side string, tp int) {
 
 func (f *instanceFlags) config() (groups.InstanceConfig, error) {
 	c := groups.InstanceConfig{TP: f.tp, BlockSize: f.blockSize, KernelBlockSize: f.kernelBlock}
-	var err error
-	if c.AttnLayout, err = groups.ParseAttnLayout(f.layout); err != nil {
-		return c, err
-	}
-	if c.ConvLayout, err = groups.ParseConvLayout(f.conv); err != nil {
-		return c, err
-	}
-	if c.Memory, err = groups.ParseMemoryLayout(f.memory); err != nil {
-		return c, err
-	}
-	if c.BlockLayout, err = groups.ParseBlockLayout(f.blockLayout); err != nil {
-		return c, err
-	}
 	var fc flagChecks
+	parsed := func(name string, err error) {
+		if err != nil {
+			fc.fail(f.prefix+name, "%v", err)
+		}
+	}
+	var err error
+	c.AttnLayout, err = groups.ParseAttnLayout(f.layout)
+	parsed("layout", err)
+	c.ConvLayout, err = groups.ParseConvLayout(f.conv)
+	parsed("conv-layout", err)
+	c.Memory, err = groups.ParseMemoryLayout(f.memory)
+	parsed("memory", err)
+	c.BlockLayout, err = groups.ParseBlockLayout(f.blockLayout)
+	parsed("block-layout", err)
 	fc.intIn(f.prefix+"tp", int64(f.tp), 1, 1024)
 	fc.intIn(f.prefix+"block-size", int64(f.blockSize), 1, 1<<16)
 	fc.intIn(f.prefix+"kernel-block-size", int64(f.kernelBlock), 0, 1<<16)
