@@ -281,6 +281,8 @@ type HandlerOptions struct {
 //	POST /v1/kv/abort          release the state held for {"remote_request_id", "remote_grant"}
 //	                           at once (b must be a HoldAborter: else 501)
 //	GET  /metrics              reg in the Prometheus text format (when reg is not nil)
+//	GET  /debug/pools, /debug/leases, /debug/peers, /debug/requests/{id}
+//	                           JSON snapshots (when b is an Inspector; debug.go)
 //
 // /health and /metrics are always served without credentials (load
 // balancers, Prometheus); with HandlerOptions every other path needs them.
@@ -315,6 +317,9 @@ func NewHandlerWithOptions(b Backend, reg *prometheus.Registry, log *slog.Logger
 		routeMethod(mux, http.MethodGet, "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError),
 		}))
+	}
+	if in, ok := b.(Inspector); ok {
+		h.debugRoutes(mux, in)
 	}
 	mux.HandleFunc("/", notFound)
 	return h.auth.protect(mux, true)

@@ -299,7 +299,7 @@ func runE2EDemo(ctx context.Context, out io.Writer, model string, pTP, dTP int, 
 		return err
 	}
 	ref := refmodel.New(mini, seed)
-	fmt.Fprintf(out, "starting prefill (tp %d), decode (tp %d, NHD, SD) and proxy for %s (reference miniature) on 127.0.0.1\n", pTP, dTP, model)
+	fmt.Fprintf(out, "starting prefill (tp %d), decode (tp %d, NHD, SD, cross-layer blocks) and proxy for %s (reference miniature) on 127.0.0.1\n", pTP, dTP, model)
 	t0 := time.Now()
 	c, err := startDemoCluster(ctx, model, pTP, dTP, seed)
 	if err != nil {

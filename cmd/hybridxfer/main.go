@@ -19,7 +19,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(modelsCmd(), verifyCmd(), benchCmd(), demoCmd(), serveCmd(), proxyCmd(), workerCmd(), keysCmd())
+	root.AddCommand(modelsCmd(), verifyCmd(), benchCmd(), demoCmd(), serveCmd(), proxyCmd(), workerCmd(), keysCmd(), inspectCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "hybridxfer:", err)
 		os.Exit(exitCode(err))

@@ -141,6 +141,19 @@ func TestCollidingRequestIDsFromTwoPrefills(t *testing.T) {
 	if n := dec.StagingInUse(); n != 0 {
 		t.Errorf("decode scratch still in use: %d bytes", n)
 	}
+	// Inspection: both incarnations, ready, with their tp; no load left.
+	peers := dec.Peers()
+	if len(peers) != 2 {
+		t.Fatalf("Peers: %+v, want the two prefills", peers)
+	}
+	for i, p := range peers {
+		if p.State != "ready" || p.BootID != fmt.Sprintf("boot%d", i) || p.TP != 2 || p.Port != i+1 || p.BlockLayout != "per-layer" {
+			t.Errorf("peer %d: %+v", i, p)
+		}
+	}
+	if ls := dec.Loads(); len(ls) != 0 {
+		t.Errorf("Loads after every load ended: %+v", ls)
+	}
 }
 
 // holdsLog records what a prefill session tells the owner of its holds.
