@@ -111,4 +111,3 @@ func TestDebugViewsNeedAnAPIKey(t *testing.T) {
 		}
 	}
 }
-
