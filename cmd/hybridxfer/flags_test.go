@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -20,6 +22,9 @@ func TestServeFlagsValidated(t *testing.T) {
 		{[]string{"--kernel-block-size", "-1"}, "--kernel-block-size"},
 		{[]string{"--num-blocks", "0"}, "--num-blocks"},
 		{[]string{"--block-layout", "diagonal"}, "--block-layout"},
+		{[]string{"--log-format", "xml"}, "--log-format"},
+		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--log-format", "JSON", "--log-level", "debug"}, ""},
 		{[]string{"--block-layout", "Cross-Layer"}, ""},
 		{[]string{"--layout", "HDN"}, "--layout"},
 		{[]string{"--memory", "shared"}, "--memory"},
@@ -67,5 +72,34 @@ func TestVerifyFlagsNameTheSide(t *testing.T) {
 	f.prefix, f.tp, f.blockSize, f.layout, f.conv, f.memory, f.blockLayout = "prefill-", 1, 0, "HND", "DS", "unified", "per-layer"
 	if _, err := f.config(); err == nil || !strings.Contains(err.Error(), "--prefill-block-size") {
 		t.Errorf("prefill block size 0: %v", err)
+	}
+}
+
+// --log-format json writes one JSON object per record, at --log-level and
+// above only, and becomes the default logger.
+func TestLogFlagsJSON(t *testing.T) {
+	defer slog.SetDefault(slog.Default())
+	f := logFlags{format: "json", level: "warn"}
+	var b strings.Builder
+	log, err := f.logger(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("hidden")
+	log.Warn("shown", "request", "r1")
+	slog.Error("through the default", "peer", "p1")
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d records, want 2: %q", len(lines), b.String())
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil || rec["msg"] != "shown" || rec["request"] != "r1" || rec["level"] != "WARN" {
+		t.Errorf("first record %q: %v %v", lines[0], rec, err)
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &rec); err != nil || rec["peer"] != "p1" {
+		t.Errorf("default logger record %q: %v", lines[1], err)
+	}
+	if _, err := (&logFlags{format: "text", level: "nope"}).logger(&b); err == nil || !strings.Contains(err.Error(), "--log-level") {
+		t.Errorf("bad level: %v", err)
 	}
 }

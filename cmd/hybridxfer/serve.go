@@ -101,6 +101,7 @@ func loadSideChannel(role, keyFile, allowFile, serverPub string, log *slog.Logge
 type serveOptions struct {
 	mf                        modelFlags
 	inst                      instanceFlags
+	logs                      logFlags
 	role, model, host, listen string
 	port, hsPort, numBlocks   int
 	seed                      uint64
@@ -119,6 +120,7 @@ type serveOptions struct {
 // validate checks every flag before anything is allocated or bound.
 func (o *serveOptions) validate() error {
 	var fc flagChecks
+	o.logs.check(&fc)
 	switch serve.Role(o.role) {
 	case serve.RolePrefill, serve.RoleDecode, serve.RoleBoth:
 	default:
@@ -177,7 +179,10 @@ can mint params.`,
 		Args:    cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error { return o.validate() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			log, err := o.logs.logger(os.Stderr)
+			if err != nil {
+				return err
+			}
 			m, err := o.mf.load(o.model)
 			if err != nil {
 				return err
@@ -272,6 +277,7 @@ can mint params.`,
 	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster key (hybridxfer keys cluster): signs and verifies kv_transfer_params grants; the same file on every instance and the proxy")
 	o.mf.register(c)
 	o.inst.register(c, "", 1)
+	o.logs.register(c)
 	return c
 }
 
@@ -317,6 +323,7 @@ func proxyCmd() *cobra.Command {
 		port                    int
 		healthInterval          time.Duration
 		apiKeyFile, clusterKey  string
+		logs                    logFlags
 	)
 	c := &cobra.Command{
 		Use:   "proxy --prefill URL[,URL...] --decode URL[,URL...] --port P",
@@ -333,7 +340,10 @@ cluster key accept kv_transfer_params and aborts only with it. Clients may not s
 kv_transfer_params themselves (400).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			log, err := logs.logger(os.Stderr)
+			if err != nil {
+				return err
+			}
 			opts := serve.ProxyOptions{Client: &http.Client{Timeout: 5 * time.Minute}, Log: log, HealthInterval: healthInterval}
 			if apiKeyFile != "" {
 				keys, err := serve.LoadAPIKeys(apiKeyFile)
@@ -372,6 +382,7 @@ kv_transfer_params themselves (400).`,
 		"client API keys, one per line ('#' comments), mode 0600: every request but /health needs Authorization: Bearer KEY")
 	c.Flags().StringVar(&clusterKey, "cluster-key-file", "",
 		"the instances' cluster key: derives the internal token sent to them as X-Hybridxfer-Internal")
+	logs.register(c)
 	return c
 }
 
