@@ -124,10 +124,11 @@ func benchPlanOne(m *groups.Model, pc, dc groups.InstanceConfig, tokens, repeats
 	pc, dc = pc.WithDefaults(), dc.WithDefaults()
 	row := planRow{Model: m.Name, Tokens: tokens, PrefillTP: pc.TP, DecodeTP: dc.TP,
 		PrefillBlock: string(pc.BlockLayout), DecodeBlock: string(dc.BlockLayout), BlockOrder: order}
-	pl, req, err := plan.Synthetic(m, pc, dc, tokens-1, 0, 1)
+	synth := func() (*plan.Planner, *plan.Request, error) { return plan.Synthetic(m, pc, dc, tokens-1, 0, 1) }
 	if order == "in-order" {
-		pl, req, err = plan.SyntheticInOrder(m, pc, dc, tokens-1, 0)
+		synth = func() (*plan.Planner, *plan.Request, error) { return plan.SyntheticInOrder(m, pc, dc, tokens-1, 0) }
 	}
+	pl, req, err := synth()
 	if err != nil {
 		return row, err
 	}
