@@ -90,8 +90,52 @@ func GenServeCase(maxInFlight int) *rapid.Generator[ServeCase] {
 				D:         rapid.IntRange(0, len(c.D)-1).Draw(t, "to_d"),
 				MaxTokens: rapid.IntRange(1, 6).Draw(t, "max_tokens")})
 		}
+		c.InFlight = fitInFlight(t, c)
 		return c
 	})
+}
+
+// fitInFlight is the most requests of c, at most c.InFlight, that may run
+// at once with every engine's pools, sized by servingBlocks, within
+// maxEngineBytes: a preset miniature with large pages at tp 4 cannot hold
+// sixty requests in a GiB, and a case it could not run would test nothing.
+func fitInFlight(t *rapid.T, c ServeCase) int {
+	mini, err := refmodel.Miniature(c.Model)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	fits := func(k int) bool {
+		for _, side := range []struct {
+			in []ServeInstance
+			of func(ServeRequest) int
+		}{{c.P, func(rq ServeRequest) int { return rq.P }}, {c.D, func(rq ServeRequest) int { return rq.D }}} {
+			for i, inst := range side.in {
+				var routed []ServeRequest
+				for _, rq := range c.Requests {
+					if side.of(rq) == i {
+						routed = append(routed, rq)
+					}
+				}
+				n, err := servingBlocks(mini, inst.Config, routed, k)
+				if err != nil {
+					t.Fatalf("%v", err)
+				}
+				b, err := serve.InstanceBytes(mini, inst.Config, n, 0)
+				if err != nil {
+					t.Fatalf("%v", err)
+				}
+				if b > maxEngineBytes {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	k := c.InFlight
+	for k > 1 && !fits(k) {
+		k--
+	}
+	return k
 }
 
 // servingBlocks sizes the pools of instance in, which serves the

@@ -117,7 +117,7 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("%w: handoff %q", ErrBadRequest, c.Handoff)
 	}
 	if c.StagingBytes == 0 {
-		c.StagingBytes = 64 << 20
+		c.StagingBytes = defaultStagingBytes
 	}
 	if c.MaxModelLen == 0 {
 		c.MaxModelLen = 8192
@@ -335,6 +335,21 @@ func registeredBytes(side *plan.Side, numBlocks int, staging int64) (need, page 
 	return need, page
 }
 
+// InstanceBytes is the host memory an instance of model (its miniature,
+// as the engine runs it) with numBlocks block ids registers: every rank's
+// pools and a staging buffer of staging bytes (0: the default) per rank.
+func InstanceBytes(mini *groups.Model, in groups.InstanceConfig, numBlocks int, staging int64) (int64, error) {
+	side, err := plan.NewSide(mini, in, func(int, *groups.Geometry) int { return numBlocks })
+	if err != nil {
+		return 0, err
+	}
+	if staging == 0 {
+		staging = defaultStagingBytes
+	}
+	need, _ := registeredBytes(side, numBlocks, staging)
+	return need, nil
+}
+
 // RegisteredBytes is the host memory the engine registered: every rank's
 // pools and staging buffer.
 func (e *Engine) RegisteredBytes() int64 {
@@ -424,6 +439,10 @@ func lastNonNull(t []int) int {
 	}
 	return 0
 }
+
+// defaultStagingBytes is each rank's staging buffer when Config leaves
+// StagingBytes 0.
+const defaultStagingBytes = 64 << 20
 
 // computeChunk is how many positions the model computes between two looks
 // at the request's context.
