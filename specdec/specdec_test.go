@@ -40,3 +40,54 @@ func TestDraftGroupsAndLookahead(t *testing.T) {
 		t.Error("model without drafts has draft groups or lookahead")
 	}
 }
+
+func TestGreedyVerification(t *testing.T) {
+	for _, tc := range []struct {
+		drafts, targets []uint32
+		want            int
+	}{
+		{nil, []uint32{5}, 0},
+		{[]uint32{1, 2, 3}, []uint32{1, 2, 3, 4}, 3},
+		{[]uint32{1, 2, 3}, []uint32{1, 9, 3, 4}, 1},
+		{[]uint32{7, 2, 3}, []uint32{1, 2, 3, 4}, 0},
+	} {
+		if got := Accept(tc.drafts, tc.targets); got != tc.want {
+			t.Errorf("Accept(%v, %v) = %d, want %d", tc.drafts, tc.targets, got, tc.want)
+		}
+	}
+	// Position 0 updates the state slot; position j reads j-1's slot and
+	// writes slot j, which is kept when j drafts are accepted.
+	for j := 0; j < 5; j++ {
+		r, w := StateSlots(j)
+		if w != j || (j > 0 && r != j-1) || (j == 0 && r != 0) || KeepSlot(j) != w {
+			t.Errorf("StateSlots(%d) = %d, %d; KeepSlot = %d", j, r, w, KeepSlot(j))
+		}
+	}
+}
+
+func TestDraftsPerStep(t *testing.T) {
+	m, err := groups.Preset("qwen3.5-9b", groups.PresetOptions{MTP: true, NumSpeculativeTokens: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := groups.Preset("qwen3.5-9b", groups.PresetOptions{NumSpeculativeTokens: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		m         *groups.Model
+		first     bool
+		remaining int
+		want      int
+	}{
+		{m, true, 10, 0},      // no proposal yet on an instance's first step
+		{m, false, 10, 3},     // K drafts
+		{m, false, 3, 2},      // no more than the output still needs
+		{m, false, 1, 0},      // the bonus token alone
+		{plain, false, 10, 0}, // conv rows widened, but no drafter
+	} {
+		if got := Drafts(tc.m, tc.first, tc.remaining); got != tc.want {
+			t.Errorf("Drafts(%s draft=%q, first=%t, remaining=%d) = %d, want %d", tc.m.Name, tc.m.Draft, tc.first, tc.remaining, got, tc.want)
+		}
+	}
+}

@@ -168,18 +168,24 @@ func VisitState(spec *groups.Model, n int, fn func(c oracle.Coord, size int)) {
 				fn(TokenCoord(li, t), size)
 			}
 		case groups.Recurrent:
-			r := l.Recurrent
-			rows := spec.ConvRows(r)
-			for si, s := range r.Segments {
-				for ch := 0; ch < s.Channels(); ch++ {
-					fn(ConvCoord(li, si, ch, 0), rows)
-				}
-			}
-			for si, s := range r.States {
-				for h := 0; h < s.Heads; h++ {
-					fn(StateCoord(li, si, h), s.HeadElems())
-				}
-			}
+			visitLayerState(spec, li, fn)
+		}
+	}
+}
+
+// visitLayerState visits recurrent layer li's conv channels and state
+// heads.
+func visitLayerState(spec *groups.Model, li int, fn func(c oracle.Coord, size int)) {
+	r := spec.Layers[li].Recurrent
+	rows := spec.ConvRows(r)
+	for si, s := range r.Segments {
+		for ch := 0; ch < s.Channels(); ch++ {
+			fn(ConvCoord(li, si, ch, 0), rows)
+		}
+	}
+	for si, s := range r.States {
+		for h := 0; h < s.Heads; h++ {
+			fn(StateCoord(li, si, h), s.HeadElems())
 		}
 	}
 }

@@ -20,8 +20,21 @@
 // A position t runs, in order, every target decoder layer as a residual
 // block x += layer(rmsnorm(x)) (a layer and the Parallel layers after it
 // read the same rmsnorm(x) and their outputs are added: Falcon-H1), then logits = U·rmsnorm(x) and a greedy argmax;
-// draft layers (MTP style) then run on rmsnorm(x) + embed(next) and give a
-// draft token. Layers:
+// draft layers then run on the drafter's input + embed(next) and give a
+// draft token through the target's LM head: the input is rmsnorm(x) for
+// MTP drafts, the normalized sum of the normalized hidden states after
+// target layers 2, L/2 and L-3 for Eagle3 (vLLM's default auxiliary
+// layers). Draft chains a proposal from the drafter's own hidden state.
+//
+// # Speculative decoding
+//
+// A Decoder decodes greedily with the drafter's proposals (see Decoder):
+// a verify pass computes the step's input and its drafts, recurrent state
+// of each speculative position goes to a scratch slot of a SlotStore
+// (MapStore and RankStore have them), and only the accepted position's
+// state is kept, so the tokens and states equal plain decoding's.
+//
+// Layers:
 //
 //   - full / sliding-window / chunked-local attention: per KV head,
 //     softmax attention of q over the K/V of positions [Layer.LiveStart(t), t];

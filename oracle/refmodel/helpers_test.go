@@ -13,10 +13,11 @@ import (
 // instance is one request's cache memory on every rank of one instance
 // (P or D), with the request's block table.
 type instance struct {
-	side  *plan.Side
-	mems  []*plan.RankMemory
-	tab   [][]int
-	store *refmodel.RankStore
+	side    *plan.Side
+	mems    []*plan.RankMemory
+	tab     [][]int
+	scratch [][]int // recurrent groups' scratch slots
+	store   *refmodel.RankStore
 }
 
 // newInstance lays out a request of total positions on an instance of cfg.
@@ -25,6 +26,13 @@ type instance struct {
 // one state slot. Ids are shuffled, pools keep spare blocks, and memory
 // starts as random garbage, so reading state that was never written shows.
 func newInstance(t tb, spec *groups.Model, cfg groups.InstanceConfig, total, from int, seed uint64) *instance {
+	t.Helper()
+	return newScratchInstance(t, spec, cfg, total, from, 0, seed)
+}
+
+// newScratchInstance is newInstance with scratch speculative slots per
+// recurrent group besides the state slot (inst.scratch, in the store).
+func newScratchInstance(t tb, spec *groups.Model, cfg groups.InstanceConfig, total, from, scratch int, seed uint64) *instance {
 	t.Helper()
 	cfg = cfg.WithDefaults()
 	rng := rand.New(rand.NewPCG(seed, 7))
@@ -42,7 +50,7 @@ func newInstance(t tb, spec *groups.Model, cfg groups.InstanceConfig, total, fro
 	count := make([]int, len(g0.Groups))
 	for gi, gg := range g0.Groups {
 		if gg.Kind == groups.Recurrent {
-			count[gi] = 1
+			count[gi] = 1 + scratch
 		} else {
 			l := &spec.Layers[gg.Layers[0]]
 			first[gi] = l.LiveStart(from) / gg.BlockSize
@@ -57,10 +65,15 @@ func newInstance(t tb, spec *groups.Model, cfg groups.InstanceConfig, total, fro
 			ids[p] = append(ids[p], id+1)
 		}
 	}
-	inst := &instance{side: side, tab: make([][]int, len(g0.Groups))}
+	inst := &instance{side: side, tab: make([][]int, len(g0.Groups)), scratch: make([][]int, len(g0.Groups))}
 	for gi, gg := range g0.Groups {
-		inst.tab[gi] = make([]int, first[gi]+count[gi])
-		copy(inst.tab[gi][first[gi]:], ids[gg.Pool][:count[gi]])
+		n := count[gi]
+		if gg.Kind == groups.Recurrent {
+			n = 1
+			inst.scratch[gi] = append([]int(nil), ids[gg.Pool][1:count[gi]]...)
+		}
+		inst.tab[gi] = make([]int, first[gi]+n)
+		copy(inst.tab[gi][first[gi]:], ids[gg.Pool][:n])
 		ids[gg.Pool] = ids[gg.Pool][count[gi]:]
 	}
 	for _, g := range side.Ranks {
@@ -78,7 +91,7 @@ func newInstance(t tb, spec *groups.Model, cfg groups.InstanceConfig, total, fro
 	if err != nil {
 		t.Fatalf("rank store: %v", err)
 	}
-	inst.store = st
+	inst.store = st.WithScratch(refmodel.SliceTable(inst.scratch))
 	return inst
 }
 

@@ -15,10 +15,12 @@ type Model struct {
 	err     error // why spec cannot run; returned by every method
 	embed   []float32
 	unembed []float32 // Vocab x Hidden
-	draftU  []float32 // Vocab x Hidden: the draft head
 	layers  []layerWeights
 	targets []int // layer indexes in order
 	drafts  []int
+	// aux are the cut points in targets after which an Eagle3 drafter
+	// reads the target's hidden state (empty for MTP drafts).
+	aux []int
 }
 
 // New returns the reference model of mini (a Miniature) with weights drawn
@@ -33,7 +35,10 @@ func New(mini *groups.Model, seed uint64) *Model {
 	w := newWeights(seed)
 	m.embed = w.uniform(Vocab*Hidden, 1)
 	m.unembed = w.in(Vocab, Hidden)
-	m.draftU = w.in(Vocab, Hidden)
+	// The drafter shares the target's LM head (as DeepSeek-V3's MTP
+	// module does); this draw is kept so that the layers' weights, drawn
+	// after it, stay what they were.
+	_ = w.in(Vocab, Hidden)
 	m.layers = make([]layerWeights, len(mini.Layers))
 	for i := range mini.Layers {
 		l := &mini.Layers[i]
@@ -44,7 +49,29 @@ func New(mini *groups.Model, seed uint64) *Model {
 			m.targets = append(m.targets, i)
 		}
 	}
+	if mini.Draft == groups.DraftEagle3 {
+		m.aux = eagle3Cuts(mini, m.targets)
+	}
 	return m
+}
+
+// eagle3Cuts are the points in targets after which Eagle3 reads hidden
+// states: after target layers 2, L/2 and L-3 as vLLM's default
+// aux-hidden-state layers (clamped to [1, L], moved past parallel layers
+// so that no decoder layer is split, deduplicated).
+func eagle3Cuts(spec *groups.Model, targets []int) []int {
+	L := len(targets)
+	var cuts []int
+	for _, c := range []int{2, L / 2, L - 3} {
+		c = min(max(c, 1), L)
+		for c < L && spec.Layers[targets[c]].Parallel {
+			c++
+		}
+		if len(cuts) == 0 || cuts[len(cuts)-1] < c {
+			cuts = append(cuts, c)
+		}
+	}
+	return cuts
 }
 
 // Err reports why the model cannot run, or nil.
@@ -63,9 +90,12 @@ type Output struct {
 	Logits []float32
 	Next   uint32
 	// DraftLogits and Draft come from the draft layers (nil and 0 without
-	// draft layers): the MTP-style guess of the token after Next.
+	// draft layers): the drafter's guess of the token after Next.
+	// DraftHidden is the drafter's hidden state, which Draft continues
+	// from to guess the tokens after that.
 	DraftLogits []float32
 	Draft       uint32
+	DraftHidden []float32
 }
 
 // Forward computes position t with input token: it reads the state of
@@ -89,7 +119,22 @@ func (m *Model) Forward(s Store, t int, token uint32) (Output, error) {
 	}
 	st := &step{m: m, s: s, t: t}
 	x := append([]float32(nil), m.embed[int(token)*Hidden:(int(token)+1)*Hidden]...)
-	if err := st.stack(m.targets, x); err != nil {
+	// Eagle3 reads the sum of the normalized hidden states at its cut
+	// points; MTP reads the final one.
+	var aux []float32
+	done := 0
+	for _, c := range m.aux {
+		if err := st.stack(m.targets[done:c], x); err != nil {
+			return Output{}, err
+		}
+		done = c
+		if aux == nil {
+			aux = rmsNorm(x)
+		} else {
+			addInto(aux, rmsNorm(x))
+		}
+	}
+	if err := st.stack(m.targets[done:], x); err != nil {
 		return Output{}, err
 	}
 	hf := rmsNorm(x)
@@ -97,15 +142,60 @@ func (m *Model) Forward(s Store, t int, token uint32) (Output, error) {
 	out.Logits = matVec(m.unembed, Vocab, hf)
 	out.Next = argmax(out.Logits)
 	if len(m.drafts) > 0 {
-		// MTP: the draft layers see the final hidden state and the
-		// embedding of the token just predicted.
-		z := append([]float32(nil), hf...)
-		addInto(z, m.embed[int(out.Next)*Hidden:(int(out.Next)+1)*Hidden])
-		if err := st.stack(m.drafts, z); err != nil {
+		if aux == nil {
+			aux = hf
+		} else {
+			aux = rmsNorm(aux)
+		}
+		if err := st.draft(&out, aux, out.Next); err != nil {
 			return Output{}, err
 		}
-		out.DraftLogits = matVec(m.draftU, Vocab, rmsNorm(z))
-		out.Draft = argmax(out.DraftLogits)
+	}
+	if err := st.commit(); err != nil {
+		return Output{}, err
+	}
+	return out, nil
+}
+
+// draft runs the draft layers on the hidden state in and the embedding of
+// token (the one just predicted), setting out's Draft fields.
+func (st *step) draft(out *Output, in []float32, token uint32) error {
+	m := st.m
+	z := append([]float32(nil), in...)
+	addInto(z, m.embed[int(token)*Hidden:(int(token)+1)*Hidden])
+	if err := st.stack(m.drafts, z); err != nil {
+		return err
+	}
+	out.DraftLogits = matVec(m.unembed, Vocab, rmsNorm(z))
+	out.Draft = argmax(out.DraftLogits)
+	out.DraftHidden = z
+	return nil
+}
+
+// Draft continues a proposal: it runs the draft layers alone at position t
+// on prev, the DraftHidden of the proposal for position t (normalized, as
+// MTP and Eagle3 feed a drafter its own hidden state), and the embedding
+// of token, the token proposed for position t; it writes the draft layers'
+// KV at t and returns the guess for position t+1 (Draft, DraftHidden set;
+// Logits nil). The target layers are not run: position t's draft KV is
+// rewritten when Forward computes t.
+func (m *Model) Draft(s Store, t int, prev []float32, token uint32) (Output, error) {
+	if m.err != nil {
+		return Output{}, m.err
+	}
+	if len(m.drafts) == 0 {
+		return Output{}, fmt.Errorf("%w: %s has no draft layers", ErrRange, m.spec.Name)
+	}
+	if t < 0 || len(prev) != Hidden {
+		return Output{}, fmt.Errorf("%w: draft at position %d from a %d-value hidden state", ErrRange, t, len(prev))
+	}
+	if token >= Vocab {
+		return Output{}, fmt.Errorf("%w: %d (vocabulary %d)", ErrToken, token, Vocab)
+	}
+	st := &step{m: m, s: s, t: t}
+	var out Output
+	if err := st.draft(&out, rmsNorm(prev), token); err != nil {
+		return Output{}, err
 	}
 	if err := st.commit(); err != nil {
 		return Output{}, err

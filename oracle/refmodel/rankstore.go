@@ -39,9 +39,25 @@ func SliceTable(tab [][]int) BlockTable {
 // Values are stored as little-endian float32, so the model must be fp32
 // (a Miniature). Not safe for concurrent use.
 type RankStore struct {
-	spec  *groups.Model
-	table BlockTable
-	ranks []rankView
+	spec    *groups.Model
+	table   BlockTable
+	scratch BlockTable // scratch slot k (1..) of recurrent group g: scratch(g, k-1)
+	ranks   []rankView
+}
+
+// WithScratch gives the store the request's speculative scratch blocks
+// (hma's ScratchBlocks: scratch(g, k-1) is slot k of recurrent group g)
+// and returns it; without them only slot 0 exists.
+func (s *RankStore) WithScratch(scratch BlockTable) *RankStore {
+	s.scratch = scratch
+	return s
+}
+
+// Slots implements SlotStore.
+func (s *RankStore) Slots(from, to int) Store {
+	return slotView{from: from, to: to,
+		read:  func(k int, c oracle.Coord, dst []float32) error { return s.readSlot(k, c, dst) },
+		write: func(k int, c oracle.Coord, src []float32) error { return s.writeSlot(k, c, src) }}
 }
 
 type rankView struct {
@@ -100,11 +116,15 @@ func (s *RankStore) TP() int { return len(s.ranks) }
 
 // Read implements Store: from the first rank holding c.
 func (s *RankStore) Read(c oracle.Coord, dst []float32) error {
+	return s.readSlot(0, c, dst)
+}
+
+func (s *RankStore) readSlot(slot int, c oracle.Coord, dst []float32) error {
 	if err := checkLen(s.spec, c, len(dst)); err != nil {
 		return err
 	}
 	for r := range s.ranks {
-		ok, err := s.access(r, c, dst, false)
+		ok, err := s.access(r, slot, c, dst, false)
 		if ok || err != nil {
 			return err
 		}
@@ -114,12 +134,16 @@ func (s *RankStore) Read(c oracle.Coord, dst []float32) error {
 
 // Write implements Store: to every rank holding c.
 func (s *RankStore) Write(c oracle.Coord, src []float32) error {
+	return s.writeSlot(0, c, src)
+}
+
+func (s *RankStore) writeSlot(slot int, c oracle.Coord, src []float32) error {
 	if err := checkLen(s.spec, c, len(src)); err != nil {
 		return err
 	}
 	held := false
 	for r := range s.ranks {
-		ok, err := s.access(r, c, src, true)
+		ok, err := s.access(r, slot, c, src, true)
 		if err != nil {
 			return err
 		}
@@ -154,7 +178,7 @@ func (s *RankStore) ReadRank(rank int, c oracle.Coord, dst []float32) error {
 	if rank < 0 || rank >= len(s.ranks) {
 		return fmt.Errorf("%w: rank %d of %d", ErrCoord, rank, len(s.ranks))
 	}
-	ok, err := s.access(rank, c, dst, false)
+	ok, err := s.access(rank, 0, c, dst, false)
 	if err == nil && !ok {
 		err = fmt.Errorf("%w: rank %d does not hold %+v", ErrCoord, rank, c)
 	}
@@ -180,15 +204,21 @@ func (s *RankStore) locate(r int, c oracle.Coord) (*groups.LayerGeometry, int, b
 	}
 }
 
-// access reads (write=false) or writes vals at c on rank r, if r holds it.
-func (s *RankStore) access(r int, c oracle.Coord, vals []float32, write bool) (bool, error) {
+// access reads (write=false) or writes vals at c on rank r, if r holds it;
+// recurrent state in slot (0: the state slot, k: scratch slot k).
+func (s *RankStore) access(r, slot int, c oracle.Coord, vals []float32, write bool) (bool, error) {
 	lg, local, ok := s.locate(r, c)
 	if !ok {
 		return false, nil
 	}
 	var id, in int
 	if lg.Layer.Kind == groups.Recurrent {
-		id = s.table(lg.Group, 0)
+		switch {
+		case slot == 0:
+			id = s.table(lg.Group, 0)
+		case s.scratch != nil:
+			id = s.scratch(lg.Group, slot-1)
+		}
 	} else {
 		id, in = s.table(lg.Group, c.Pos/lg.BlockSize), c.Pos%lg.BlockSize
 	}
