@@ -46,11 +46,26 @@ type ModelCheckResult struct {
 	OutputTokens   int    `json:"output_tokens"`
 	FirstProblem   string `json:"first_problem,omitempty"`
 	Idle           bool   `json:"released_everything"`
+	// Speculative decoding (zero without a drafter): the drafter and
+	// its tokens per step; D's draft tokens proposed and accepted, by
+	// position; answers equal to the monolithic run without speculation
+	// (greedy speculative decoding is lossless); states_equal above
+	// compares with the monolithic speculative run; scratch blocks found
+	// in a transfer's block lists (never transferred: must be 0).
+	Speculative             string  `json:"speculative,omitempty"`
+	NumSpeculativeTokens    int     `json:"num_speculative_tokens"`
+	DraftTokens             int     `json:"draft_tokens"`
+	AcceptedTokens          int     `json:"accepted_tokens"`
+	AcceptedPerPosition     []int   `json:"accepted_per_position"`
+	AcceptanceRate          float64 `json:"acceptance_rate"`
+	AnswersEqualNonSpec     bool    `json:"answers_equal_non_speculative"`
+	ScratchSlotsTransferred int     `json:"scratch_slots_transferred"`
 }
 
 // OK reports whether everything matched and was released.
 func (r *ModelCheckResult) OK() bool {
-	return r.Matched == r.Requests && r.StatesEqual == r.Requests && r.PositionsTwice == 0 && r.Idle
+	return r.Matched == r.Requests && r.StatesEqual == r.Requests && r.PositionsTwice == 0 && r.Idle &&
+		r.AnswersEqualNonSpec && r.ScratchSlotsTransferred == 0
 }
 
 // RunModelCheck runs c.
@@ -128,9 +143,24 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 			problem("request %d: disaggregated %v, monolithic %v", i, dr.Tokens, want)
 		}
 		total := refmodel.Computed(len(toks), c.MaxTokens)
-		wantSnap, err := d.Model().Snapshot(ms, total)
+		plainSnap, err := d.Model().Snapshot(ms, total)
 		if err != nil {
 			return nil, err
+		}
+		// The monolithic speculative run: its answer must be the plain
+		// one too, and its state is what D's final state must equal.
+		sms := refmodel.NewMapStore(d.Spec())
+		spec, err := d.Model().GenerateSpeculative(sms, toks, 0, c.MaxTokens, d.Model().NewDecoder())
+		if err != nil {
+			return nil, err
+		}
+		wantSnap, err := d.Model().Snapshot(sms, total)
+		if err != nil {
+			return nil, err
+		}
+		if fmt.Sprint(spec) != fmt.Sprint(want) || wantSnap.Diff(plainSnap) != nil {
+			problem("request %d: the monolithic speculative run differs from the plain one (%v vs %v)", i, spec, want)
+			res.Matched--
 		}
 		mu.Lock()
 		var got *refmodel.Snapshot
@@ -163,6 +193,19 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 				problem("request %d: position %d computed %d times", i, x, count[x])
 			}
 		}
+	}
+	res.AnswersEqualNonSpec = res.Matched == res.Requests
+	if d.Spec().Draft != groups.DraftNone {
+		res.Speculative, res.NumSpeculativeTokens = string(d.Spec().Draft), d.Spec().NumSpeculativeTokens
+	}
+	ss := d.SpecStats()
+	res.DraftTokens, res.AcceptedTokens, res.AcceptedPerPosition = ss.Drafted, ss.Accepted, ss.AcceptedAt
+	if ss.Drafted > 0 {
+		res.AcceptanceRate = float64(ss.Accepted) / float64(ss.Drafted)
+	}
+	res.ScratchSlotsTransferred = p.ScratchTransferred() + d.ScratchTransferred()
+	if res.ScratchSlotsTransferred > 0 {
+		problem("%d speculative scratch blocks in transfers", res.ScratchSlotsTransferred)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -175,6 +176,9 @@ type Engine struct {
 	alloc   *hma.Allocator
 	seq     uint64
 	closing bool
+	// specTotals sums every decode step's speculation (under mu).
+	specTotals  refmodel.SpecStats
+	scratchSent int // scratch blocks found in a transfer's block lists
 
 	computeMu sync.Mutex
 	mems      []*plan.RankMemory // per rank: what the model computes on
@@ -350,6 +354,49 @@ func InstanceBytes(mini *groups.Model, in groups.InstanceConfig, numBlocks int, 
 	return need, nil
 }
 
+// checkNoScratch refuses a transfer whose per-group block lists (what P
+// publishes, what D reads into) hold one of request id's speculative
+// scratch blocks: they are never transferred. Such a refusal is counted
+// (ScratchTransferred) and would be a bug of the allocator bridge. Called
+// with e.mu held.
+func (e *Engine) checkNoScratch(id hma.ReqID, tables [][]int) error {
+	n := 0
+	for g, t := range tables {
+		sc, err := e.alloc.ScratchBlocks(id, g)
+		if err != nil {
+			return err
+		}
+		for _, b := range t {
+			if b != 0 && slices.Contains(sc, b) {
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	e.scratchSent += n
+	return fmt.Errorf("serve: request %s: %d speculative scratch blocks in its transfer", id, n)
+}
+
+// ScratchTransferred counts the scratch blocks checkNoScratch found in a
+// transfer's block lists (and refused).
+func (e *Engine) ScratchTransferred() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.scratchSent
+}
+
+// SpecStats is what speculative decoding did on this engine so far: decode
+// steps, draft tokens proposed and accepted, accepted by draft position.
+func (e *Engine) SpecStats() refmodel.SpecStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.specTotals
+	st.AcceptedAt = append([]int(nil), st.AcceptedAt...)
+	return st
+}
+
 // RegisteredBytes is the host memory the engine registered: every rank's
 // pools and staging buffer.
 func (e *Engine) RegisteredBytes() int64 {
@@ -428,7 +475,18 @@ func (e *Engine) store(id hma.ReqID) (*refmodel.RankStore, error) {
 		}
 		tabs[g] = t
 	}
-	return refmodel.NewRankStore(e.side.Ranks, e.mems, refmodel.SliceTable(tabs))
+	scratch := make([][]int, len(tabs))
+	for g := range scratch {
+		var err error
+		if scratch[g], err = e.alloc.ScratchBlocks(id, g); err != nil {
+			return nil, err
+		}
+	}
+	st, err := refmodel.NewRankStore(e.side.Ranks, e.mems, refmodel.SliceTable(tabs))
+	if err != nil {
+		return nil, err
+	}
+	return st.WithScratch(refmodel.SliceTable(scratch)), nil
 }
 
 func lastNonNull(t []int) int {
@@ -507,17 +565,21 @@ func (e *Engine) finished(id hma.ReqID) {
 }
 
 // decode emits first (an output token already sampled) and generates until
-// max output tokens, one position per step. tokens are the known tokens
-// (prompt) before first.
+// max output tokens. tokens are the known tokens (prompt) before first. A
+// model with a drafter decodes speculatively (refmodel.Decoder): a step
+// emits its accepted drafts and the bonus token; the first step drafts
+// nothing (specdec.Drafts).
 func (e *Engine) decode(ctx context.Context, id hma.ReqID, tokens []uint32, first uint32, max int, emit func(string) error) ([]uint32, error) {
 	var out []uint32
-	look := specdec.Lookahead(e.spec, false)
-	next := first
+	dec := e.model.NewDecoder()
+	step := []uint32{first}
 	for {
-		out = append(out, next)
-		if emit != nil {
-			if err := emit(Detokenize(next)); err != nil {
-				return out, err
+		for _, t := range step {
+			out = append(out, t)
+			if emit != nil {
+				if err := emit(Detokenize(t)); err != nil {
+					return out, err
+				}
 			}
 		}
 		if len(out) >= max {
@@ -526,6 +588,7 @@ func (e *Engine) decode(ctx context.Context, id hma.ReqID, tokens []uint32, firs
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
+		next := out[len(out)-1]
 		tokens = append(tokens, next)
 		e.mu.Lock()
 		err := e.alloc.AppendTokens(id, next)
@@ -533,11 +596,75 @@ func (e *Engine) decode(ctx context.Context, id hma.ReqID, tokens []uint32, firs
 		if err != nil {
 			return out, err
 		}
-		pos := len(tokens) - 1
-		if next, err = e.compute(ctx, id, tokens, pos, pos+1, hma.AllocSpec{New: 1, Lookahead: look}); err != nil {
+		if step, err = e.decodeStep(ctx, id, tokens, dec, max-len(out)); err != nil {
 			return out, err
 		}
+		tokens = append(tokens, step[:len(step)-1]...)
 	}
+}
+
+// decodeStep computes the position of the last known token and the step's
+// drafts (dec.Step) and returns the tokens it emits (at most remaining):
+// the accepted drafts, which become known tokens whose positions are
+// committed, and the bonus token. Lookahead blocks hold the draft
+// positions; scratch blocks their recurrent state.
+func (e *Engine) decodeStep(ctx context.Context, id hma.ReqID, tokens []uint32, dec *refmodel.Decoder, remaining int) ([]uint32, error) {
+	pos := len(tokens) - 1
+	e.mu.Lock()
+	if err := e.alloc.Allocate(id, hma.AllocSpec{New: 1, Lookahead: specdec.Lookahead(e.spec, false)}); err != nil {
+		e.mu.Unlock()
+		var ns *hma.NoSpaceError
+		if errors.As(err, &ns) {
+			return nil, fmt.Errorf("%w: %v", ErrOverloaded, err)
+		}
+		return nil, err
+	}
+	st, err := e.store(id)
+	e.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	before := dec.Stats
+	e.computeMu.Lock()
+	step, err := dec.Step(st, pos, tokens[pos], remaining)
+	e.computeMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	accepted := step[:len(step)-1]
+	if e.cfg.OnCompute != nil {
+		e.cfg.OnCompute(string(id), pos, pos+len(step))
+	}
+	if err := e.alloc.Commit(id, 1); err != nil {
+		return nil, err
+	}
+	if len(accepted) > 0 {
+		// The accepted drafts' positions were computed by the verify pass
+		// into the lookahead blocks: they become known tokens and are
+		// committed (and their full blocks cached) as a step of their own.
+		if err := e.alloc.AppendTokens(id, accepted...); err != nil {
+			return nil, err
+		}
+		if err := e.alloc.Allocate(id, hma.AllocSpec{New: len(accepted)}); err != nil {
+			return nil, err
+		}
+		if err := e.alloc.Commit(id, len(accepted)); err != nil {
+			return nil, err
+		}
+	}
+	drafted, acc := dec.Stats.Drafted-before.Drafted, dec.Stats.Accepted-before.Accepted
+	e.cfg.Metrics.SpecDecode(drafted, acc)
+	delta := refmodel.SpecStats{Steps: 1, Drafted: drafted, Accepted: acc, AcceptedAt: make([]int, drafted)}
+	for i := 0; i < acc; i++ {
+		delta.AcceptedAt[i] = 1
+	}
+	e.specTotals.Add(delta)
+	return step, nil
 }
 
 func (e *Engine) updatePoolMetrics() {

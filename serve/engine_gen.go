@@ -165,6 +165,9 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 	blocks, err := e.alloc.TransferBlocks(id)
 	expiry := e.cfg.Now().Add(e.cfg.LeaseTTL)
 	if err == nil {
+		err = e.checkNoScratch(id, blocks)
+	}
+	if err == nil {
 		err = e.alloc.Hold(id, hma.Time(expiry.UnixNano()), len(e.mems))
 	}
 	if err == nil {
@@ -409,6 +412,11 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 			t = []int{lastNonNull(t)}
 		}
 		dblocks[g] = t
+	}
+	if err := e.checkNoScratch(id, dblocks); err != nil {
+		e.mu.Unlock()
+		abortP()
+		return nil, err
 	}
 	e.mu.Unlock()
 

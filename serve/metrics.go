@@ -43,6 +43,10 @@ type Metrics struct {
 	promptTokens        prometheus.Counter
 	completionTokens    prometheus.Counter
 	recomputedTokens    prometheus.Counter
+	specDrafts          prometheus.Counter
+	specDraftTokens     prometheus.Counter
+	specAccepted        prometheus.Counter
+	specAcceptedPerPos  *prometheus.CounterVec
 }
 
 // NewMetrics creates an engine's metrics and registers them on reg. It
@@ -103,13 +107,23 @@ func NewMetrics(reg *prometheus.Registry, engineID string, role Role) *Metrics {
 			"Completion tokens of successful requests."),
 		recomputedTokens: counter("hybridxfer_recomputed_tokens_total",
 			"Prompt positions D recomputed because their state could not be loaded."),
+		// vLLM's spec-decode metric set (vllm:spec_decode_*).
+		specDrafts: counter("hybridxfer_spec_decode_num_drafts_total",
+			"Decode steps that verified at least one draft token."),
+		specDraftTokens: counter("hybridxfer_spec_decode_num_draft_tokens_total",
+			"Draft tokens proposed."),
+		specAccepted: counter("hybridxfer_spec_decode_num_accepted_tokens_total",
+			"Draft tokens accepted by greedy verification."),
+		specAcceptedPerPos: counterVec("hybridxfer_spec_decode_num_accepted_tokens_per_pos_total",
+			"Accepted draft tokens by draft position (0: the first draft of a step).", "position"),
 	}
 	reg.MustRegister(
 		m.transferSeconds, m.transferPostSeconds, m.transferBytes, m.transferReads,
 		m.transferBytesTotal, m.transferFailures, m.bytesByKind, m.notificationFails,
 		m.leasesExpired, m.leasesReleased, m.handshakeSeconds, m.handshakeFailures,
 		m.poolUsed, m.poolTotal, m.requests, m.requestSeconds, m.promptTokens,
-		m.completionTokens, m.recomputedTokens,
+		m.completionTokens, m.recomputedTokens, m.specDrafts, m.specDraftTokens, m.specAccepted,
+		m.specAcceptedPerPos,
 	)
 	return m
 }
@@ -220,4 +234,18 @@ func (m *Metrics) Recomputed(tokens int) {
 		return
 	}
 	m.recomputedTokens.Add(float64(tokens))
+}
+
+// SpecDecode records one decode step's speculation: drafted tokens
+// proposed, accepted of them (the leading ones) accepted.
+func (m *Metrics) SpecDecode(drafted, accepted int) {
+	if m == nil || drafted == 0 {
+		return
+	}
+	m.specDrafts.Inc()
+	m.specDraftTokens.Add(float64(drafted))
+	m.specAccepted.Add(float64(accepted))
+	for i := 0; i < accepted; i++ {
+		m.specAcceptedPerPos.WithLabelValues(strconv.Itoa(i)).Inc()
+	}
 }

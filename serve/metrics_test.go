@@ -31,6 +31,9 @@ func exercise(m *Metrics) {
 	m.Request(10, 5, time.Second, nil)
 	m.Request(3, 0, time.Millisecond, ErrOverloaded)
 	m.Recomputed(6)
+	m.SpecDecode(3, 2)
+	m.SpecDecode(3, 0)
+	m.SpecDecode(0, 0) // a plain step: not a speculative one
 }
 
 // metricNames are every metric NewMetrics registers.
@@ -42,6 +45,8 @@ var metricNames = []string{
 	"hybridxfer_handshake_failures_total", "hybridxfer_pool_blocks_used", "hybridxfer_pool_blocks_total",
 	"hybridxfer_requests_total", "hybridxfer_request_seconds", "hybridxfer_prompt_tokens_total",
 	"hybridxfer_completion_tokens_total", "hybridxfer_recomputed_tokens_total",
+	"hybridxfer_spec_decode_num_drafts_total", "hybridxfer_spec_decode_num_draft_tokens_total",
+	"hybridxfer_spec_decode_num_accepted_tokens_total", "hybridxfer_spec_decode_num_accepted_tokens_per_pos_total",
 }
 
 func TestMetricsEndpoint(t *testing.T) {
@@ -74,6 +79,11 @@ func TestMetricsEndpoint(t *testing.T) {
 		`hybridxfer_handshake_seconds_count{engine_id="d0",role="decode"} 1`,
 		`hybridxfer_handshake_failures_total{engine_id="d0",role="decode"} 1`,
 		`hybridxfer_recomputed_tokens_total{engine_id="d0",role="decode"} 6`,
+		`hybridxfer_spec_decode_num_drafts_total{engine_id="d0",role="decode"} 2`,
+		`hybridxfer_spec_decode_num_draft_tokens_total{engine_id="d0",role="decode"} 6`,
+		`hybridxfer_spec_decode_num_accepted_tokens_total{engine_id="d0",role="decode"} 2`,
+		`hybridxfer_spec_decode_num_accepted_tokens_per_pos_total{engine_id="d0",position="0",role="decode"} 1`,
+		`hybridxfer_spec_decode_num_accepted_tokens_per_pos_total{engine_id="d0",position="1",role="decode"} 1`,
 	} {
 		if !strings.Contains(text, line+"\n") {
 			t.Errorf("/metrics lacks %q", line)
