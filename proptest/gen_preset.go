@@ -15,7 +15,7 @@ func GenPresetModel() *rapid.Generator[*groups.Model] {
 		name := rapid.SampledFrom(groups.PresetNames()).Draw(t, "preset")
 		o := groups.PresetOptions{
 			MTP:                  groups.HasMTP(name) && rapid.Bool().Draw(t, "mtp"),
-			NumSpeculativeTokens: rapid.IntRange(0, 2).Draw(t, "preset_nspec"),
+			NumSpeculativeTokens: rapid.IntRange(0, 4).Draw(t, "preset_nspec"),
 			KVCacheDType:         rapid.SampledFrom([]groups.KVCacheDType{groups.KVCacheAuto, groups.KVCacheFP8}).Draw(t, "kv_cache_dtype"),
 		}
 		if !groups.AcceptsSpeculativeTokens(name) {

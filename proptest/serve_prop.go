@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"slices"
@@ -53,6 +54,11 @@ type ServeCase struct {
 	// InFlight bounds the requests running at once (1 is the old,
 	// sequential property).
 	InFlight int
+	// ProposeRight, for a model with a drafter, is the percentage of
+	// draft positions at which D's drafter is made to propose the true
+	// continuation (serve.Config.Propose); 0 leaves the drafter's own
+	// guesses. The answers may not depend on it.
+	ProposeRight int
 }
 
 // GenServeCase draws a ServeCase with up to maxInFlight requests in flight.
@@ -89,6 +95,9 @@ func GenServeCase(maxInFlight int) *rapid.Generator[ServeCase] {
 				P:         rapid.IntRange(0, len(c.P)-1).Draw(t, "to_p"),
 				D:         rapid.IntRange(0, len(c.D)-1).Draw(t, "to_d"),
 				MaxTokens: rapid.IntRange(1, 6).Draw(t, "max_tokens")})
+		}
+		if c.Model.Draft != groups.DraftNone {
+			c.ProposeRight = rapid.SampledFrom([]int{0, 50, 80, 100}).Draw(t, "propose_right")
 		}
 		c.InFlight = fitInFlight(t, c)
 		return c
@@ -243,6 +252,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		checkEngineBytes(t, p)
 		ps[i] = p
 	}
+	propose := proposer(t, c, mini)
 	ds := make([]*serve.Engine, len(c.D))
 	for i, di := range c.D {
 		var f *transport.FaultPlan
@@ -256,7 +266,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		var d *serve.Engine
 		d, err = serve.New(serve.Config{Role: serve.RoleDecode, EngineID: fmt.Sprintf("D%d", i), Model: c.Model, Seed: 3, Instance: di.Config,
 			NumBlocks: numBlocks, Mode: di.Mode, FailurePolicy: c.Policy, TransferTimeout: 20 * time.Second, Transports: factory(f), Fetch: hs.Fetch,
-			OnCompute: onCompute, Log: quiet,
+			OnCompute: onCompute, Log: quiet, Propose: propose,
 			OnFinish: func(id string, st refmodel.Store, n int) {
 				snap, err := d.Model().Snapshot(st, n)
 				mu.Lock()
@@ -296,6 +306,14 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		}()
 	}
 	wg.Wait()
+	if c.ProposeRight == 100 {
+		// Every proposal was the true continuation: every draft accepted.
+		for i, d := range ds {
+			if st := d.SpecStats(); st.Accepted != st.Drafted {
+				t.Fatalf("D%d: %d of %d true-continuation drafts accepted", i, st.Accepted, st.Drafted)
+			}
+		}
+	}
 	injected := 0
 	if faults != nil {
 		injected = len(faults.Injected())
@@ -365,6 +383,39 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		if err := d.WaitIdle(wctx); err != nil {
 			t.Fatalf("decode %d not idle after the run (%d faults): %v", i, injected, err)
 		}
+	}
+}
+
+// proposer is the Propose hook of c's decode engines: at ProposeRight
+// percent of the positions (a hash of the request and position, so that a
+// recomputed step proposes the same) the true continuation from the
+// monolithic run, elsewhere the drafter's own token. nil when
+// ProposeRight is 0.
+func proposer(t *rapid.T, c ServeCase, mini *groups.Model) func(string, int, uint32) uint32 {
+	if c.ProposeRight == 0 {
+		return nil
+	}
+	m := refmodel.New(mini, 3)
+	seqs := make([][]uint32, len(c.Requests))
+	for i, rq := range c.Requests {
+		toks := serve.Tokenize(rq.Prompt)
+		want, err := m.Generate(refmodel.NewMapStore(mini), toks, 0, rq.MaxTokens)
+		if err != nil {
+			t.Fatalf("monolithic run of request %d: %v", i, err)
+		}
+		seqs[i] = append(toks, want...)
+	}
+	return func(reqID string, pos int, draft uint32) uint32 {
+		var i int
+		if _, err := fmt.Sscanf(reqID[strings.LastIndex(reqID, "-r")+2:], "%d", &i); err != nil || i < 0 || i >= len(seqs) || pos >= len(seqs[i]) {
+			return draft
+		}
+		h := fnv.New32a()
+		fmt.Fprintf(h, "%s/%d", reqID, pos)
+		if int(h.Sum32()%100) < c.ProposeRight {
+			return seqs[i][pos]
+		}
+		return draft
 	}
 }
 

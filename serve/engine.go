@@ -85,6 +85,11 @@ type Config struct {
 	// are freed, with the number of positions computed (tests: final
 	// state checks).
 	OnFinish func(reqID string, st refmodel.Store, computed int)
+	// Propose, when set, replaces each token the drafter proposes for
+	// position pos of a request (tests: propose the true continuation or
+	// a wrong token, so that every accept length occurs; the answer must
+	// not change). Never set in production.
+	Propose func(reqID string, pos int, draft uint32) uint32
 }
 
 func (c *Config) defaults() error {
@@ -572,6 +577,9 @@ func (e *Engine) finished(id hma.ReqID) {
 func (e *Engine) decode(ctx context.Context, id hma.ReqID, tokens []uint32, first uint32, max int, emit func(string) error) ([]uint32, error) {
 	var out []uint32
 	dec := e.model.NewDecoder()
+	if e.cfg.Propose != nil {
+		dec.Propose = func(pos int, draft uint32) uint32 { return e.cfg.Propose(string(id), pos, draft) }
+	}
 	step := []uint32{first}
 	for {
 		for _, t := range step {
