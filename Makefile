@@ -28,7 +28,8 @@ demo: build
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -timeout 20m $$($(GO) list ./... | grep -vE '/(statexfer/verify|proptest)$$')
-	$(GO) test -timeout 20m $(HEAVY)
+	$(GO) test -timeout 20m -skip 'TestServingSpeculative' $(HEAVY)
+	$(GO) test -timeout 20m -run 'TestServingSpeculative' ./proptest -rapid.checks=300
 	$(GO) test -race -timeout 10m -run 'TestInproc|TestVerifyCatches' ./statexfer/verify
 	$(GO) test -race -timeout 10m -run 'TestServingEqualsMonolithic' ./proptest -rapid.checks=40
 	CGO_ENABLED=0 $(GO) test -count=1 -timeout 10m $(PURE)
@@ -56,9 +57,12 @@ bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 
 # Long allocator/protocol state-machine runs: make soak CHECKS=10000
+# (and the speculative serving and decoder properties, SPEC_CHECKS cases)
 CHECKS ?= 5000
+SPEC_CHECKS ?= 2000
 soak:
 	$(GO) test -count=1 -timeout 2h -run 'StateMachine|Property' ./proptest/ ./hma/ -rapid.checks=$(CHECKS)
+	$(GO) test -count=1 -timeout 2h -run 'TestServingSpeculative|TestSpeculativeIsLossless' ./proptest/ ./oracle/refmodel/ -rapid.checks=$(SPEC_CHECKS)
 
 # Fault campaign with real processes on 127.0.0.1 (not part of make test):
 # 2 P x 3 D behind the proxy under load; kill -9, restart on the same

@@ -7,7 +7,7 @@ import (
 
 // GenPresetModel draws a preset of any family (every groups preset, so a
 // family added there is drawn here), with its native MTP layers sometimes,
-// 0 to 2 speculative tokens and the KV cache dtype auto or fp8. Its real
+// 0 to 4 speculative tokens and the KV cache dtype auto or fp8. Its real
 // shapes are large: the serving and reference-model properties run its
 // miniature (refmodel.Miniature keeps how every tp up to 64 shards it).
 func GenPresetModel() *rapid.Generator[*groups.Model] {
@@ -54,4 +54,31 @@ func DrawTP(t *rapid.T, m *groups.Model, candidates []int, label string) int {
 		t.Fatalf("%s: no tp of %v shards %s", label, candidates, m.Name)
 	}
 	return rapid.SampledFrom(ok).Draw(t, label)
+}
+
+// GenSpeculativeModel draws a model that decodes speculatively: a drafter
+// and 1 to 4 speculative tokens. Half the time a preset with native MTP
+// layers (attached) or an Eagle3 drafter, else a random transfer model
+// with draft layers.
+func GenSpeculativeModel() *rapid.Generator[*groups.Model] {
+	return rapid.Custom(func(t *rapid.T) *groups.Model {
+		k := rapid.IntRange(1, 4).Draw(t, "num_speculative_tokens")
+		if rapid.Bool().Draw(t, "from_preset") {
+			var names []string
+			for _, n := range groups.PresetNames() {
+				if m, err := groups.Preset(n, groups.PresetOptions{}); groups.HasMTP(n) || (err == nil && m.Draft == groups.DraftEagle3) {
+					names = append(names, n)
+				}
+			}
+			name := rapid.SampledFrom(names).Draw(t, "preset")
+			m, err := groups.Preset(name, groups.PresetOptions{MTP: groups.HasMTP(name), NumSpeculativeTokens: k})
+			if err != nil {
+				t.Fatalf("preset %s with %d speculative tokens: %v", name, k, err)
+			}
+			return m
+		}
+		return GenTransferModel().Filter(func(m *groups.Model) bool {
+			return m.Draft != groups.DraftNone && m.NumSpeculativeTokens >= 1 && m.NumSpeculativeTokens <= 4
+		}).Draw(t, "random_model")
+	})
 }

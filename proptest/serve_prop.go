@@ -63,9 +63,19 @@ type ServeCase struct {
 
 // GenServeCase draws a ServeCase with up to maxInFlight requests in flight.
 func GenServeCase(maxInFlight int) *rapid.Generator[ServeCase] {
+	return genServeCase(GenServingModel(), maxInFlight)
+}
+
+// GenSpeculativeServeCase draws a ServeCase of a model that decodes
+// speculatively (GenSpeculativeModel).
+func GenSpeculativeServeCase(maxInFlight int) *rapid.Generator[ServeCase] {
+	return genServeCase(GenSpeculativeModel(), maxInFlight)
+}
+
+func genServeCase(models *rapid.Generator[*groups.Model], maxInFlight int) *rapid.Generator[ServeCase] {
 	return rapid.Custom(func(t *rapid.T) ServeCase {
 		c := ServeCase{
-			Model:    GenServingModel().Draw(t, "model"),
+			Model:    models.Draw(t, "model"),
 			Handoff:  rapid.SampledFrom([]serve.Handoff{serve.DecodeComputesLast, serve.PrefillSamplesFirst}).Draw(t, "handoff"),
 			Policy:   rapid.SampledFrom([]string{serve.PolicyFail, serve.PolicyRecompute}).Draw(t, "policy"),
 			FaultD:   -1,

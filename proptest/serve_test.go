@@ -21,3 +21,15 @@ func TestServingSequential(t *testing.T) {
 		CheckServing(t, GenServeCase(1).Draw(t, "case"))
 	})
 }
+
+// TestServingSpeculative is the property for speculative decoding: models
+// with a drafter and K in 1..4, D's drafter steered to the true
+// continuation at 0-100% of positions, both handoffs, faults with both
+// policies. Answers equal the monolithic run WITHOUT speculation, every
+// position's state is applied once (rejected drafts count as never
+// applied), transfers hold no scratch block, everything is released.
+func TestServingSpeculative(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		CheckServing(t, GenSpeculativeServeCase(8).Draw(t, "case"))
+	})
+}
