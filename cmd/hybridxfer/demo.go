@@ -1,6 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"strconv"
+
+	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/spf13/cobra"
 )
 
@@ -14,6 +18,8 @@ func demoCmd() *cobra.Command {
 		pTP, dTP  int
 		seed      uint64
 		maxTokens int
+		spec      string
+		numSpec   int
 	)
 	c := &cobra.Command{
 		Use:   "demo [--keep-running] [--port P]",
@@ -28,7 +34,11 @@ interrupted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			demoProxyPort = port
-			return runE2EDemo(cmd.Context(), cmd.OutOrStdout(), model, pTP, dTP, seed, maxTokens, keep)
+			sp := demoSpec{method: spec, k: numSpec}
+			if err := sp.check(); err != nil {
+				return err
+			}
+			return runE2EDemo(cmd.Context(), cmd.OutOrStdout(), model, pTP, dTP, seed, maxTokens, keep, sp)
 		},
 	}
 	c.Flags().BoolVar(&keep, "keep-running", false, "serve until interrupted instead of running the batch")
@@ -38,7 +48,44 @@ interrupted.`,
 	c.Flags().IntVar(&dTP, "decode-tp", 4, "decode tensor-parallel size")
 	c.Flags().Uint64Var(&seed, "seed", 1, "reference model weights seed")
 	c.Flags().IntVar(&maxTokens, "max-tokens", 12, "tokens per answer")
+	c.Flags().StringVar(&spec, "speculative", "", "decode speculatively: mtp (the model's native MTP layers) or eagle3 (--model kimi-k2.5-eagle3); answers are still checked against the run without speculation")
+	c.Flags().IntVar(&numSpec, "num-speculative-tokens", 3, "with --speculative: draft tokens per decode step")
 	return c
+}
+
+// demoSpec is the demo's speculative decoding setup (method "" : none).
+type demoSpec struct {
+	method string
+	k      int
+}
+
+func (s demoSpec) check() error {
+	switch groups.DraftKind(s.method) {
+	case groups.DraftNone:
+		return nil
+	case groups.DraftMTP, groups.DraftEagle3:
+		if s.k < 1 {
+			return fmt.Errorf("--num-speculative-tokens %d (want >= 1 with --speculative)", s.k)
+		}
+		return nil
+	}
+	return fmt.Errorf("--speculative %q (want mtp or eagle3)", s.method)
+}
+
+// presetOptions are the preset options of the speculative setup.
+func (s demoSpec) presetOptions() groups.PresetOptions {
+	if s.method == "" {
+		return groups.PresetOptions{}
+	}
+	return groups.PresetOptions{MTP: s.method == string(groups.DraftMTP), NumSpeculativeTokens: s.k}
+}
+
+// serveArgs are the serve flags of the speculative setup (P and D alike).
+func (s demoSpec) serveArgs() []string {
+	if s.method == "" {
+		return nil
+	}
+	return []string{"--speculative", s.method, "--num-speculative-tokens", strconv.Itoa(s.k)}
 }
 
 // demoProxyPort, when not 0, is the proxy's port.

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -127,7 +128,7 @@ func demoKeys() (dir string, prefill, decode, proxy []string, err error) {
 	return dir, prefill, decode, cluster, nil
 }
 
-func startDemoCluster(ctx context.Context, model string, pTP, dTP int, seed uint64) (*demoCluster, error) {
+func startDemoCluster(ctx context.Context, model string, pTP, dTP int, seed uint64, extra []string) (*demoCluster, error) {
 	ports := make([]int, 3)
 	for i := range ports {
 		p, err := freePort()
@@ -154,9 +155,9 @@ func startDemoCluster(ctx context.Context, model string, pTP, dTP int, seed uint
 		name string
 		args []string
 	}{
-		{"prefill", append([]string{"serve", "--role", "prefill", "--model", model, "--tp", strconv.Itoa(pTP), "--port", strconv.Itoa(ports[0]), "--seed", s}, pk...)},
-		{"decode", append([]string{"serve", "--role", "decode", "--model", model, "--tp", strconv.Itoa(dTP), "--port", strconv.Itoa(ports[1]), "--seed", s,
-			"--layout", "NHD", "--conv-layout", "SD", "--block-layout", "cross-layer"}, dk...)},
+		{"prefill", slices.Concat([]string{"serve", "--role", "prefill", "--model", model, "--tp", strconv.Itoa(pTP), "--port", strconv.Itoa(ports[0]), "--seed", s}, extra, pk)},
+		{"decode", slices.Concat([]string{"serve", "--role", "decode", "--model", model, "--tp", strconv.Itoa(dTP), "--port", strconv.Itoa(ports[1]), "--seed", s,
+			"--layout", "NHD", "--conv-layout", "SD", "--block-layout", "cross-layer"}, extra, dk)},
 		{"proxy", append([]string{"proxy", "--prefill", c.prefill, "--decode", c.decode, "--port", strconv.Itoa(ports[2])}, xk...)},
 	}
 	for _, sp := range specs {
@@ -289,8 +290,8 @@ func scrape(ctx context.Context, url string) (string, error) {
 
 // runE2EDemo is the end-to-end demo: proxy + P + D processes, chat
 // requests through the proxy, answers checked against the monolithic model.
-func runE2EDemo(ctx context.Context, out io.Writer, model string, pTP, dTP int, seed uint64, maxTokens int, keepRunning bool) error {
-	spec, err := groups.Preset(model, groups.PresetOptions{})
+func runE2EDemo(ctx context.Context, out io.Writer, model string, pTP, dTP int, seed uint64, maxTokens int, keepRunning bool, sp demoSpec) error {
+	spec, err := groups.Preset(model, sp.presetOptions())
 	if err != nil {
 		return err
 	}
@@ -301,7 +302,13 @@ func runE2EDemo(ctx context.Context, out io.Writer, model string, pTP, dTP int, 
 	ref := refmodel.New(mini, seed)
 	fmt.Fprintf(out, "starting prefill (tp %d), decode (tp %d, NHD, SD, cross-layer blocks) and proxy for %s (reference miniature) on 127.0.0.1\n", pTP, dTP, model)
 	t0 := time.Now()
-	c, err := startDemoCluster(ctx, model, pTP, dTP, seed)
+	if sp.method != "" {
+		if string(spec.Draft) != sp.method {
+			return fmt.Errorf("--speculative %s: %s has no %s drafter", sp.method, model, sp.method)
+		}
+		fmt.Fprintf(out, "speculative decoding on decode: %s drafter, %d tokens per step; answers checked against the run without speculation\n", sp.method, sp.k)
+	}
+	c, err := startDemoCluster(ctx, model, pTP, dTP, seed, sp.serveArgs())
 	if err != nil {
 		return err
 	}
@@ -346,6 +353,18 @@ func runE2EDemo(ctx context.Context, out io.Writer, model string, pTP, dTP int, 
 	fmt.Fprintf(out, "bytes moved %.0f in %.0f transfers (%.0f reads), transfer time %.2f ms total\n",
 		metricValue(ms, "hybridxfer_transfer_bytes_total"), metricValue(ms, "hybridxfer_transfer_seconds_count"),
 		metricValue(ms, "hybridxfer_transfer_reads_sum"), 1000*metricValue(ms, "hybridxfer_transfer_seconds_sum"))
+	if sp.method != "" {
+		drafted, accepted := metricValue(ms, "hybridxfer_spec_decode_num_draft_tokens_total"), metricValue(ms, "hybridxfer_spec_decode_num_accepted_tokens_total")
+		rate := 0.0
+		if drafted > 0 {
+			rate = accepted / drafted
+		}
+		fmt.Fprintf(out, "speculative decoding: %.0f draft tokens in %.0f steps, %.0f accepted: acceptance rate %.3f (the reference miniature has random weights: this rate says nothing of a trained drafter)\n",
+			drafted, metricValue(ms, "hybridxfer_spec_decode_num_drafts_total"), accepted, rate)
+		if drafted == 0 {
+			return &exitError{code: 2, err: fmt.Errorf("--speculative %s: the decode instance drafted nothing", sp.method)}
+		}
+	}
 	fmt.Fprintln(out, "metrics excerpt:")
 	for _, line := range strings.Split(ms+ps, "\n") {
 		for _, name := range []string{"hybridxfer_transfer_bytes_by_kind_total", "hybridxfer_leases_released_total", "hybridxfer_transfer_failures_total", "hybridxfer_requests_total"} {

@@ -125,19 +125,32 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
-// TestDemoBatch runs `hybridxfer demo` as a user would: exit status 0 and
-// every answer matched.
+// TestDemoBatch runs `hybridxfer demo` as a user would, plain and with
+// speculative decoding: exit status 0 and every answer matched (the
+// speculative one against the run without speculation, with its
+// acceptance rate printed).
 func TestDemoBatch(t *testing.T) {
 	bin := buildCLI(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "demo", "--max-tokens", "4")
-	cmd.Env = workerEnv()
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("demo: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "matched 8") || !strings.Contains(string(out), "OK: every answer") {
-		t.Fatalf("demo output:\n%s", out)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"plain", []string{"demo", "--max-tokens", "4"}, "OK: every answer"},
+		{"speculative", []string{"demo", "--max-tokens", "8", "--speculative", "mtp", "--num-speculative-tokens", "2"}, "acceptance rate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, tc.args...)
+			cmd.Env = workerEnv()
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("%v: %v\n%s", tc.args, err, out)
+			}
+			if !strings.Contains(string(out), "matched 8") || !strings.Contains(string(out), "OK: every answer") || !strings.Contains(string(out), tc.want) {
+				t.Fatalf("%v output:\n%s", tc.args, out)
+			}
+		})
 	}
 }
