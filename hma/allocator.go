@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/specdec"
 )
 
 // ReqID identifies a request.
@@ -259,10 +260,7 @@ func (a *Allocator) hitRange(g, L int) (lo, hi int) {
 	gs := &a.cfg.Groups[g]
 	hi = L / gs.BlockSize
 	lo = gs.SkippedTokens(L) / gs.BlockSize
-	if gs.Eagle {
-		hi++
-	}
-	return lo, hi
+	return lo, hi + specdec.ExtraHitBlocks(gs.Eagle)
 }
 
 // placeholders is the number of leading null positions of group g on a first

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/specdec"
 )
 
 // ConfigFromGeometry derives an allocator Config from one rank's geometry
@@ -14,7 +15,7 @@ func ConfigFromGeometry(g *groups.Geometry, numBlocks []int, mode RecurrentMode,
 	if len(numBlocks) != len(g.Pools) {
 		return Config{}, fmt.Errorf("%w: %d pool sizes for %d pools", ErrInvalidConfig, len(numBlocks), len(g.Pools))
 	}
-	c := Config{RecurrentMode: mode, NumSpeculativeTokens: g.Model.NumSpeculativeTokens, EnableCaching: caching}
+	c := Config{RecurrentMode: mode, NumSpeculativeTokens: specdec.ScratchBlocks(g.Model), EnableCaching: caching}
 	for _, n := range numBlocks {
 		c.Pools = append(c.Pools, PoolSpec{NumBlocks: n})
 	}

@@ -79,3 +79,15 @@ func StateSlots(j int) (read, write int) {
 // after n drafts were accepted (0: the state slot already holds it); the
 // other scratch slots are garbage, never cached and never transferred.
 func KeepSlot(accepted int) int { return accepted }
+
+// ExtraHitBlocks is how many cached blocks past a prefix hit a group
+// needs: a draft group (Eagle / MTP layers) needs one, because vLLM drops
+// the last hit block of such a group so that the drafter recomputes the
+// hidden state it reads; a hit of L tokens then needs the blocks through
+// L + one block cached.
+func ExtraHitBlocks(draftGroup bool) int {
+	if draftGroup {
+		return 1
+	}
+	return 0
+}
