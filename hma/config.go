@@ -208,3 +208,14 @@ func cdiv(a, b int) int { return (a + b - 1) / b }
 func (g *GroupSpec) SkippedTokens(n int) int {
 	return groups.SkippedTokens(g.Kind, g.Window, g.Chunk, n)
 }
+
+// ParseRecurrentMode parses a mode's name (none, align or all; vLLM's
+// mamba_cache_mode values).
+func ParseRecurrentMode(s string) (RecurrentMode, error) {
+	for _, m := range []RecurrentMode{RecurrentNone, RecurrentAlign, RecurrentAll} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: recurrent (mamba cache) mode %q: want none, align or all", ErrInvalidArgument, s)
+}

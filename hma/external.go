@@ -186,10 +186,7 @@ func (a *Allocator) restartPoint(r *request, total int, bad func(g int, id int32
 		rg := &r.groups[g]
 		if gs.Kind == groups.Recurrent {
 			recurrent = true
-			i := 0
-			if a.cfg.RecurrentMode != RecurrentNone {
-				i = (total - 1) / gs.BlockSize
-			}
+			i := a.stateIndex(g, total)
 			if i >= len(rg.table) || rg.table[i] == 0 || bad(g, rg.table[i]) {
 				return 0
 			}

@@ -270,6 +270,49 @@ func TestRecurrentAlignReuseAtBoundary(t *testing.T) {
 	inv(t, a)
 }
 
+// TestStateBlock checks which block holds the state after n tokens in
+// each recurrent mode, as a request moves through blocks.
+func TestStateBlock(t *testing.T) {
+	for _, mode := range []RecurrentMode{RecurrentNone, RecurrentAlign, RecurrentAll} {
+		t.Run(mode.String(), func(t *testing.T) {
+			cfg := Config{Groups: []GroupSpec{full(4), {Kind: groups.Recurrent, BlockSize: 4}}, Pools: []PoolSpec{{NumBlocks: 40}},
+				RecurrentMode: mode, EnableCaching: true}
+			a := mustNew(t, cfg)
+			ok(t, a.AddRequest("a", toks(12, 0), 0))
+			ok(t, a.Allocate("a", AllocSpec{New: 4}))
+			ok(t, a.Commit("a", 4))
+			after4 := table(t, a, "a", 1)[0]
+			ok(t, a.Allocate("a", AllocSpec{New: 3}))
+			bt := table(t, a, "a", 1)
+			for _, c := range []struct{ n, want int }{{0, 0}, {4, after4}, {5, bt[len(bt)-1]}, {7, bt[len(bt)-1]}, {9, 0}} {
+				if mode == RecurrentNone && c.n > 0 {
+					c.want = after4 // one state block, updated in place
+				}
+				got, err := a.StateBlock("a", 1, c.n)
+				ok(t, err)
+				if got != c.want {
+					t.Fatalf("state after %d tokens in block %d, want %d (table %v)", c.n, got, c.want, bt)
+				}
+			}
+			if mode != RecurrentNone && bt[len(bt)-1] == after4 {
+				t.Fatalf("the state moved on within block %d", after4)
+			}
+			ok(t, a.Commit("a", 3))
+			got, err := a.StateBlock("a", 1, 4)
+			ok(t, err)
+			// align keeps only the running state (and the cache the
+			// boundary one); all keeps a state per block.
+			if want := map[RecurrentMode]int{RecurrentNone: after4, RecurrentAlign: 0, RecurrentAll: after4}[mode]; got != want {
+				t.Fatalf("after the step the state after 4 tokens is in block %d, want %d", got, want)
+			}
+			if _, err := a.StateBlock("a", 0, 4); !errors.Is(err, ErrInvalidArgument) {
+				t.Fatalf("state block of an attention group: %v", err)
+			}
+			inv(t, a)
+		})
+	}
+}
+
 func TestLoadFailedPolicies(t *testing.T) {
 	cfg := Config{Groups: []GroupSpec{full(4)}, Pools: []PoolSpec{{NumBlocks: 16}}, EnableCaching: true}
 	a := mustNew(t, cfg)

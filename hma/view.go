@@ -82,6 +82,39 @@ func (a *Allocator) ScratchBlocks(id ReqID, g int) ([]int, error) {
 	return toInts(rg.scratch), nil
 }
 
+// StateBlock returns the block of recurrent group g that holds (or, being
+// computed, receives) the request's state after n tokens: in RecurrentNone
+// the request's one state block, in RecurrentAlign and RecurrentAll the
+// block at index (n-1)/BlockSize. It is 0 for n == 0 and for an index the
+// table does not hold or holds null (a state that was not kept).
+func (a *Allocator) StateBlock(id ReqID, g, n int) (int, error) {
+	rg, err := a.groupOf(id, g)
+	if err != nil {
+		return 0, err
+	}
+	gs := &a.cfg.Groups[g]
+	if gs.Kind != groups.Recurrent {
+		return 0, argErr("group %d is %v, not recurrent", g, gs.Kind)
+	}
+	if n < 1 {
+		return 0, nil
+	}
+	i := a.stateIndex(g, n)
+	if i >= len(rg.table) {
+		return 0, nil
+	}
+	return int(rg.table[i]), nil
+}
+
+// stateIndex is the table index of recurrent group g that holds the state
+// after n >= 1 tokens.
+func (a *Allocator) stateIndex(g, n int) int {
+	if a.cfg.RecurrentMode == RecurrentNone {
+		return 0
+	}
+	return (n - 1) / a.cfg.Groups[g].BlockSize
+}
+
 func toInts(s []int32) []int {
 	out := make([]int, len(s))
 	for i, v := range s {
@@ -120,11 +153,7 @@ func (a *Allocator) transferGroup(r *request, g int) []int {
 		return []int{}
 	}
 	if gs.Kind == groups.Recurrent {
-		i := 0
-		if a.cfg.RecurrentMode != RecurrentNone {
-			i = (n - 1) / gs.BlockSize
-		}
-		return []int{int(rg.table[i])}
+		return []int{int(rg.table[a.stateIndex(g, n)])}
 	}
 	hi := min(cdiv(n, gs.BlockSize), len(rg.table))
 	out := make([]int, 0, max(0, hi-rg.lowLive))

@@ -91,3 +91,42 @@ func ExtraHitBlocks(draftGroup bool) int {
 	}
 	return 0
 }
+
+// Placement says that the recurrent state after Tokens tokens (the block
+// that holds it: the request's one state block, or in the align and all
+// recurrent modes the block of position Tokens-1) must receive the state in
+// slot Slot of a verify pass (0: the state slot, k >= 1: scratch slot k).
+type Placement struct {
+	Tokens int
+	Slot   int
+}
+
+// Placements lists where a decode step's recurrent states go once
+// accepted of its drafts are accepted. t is the step's input position: the
+// verify pass left the state after t+1 tokens in the state slot (the block
+// of position t) and the state after t+1+j tokens in scratch slot j. With
+// one state per request (perBlock false: recurrent modes none and align) only
+// the final state after t+1+accepted tokens is kept, and it moves only when
+// a draft was accepted. With a state per block (perBlock true: mode all)
+// every block the accepted positions reach gets the state at its end, or the
+// final one for the last block: block i holds the state after
+// min((i+1)*blockSize, t+1+accepted) tokens. Placements never target a block
+// that was already full after t+1 tokens (it may be prefix-cached), and
+// never read slot 0 (its state is in place).
+func Placements(t, accepted, blockSize int, perBlock bool) []Placement {
+	end := t + 1 + accepted
+	if accepted == 0 {
+		return nil
+	}
+	if !perBlock {
+		return []Placement{{Tokens: end, Slot: accepted}}
+	}
+	var out []Placement
+	for i := t / blockSize; i <= (end-1)/blockSize; i++ {
+		n := min((i+1)*blockSize, end)
+		if j := n - t - 1; j > 0 {
+			out = append(out, Placement{Tokens: n, Slot: j})
+		}
+	}
+	return out
+}

@@ -91,3 +91,48 @@ func TestDraftsPerStep(t *testing.T) {
 		}
 	}
 }
+
+// TestPlacements checks the placement rule against a direct simulation:
+// states are named by their token counts, a block holds the state its
+// last write put there, and after a step every block the positions
+// reached holds the state the mode requires.
+func TestPlacements(t *testing.T) {
+	for _, perBlock := range []bool{false, true} {
+		for bs := 1; bs <= 5; bs++ {
+			for pos := 0; pos < 12; pos++ {
+				for acc := 0; acc <= 4; acc++ {
+					end := pos + 1 + acc
+					slot := func(j int) int { return pos + 1 + j } // the verify pass's states
+					block := map[int]int{pos / bs: slot(0)}        // written in place by position pos
+					if !perBlock {
+						block = map[int]int{0: slot(0)} // one state block, index 0 here
+					}
+					for _, p := range Placements(pos, acc, bs, perBlock) {
+						if p.Slot < 1 || p.Slot > acc {
+							t.Fatalf("bs %d t %d a %d: placement %+v reads slot %d", bs, pos, acc, p, p.Slot)
+						}
+						i := 0
+						if perBlock {
+							i = (p.Tokens - 1) / bs
+							if (i+1)*bs <= pos+1 {
+								t.Fatalf("bs %d t %d a %d: %+v overwrites block %d, full before the step", bs, pos, acc, p, i)
+							}
+						}
+						block[i] = slot(p.Slot)
+					}
+					if !perBlock {
+						if block[0] != end {
+							t.Fatalf("bs %d t %d a %d: state %d, want %d", bs, pos, acc, block[0], end)
+						}
+						continue
+					}
+					for i := pos / bs; i <= (end-1)/bs; i++ {
+						if want := min((i+1)*bs, end); block[i] != want {
+							t.Fatalf("bs %d t %d a %d: block %d holds state %d, want %d", bs, pos, acc, i, block[i], want)
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -52,6 +52,12 @@ type Decoder struct {
 	// true continuation, or a wrong one, to reach every accept length);
 	// pos is the position the token is proposed for.
 	Propose func(pos int, draft uint32) uint32
+	// LeaveInScratch, when set, makes Step leave the recurrent states where
+	// the verify pass wrote them: the state slot holds the state after the
+	// step's input position t, scratch slot j the state after t+j, and the
+	// caller places the ones to keep (specdec.Placements, CopyRecurrent). The
+	// engines set it in the recurrent modes that keep a state per block.
+	LeaveInScratch bool
 }
 
 // NewDecoder returns a decoder for one request.
@@ -110,7 +116,7 @@ func (d *Decoder) Step(s SlotStore, t int, token uint32, max int) ([]uint32, err
 		outs[j], targets[j] = o, o.Next
 	}
 	a := specdec.Accept(drafts, targets)
-	if keep := specdec.KeepSlot(a); keep != 0 {
+	if keep := specdec.KeepSlot(a); keep != 0 && !d.LeaveInScratch {
 		if err := keepSlot(m.spec, s, keep); err != nil {
 			return nil, err
 		}
@@ -129,7 +135,17 @@ func (d *Decoder) Step(s SlotStore, t int, token uint32, max int) ([]uint32, err
 
 // keepSlot makes scratch slot k's recurrent state the request's state.
 func keepSlot(spec *groups.Model, s SlotStore, k int) error {
-	from, to := s.Slots(k, k), s.Slots(0, 0)
+	if err := CopyRecurrent(spec, s.Slots(k, k), s.Slots(0, 0)); err != nil {
+		return fmt.Errorf("keep scratch slot %d: %w", k, err)
+	}
+	return nil
+}
+
+// CopyRecurrent copies the recurrent state (conv rows and SSM / linear
+// attention states of every recurrent layer) that from holds into to: the
+// move of a state from one block to another (two stores of one request
+// whose tables name different state blocks) or from a scratch slot.
+func CopyRecurrent(spec *groups.Model, from, to Store) error {
 	var err error
 	for li := range spec.Layers {
 		if spec.Layers[li].Kind != groups.Recurrent {
@@ -145,10 +161,7 @@ func keepSlot(spec *groups.Model, s SlotStore, k int) error {
 			}
 		})
 	}
-	if err != nil {
-		return fmt.Errorf("keep scratch slot %d: %w", k, err)
-	}
-	return nil
+	return err
 }
 
 // GenerateSpeculative is Generate with a Decoder: the prompt's positions
