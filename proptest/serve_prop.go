@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
@@ -24,6 +25,9 @@ import (
 type ServeInstance struct {
 	Config groups.InstanceConfig
 	Mode   plan.Mode // decode instances: how reads are shaped
+	// CacheMode is how the instance keeps recurrent states (serve's
+	// --mamba-cache-mode); P and D draw theirs independently.
+	CacheMode hma.RecurrentMode
 }
 
 // ServeRequest is one request of a ServeCase: its prompt, the P and D
@@ -35,8 +39,8 @@ type ServeRequest struct {
 }
 
 // ServeCase is one randomized disaggregated-serving run: a model miniature,
-// several P and D instances (each with its own tp, block size and layouts;
-// each D with its own read mode), a handoff mode, a failure policy, an
+// several P and D instances (each with its own tp, block size, layouts
+// and recurrent cache mode; each D with its own read mode), a handoff mode, a failure policy, an
 // optional injected transport fault on one D, and a batch of requests
 // (some sharing prefixes, so both sides see prefix-cache hits) run
 // concurrently in waves: Waves[i] requests start together, in the order
@@ -83,11 +87,13 @@ func genServeCase(models *rapid.Generator[*groups.Model], maxInFlight int) *rapi
 		}
 		tps := []int{1, 2, 4}
 		for i, n := 0, rapid.IntRange(1, 3).Draw(t, "num_p"); i < n; i++ {
-			c.P = append(c.P, ServeInstance{Config: GenInstance(t, fmt.Sprintf("p%d", i), DrawTP(t, c.Model, tps, "p_tp"))})
+			c.P = append(c.P, ServeInstance{Config: GenInstance(t, fmt.Sprintf("p%d", i), DrawTP(t, c.Model, tps, "p_tp")),
+				CacheMode: drawCacheMode(t, "p_cache_mode")})
 		}
 		for i, n := 0, rapid.IntRange(1, 3).Draw(t, "num_d"); i < n; i++ {
 			c.D = append(c.D, ServeInstance{Config: GenInstance(t, fmt.Sprintf("d%d", i), DrawTP(t, c.Model, tps, "d_tp")),
-				Mode: rapid.SampledFrom([]plan.Mode{plan.Direct, plan.Staged, plan.Auto}).Draw(t, "mode")})
+				Mode:      rapid.SampledFrom([]plan.Mode{plan.Direct, plan.Staged, plan.Auto}).Draw(t, "mode"),
+				CacheMode: drawCacheMode(t, "d_cache_mode")})
 		}
 		if rapid.IntRange(0, 2).Draw(t, "fault") == 0 {
 			c.FaultD = rapid.IntRange(0, len(c.D)-1).Draw(t, "fault_d")
@@ -112,6 +118,10 @@ func genServeCase(models *rapid.Generator[*groups.Model], maxInFlight int) *rapi
 		c.InFlight = fitInFlight(t, c)
 		return c
 	})
+}
+
+func drawCacheMode(t *rapid.T, label string) hma.RecurrentMode {
+	return rapid.SampledFrom([]hma.RecurrentMode{hma.RecurrentNone, hma.RecurrentAlign, hma.RecurrentAll}).Draw(t, label)
 }
 
 // fitInFlight is the most requests of c, at most c.InFlight, that may run
@@ -254,7 +264,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 			t.Fatalf("prefill engine %d: %v", i, err)
 		}
 		p, err := serve.New(serve.Config{Role: serve.RolePrefill, EngineID: fmt.Sprintf("P%d", i), Model: c.Model, Seed: 3, Instance: pi.Config,
-			NumBlocks: numBlocks, LeaseTTL: time.Hour, Handoff: c.Handoff, Transports: factory(nil), Serve: hs.Serve, OnCompute: onCompute, Log: quiet})
+			NumBlocks: numBlocks, MambaCacheMode: pi.CacheMode, LeaseTTL: time.Hour, Handoff: c.Handoff, Transports: factory(nil), Serve: hs.Serve, OnCompute: onCompute, Log: quiet})
 		if err != nil {
 			t.Fatalf("prefill engine %d: %v", i, err)
 		}
@@ -275,7 +285,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		}
 		var d *serve.Engine
 		d, err = serve.New(serve.Config{Role: serve.RoleDecode, EngineID: fmt.Sprintf("D%d", i), Model: c.Model, Seed: 3, Instance: di.Config,
-			NumBlocks: numBlocks, Mode: di.Mode, FailurePolicy: c.Policy, TransferTimeout: 20 * time.Second, Transports: factory(f), Fetch: hs.Fetch,
+			NumBlocks: numBlocks, MambaCacheMode: di.CacheMode, Mode: di.Mode, FailurePolicy: c.Policy, TransferTimeout: 20 * time.Second, Transports: factory(f), Fetch: hs.Fetch,
 			OnCompute: onCompute, Log: quiet, Propose: propose,
 			OnFinish: func(id string, st refmodel.Store, n int) {
 				snap, err := d.Model().Snapshot(st, n)

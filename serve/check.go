@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 )
@@ -28,6 +29,11 @@ type ModelCheck struct {
 	Requests     int
 	MaxTokens    int
 	Seed         uint64
+	// PCacheMode and DCacheMode are P's and D's recurrent cache modes
+	// (Config.MambaCacheMode). When either is not none every second
+	// request is a follow-up: the previous request's prompt, its answer
+	// and a new message, so that P and D see prefix hits.
+	PCacheMode, DCacheMode hma.RecurrentMode
 	// PTransports and DTransports build the ranks' transports; Serve and
 	// Fetch the handshake (MemHandshake when nil).
 	PTransports, DTransports TransportFactory
@@ -60,6 +66,16 @@ type ModelCheckResult struct {
 	AcceptanceRate          float64 `json:"acceptance_rate"`
 	AnswersEqualNonSpec     bool    `json:"answers_equal_non_speculative"`
 	ScratchSlotsTransferred int     `json:"scratch_slots_transferred"`
+	// Prefix caching: each side's recurrent cache mode and the positions
+	// its prefix cache supplied (P: not computed; D: not read from P),
+	// out of the positions looked up.
+	PCacheMode     string `json:"mamba_cache_mode_prefill"`
+	DCacheMode     string `json:"mamba_cache_mode_decode"`
+	FollowUps      int    `json:"follow_up_requests"`
+	PPrefixHits    int    `json:"prefix_cache_hits_prefill"`
+	PPrefixQueries int    `json:"prefix_cache_queries_prefill"`
+	DPrefixHits    int    `json:"prefix_cache_hits_decode"`
+	DPrefixQueries int    `json:"prefix_cache_queries_decode"`
 }
 
 // OK reports whether everything matched and was released.
@@ -87,13 +103,13 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 	}
 	finals := map[string]*refmodel.Snapshot{}
 	var d *Engine
-	p, err := New(Config{Role: RolePrefill, EngineID: "check-prefill", Model: c.Model, Seed: c.Seed, Instance: c.P,
+	p, err := New(Config{Role: RolePrefill, EngineID: "check-prefill", Model: c.Model, Seed: c.Seed, Instance: c.P, MambaCacheMode: c.PCacheMode,
 		Handoff: c.Handoff, Transports: c.PTransports, Serve: c.Serve, OnCompute: onCompute, Log: quiet})
 	if err != nil {
 		return nil, fmt.Errorf("prefill: %w", err)
 	}
 	defer p.Close()
-	d, err = New(Config{Role: RoleDecode, EngineID: "check-decode", Model: c.Model, Seed: c.Seed, Instance: c.D, Mode: c.Mode,
+	d, err = New(Config{Role: RoleDecode, EngineID: "check-decode", Model: c.Model, Seed: c.Seed, Instance: c.D, Mode: c.Mode, MambaCacheMode: c.DCacheMode,
 		Transports: c.DTransports, Fetch: c.Fetch, OnCompute: onCompute, Log: quiet,
 		OnFinish: func(id string, st refmodel.Store, n int) {
 			if snap, err := d.Model().Snapshot(st, n); err == nil {
@@ -106,7 +122,8 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 		return nil, fmt.Errorf("decode: %w", err)
 	}
 	defer d.Close()
-	res := &ModelCheckResult{Model: c.Model.Name, Requests: c.Requests}
+	res := &ModelCheckResult{Model: c.Model.Name, Requests: c.Requests, PCacheMode: c.PCacheMode.String(), DCacheMode: c.DCacheMode.String()}
+	followUps := c.PCacheMode != hma.RecurrentNone || c.DCacheMode != hma.RecurrentNone
 	problem := func(f string, a ...any) {
 		if res.FirstProblem == "" {
 			res.FirstProblem = fmt.Sprintf(f, a...)
@@ -114,9 +131,14 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 	}
 	rng := rand.New(rand.NewPCG(c.Seed, 0xc4ec))
 	const alphabet = "abcdefghijklmnopqrstuvwxyz ,."
+	var prev string // the previous request's prompt and answer
 	for i := 0; i < c.Requests; i++ {
 		var b strings.Builder
-		for n := 1 + rng.IntN(c.PromptTokens); b.Len() < n; {
+		if followUps && i%2 == 1 {
+			b.WriteString(prev)
+			res.FollowUps++
+		}
+		for n := b.Len() + 1 + rng.IntN(c.PromptTokens); b.Len() < n; {
 			b.WriteByte(alphabet[rng.IntN(len(alphabet))])
 		}
 		prompt := b.String()
@@ -130,6 +152,7 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 			return nil, fmt.Errorf("request %d on decode: %w", i, err)
 		}
 		toks := Tokenize(prompt)
+		prev = prompt + TokenText(dr.Tokens)
 		res.PromptTokens += len(toks)
 		res.OutputTokens += len(dr.Tokens)
 		ms := refmodel.NewMapStore(d.Spec())
@@ -203,6 +226,8 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 	if ss.Drafted > 0 {
 		res.AcceptanceRate = float64(ss.Accepted) / float64(ss.Drafted)
 	}
+	pp, dp := p.PrefixStats(), d.PrefixStats()
+	res.PPrefixHits, res.PPrefixQueries, res.DPrefixHits, res.DPrefixQueries = pp.Hit, pp.Queried, dp.Hit, dp.Queried
 	res.ScratchSlotsTransferred = p.ScratchTransferred() + d.ScratchTransferred()
 	if res.ScratchSlotsTransferred > 0 {
 		problem("%d speculative scratch blocks in transfers", res.ScratchSlotsTransferred)

@@ -45,6 +45,14 @@ type Config struct {
 	Instance groups.InstanceConfig
 	// NumBlocks per pool (default 1024).
 	NumBlocks int
+	// MambaCacheMode is how recurrent (Mamba, GDN, KDA, short conv) groups
+	// keep their states (vLLM's mamba_cache_mode): none (default: one
+	// state per request, updated in place; a hybrid model then has no
+	// prefix hits), align (the state moves to a new block at each block
+	// boundary, and the boundary states are prefix-cached) or all (a state
+	// per block, all kept while the request lives). P and D may differ:
+	// only the running state is transferred.
+	MambaCacheMode hma.RecurrentMode
 	// MaxModelLen bounds prompt + output tokens (default 8192): longer
 	// requests are refused with ErrBadRequest.
 	MaxModelLen int
@@ -112,6 +120,11 @@ func (c *Config) defaults() error {
 	}
 	if c.NumBlocks == 0 {
 		c.NumBlocks = 1024
+	}
+	switch c.MambaCacheMode {
+	case hma.RecurrentNone, hma.RecurrentAlign, hma.RecurrentAll:
+	default:
+		return fmt.Errorf("%w: mamba cache mode %v", ErrBadRequest, c.MambaCacheMode)
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 30 * time.Second
@@ -184,6 +197,7 @@ type Engine struct {
 	// specTotals sums every decode step's speculation (under mu).
 	specTotals  refmodel.SpecStats
 	scratchSent int // scratch blocks found in a transfer's block lists
+	prefix      PrefixStats
 
 	computeMu sync.Mutex
 	mems      []*plan.RankMemory // per rank: what the model computes on
@@ -223,7 +237,7 @@ func New(cfg Config) (*Engine, error) {
 	if err := checkMemory(side, cfg.NumBlocks, cfg.StagingBytes); err != nil {
 		return nil, err
 	}
-	hc, err := hma.ConfigFromGeometry(side.Ranks[0], side.NumBlocks, hma.RecurrentNone, true)
+	hc, err := hma.ConfigFromGeometry(side.Ranks[0], side.NumBlocks, cfg.MambaCacheMode, true)
 	if err != nil {
 		return nil, err
 	}
@@ -392,6 +406,26 @@ func (e *Engine) ScratchTransferred() int {
 	return e.scratchSent
 }
 
+// PrefixStats counts an engine's prefix-cache lookups in positions.
+type PrefixStats struct {
+	Queried, Hit int
+}
+
+// PrefixStats is what the prefix cache saved on this engine so far.
+func (e *Engine) PrefixStats() PrefixStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.prefix
+}
+
+// prefixLookup records a lookup of queried positions of which hit were
+// cached. Called with e.mu held.
+func (e *Engine) prefixLookup(queried, hit int) {
+	e.prefix.Queried += queried
+	e.prefix.Hit += hit
+	e.cfg.Metrics.PrefixCache(queried, hit)
+}
+
 // SpecStats is what speculative decoding did on this engine so far: decode
 // steps, draft tokens proposed and accepted, accepted by draft position.
 func (e *Engine) SpecStats() refmodel.SpecStats {
@@ -467,23 +501,26 @@ func (e *Engine) nextID(prefix, client string) hma.ReqID {
 	return hma.ReqID(fmt.Sprintf("%s-%d-%s", prefix, e.seq, client))
 }
 
-// store is the reference model's view of request id on this instance.
-func (e *Engine) store(id hma.ReqID) (*refmodel.RankStore, error) {
+// store is the reference model's view of request id on this instance:
+// each recurrent group's state slot is the block that holds (or receives)
+// the state after n tokens (hma's StateBlock), its scratch slots the
+// request's scratch blocks.
+func (e *Engine) store(id hma.ReqID, n int) (*refmodel.RankStore, error) {
 	tabs := make([][]int, len(e.side.Ranks[0].Groups))
-	for g := range tabs {
-		t, err := e.alloc.BlockTable(id, g)
-		if err != nil {
-			return nil, err
-		}
-		if e.side.Ranks[0].Groups[g].Kind == groups.Recurrent {
-			t = []int{lastNonNull(t)}
-		}
-		tabs[g] = t
-	}
 	scratch := make([][]int, len(tabs))
-	for g := range scratch {
+	for g := range tabs {
 		var err error
-		if scratch[g], err = e.alloc.ScratchBlocks(id, g); err != nil {
+		if e.side.Ranks[0].Groups[g].Kind == groups.Recurrent {
+			var b int
+			b, err = e.alloc.StateBlock(id, g, n)
+			tabs[g] = []int{b}
+			if err == nil {
+				scratch[g], err = e.alloc.ScratchBlocks(id, g)
+			}
+		} else {
+			tabs[g], err = e.alloc.BlockTable(id, g)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -492,6 +529,55 @@ func (e *Engine) store(id hma.ReqID) (*refmodel.RankStore, error) {
 		return nil, err
 	}
 	return st.WithScratch(refmodel.SliceTable(scratch)), nil
+}
+
+// stateSource is, when a step that ends after to tokens must start from a
+// recurrent state held in other blocks (modes align and all: the step
+// begins a new state block), a store that reads the state after from
+// tokens; nil when the state is updated in place.
+func (e *Engine) stateSource(id hma.ReqID, from, to int) (*refmodel.RankStore, error) {
+	if from == 0 || e.cfg.MambaCacheMode == hma.RecurrentNone {
+		return nil, nil
+	}
+	moved := false
+	for g, gg := range e.side.Ranks[0].Groups {
+		if gg.Kind != groups.Recurrent {
+			continue
+		}
+		src, err := e.alloc.StateBlock(id, g, from)
+		if err != nil {
+			return nil, err
+		}
+		dst, err := e.alloc.StateBlock(id, g, to)
+		if err != nil {
+			return nil, err
+		}
+		if src == 0 || dst == 0 {
+			return nil, fmt.Errorf("serve: request %s: recurrent group %d holds no block for the state after %d or %d tokens", id, g, from, to)
+		}
+		moved = moved || src != dst
+	}
+	if !moved {
+		return nil, nil
+	}
+	return e.store(id, from)
+}
+
+// stepEnd is where a compute step that starts at position from ends, at
+// most to: where recurrent states are kept at block boundaries (modes
+// align and all), at the next boundary of a recurrent group, so that the
+// state of every boundary is materialized and cached (vLLM clips chunked
+// prefill to block boundaries the same way).
+func (e *Engine) stepEnd(from, to int) int {
+	if e.cfg.MambaCacheMode == hma.RecurrentNone {
+		return to
+	}
+	for _, gg := range e.side.Ranks[0].Groups {
+		if gg.Kind == groups.Recurrent {
+			to = min(to, (from/gg.BlockSize+1)*gg.BlockSize)
+		}
+	}
+	return to
 }
 
 func lastNonNull(t []int) int {
@@ -512,11 +598,33 @@ const defaultStagingBytes = 64 << 20
 const computeChunk = 32
 
 // compute allocates for positions [from, to) of tokens, runs them and
-// commits them; it returns the token predicted after position to-1. It
-// takes e.mu itself (callers must not hold it) and computes without it, so
-// the sweeper, notifications and /health go on meanwhile; it stops early
-// when ctx ends (nothing committed then).
-func (e *Engine) compute(ctx context.Context, id hma.ReqID, tokens []uint32, from, to int, alloc hma.AllocSpec) (uint32, error) {
+// commits them, in steps that end at recurrent block boundaries where the
+// recurrent mode keeps states there (stepEnd); the first allocation
+// places a prefix hit of prefix tokens. It returns the token predicted
+// after position to-1. It takes e.mu itself (callers must not hold it)
+// and computes without it, so the sweeper, notifications and /health go
+// on meanwhile; it stops early when ctx ends (the steps done stay
+// committed; the caller ends the request).
+func (e *Engine) compute(ctx context.Context, id hma.ReqID, tokens []uint32, from, to, prefix int) (uint32, error) {
+	if from >= to {
+		return 0, fmt.Errorf("serve: request %s: compute of positions [%d, %d)", id, from, to)
+	}
+	var next uint32
+	for a := from; a < to; {
+		b := e.stepEnd(a, to)
+		var err error
+		if next, err = e.computeStep(ctx, id, tokens, a, b, hma.AllocSpec{Prefix: prefix, New: b - a}); err != nil {
+			return 0, err
+		}
+		a, prefix = b, 0
+	}
+	return next, nil
+}
+
+// computeStep is one step of compute: one allocation, the state moved to
+// the step's state block when it begins a new one, the positions [from,
+// to), one commit.
+func (e *Engine) computeStep(ctx context.Context, id hma.ReqID, tokens []uint32, from, to int, alloc hma.AllocSpec) (uint32, error) {
 	e.mu.Lock()
 	if err := e.alloc.Allocate(id, alloc); err != nil {
 		e.mu.Unlock()
@@ -526,13 +634,20 @@ func (e *Engine) compute(ctx context.Context, id hma.ReqID, tokens []uint32, fro
 		}
 		return 0, err
 	}
-	st, err := e.store(id)
+	st, err := e.store(id, to)
+	var src *refmodel.RankStore
+	if err == nil {
+		src, err = e.stateSource(id, from, to)
+	}
 	e.mu.Unlock()
 	if err != nil {
 		return 0, err
 	}
 	var next uint32
 	e.computeMu.Lock()
+	if src != nil {
+		err = refmodel.CopyRecurrent(e.spec, src, st)
+	}
 	for at := from; at < to && err == nil; at += computeChunk {
 		if err = ctx.Err(); err == nil {
 			next, err = e.model.Prefill(st, tokens, at, min(at+computeChunk, to))
@@ -564,7 +679,7 @@ func (e *Engine) finished(id hma.ReqID) {
 	if err != nil {
 		return
 	}
-	if st, err := e.store(id); err == nil {
+	if st, err := e.store(id, n); err == nil {
 		e.cfg.OnFinish(string(id), st, n)
 	}
 }
@@ -577,6 +692,7 @@ func (e *Engine) finished(id hma.ReqID) {
 func (e *Engine) decode(ctx context.Context, id hma.ReqID, tokens []uint32, first uint32, max int, emit func(string) error) ([]uint32, error) {
 	var out []uint32
 	dec := e.model.NewDecoder()
+	dec.LeaveInScratch = true // decodeStep places the states (specdec.Placements)
 	if e.cfg.Propose != nil {
 		dec.Propose = func(pos int, draft uint32) uint32 { return e.cfg.Propose(string(id), pos, draft) }
 	}
@@ -615,7 +731,8 @@ func (e *Engine) decode(ctx context.Context, id hma.ReqID, tokens []uint32, firs
 // drafts (dec.Step) and returns the tokens it emits (at most remaining):
 // the accepted drafts, which become known tokens whose positions are
 // committed, and the bonus token. Lookahead blocks hold the draft
-// positions; scratch blocks their recurrent state.
+// positions; scratch blocks their recurrent state, which is then placed
+// where the recurrent mode keeps it (specdec.Placements).
 func (e *Engine) decodeStep(ctx context.Context, id hma.ReqID, tokens []uint32, dec *refmodel.Decoder, remaining int) ([]uint32, error) {
 	pos := len(tokens) - 1
 	e.mu.Lock()
@@ -627,7 +744,11 @@ func (e *Engine) decodeStep(ctx context.Context, id hma.ReqID, tokens []uint32, 
 		}
 		return nil, err
 	}
-	st, err := e.store(id)
+	st, err := e.store(id, pos+1)
+	var src *refmodel.RankStore
+	if err == nil {
+		src, err = e.stateSource(id, pos, pos+1)
+	}
 	e.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -636,34 +757,21 @@ func (e *Engine) decodeStep(ctx context.Context, id hma.ReqID, tokens []uint32, 
 		return nil, err
 	}
 	before := dec.Stats
+	var step []uint32
 	e.computeMu.Lock()
-	step, err := dec.Step(st, pos, tokens[pos], remaining)
+	if src != nil {
+		err = refmodel.CopyRecurrent(e.spec, src, st)
+	}
+	if err == nil {
+		step, err = dec.Step(st, pos, tokens[pos], remaining)
+	}
 	e.computeMu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	accepted := step[:len(step)-1]
-	if e.cfg.OnCompute != nil {
-		e.cfg.OnCompute(string(id), pos, pos+len(step))
-	}
-	if err := e.alloc.Commit(id, 1); err != nil {
+	if err := e.commitStep(id, pos, len(step), accepted, st); err != nil {
 		return nil, err
-	}
-	if len(accepted) > 0 {
-		// The accepted drafts' positions were computed by the verify pass
-		// into the lookahead blocks: they become known tokens and are
-		// committed (and their full blocks cached) as a step of their own.
-		if err := e.alloc.AppendTokens(id, accepted...); err != nil {
-			return nil, err
-		}
-		if err := e.alloc.Allocate(id, hma.AllocSpec{New: len(accepted)}); err != nil {
-			return nil, err
-		}
-		if err := e.alloc.Commit(id, len(accepted)); err != nil {
-			return nil, err
-		}
 	}
 	drafted, acc := dec.Stats.Drafted-before.Drafted, dec.Stats.Accepted-before.Accepted
 	e.cfg.Metrics.SpecDecode(drafted, acc)
@@ -671,8 +779,81 @@ func (e *Engine) decodeStep(ctx context.Context, id hma.ReqID, tokens []uint32, 
 	for i := 0; i < acc; i++ {
 		delta.AcceptedAt[i] = 1
 	}
+	e.mu.Lock()
 	e.specTotals.Add(delta)
+	e.mu.Unlock()
 	return step, nil
+}
+
+// commitStep commits a decode step at position pos that emitted n tokens:
+// the position itself, then the accepted drafts' positions (computed by
+// the verify pass into the lookahead blocks) as known tokens, once their
+// recurrent states are copied from the scratch slots of st to the blocks
+// that keep them (specdec.Placements).
+func (e *Engine) commitStep(id hma.ReqID, pos, n int, accepted []uint32, st *refmodel.RankStore) error {
+	e.mu.Lock()
+	if e.cfg.OnCompute != nil {
+		e.cfg.OnCompute(string(id), pos, pos+n)
+	}
+	err := e.alloc.Commit(id, 1)
+	if err != nil || len(accepted) == 0 {
+		e.mu.Unlock()
+		return err
+	}
+	if err = e.alloc.AppendTokens(id, accepted...); err == nil {
+		err = e.alloc.Allocate(id, hma.AllocSpec{New: len(accepted)})
+	}
+	var places []specdec.Placement
+	var targets []*refmodel.RankStore
+	if err == nil {
+		places, err = e.placements(pos, len(accepted))
+	}
+	for _, p := range places {
+		if err != nil {
+			break
+		}
+		var to *refmodel.RankStore
+		to, err = e.store(id, p.Tokens)
+		targets = append(targets, to)
+	}
+	e.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	e.computeMu.Lock()
+	for i, p := range places {
+		if err = refmodel.CopyRecurrent(e.spec, st.Slots(p.Slot, p.Slot), targets[i]); err != nil {
+			err = fmt.Errorf("serve: request %s: keep the state after %d tokens: %w", id, p.Tokens, err)
+			break
+		}
+	}
+	e.computeMu.Unlock()
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.alloc.Commit(id, len(accepted))
+}
+
+// placements is where a step at pos with accepted drafts keeps its
+// recurrent states (specdec.Placements with the recurrent groups' block
+// size and this instance's recurrent mode); none without recurrent groups.
+func (e *Engine) placements(pos, accepted int) ([]specdec.Placement, error) {
+	bs := 0
+	for g, gg := range e.side.Ranks[0].Groups {
+		if gg.Kind != groups.Recurrent {
+			continue
+		}
+		if bs != 0 && gg.BlockSize != bs {
+			return nil, fmt.Errorf("serve: recurrent group %d has block size %d, another %d", g, gg.BlockSize, bs)
+		}
+		bs = gg.BlockSize
+	}
+	if bs == 0 {
+		return nil, nil
+	}
+	return specdec.Placements(pos, accepted, bs, e.cfg.MambaCacheMode == hma.RecurrentAll), nil
 }
 
 func (e *Engine) updatePoolMetrics() {

@@ -75,12 +75,15 @@ func (e *Engine) monolithic(ctx context.Context, req GenRequest, tokens []uint32
 		return nil, err
 	}
 	hit, err := e.alloc.LookupPrefix(id)
+	if err == nil {
+		e.prefixLookup(len(tokens), hit.Tokens)
+	}
 	e.mu.Unlock()
 	defer e.finish(id)
 	if err != nil {
 		return nil, err
 	}
-	first, err := e.compute(ctx, id, tokens, hit.Tokens, len(tokens), hma.AllocSpec{Prefix: hit.Tokens, New: len(tokens) - hit.Tokens})
+	first, err := e.compute(ctx, id, tokens, hit.Tokens, len(tokens), hit.Tokens)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +153,7 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 		if from == h {
 			from = (h - 1) / hc.Alignment() * hc.Alignment()
 		}
-		next, err = e.compute(ctx, id, tokens, from, h, hma.AllocSpec{Prefix: from, New: h - from})
+		next, err = e.compute(ctx, id, tokens, from, h, from)
 		if errors.Is(err, hma.ErrStalePrefix) && from > 0 {
 			from = (min(from, h) - 1) / hc.Alignment() * hc.Alignment() // the next aligned candidate below
 			continue
@@ -162,6 +165,7 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 	}
 	token := session.NewGrant()
 	e.mu.Lock()
+	e.prefixLookup(h, from)
 	blocks, err := e.alloc.TransferBlocks(id)
 	expiry := e.cfg.Now().Add(e.cfg.LeaseTTL)
 	if err == nil {
@@ -392,6 +396,7 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 	}
 	from := min(hit.Tokens, h)
 	ext := h - from
+	e.prefixLookup(h, from)
 	if ext > 0 {
 		// D's first allocation: exactly what P sends, no lookahead.
 		if err := e.alloc.Allocate(id, hma.AllocSpec{Prefix: from, External: ext}); err != nil {
@@ -402,14 +407,19 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 	}
 	dblocks := make([][]int, len(e.side.Ranks[0].Groups))
 	for g := range dblocks {
-		t, err := e.alloc.BlockTable(id, g)
+		var t []int
+		var err error
+		if e.side.Ranks[0].Groups[g].Kind == groups.Recurrent {
+			var b int
+			b, err = e.alloc.StateBlock(id, g, h) // the block that receives P's running state
+			t = []int{b}
+		} else {
+			t, err = e.alloc.BlockTable(id, g)
+		}
 		if err != nil {
 			e.mu.Unlock()
 			abortP()
 			return nil, err
-		}
-		if e.side.Ranks[0].Groups[g].Kind == groups.Recurrent {
-			t = []int{lastNonNull(t)}
 		}
 		dblocks[g] = t
 	}
@@ -447,7 +457,7 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 	}
 	var first uint32
 	if h < n {
-		first, err = e.compute(ctx, id, tokens, h, n, hma.AllocSpec{Prefix: pendingPrefix(ext, from), New: n - h})
+		first, err = e.compute(ctx, id, tokens, h, n, pendingPrefix(ext, from))
 		if err != nil {
 			return nil, err
 		}
@@ -529,7 +539,7 @@ func (e *Engine) recover(ctx context.Context, id hma.ReqID, tokens []uint32, h, 
 	r := lf.Restart
 	e.cfg.Log.Warn("kv load failed; recomputing", "request", id, "from", r, "to", h, "failed_blocks", len(refs), "cause", cause)
 	if r < h {
-		if _, err := e.compute(ctx, id, tokens, r, h, hma.AllocSpec{New: h - r}); err != nil {
+		if _, err := e.compute(ctx, id, tokens, r, h, 0); err != nil {
 			return fmt.Errorf("%w: %w; recompute failed: %v", ErrKVLoad, cause, err)
 		}
 	}

@@ -47,6 +47,8 @@ type Metrics struct {
 	specDraftTokens     prometheus.Counter
 	specAccepted        prometheus.Counter
 	specAcceptedPerPos  *prometheus.CounterVec
+	prefixQueries       prometheus.Counter
+	prefixHits          prometheus.Counter
 }
 
 // NewMetrics creates an engine's metrics and registers them on reg. It
@@ -116,6 +118,11 @@ func NewMetrics(reg *prometheus.Registry, engineID string, role Role) *Metrics {
 			"Draft tokens accepted by greedy verification."),
 		specAcceptedPerPos: counterVec("hybridxfer_spec_decode_num_accepted_tokens_per_pos_total",
 			"Accepted draft tokens by draft position (0: the first draft of a step).", "position"),
+		// vLLM's prefix cache pair (vllm:prefix_cache_queries / _hits).
+		prefixQueries: counter("hybridxfer_prefix_cache_queries_total",
+			"Prompt positions looked up in the prefix cache (P: the positions it computes for D; D: the positions P sends)."),
+		prefixHits: counter("hybridxfer_prefix_cache_hits_total",
+			"Looked-up positions whose state came from the prefix cache (not computed, not transferred)."),
 	}
 	reg.MustRegister(
 		m.transferSeconds, m.transferPostSeconds, m.transferBytes, m.transferReads,
@@ -123,7 +130,7 @@ func NewMetrics(reg *prometheus.Registry, engineID string, role Role) *Metrics {
 		m.leasesExpired, m.leasesReleased, m.handshakeSeconds, m.handshakeFailures,
 		m.poolUsed, m.poolTotal, m.requests, m.requestSeconds, m.promptTokens,
 		m.completionTokens, m.recomputedTokens, m.specDrafts, m.specDraftTokens, m.specAccepted,
-		m.specAcceptedPerPos,
+		m.specAcceptedPerPos, m.prefixQueries, m.prefixHits,
 	)
 	return m
 }
@@ -248,4 +255,14 @@ func (m *Metrics) SpecDecode(drafted, accepted int) {
 	for i := 0; i < accepted; i++ {
 		m.specAcceptedPerPos.WithLabelValues(strconv.Itoa(i)).Inc()
 	}
+}
+
+// PrefixCache records one prefix-cache lookup: queried positions, hit of
+// them found cached.
+func (m *Metrics) PrefixCache(queried, hit int) {
+	if m == nil {
+		return
+	}
+	m.prefixQueries.Add(float64(queried))
+	m.prefixHits.Add(float64(hit))
 }

@@ -34,6 +34,8 @@ func exercise(m *Metrics) {
 	m.SpecDecode(3, 2)
 	m.SpecDecode(3, 0)
 	m.SpecDecode(0, 0) // a plain step: not a speculative one
+	m.PrefixCache(40, 32)
+	m.PrefixCache(8, 0)
 }
 
 // metricNames are every metric NewMetrics registers.
@@ -47,6 +49,7 @@ var metricNames = []string{
 	"hybridxfer_completion_tokens_total", "hybridxfer_recomputed_tokens_total",
 	"hybridxfer_spec_decode_num_drafts_total", "hybridxfer_spec_decode_num_draft_tokens_total",
 	"hybridxfer_spec_decode_num_accepted_tokens_total", "hybridxfer_spec_decode_num_accepted_tokens_per_pos_total",
+	"hybridxfer_prefix_cache_queries_total", "hybridxfer_prefix_cache_hits_total",
 }
 
 func TestMetricsEndpoint(t *testing.T) {
@@ -84,6 +87,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		`hybridxfer_spec_decode_num_accepted_tokens_total{engine_id="d0",role="decode"} 2`,
 		`hybridxfer_spec_decode_num_accepted_tokens_per_pos_total{engine_id="d0",position="0",role="decode"} 1`,
 		`hybridxfer_spec_decode_num_accepted_tokens_per_pos_total{engine_id="d0",position="1",role="decode"} 1`,
+		`hybridxfer_prefix_cache_queries_total{engine_id="d0",role="decode"} 48`,
+		`hybridxfer_prefix_cache_hits_total{engine_id="d0",role="decode"} 32`,
 	} {
 		if !strings.Contains(text, line+"\n") {
 			t.Errorf("/metrics lacks %q", line)

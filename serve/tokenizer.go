@@ -43,6 +43,18 @@ func Detokenize(t uint32) string {
 	return alphabet[t : t+1]
 }
 
+// TokenText is text that Tokenize maps back to toks exactly (byte
+// Vocab+t for token t; Detokenize's printable rendering does not
+// round-trip): a follow-up prompt that continues a conversation with its
+// answer, token for token.
+func TokenText(toks []uint32) string {
+	b := make([]byte, len(toks))
+	for i, t := range toks {
+		b[i] = byte(refmodel.Vocab + t%refmodel.Vocab)
+	}
+	return string(b)
+}
+
 // ChatMessage is one message of a /v1/chat/completions request. Content is
 // a string or, as OpenAI allows, an array of parts, of which only "text"
 // parts are accepted; they are concatenated.

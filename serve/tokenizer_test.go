@@ -2,6 +2,7 @@ package serve
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 	"unicode"
@@ -77,5 +78,15 @@ func TestChatMessageContent(t *testing.T) {
 		if (err != nil) != c.wantErr || (!c.wantErr && m != c.want) {
 			t.Errorf("%s: got %+v, %v", c.in, m, err)
 		}
+	}
+}
+
+func TestTokenTextRoundTrips(t *testing.T) {
+	var toks []uint32
+	for v := uint32(0); v < refmodel.Vocab; v++ {
+		toks = append(toks, v, refmodel.Vocab-1-v)
+	}
+	if got := Tokenize(TokenText(toks)); fmt.Sprint(got) != fmt.Sprint(toks) {
+		t.Fatalf("Tokenize(TokenText(%v)) = %v", toks, got)
 	}
 }
