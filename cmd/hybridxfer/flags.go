@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/hybridxfer/hybridxfer/hma"
+	"github.com/spf13/cobra"
 )
 
 // errFlag: a flag's value is out of its range. Every numeric flag is
@@ -57,3 +60,21 @@ func (c *flagChecks) share(name string, v float64) {
 }
 
 func (c *flagChecks) err() error { return errors.Join(c.errs...) }
+
+// cacheModeUsage is the help of --[side-]mamba-cache-mode.
+const cacheModeUsage = "recurrent state caching (vLLM's mamba_cache_mode): none (one state per request, no prefix hits for hybrid models), align (states at block boundaries a step ends on are prefix-cached) or all (a state per block)"
+
+// cacheModeFlag registers --PREFIXmamba-cache-mode (prefix "", "prefill-"
+// or "decode-") into v.
+func cacheModeFlag(c *cobra.Command, v *string, prefix, what string) {
+	c.Flags().StringVar(v, prefix+"mamba-cache-mode", "none", what+cacheModeUsage)
+}
+
+// parseCacheMode parses a --*mamba-cache-mode value into fc.
+func parseCacheMode(fc *flagChecks, name, v string) hma.RecurrentMode {
+	m, err := hma.ParseRecurrentMode(v)
+	if err != nil {
+		fc.fail(name, "%q (want none, align or all)", v)
+	}
+	return m
+}

@@ -45,6 +45,9 @@ func TestServeFlagsValidated(t *testing.T) {
 		{[]string{"--kv-load-failure-policy", "pray"}, "--kv-load-failure-policy"},
 		{[]string{"--mode", "fast"}, "--mode"},
 		{[]string{"--host", "0.0.0.0"}, "--host"},
+		{[]string{"--mamba-cache-mode", "align"}, ""},
+		{[]string{"--mamba-cache-mode", "all"}, ""},
+		{[]string{"--mamba-cache-mode", "some"}, "--mamba-cache-mode"},
 	}
 	for _, c := range cases {
 		cmd := serveCmd()

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
@@ -115,6 +116,7 @@ type serveOptions struct {
 	clusterKeyFile            string
 	hsKey, hsAllow, hsPub     string
 	apiKeyFile                string
+	cacheMode                 string
 }
 
 // validate checks every flag before anything is allocated or bound.
@@ -155,6 +157,7 @@ func (o *serveOptions) validate() error {
 	if _, err := o.inst.config(); err != nil {
 		fc.errs = append(fc.errs, err)
 	}
+	parseCacheMode(&fc, "mamba-cache-mode", o.cacheMode)
 	return fc.err()
 }
 
@@ -219,9 +222,13 @@ can mint params.`,
 			if key != nil {
 				hopts.InternalToken = key.InternalToken()
 			}
+			cacheMode, err := hma.ParseRecurrentMode(o.cacheMode)
+			if err != nil {
+				return err
+			}
 			reg := prometheus.NewRegistry()
 			id := fmt.Sprintf("%s-%s-%d", o.role, o.host, o.port)
-			cfg := serve.Config{Role: serve.Role(o.role), EngineID: id, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks,
+			cfg := serve.Config{Role: serve.Role(o.role), EngineID: id, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks, MambaCacheMode: cacheMode,
 				Host: o.host, LeaseTTL: o.leaseTTL, Handoff: serve.Handoff(o.handoff), TransferTimeout: o.xferTimeout, FailurePolicy: o.policy, Mode: md,
 				HeartbeatInterval: o.heartbeat, MaxModelLen: o.maxModelLen, StagingBytes: o.stagingBytes, ClusterKey: key,
 				Transports: func(r int, h transport.Handlers) (transport.Transport, error) {
@@ -275,6 +282,7 @@ can mint params.`,
 	f.StringVar(&o.hsAllow, "handshake-allow", "", "prefill: the decode instances' CURVE public keys allowed to handshake, one per line")
 	f.StringVar(&o.hsPub, "handshake-server-pub", "", "decode: the prefill instances' CURVE public key (.pub)")
 	f.StringVar(&o.clusterKeyFile, "cluster-key-file", "", "the cluster key (hybridxfer keys cluster): signs and verifies kv_transfer_params grants; the same file on every instance and the proxy")
+	cacheModeFlag(c, &o.cacheMode, "", "")
 	o.mf.register(c)
 	o.inst.register(c, "", 1)
 	o.logs.register(c)

@@ -80,6 +80,8 @@ func verifyCmd() *cobra.Command {
 		errMode  string
 		check    string
 		maxTok   int
+		pCache   string
+		dCache   string
 	)
 	c := &cobra.Command{
 		Use:   "verify --model NAME|FILE --prefill-tp N --decode-tp M [flags]",
@@ -111,11 +113,24 @@ byte_mismatches and untouched_violations are both zero.`,
 			if err != nil {
 				return err
 			}
+			var fc flagChecks
+			pm := parseCacheMode(&fc, "prefill-mamba-cache-mode", pCache)
+			dm := parseCacheMode(&fc, "decode-mamba-cache-mode", dCache)
+			if err := fc.err(); err != nil {
+				return err
+			}
 			if check == "model" {
 				if !cmd.Flags().Changed("prompt-tokens") {
 					tokens = 64 // the reference model attends over every position: keep its default prompts short
 				}
-				return verifyModel(cmd, m, pc, dc, md, tport, errMode, tokens, requests, maxTok, seed, asJSON)
+				mc := serve.ModelCheck{Model: m, P: pc, D: dc, Mode: md, PromptTokens: tokens, Requests: requests, MaxTokens: maxTok, Seed: seed,
+					PCacheMode: pm, DCacheMode: dm}
+				return verifyModel(cmd, mc, tport, errMode, asJSON)
+			}
+			for _, name := range []string{"prefill-mamba-cache-mode", "decode-mamba-cache-mode"} {
+				if cmd.Flags().Changed(name) {
+					return fmt.Errorf("%w --%s: only --check model runs the allocator's recurrent cache modes", errFlag, name)
+				}
 			}
 			if check != "state" {
 				return fmt.Errorf("--check %q (want state or model)", check)
@@ -173,6 +188,8 @@ byte_mismatches and untouched_violations are both zero.`,
 	c.Flags().StringVar(&tport, "transport", "inproc", "inproc: every rank in this process over the in-process transport; ucx: each rank its own process, ZeroMQ handshake and UCX reads on 127.0.0.1")
 	c.Flags().StringVar(&check, "check", "state", "state: byte-exact state transfer with the coordinate pattern; model: prefill and decode engines running the reference model, answers and final states compared with the monolithic run")
 	c.Flags().IntVar(&maxTok, "max-tokens", 8, "--check model: tokens generated per request")
+	cacheModeFlag(c, &pCache, "prefill-", "--check model: prefill ")
+	cacheModeFlag(c, &dCache, "decode-", "--check model: decode ")
 	c.Flags().StringVar(&errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none (shared-memory lanes, dead peers found by the side channel) or peer (UCX 1.13: tcp lanes, emulated gets)")
 	return c
 }
@@ -231,8 +248,8 @@ func verifyCluster(ctx context.Context, cfg verify.Config, errMode string) (*ver
 }
 
 // verifyModel is verify --check model.
-func verifyModel(cmd *cobra.Command, m *groups.Model, pc, dc groups.InstanceConfig, md plan.Mode, tport, errMode string, tokens, requests, maxTok int, seed uint64, asJSON bool) error {
-	mc := serve.ModelCheck{Model: m, P: pc, D: dc, Mode: md, PromptTokens: tokens, Requests: requests, MaxTokens: maxTok, Seed: seed}
+func verifyModel(cmd *cobra.Command, mc serve.ModelCheck, tport, errMode string, asJSON bool) error {
+	m, pc, dc := mc.Model, mc.P, mc.D
 	switch tport {
 	case "inproc":
 		f := func(_ int, h transport.Handlers) (transport.Transport, error) { return transport.NewInproc(h), nil }
@@ -269,6 +286,10 @@ func verifyModel(cmd *cobra.Command, m *groups.Model, pc, dc groups.InstanceConf
 			m.Name, pc.TP, dc.TP, tport, res.Requests, res.PromptTokens, res.OutputTokens, time.Since(start).Seconds())
 		fmt.Fprintf(out, "answers equal to monolithic %d/%d, final states equal %d/%d, positions computed twice %d, everything released %v\n",
 			res.Matched, res.Requests, res.StatesEqual, res.Requests, res.PositionsTwice, res.Idle)
+		if res.FollowUps > 0 {
+			fmt.Fprintf(out, "mamba cache mode prefill %s, decode %s: %d follow-up requests; prefix cache hits: prefill %d of %d positions, decode %d of %d\n",
+				res.PCacheMode, res.DCacheMode, res.FollowUps, res.PPrefixHits, res.PPrefixQueries, res.DPrefixHits, res.DPrefixQueries)
+		}
 	}
 	if !res.OK() {
 		return &exitError{code: 2, err: fmt.Errorf("model check failed: %s", res.FirstProblem)}
