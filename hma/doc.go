@@ -29,7 +29,9 @@
 // only the newest state. Skipped positions become null and their blocks go
 // back to the pool. Recurrent groups work in one of three RecurrentModes
 // (none, align, all) and get NumSpeculativeTokens scratch blocks per request
-// that are never cached and never transferred.
+// that are never cached and never transferred. StateBlock names the block
+// that holds a recurrent group's state after n tokens in each mode: the
+// engine moves the state there when a step begins a new block.
 //
 // # Requests
 //

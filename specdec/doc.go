@@ -14,8 +14,10 @@
 //     instance's first step, which has no proposal yet, so D's first
 //     decode step after a transfer is plain and its first drafts come from
 //     its own hidden state), greedy verification (Accept), where each
-//     verify position keeps its recurrent state (StateSlots) and which
-//     slot becomes the state (KeepSlot).
+//     verify position keeps its recurrent state (StateSlots), which
+//     slot becomes the state (KeepSlot), and where the kept states go in
+//     each recurrent mode (Placements: the final one, or with a state per
+//     block the state at the end of every block an accepted run reaches).
 //
 // The grouping of draft layers itself (join a same-spec target group or
 // form their own) is groups.KVGroups', since the geometry is built from it.

@@ -1,0 +1,8 @@
+//go:build race
+
+package serve
+
+// raceEnabled: compute-heavy tests run a reduced set under the race
+// detector (make test runs them in full without it); the reference
+// model's arithmetic is what it slows down tenfold.
+const raceEnabled = true
