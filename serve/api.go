@@ -95,6 +95,16 @@ var errorClasses = []struct {
 	{context.DeadlineExceeded, http.StatusGatewayTimeout, "timeout_error", "deadline_exceeded"},
 }
 
+// RequestStatuses are the values of the status label of
+// hybridxfer_requests_total: ok and every code classify returns.
+func RequestStatuses() []string {
+	out := []string{"ok"}
+	for _, c := range errorClasses {
+		out = append(out, c.code)
+	}
+	return append(out, "internal_error")
+}
+
 // classify turns an error from Backend.Generate into the API error the
 // client sees. Its Code is also the status label of
 // hybridxfer_requests_total.

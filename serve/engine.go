@@ -282,7 +282,6 @@ func New(cfg Config) (*Engine, error) {
 			e.mems = append(e.mems, plan.NewRankMemory(g, side.NumBlocks))
 		}
 	}
-	e.updatePoolMetrics()
 	return e, nil
 }
 
@@ -854,15 +853,4 @@ func (e *Engine) placements(pos, accepted int) ([]specdec.Placement, error) {
 		return nil, nil
 	}
 	return specdec.Placements(pos, accepted, bs, e.cfg.MambaCacheMode == hma.RecurrentAll), nil
-}
-
-func (e *Engine) updatePoolMetrics() {
-	if e.cfg.Metrics == nil {
-		return
-	}
-	st := e.alloc.Stats()
-	for gi, g := range st.Groups {
-		total := e.side.NumBlocks[e.side.Ranks[0].Groups[gi].Pool] - 1
-		e.cfg.Metrics.PoolUsage(gi, e.side.Ranks[0].Groups[gi].Kind.String(), g.Used, total)
-	}
 }

@@ -102,7 +102,6 @@ func (e *Engine) finish(id hma.ReqID) {
 	if _, held := e.alloc.Holding(id); !held {
 		e.alloc.Abort(id) // frees a running request; no-op when already gone
 	}
-	e.updatePoolMetrics()
 }
 
 // prefill computes the prompt's handoff positions, holds the state under a
@@ -137,7 +136,6 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 	fail := func(err error) (*GenResult, error) {
 		e.mu.Lock()
 		e.alloc.Abort(id)
-		e.updatePoolMetrics()
 		e.mu.Unlock()
 		return nil, err
 	}
@@ -177,7 +175,6 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 	if err == nil {
 		err = e.pre.Register(string(id), token, blocks)
 	}
-	e.updatePoolMetrics()
 	e.mu.Unlock()
 	if err != nil {
 		e.pre.Forget(string(id))
@@ -239,10 +236,6 @@ func (h engineHolds) Released(id string, _ int) {
 	e := h.e
 	e.mu.Lock()
 	released := e.alloc.Notify(hma.ReqID(id))
-	if released && e.cfg.Metrics != nil {
-		e.cfg.Metrics.LeasesReleased("notified", 1)
-	}
-	e.updatePoolMetrics()
 	e.mu.Unlock()
 	if released {
 		e.pre.Forget(id)
@@ -265,14 +258,9 @@ func (h engineHolds) Extend(id string) (time.Time, bool) {
 func (h engineHolds) Abort(id string) {
 	e := h.e
 	e.mu.Lock()
-	aborted := false
 	if _, held := e.alloc.Holding(hma.ReqID(id)); held {
-		aborted = e.alloc.Abort(hma.ReqID(id))
+		e.alloc.Abort(hma.ReqID(id)) // counted by the allocator (leases released, aborted)
 	}
-	if aborted && e.cfg.Metrics != nil {
-		e.cfg.Metrics.LeasesReleased("aborted", 1)
-	}
-	e.updatePoolMetrics()
 	e.mu.Unlock()
 	e.pre.Forget(id)
 }
@@ -318,11 +306,7 @@ func (e *Engine) Sweep() []string {
 	e.mu.Lock()
 	ids := e.alloc.Sweep(hma.Time(e.cfg.Now().UnixNano()))
 	if len(ids) > 0 {
-		if e.cfg.Metrics != nil {
-			e.cfg.Metrics.LeasesExpired(len(ids))
-		}
 		e.cfg.Log.Warn("prefill leases expired without notification", "requests", len(ids))
-		e.updatePoolMetrics()
 	}
 	e.mu.Unlock()
 	out := make([]string, len(ids))
@@ -549,6 +533,11 @@ func (e *Engine) recover(ctx context.Context, id hma.ReqID, tokens []uint32, h, 
 	return nil
 }
 
+// FailureReasons are the values failureReason returns: the reason label
+// of hybridxfer_transfer_failures_total.
+var FailureReasons = []string{"timeout", "canceled", "bounds", "lease", "claim", "peer", "transport"}
+
+// failureReason is a failed load's reason label, one of FailureReasons.
 func failureReason(err error) string {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):

@@ -32,12 +32,8 @@ type Metrics struct {
 	transferFailures    *prometheus.CounterVec
 	bytesByKind         *prometheus.CounterVec
 	notificationFails   prometheus.Counter
-	leasesExpired       prometheus.Counter
-	leasesReleased      *prometheus.CounterVec
 	handshakeSeconds    prometheus.Histogram
 	handshakeFailures   prometheus.Counter
-	poolUsed            *prometheus.GaugeVec
-	poolTotal           *prometheus.GaugeVec
 	requests            *prometheus.CounterVec
 	requestSeconds      prometheus.Histogram
 	promptTokens        prometheus.Counter
@@ -67,9 +63,6 @@ func NewMetrics(reg *prometheus.Registry, engineID string, role Role) *Metrics {
 	counterVec := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: cl}, labels)
 	}
-	gaugeVec := func(name, help string, labels ...string) *prometheus.GaugeVec {
-		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: cl}, labels)
-	}
 	m := &Metrics{
 		transferSeconds: hist("hybridxfer_transfer_seconds",
 			"Time from the start of a request's state transfer on D to the completion of all its reads.", secondsBuckets),
@@ -87,18 +80,10 @@ func NewMetrics(reg *prometheus.Registry, engineID string, role Role) *Metrics {
 			"Bytes read by state transfers, by state kind.", "kind"),
 		notificationFails: counter("hybridxfer_notification_failures_total",
 			"Completion notifications from D to a P rank that could not be delivered."),
-		leasesExpired: counter("hybridxfer_leases_expired_total",
-			"P-side leases on held state that expired before all consumers notified."),
-		leasesReleased: counterVec("hybridxfer_leases_released_total",
-			"P-side leases released, by cause.", "cause"),
 		handshakeSeconds: hist("hybridxfer_handshake_seconds",
 			"Duration of successful handshakes with a peer.", secondsBuckets),
 		handshakeFailures: counter("hybridxfer_handshake_failures_total",
 			"Handshakes with a peer that failed."),
-		poolUsed: gaugeVec("hybridxfer_pool_blocks_used",
-			"Blocks in use in a KV cache group's pool.", "group", "kind"),
-		poolTotal: gaugeVec("hybridxfer_pool_blocks_total",
-			"Blocks in a KV cache group's pool.", "group", "kind"),
 		requests: counterVec("hybridxfer_requests_total",
 			"Generation requests finished, by status (ok or an error code).", "status"),
 		requestSeconds: hist("hybridxfer_request_seconds",
@@ -127,8 +112,8 @@ func NewMetrics(reg *prometheus.Registry, engineID string, role Role) *Metrics {
 	reg.MustRegister(
 		m.transferSeconds, m.transferPostSeconds, m.transferBytes, m.transferReads,
 		m.transferBytesTotal, m.transferFailures, m.bytesByKind, m.notificationFails,
-		m.leasesExpired, m.leasesReleased, m.handshakeSeconds, m.handshakeFailures,
-		m.poolUsed, m.poolTotal, m.requests, m.requestSeconds, m.promptTokens,
+		m.handshakeSeconds, m.handshakeFailures,
+		m.requests, m.requestSeconds, m.promptTokens,
 		m.completionTokens, m.recomputedTokens, m.specDrafts, m.specDraftTokens, m.specAccepted,
 		m.specAcceptedPerPos, m.prefixQueries, m.prefixHits,
 	)
@@ -166,23 +151,6 @@ func (m *Metrics) NotificationFailed() {
 	m.notificationFails.Inc()
 }
 
-// LeasesExpired records n leases that expired.
-func (m *Metrics) LeasesExpired(n int) {
-	if m == nil || n <= 0 {
-		return
-	}
-	m.leasesExpired.Add(float64(n))
-}
-
-// LeasesReleased records n leases released for cause (e.g. "notified",
-// "expired", "aborted").
-func (m *Metrics) LeasesReleased(cause string, n int) {
-	if m == nil || n <= 0 {
-		return
-	}
-	m.leasesReleased.WithLabelValues(cause).Add(float64(n))
-}
-
 // Handshake records a handshake with a peer: its duration when it
 // succeeded, a failure otherwise.
 func (m *Metrics) Handshake(d time.Duration, err error) {
@@ -203,16 +171,6 @@ func (m *Metrics) BytesByKind(kind string, n int64) {
 		return
 	}
 	m.bytesByKind.WithLabelValues(kind).Add(float64(n))
-}
-
-// PoolUsage sets a KV cache group's pool occupancy.
-func (m *Metrics) PoolUsage(group int, kind string, used, total int) {
-	if m == nil {
-		return
-	}
-	g := strconv.Itoa(group)
-	m.poolUsed.WithLabelValues(g, kind).Set(float64(used))
-	m.poolTotal.WithLabelValues(g, kind).Set(float64(total))
 }
 
 // Request records a finished generation request: its status is "ok" when

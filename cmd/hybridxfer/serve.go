@@ -252,6 +252,7 @@ can mint params.`,
 				return err
 			}
 			defer eng.Close()
+			reg.MustRegister(serve.NewCollector(eng, id, serve.Role(o.role)))
 			addr := net.JoinHostPort(o.listen, fmt.Sprint(o.port))
 			return runHTTP(cmd.Context(), addr, serve.NewHandlerWithOptions(eng, reg, log, hopts), log,
 				fmt.Sprintf("%s instance of %s (tp %d) on http://%s, handshake port %d", o.role, m.Name, ic.TP, addr, eng.HandshakePort()))
