@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -18,7 +19,15 @@ import (
 // Generate implements Backend.
 func (e *Engine) Generate(ctx context.Context, req GenRequest, emit func(string) error) (*GenResult, error) {
 	start := e.cfg.Now()
+	log := session.RequestLog(e.cfg.Log, req.ID, "")
+	session.LogEvent(log, session.EventReceived, "role", string(e.cfg.Role), "as", requestKind(req), "max_tokens", req.MaxTokens)
 	res, err := e.generate(ctx, req, emit)
+	if err != nil {
+		session.LogEvent(log, session.EventFailed, "phase", "serve", "cause", err)
+	} else {
+		session.LogEvent(log, session.EventFinished, "prompt_tokens", res.PromptTokens, "completion_tokens", res.CompletionTokens,
+			"duration", e.cfg.Now().Sub(start))
+	}
 	if e.cfg.Metrics != nil {
 		p, c := 0, 0
 		if res != nil {
@@ -27,6 +36,28 @@ func (e *Engine) Generate(ctx context.Context, req GenRequest, emit func(string)
 		e.cfg.Metrics.Request(p, c, e.cfg.Now().Sub(start), err)
 	}
 	return res, err
+}
+
+// requestKind names what an instance does with req: prefill (for a remote
+// decode), decode (of a remote prefill) or monolithic.
+func requestKind(req GenRequest) string {
+	switch {
+	case req.KV != nil && req.KV.DoRemoteDecode:
+		return "prefill"
+	case req.KV != nil && req.KV.RemoteRequestID != "":
+		return "decode"
+	}
+	return "monolithic"
+}
+
+// requestLog is the lifecycle logger of the request this instance calls
+// id (nextID: the client's id is its third part).
+func (e *Engine) requestLog(id string) *slog.Logger {
+	client := id
+	if parts := strings.SplitN(id, "-", 3); len(parts) == 3 {
+		client = parts[2]
+	}
+	return session.RequestLog(e.cfg.Log, client, id)
 }
 
 func (e *Engine) generate(ctx context.Context, req GenRequest, emit func(string) error) (*GenResult, error) {
@@ -161,6 +192,8 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 	if err != nil {
 		return fail(err)
 	}
+	log := e.requestLog(string(id))
+	session.LogEvent(log, session.EventPrefilled, "tokens", h, "prefix_hit", from)
 	token := session.NewGrant()
 	e.mu.Lock()
 	e.prefixLookup(h, from)
@@ -182,6 +215,11 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 	}
 	kv.RemoteBlockIDs = blocks
 	kv.LeaseExpiryUnix = float64(expiry.UnixNano()) / 1e9
+	nb := 0
+	for _, ids := range blocks {
+		nb += len(ids)
+	}
+	session.LogEvent(log, session.EventHeld, "blocks", nb, "lease_expiry", expiry, "consumers", len(e.mems))
 	if e.cfg.Handoff == PrefillSamplesFirst {
 		kv.FirstToken = &next
 		res.Tokens = []uint32{next}
@@ -239,6 +277,7 @@ func (h engineHolds) Released(id string, _ int) {
 	e.mu.Unlock()
 	if released {
 		e.pre.Forget(id)
+		session.LogEvent(e.requestLog(id), session.EventReleased)
 	}
 }
 
@@ -258,11 +297,15 @@ func (h engineHolds) Extend(id string) (time.Time, bool) {
 func (h engineHolds) Abort(id string) {
 	e := h.e
 	e.mu.Lock()
-	if _, held := e.alloc.Holding(hma.ReqID(id)); held {
+	_, held := e.alloc.Holding(hma.ReqID(id))
+	if held {
 		e.alloc.Abort(hma.ReqID(id)) // counted by the allocator (leases released, aborted)
 	}
 	e.mu.Unlock()
 	e.pre.Forget(id)
+	if held {
+		session.LogEvent(e.requestLog(id), session.EventAborted)
+	}
 }
 
 // AbortHold implements HoldAborter: the proxy releases a held request
@@ -313,6 +356,7 @@ func (e *Engine) Sweep() []string {
 	for i, id := range ids {
 		out[i] = string(id)
 		e.pre.Forget(out[i])
+		session.LogEvent(e.requestLog(out[i]), session.EventExpired)
 	}
 	return out
 }
@@ -416,6 +460,7 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 
 	if lr != nil {
 		lr.Req = &plan.Request{Tokens: h, PBlocks: kv.RemoteBlockIDs, DBlocks: dblocks, DHit: from}
+		lr.Log = session.RequestLog(e.cfg.Log, req.ID, string(id))
 		stats, loadErr := e.dec.Load(ctx, *lr)
 		if loadErr == nil {
 			e.loadMetrics(stats, dblocks)

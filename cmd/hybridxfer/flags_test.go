@@ -3,9 +3,13 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
+
+	"github.com/hybridxfer/hybridxfer/statexfer/session"
 )
 
 // Every numeric flag is checked before anything starts, and the error
@@ -104,5 +108,50 @@ func TestLogFlagsJSON(t *testing.T) {
 	}
 	if _, err := (&logFlags{format: "text", level: "nope"}).logger(&b); err == nil || !strings.Contains(err.Error(), "--log-level") {
 		t.Errorf("bad level: %v", err)
+	}
+}
+
+// --log-sample N keeps the lifecycle records of the requests Sampled
+// picks, all of each, and every other record.
+func TestLogFlagsSample(t *testing.T) {
+	defer slog.SetDefault(slog.Default())
+	f := logFlags{format: "json", level: "info", sample: 4}
+	var b strings.Builder
+	log, err := f.logger(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[string]int{}
+	for i := range 64 {
+		id := fmt.Sprintf("req-%d", i)
+		rl := session.RequestLog(log, id, "p-1-"+id)
+		session.LogEvent(rl, session.EventReceived)
+		session.LogEvent(rl, session.EventFinished)
+		if session.Sampled(id, 4) {
+			kept[id] = 2
+		}
+	}
+	log.Info("not a lifecycle record")
+	if len(kept) == 0 || len(kept) == 64 {
+		t.Fatalf("Sampled kept %d of 64 ids: the sample is not a sample", len(kept))
+	}
+	got := map[string]int{}
+	other := 0
+	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec["event"] == nil {
+			other++
+			continue
+		}
+		got[rec["request_id"].(string)]++
+	}
+	if !maps.Equal(got, kept) || other != 1 {
+		t.Errorf("lifecycle records per request %v, want %v; %d other records, want 1", got, kept, other)
+	}
+	if _, err := (&logFlags{format: "text", level: "info", sample: -1}).logger(&b); err == nil || !strings.Contains(err.Error(), "--log-sample") {
+		t.Errorf("bad sample: %v", err)
 	}
 }

@@ -227,6 +227,10 @@ type LoadRequest struct {
 	LeaseExpiry time.Time
 	Req         *plan.Request
 	Mode        plan.Mode
+	// Log receives the load's lifecycle records (handshaked, reads_posted,
+	// read_done, failed): a RequestLog with the caller's ids. nil: the
+	// session's logger with request_id ReqID.
+	Log *slog.Logger
 }
 
 // RankStats is one decode rank's part of a load.
@@ -273,10 +277,16 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 	}
 	k := Key(d.xfer.Add(1))
 	st := &LoadStats{Peer: lr.Peer.key(), Ranks: map[int]*RankStats{}}
+	log := lr.Log
+	if log == nil {
+		log = RequestLog(d.cfg.Log, lr.ReqID, "")
+	}
+	log = log.With("remote_request_id", lr.ReqID, "transfer", uint64(k))
 	fail := func(phase string, failed []BlockRef, err error) (*LoadStats, error) {
 		d.mu.Lock()
 		_ = d.machine.To(k, Failed, err.Error())
 		d.mu.Unlock()
+		LogEvent(log, EventFailed, "peer", st.Peer, "phase", phase, "failed_blocks", len(failed), "cause", err)
 		return nil, &LoadError{Peer: st.Peer, ReqID: lr.ReqID, Phase: phase, Failed: failed, Err: err}
 	}
 	lctx, cancel := context.WithCancelCause(ctx)
@@ -298,6 +308,7 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 		st.Handshake = time.Since(t0)
 	}
 	st.Peer = p.name()
+	LogEvent(log, EventHandshaked, "peer", st.Peer, "fresh", fresh, "handshake", st.Handshake)
 	// Leases and the peer's death end the load too.
 	stopPeer := context.AfterFunc(p.ctx, func() { cancel(context.Cause(p.ctx)) })
 	defer stopPeer()
@@ -327,6 +338,11 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 		}
 		plans[r] = pl
 	}
+	reads := 0
+	for _, pl := range plans {
+		reads += pl.NumReads()
+	}
+	LogEvent(log, EventReadsPosted, "peer", st.Peer, "ranks", len(plans), "reads", reads)
 	tctx, tcancel := context.WithTimeout(lctx, d.cfg.TransferTimeout)
 	defer tcancel()
 	errs := make(map[int]*rankError, len(d.order))
@@ -351,7 +367,12 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 	}
 	wg.Wait()
 	if len(errs) > 0 {
-		return d.loadFailed(k, p, &lr, plans, errs, lctx)
+		st, err := d.loadFailed(k, p, &lr, plans, errs, lctx)
+		var le *LoadError
+		if errors.As(err, &le) {
+			LogEvent(log, EventFailed, "peer", le.Peer, "phase", le.Phase, "failed_blocks", len(le.Failed), "cause", le.Err)
+		}
+		return st, err
 	}
 	if err := context.Cause(lctx); err != nil { // canceled after the last read: the lease or the peer is gone
 		d.abortOn(k, p, &lr)
@@ -360,6 +381,7 @@ func (d *Decode) Load(ctx context.Context, lr LoadRequest) (*LoadStats, error) {
 	d.mu.Lock()
 	_ = d.machine.To(k, Done, "")
 	d.mu.Unlock()
+	LogEvent(log, EventReadDone, "peer", st.Peer, "bytes", st.Bytes(), "reads", st.Reads())
 	return st, nil
 }
 

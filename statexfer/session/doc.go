@@ -39,4 +39,12 @@
 // failures time alone decides (expired lease, silent peer). It never reads
 // a clock; the shell calls Ready(now), acts, then Advance, in the style of
 // raft's Ready/Advance. Pool's range allocator is pure as well.
+//
+// Lifecycle records (lifecycle.go): every request transition is one slog
+// record, LogEvent with an Event (received, prefilled, held, handshaked,
+// reads_posted, read_done, released, expired, aborted, finished, failed)
+// through a RequestLog that binds the client's request_id; D's Load logs
+// its own transitions through LoadRequest.Log. SampleEvents keeps the
+// lifecycle records of 1 in N requests, by a hash of request_id, so every
+// instance keeps the same ones. docs/lifecycle.md lists them.
 package session
