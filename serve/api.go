@@ -17,7 +17,6 @@ import (
 
 	"github.com/hybridxfer/hybridxfer/internal/ratelog"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // API limits and defaults.
@@ -324,9 +323,7 @@ func NewHandlerWithOptions(b Backend, reg *prometheus.Registry, log *slog.Logger
 	routeMethod(mux, http.MethodGet, "/health", http.HandlerFunc(h.health))
 	routeMethod(mux, http.MethodPost, "/v1/kv/abort", http.HandlerFunc(h.abortHold))
 	if reg != nil {
-		routeMethod(mux, http.MethodGet, "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError),
-		}))
+		routeMethod(mux, http.MethodGet, "/metrics", metricsHandler(reg, log))
 	}
 	if in, ok := b.(Inspector); ok {
 		h.debugRoutes(mux, in)

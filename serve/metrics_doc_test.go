@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"regexp"
@@ -13,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/statexfer"
@@ -92,11 +95,34 @@ func gatherAll(t *testing.T) []*dto.MetricFamily {
 		KV: &KVTransferParams{DoRemoteDecode: true}}, nil); err != nil {
 		t.Fatal(err)
 	}
+	exerciseProxy(t, reg)
 	fams, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return fams
+}
+
+// exerciseProxy registers a proxy's metrics on reg and has every family
+// report: a request answered (400), every counter once.
+func exerciseProxy(t *testing.T, reg *prometheus.Registry) {
+	t.Helper()
+	p, err := NewProxyWithOptions([]string{"http://127.0.0.1:9"}, []string{"http://127.0.0.1:9"},
+		ProxyOptions{Registry: reg, HealthInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	rec := httptest.NewRecorder()
+	p.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/completions", strings.NewReader("not json")))
+	if rec.Code != http.StatusBadRequest {
+		t.Fatalf("proxy answered %d to a bad body", rec.Code)
+	}
+	p.metrics.exclusion(sideDecode)
+	p.metrics.retry()
+	p.metrics.abort(true)
+	p.metrics.abort(false)
+	p.metrics.brokenOff()
 }
 
 // TestMetricsMatchDocs: docs/metrics.md documents exactly the metrics an
@@ -167,6 +193,9 @@ func TestMetricsMatchDocs(t *testing.T) {
 		{"state hybridxfer_peers", PeerStates},
 		{"state hybridxfer_loads_in_flight", LoadStates},
 		{"status hybridxfer_requests_total", RequestStatuses()},
+		{"result hybridxfer_proxy_hold_aborts_total", ProxyAbortResults},
+		{"state hybridxfer_proxy_upstreams", UpstreamStates},
+		{"upstream hybridxfer_proxy_*", []string{sidePrefill, sideDecode}},
 	} {
 		if !slices.Equal(values[c.key], c.code) {
 			t.Errorf("docs/metrics.md label values of %q: %v, the code's %v", c.key, values[c.key], c.code)

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Proxy limits and defaults.
@@ -77,6 +79,7 @@ type Proxy struct {
 	abortTimeout    time.Duration
 	auth            *authenticator
 	internal        string // sent as HeaderInternal to instances; may be empty
+	metrics         *proxyMetrics
 
 	stop    context.CancelFunc // stops the health checker
 	checker sync.WaitGroup
@@ -102,8 +105,12 @@ type ProxyOptions struct {
 	AbortTimeout time.Duration
 	// APIKeys, when not empty, are the keys a client must present as
 	// "Authorization: Bearer KEY" on every request but /health (and
-	// /metrics, which the proxy does not serve). LoadAPIKeys reads them.
+	// /metrics). LoadAPIKeys reads them.
 	APIKeys []string
+	// Registry, when not nil, receives the proxy's metrics
+	// (docs/metrics.md, "Proxy"), served at GET /metrics without
+	// credentials like an instance's.
+	Registry *prometheus.Registry
 	// InternalToken is sent as X-Hybridxfer-Internal on every request to
 	// an instance: instances with the same HandlerOptions.InternalToken
 	// accept kv_transfer_params and aborts only with it. Empty: no header.
@@ -160,8 +167,12 @@ func NewProxyWithOptions(prefill, decode []string, opts ProxyOptions) (*Proxy, e
 		p.abortTimeout = DefaultAbortTimeout
 	}
 	p.mux = http.NewServeMux()
-	routeMethod(p.mux, http.MethodPost, "/v1/completions", p.generate(false))
-	routeMethod(p.mux, http.MethodPost, "/v1/chat/completions", p.generate(true))
+	if opts.Registry != nil {
+		p.metrics = newProxyMetrics(opts.Registry, p)
+		routeMethod(p.mux, http.MethodGet, "/metrics", metricsHandler(opts.Registry, p.log))
+	}
+	routeMethod(p.mux, http.MethodPost, "/v1/completions", p.metrics.track(p.generate(false)))
+	routeMethod(p.mux, http.MethodPost, "/v1/chat/completions", p.metrics.track(p.generate(true)))
 	routeMethod(p.mux, http.MethodGet, "/v1/models", http.HandlerFunc(p.models))
 	routeMethod(p.mux, http.MethodGet, "/health", http.HandlerFunc(p.health))
 	p.mux.HandleFunc("/", notFound)
@@ -243,6 +254,7 @@ func (p *Proxy) exclude(u *upstream, why error) {
 	was := u.excluded.Swap(true)
 	u.mu.Unlock()
 	if !was {
+		p.metrics.exclusion(u.side)
 		p.log.Warn("upstream excluded", "role", u.side, "url", u.url, "err", why)
 	}
 }
@@ -397,6 +409,7 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 				return
 			}
 			log.Warn("decode response broke off", "url", d.url, "err", err)
+			p.metrics.brokenOff()
 			if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 				e := &apiError{
 					Status:  http.StatusBadGateway,
@@ -430,10 +443,13 @@ func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logge
 	deleteField(pFields, "stream_options")
 	start, tried := p.nextP.Add(1)-1, make([]bool, len(p.prefill))
 	var last *apiError
-	for range p.prefill {
+	for attempt := range p.prefill {
 		u := pick(p.prefill, start, tried)
 		if u == nil {
 			break
+		}
+		if attempt > 0 {
+			p.metrics.retry()
 		}
 		tried[u.idx] = true
 		resp, err := p.post(ctx, u.url, r, id, pFields)
@@ -614,7 +630,9 @@ func (p *Proxy) abortHold(h hold, log *slog.Logger, reason string) {
 
 func (p *Proxy) sendAbort(h hold, log *slog.Logger, reason string) {
 	log = log.With("prefill", h.url, "remote_request_id", h.id, "reason", reason)
-	if err := p.postAbort(h); err != nil {
+	err := p.postAbort(h)
+	p.metrics.abort(err == nil)
+	if err != nil {
 		log.Warn("abort of the prefill hold failed; P frees it at lease expiry", "err", err)
 		return
 	}

@@ -338,7 +338,7 @@ func proxyCmd() *cobra.Command {
 		Use:   "proxy --prefill URL[,URL...] --decode URL[,URL...] --port P",
 		Short: "OpenAI-compatible proxy: prefill on a P instance, decode on a D instance, stream D's answer",
 		Long: `proxy serves the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models,
-/health): it validates a request, prefills it on a prefill instance, decodes it on a
+/health, /metrics): it validates a request, prefills it on a prefill instance, decodes it on a
 decode instance with the prefill's kv_transfer_params, and streams the answer.
 
 Security (docs/security.md): --api-key-file makes every request but /health need
@@ -353,7 +353,8 @@ kv_transfer_params themselves (400).`,
 			if err != nil {
 				return err
 			}
-			opts := serve.ProxyOptions{Client: &http.Client{Timeout: 5 * time.Minute}, Log: log, HealthInterval: healthInterval}
+			opts := serve.ProxyOptions{Client: &http.Client{Timeout: 5 * time.Minute}, Log: log, HealthInterval: healthInterval,
+				Registry: prometheus.NewRegistry()}
 			if apiKeyFile != "" {
 				keys, err := serve.LoadAPIKeys(apiKeyFile)
 				if err != nil {
