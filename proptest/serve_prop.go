@@ -12,13 +12,15 @@ import (
 	"sync"
 	"time"
 
+	"pgregory.net/rapid"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
-	"pgregory.net/rapid"
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // ServeInstance is one prefill or decode instance of a ServeCase.
@@ -181,7 +183,7 @@ func servingBlocks(mini *groups.Model, in groups.InstanceConfig, routed []ServeR
 	}
 	var needs []int
 	for _, rq := range routed {
-		tokens := len(serve.Tokenize(rq.Prompt)) + rq.MaxTokens
+		tokens := len(tokenizer.Tokenize(rq.Prompt)) + rq.MaxTokens
 		needs = append(needs, len(side.Ranks[0].Groups)*((tokens+in.BlockSize-1)/in.BlockSize+2+mini.NumSpeculativeTokens))
 	}
 	slices.Sort(needs)
@@ -342,7 +344,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 	spec, model := ds[0].Spec(), ds[0].Model()
 	for i, rq := range c.Requests {
 		id := fmt.Sprintf("r%d", i)
-		toks := serve.Tokenize(rq.Prompt)
+		toks := tokenizer.Tokenize(rq.Prompt)
 		res := results[i]
 		if res.err != nil {
 			failed++
@@ -418,7 +420,7 @@ func proposer(t *rapid.T, c ServeCase, mini *groups.Model) func(string, int, uin
 	m := refmodel.New(mini, 3)
 	seqs := make([][]uint32, len(c.Requests))
 	for i, rq := range c.Requests {
-		toks := serve.Tokenize(rq.Prompt)
+		toks := tokenizer.Tokenize(rq.Prompt)
 		want, err := m.Generate(refmodel.NewMapStore(mini), toks, 0, rq.MaxTokens)
 		if err != nil {
 			t.Fatalf("monolithic run of request %d: %v", i, err)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/serve"
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // fzModel is the model the fuzz backends serve.
@@ -108,7 +109,7 @@ func (b *fzBackend) Generate(ctx context.Context, req serve.GenRequest, emit fun
 	toks := make([]uint32, n)
 	for i := range toks {
 		toks[i] = uint32(len(req.Prompt)+7*i) % 64
-		s := serve.Detokenize(toks[i])
+		s := tokenizer.Detokenize(toks[i])
 		text.WriteString(s)
 		if emit != nil {
 			if err := emit(s); err != nil {
@@ -116,7 +117,7 @@ func (b *fzBackend) Generate(ctx context.Context, req serve.GenRequest, emit fun
 			}
 		}
 	}
-	res := &serve.GenResult{Text: text.String(), Tokens: toks, PromptTokens: len(serve.Tokenize(req.Prompt)),
+	res := &serve.GenResult{Text: text.String(), Tokens: toks, PromptTokens: len(tokenizer.Tokenize(req.Prompt)),
 		CompletionTokens: n, FinishReason: "length"}
 	if b.role == serve.RolePrefill {
 		res.KV = fzKV(req.ID)

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 const fakeModel = "ref-model"
@@ -81,7 +83,7 @@ func (f *fakeBackend) requests() []GenRequest {
 // fakeOutput is the fake's deterministic output for prompt.
 func fakeOutput(prompt string, n int) []uint32 {
 	var sum uint32
-	for _, t := range Tokenize(prompt) {
+	for _, t := range tokenizer.Tokenize(prompt) {
 		sum += t
 	}
 	out := make([]uint32, n)
@@ -94,7 +96,7 @@ func fakeOutput(prompt string, n int) []uint32 {
 func fakeText(prompt string, n int) string {
 	var sb strings.Builder
 	for _, t := range fakeOutput(prompt, n) {
-		sb.WriteString(Detokenize(t))
+		sb.WriteString(tokenizer.Detokenize(t))
 	}
 	return sb.String()
 }
@@ -127,7 +129,7 @@ func (f *fakeBackend) Generate(ctx context.Context, req GenRequest, emit func(st
 		f.ctxErr <- ctx.Err()
 		return nil, fmt.Errorf("fake: %w", ctx.Err())
 	}
-	prompt := len(Tokenize(req.Prompt))
+	prompt := len(tokenizer.Tokenize(req.Prompt))
 	var kv *KVTransferParams
 	switch f.role {
 	case RolePrefill:
@@ -146,9 +148,9 @@ func (f *fakeBackend) Generate(ctx context.Context, req GenRequest, emit func(st
 		if f.err != nil && i == f.errAfter {
 			return nil, f.err
 		}
-		text.WriteString(Detokenize(t))
+		text.WriteString(tokenizer.Detokenize(t))
 		if emit != nil && !f.noEmit {
-			if err := emit(Detokenize(t)); err != nil {
+			if err := emit(tokenizer.Detokenize(t)); err != nil {
 				return nil, err
 			}
 		}
@@ -417,8 +419,8 @@ func TestCompletionsStream(t *testing.T) {
 					t.Fatalf("chunk %d: %+v", i, c)
 				}
 				if i < len(toks) {
-					if *ch.Text != Detokenize(toks[i]) || ch.FinishReason != nil || c.Usage != nil {
-						t.Errorf("chunk %d: text %q finish %v, want %q", i, *ch.Text, ch.FinishReason, Detokenize(toks[i]))
+					if *ch.Text != tokenizer.Detokenize(toks[i]) || ch.FinishReason != nil || c.Usage != nil {
+						t.Errorf("chunk %d: text %q finish %v, want %q", i, *ch.Text, ch.FinishReason, tokenizer.Detokenize(toks[i]))
 					}
 					continue
 				}
@@ -512,8 +514,8 @@ func TestChatStream(t *testing.T) {
 				t.Errorf("first chunk %+v", ch)
 			}
 		case i <= len(toks):
-			if ch.Delta.Content != Detokenize(toks[i-1]) || ch.Delta.Role != "" || ch.FinishReason != nil {
-				t.Errorf("chunk %d: %+v, want content %q", i, ch.Delta, Detokenize(toks[i-1]))
+			if ch.Delta.Content != tokenizer.Detokenize(toks[i-1]) || ch.Delta.Role != "" || ch.FinishReason != nil {
+				t.Errorf("chunk %d: %+v, want content %q", i, ch.Delta, tokenizer.Detokenize(toks[i-1]))
 			}
 		default:
 			if ch.Delta.Content != "" || ch.FinishReason == nil || *ch.FinishReason != "length" || c.Usage == nil {
@@ -769,7 +771,7 @@ func streamFirstEvent(t *testing.T, url string, gated *fakeBackend) []string {
 	defer r.resp.Body.Close()
 	var c streamChunk
 	if err := json.Unmarshal([]byte(r.ev), &c); err != nil || r.resp.StatusCode != http.StatusOK ||
-		*c.Choices[0].Text != Detokenize(fakeOutput("abc", 1)[0]) {
+		*c.Choices[0].Text != tokenizer.Detokenize(fakeOutput("abc", 1)[0]) {
 		t.Fatalf("status %d, first event %q: %v", r.resp.StatusCode, r.ev, err)
 	}
 	return append([]string{r.ev}, readSSE(t, r.br)...)

@@ -14,6 +14,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // ModelCheck configures a model-level end-to-end check: a prefill and a
@@ -151,8 +152,8 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 		if err != nil {
 			return nil, fmt.Errorf("request %d on decode: %w", i, err)
 		}
-		toks := Tokenize(prompt)
-		prev = prompt + TokenText(dr.Tokens)
+		toks := tokenizer.Tokenize(prompt)
+		prev = prompt + tokenizer.TokenText(dr.Tokens)
 		res.PromptTokens += len(toks)
 		res.OutputTokens += len(dr.Tokens)
 		ms := refmodel.NewMapStore(d.Spec())

@@ -19,6 +19,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/session"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // HandshakeServer publishes a prefill instance's rank metadata (the
@@ -700,7 +701,7 @@ func (e *Engine) decode(ctx context.Context, id hma.ReqID, tokens []uint32, firs
 		for _, t := range step {
 			out = append(out, t)
 			if emit != nil {
-				if err := emit(Detokenize(t)); err != nil {
+				if err := emit(tokenizer.Detokenize(t)); err != nil {
 					return out, err
 				}
 			}

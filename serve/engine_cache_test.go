@@ -11,6 +11,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // TestMambaCacheModes serves hybrid models in each recurrent cache mode,
@@ -68,15 +69,15 @@ func TestMambaCacheModes(t *testing.T) {
 				t.Cleanup(func() { mono.Close() })
 
 				want1 := reference(t, x.d, turn1, n)
-				turn2 := turn1 + TokenText(want1) + " and of Spain"
-				if got := Tokenize(turn2)[len(turn1) : len(turn1)+len(want1)]; fmt.Sprint(got) != fmt.Sprint(want1) {
+				turn2 := turn1 + tokenizer.TokenText(want1) + " and of Spain"
+				if got := tokenizer.Tokenize(turn2)[len(turn1) : len(turn1)+len(want1)]; fmt.Sprint(got) != fmt.Sprint(want1) {
 					t.Fatalf("turn 2 holds %v, not the answer %v", got, want1)
 				}
 				for i, prompt := range []string{turn1, turn1, turn2} {
 					id := fmt.Sprintf("c%d", i)
 					want := reference(t, x.d, prompt, n)
-					c.setTruth(id, append(Tokenize(prompt), want...))
-					total := refmodel.Computed(len(Tokenize(prompt)), n)
+					c.setTruth(id, append(tokenizer.Tokenize(prompt), want...))
+					total := refmodel.Computed(len(tokenizer.Tokenize(prompt)), n)
 
 					pBefore, dBefore, mBefore := x.p.PrefixStats(), x.d.PrefixStats(), mono.PrefixStats()
 					_, dr, err := x.run(context.Background(), id, prompt, n)

@@ -13,6 +13,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // Failed reads on D: policy fail gives the client an error naming the
@@ -52,7 +53,7 @@ func TestKVLoadFailurePolicies(t *testing.T) {
 				// failure (allowed) and then decoded: D alone covers every
 				// position exactly once.
 				x.pCompute = map[string][][2]int{}
-				x.checkExactlyOnce(t, "f", refmodel.Computed(len(Tokenize(prompt)), 5))
+				x.checkExactlyOnce(t, "f", refmodel.Computed(len(tokenizer.Tokenize(prompt)), 5))
 			}
 			waitIdle(t, x.p) // D aborted: P released at once, not by lease expiry
 			if err := x.d.CheckIdle(); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // TestSpeculativeDecodeServing: D decodes speculatively (qwen3.5 MTP with
@@ -48,7 +49,7 @@ func TestSpeculativeDecodeServing(t *testing.T) {
 			for i, prompt := range prompts {
 				id := fmt.Sprintf("s%d", i)
 				want := reference(t, x.d, prompt, n)
-				truth[id] = append(Tokenize(prompt), want...)
+				truth[id] = append(tokenizer.Tokenize(prompt), want...)
 				before := x.d.SpecStats()
 				_, dr, err := x.run(context.Background(), id, prompt, n)
 				if err != nil {
@@ -57,7 +58,7 @@ func TestSpeculativeDecodeServing(t *testing.T) {
 				if fmt.Sprint(dr.Tokens) != fmt.Sprint(want) {
 					t.Fatalf("prompt %d: speculative disaggregated %v, monolithic without speculation %v", i, dr.Tokens, want)
 				}
-				x.checkExactlyOnce(t, id, refmodel.Computed(len(Tokenize(prompt)), n))
+				x.checkExactlyOnce(t, id, refmodel.Computed(len(tokenizer.Tokenize(prompt)), n))
 				st := x.d.SpecStats()
 				drafted, accepted := st.Drafted-before.Drafted, st.Accepted-before.Accepted
 				switch {

@@ -12,6 +12,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // faultyTransports builds in-process transports, optionally wrapped with a
@@ -65,7 +66,7 @@ func newPD(t *testing.T, m *groups.Model, pc, dc groups.InstanceConfig, mod func
 func reference(t *testing.T, e *Engine, prompt string, n int) []uint32 {
 	t.Helper()
 	st := refmodel.NewMapStore(e.Spec())
-	toks := Tokenize(prompt)
+	toks := tokenizer.Tokenize(prompt)
 	out, err := e.Model().Generate(st, toks, 0, n)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +116,7 @@ func TestDisaggregatedEqualsMonolithic(t *testing.T) {
 				if fmt.Sprint(dr.Tokens) != fmt.Sprint(want) {
 					t.Fatalf("prompt %d: disaggregated %v, monolithic %v", i, dr.Tokens, want)
 				}
-				x.checkExactlyOnce(t, id, refmodel.Computed(len(Tokenize(prompt)), 6))
+				x.checkExactlyOnce(t, id, refmodel.Computed(len(tokenizer.Tokenize(prompt)), 6))
 			}
 			// Everything released on both sides.
 			waitIdle(t, x.p)

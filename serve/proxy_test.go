@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // pdFixture is a proxy over fake prefill and decode instances served by the real
@@ -99,7 +100,7 @@ func TestProxyCompletions(t *testing.T) {
 				t.Errorf("request %d: P saw max_tokens %d kv %+v", i, p.MaxTokens, p.KV)
 			}
 			// D got exactly what P k answered.
-			want := fakeKV(x.ps[k].name, id, len(Tokenize(p.Prompt)))
+			want := fakeKV(x.ps[k].name, id, len(tokenizer.Tokenize(p.Prompt)))
 			if d.MaxTokens != i+2 || d.Prompt != p.Prompt || !reflect.DeepEqual(d.KV, want) {
 				t.Errorf("request %d: D saw %+v kv %+v, want max_tokens %d kv %+v", i, d, d.KV, i+2, want)
 			}
@@ -117,8 +118,8 @@ func TestProxyChatStream(t *testing.T) {
 		t.Fatalf("chunks %+v", chunks)
 	}
 	for i, tok := range toks {
-		if c := chunks[i+1]; c.Choices[0].Delta.Content != Detokenize(tok) || c.ID != "chatcmpl-cs" {
-			t.Errorf("chunk %d: %+v, want %q", i+1, c.Choices[0].Delta, Detokenize(tok))
+		if c := chunks[i+1]; c.Choices[0].Delta.Content != tokenizer.Detokenize(tok) || c.ID != "chatcmpl-cs" {
+			t.Errorf("chunk %d: %+v, want %q", i+1, c.Choices[0].Delta, tokenizer.Detokenize(tok))
 		}
 	}
 	if last := chunks[len(chunks)-1]; last.Choices[0].FinishReason == nil || last.Usage == nil {
@@ -140,8 +141,8 @@ func TestProxyCompletionsStream(t *testing.T) {
 		t.Fatalf("%d chunks, want %d", len(chunks), len(toks)+1)
 	}
 	for i, tok := range toks {
-		if got := *chunks[i].Choices[0].Text; got != Detokenize(tok) {
-			t.Errorf("chunk %d: %q, want %q", i, got, Detokenize(tok))
+		if got := *chunks[i].Choices[0].Text; got != tokenizer.Detokenize(tok) {
+			t.Errorf("chunk %d: %q, want %q", i, got, tokenizer.Detokenize(tok))
 		}
 	}
 	if p, d := x.ps[0].requests(), x.ds[0].requests(); len(p) != 1 || len(d) != 1 || p[0].ID != d[0].ID || p[0].ID == "" {
@@ -793,7 +794,7 @@ func TestProxyConcurrent(t *testing.T) {
 	for _, d := range x.ds {
 		for _, r := range d.requests() {
 			decoded++
-			if want := fakeKV(prefilled[r.ID], r.ID, len(Tokenize(r.Prompt))); !reflect.DeepEqual(r.KV, want) {
+			if want := fakeKV(prefilled[r.ID], r.ID, len(tokenizer.Tokenize(r.Prompt))); !reflect.DeepEqual(r.KV, want) {
 				t.Errorf("%s: D got kv %+v, want %+v", r.ID, r.KV, want)
 			}
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/zmqchan"
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // proc is a child process of the demo.
@@ -255,13 +256,13 @@ func chat(ctx context.Context, url, model, content string, maxTokens int, stream
 // monolithicAnswer is what the reference model answers on one instance.
 func monolithicAnswer(m *refmodel.Model, content string, maxTokens int) (string, error) {
 	prompt := serve.RenderChat([]serve.ChatMessage{{Role: "user", Content: content}})
-	out, err := m.Generate(refmodel.NewMapStore(m.Spec()), serve.Tokenize(prompt), 0, maxTokens)
+	out, err := m.Generate(refmodel.NewMapStore(m.Spec()), tokenizer.Tokenize(prompt), 0, maxTokens)
 	if err != nil {
 		return "", err
 	}
 	var b strings.Builder
 	for _, t := range out {
-		b.WriteString(serve.Detokenize(t))
+		b.WriteString(tokenizer.Detokenize(t))
 	}
 	return b.String(), nil
 }
@@ -337,7 +338,7 @@ func runE2EDemo(ctx context.Context, out io.Writer, model string, pTP, dTP int, 
 		if ok {
 			matched++
 		}
-		tokens += len(serve.Tokenize(got))
+		tokens += len(tokenizer.Tokenize(got))
 		fmt.Fprintf(out, "  [%d] stream=%-5v %-60.60q -> %q %s\n", i, stream, p, got, map[bool]string{true: "== monolithic", false: "!= monolithic " + strconv.Quote(want)}[ok])
 	}
 	elapsed := time.Since(start)

@@ -14,6 +14,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/session"
+	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // Generate implements Backend.
@@ -64,7 +65,7 @@ func (e *Engine) generate(ctx context.Context, req GenRequest, emit func(string)
 	if req.MaxTokens <= 0 {
 		return nil, fmt.Errorf("%w: max_tokens must be >= 1", ErrBadRequest)
 	}
-	tokens := Tokenize(req.Prompt)
+	tokens := tokenizer.Tokenize(req.Prompt)
 	if n := len(tokens) + req.MaxTokens; n > e.cfg.MaxModelLen {
 		return nil, &ParamError{Param: "max_tokens", Err: fmt.Errorf("%w: %d prompt tokens + max_tokens %d = %d exceeds max_model_len %d", ErrBadRequest, len(tokens), req.MaxTokens, n, e.cfg.MaxModelLen)}
 	}
@@ -88,7 +89,7 @@ func (e *Engine) generate(ctx context.Context, req GenRequest, emit func(string)
 func (e *Engine) result(tokens, out []uint32) *GenResult {
 	var b strings.Builder
 	for _, t := range out {
-		b.WriteString(Detokenize(t))
+		b.WriteString(tokenizer.Detokenize(t))
 	}
 	return &GenResult{Text: b.String(), Tokens: out, PromptTokens: len(tokens), CompletionTokens: len(out), FinishReason: "length"}
 }
@@ -223,7 +224,7 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 	if e.cfg.Handoff == PrefillSamplesFirst {
 		kv.FirstToken = &next
 		res.Tokens = []uint32{next}
-		res.Text = Detokenize(next)
+		res.Text = tokenizer.Detokenize(next)
 		res.CompletionTokens = 1
 	}
 	g := &grant.Grant{Params: grantParams(kv), Token: token, Prompt: grant.PromptHash(tokens)}
