@@ -83,6 +83,8 @@ rank (best of --repeats).`,
 				return err
 			}
 			var rows []planRow
+			bar := newProgress(cmd.ErrOrStderr(), len(names)*len(lens), "bench plan")
+			defer bar.Finish()
 			for _, name := range names {
 				m, err := mf.load(name)
 				if err != nil {
@@ -94,8 +96,10 @@ rank (best of --repeats).`,
 						return fmt.Errorf("%s at %d tokens: %w", name, n, err)
 					}
 					rows = append(rows, row)
+					bar.Add(1)
 				}
 			}
+			bar.Finish()
 			out := cmd.OutOrStdout()
 			if asJSON {
 				return writeJSON(out, rows)

@@ -503,6 +503,7 @@ type patternReader struct {
 	seed             uint64
 	iterations       int
 	tcp              bool
+	bar              progress // a step per iteration of every shape
 }
 
 func runPatternBench(ctx context.Context, shapes []patternShape, iterations int, seed uint64, errMode string) (rows []patternRow, err error) {
@@ -552,6 +553,8 @@ func runPatternBench(ctx context.Context, shapes []patternShape, iterations int,
 	if r.targetAddr, err = unb64(a); err != nil {
 		return nil, err
 	}
+	r.bar = newProgress(os.Stderr, len(shapes)*(iterations+1), "bench pattern")
+	defer r.bar.Finish()
 	for i, s := range shapes {
 		row, err := r.run(ctx, i, s)
 		if err != nil {
@@ -741,6 +744,7 @@ func (r *patternReader) run(ctx context.Context, idx int, s patternShape) (patte
 				return row, err
 			}
 		}
+		r.bar.Add(1)
 		if it < 0 {
 			continue
 		}

@@ -146,7 +146,13 @@ byte_mismatches and untouched_violations are both zero.`,
 			case "ucx":
 				res, err = verifyCluster(cmd.Context(), cfg, errMode)
 			case "memory":
+				bar := newProgress(cmd.ErrOrStderr(), dc.TP*requests, "verify")
+				cfg.Executor = func(p *plan.Plan, pm []*plan.RankMemory, dm *plan.RankMemory) error {
+					defer bar.Add(1)
+					return plan.Execute(p, pm, dm)
+				}
 				res, err = verify.Run(cfg)
+				bar.Finish()
 			default:
 				return fmt.Errorf("--transport %q (want inproc or ucx)", tport)
 			}
