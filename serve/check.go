@@ -40,6 +40,8 @@ type ModelCheck struct {
 	PTransports, DTransports TransportFactory
 	Serve                    HandshakeServer
 	Fetch                    HandshakeClient
+	// Progress, when set, is called after each request is checked.
+	Progress func()
 }
 
 // ModelCheckResult is what a model check found.
@@ -160,6 +162,9 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 		want, err := d.Model().Generate(ms, toks, 0, c.MaxTokens)
 		if err != nil {
 			return nil, err
+		}
+		if c.Progress != nil {
+			c.Progress()
 		}
 		if fmt.Sprint(want) == fmt.Sprint(dr.Tokens) {
 			res.Matched++

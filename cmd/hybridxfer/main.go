@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -20,6 +21,10 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(modelsCmd(), verifyCmd(), benchCmd(), demoCmd(), serveCmd(), proxyCmd(), workerCmd(), keysCmd(), inspectCmd())
+	// Tools (verify, bench, demo, ...) log warnings and errors only, not
+	// every request's lifecycle; serve and proxy replace this with their
+	// --log-format/--log-level/--log-sample logger.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "hybridxfer:", err)
 		os.Exit(exitCode(err))

@@ -138,6 +138,10 @@ byte_mismatches and untouched_violations are both zero.`,
 			start := time.Now()
 			cfg := verify.Config{Model: m, P: pc, D: dc, PromptTokens: tokens, Requests: requests, Seed: seed, Mode: md}
 			var res *verify.Result
+			// The ucx run moves requests in worker processes: no bar.
+			steps := map[string]int{"inproc": requests, "memory": dc.TP * requests}[tport]
+			bar := newProgress(cmd.ErrOrStderr(), steps, "verify")
+			cfg.Progress = func() { bar.Add(1) }
 			switch tport {
 			case "inproc":
 				res, err = verify.RunTransport(cmd.Context(), cfg, "inproc", func(_ string, _ int, h transport.Handlers) (transport.Transport, error) {
@@ -146,16 +150,11 @@ byte_mismatches and untouched_violations are both zero.`,
 			case "ucx":
 				res, err = verifyCluster(cmd.Context(), cfg, errMode)
 			case "memory":
-				bar := newProgress(cmd.ErrOrStderr(), dc.TP*requests, "verify")
-				cfg.Executor = func(p *plan.Plan, pm []*plan.RankMemory, dm *plan.RankMemory) error {
-					defer bar.Add(1)
-					return plan.Execute(p, pm, dm)
-				}
 				res, err = verify.Run(cfg)
-				bar.Finish()
 			default:
 				return fmt.Errorf("--transport %q (want inproc or ucx)", tport)
 			}
+			bar.Finish()
 			if err != nil {
 				return err
 			}
@@ -278,7 +277,10 @@ func verifyModel(cmd *cobra.Command, mc serve.ModelCheck, tport, errMode string,
 		return fmt.Errorf("--transport %q (want inproc or ucx)", tport)
 	}
 	start := time.Now()
+	bar := newProgress(cmd.ErrOrStderr(), mc.Requests, "verify --check model")
+	mc.Progress = func() { bar.Add(1) }
 	res, err := serve.RunModelCheck(cmd.Context(), mc)
+	bar.Finish()
 	if err != nil {
 		return err
 	}

@@ -198,6 +198,9 @@ func (d *Decode) Run(ctx context.Context, j *Job) (*Result, error) {
 		for _, rk := range d.Ranks {
 			res.Account(st.Ranks[rk].Plan)
 		}
+		if j.Cfg.Progress != nil {
+			j.Cfg.Progress()
+		}
 	}
 	for _, rk := range d.Ranks {
 		j.CheckD(rk, d.Session.Local(rk).Mem, res)

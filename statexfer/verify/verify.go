@@ -30,6 +30,10 @@ type Config struct {
 	Exact bool
 	// Executor runs a plan; nil means plan.Execute (in process).
 	Executor func(p *plan.Plan, pMem []*plan.RankMemory, dMem *plan.RankMemory) error
+	// Progress, when set, is called after each request is moved: once per
+	// request and decode rank in Run, once per request in RunTransport
+	// (progress bars; nil: nothing is called).
+	Progress func()
 }
 
 // Result is what a run found.
@@ -306,6 +310,9 @@ func Run(cfg Config) (*Result, error) {
 			res.Account(p)
 			if err := exec(p, pMem, dMem); err != nil {
 				return nil, fmt.Errorf("execute for decode rank %d: %w", rank, err)
+			}
+			if cfg.Progress != nil {
+				cfg.Progress()
 			}
 		}
 		j.CheckD(rank, dMem, res)
