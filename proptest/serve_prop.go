@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
 	"pgregory.net/rapid"
 
 	"github.com/hybridxfer/hybridxfer/groups"
@@ -51,7 +53,7 @@ type ServeRequest struct {
 type ServeCase struct {
 	Model   *groups.Model
 	P, D    []ServeInstance
-	Handoff serve.Handoff
+	Handoff backend.Handoff
 	Policy  string
 	// FaultD, when >= 0, is the decode instance whose rank 0 transport
 	// fails read batch FaultRead at op FaultOp.
@@ -82,8 +84,8 @@ func genServeCase(models *rapid.Generator[*groups.Model], maxInFlight int) *rapi
 	return rapid.Custom(func(t *rapid.T) ServeCase {
 		c := ServeCase{
 			Model:    models.Draw(t, "model"),
-			Handoff:  rapid.SampledFrom([]serve.Handoff{serve.DecodeComputesLast, serve.PrefillSamplesFirst}).Draw(t, "handoff"),
-			Policy:   rapid.SampledFrom([]string{serve.PolicyFail, serve.PolicyRecompute}).Draw(t, "policy"),
+			Handoff:  rapid.SampledFrom([]backend.Handoff{backend.DecodeComputesLast, backend.PrefillSamplesFirst}).Draw(t, "handoff"),
+			Policy:   rapid.SampledFrom([]string{backend.PolicyFail, backend.PolicyRecompute}).Draw(t, "policy"),
 			FaultD:   -1,
 			InFlight: rapid.IntRange(1, max(1, maxInFlight)).Draw(t, "in_flight"),
 		}
@@ -265,7 +267,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		if err != nil {
 			t.Fatalf("prefill engine %d: %v", i, err)
 		}
-		p, err := serve.New(serve.Config{Role: serve.RolePrefill, EngineID: fmt.Sprintf("P%d", i), Model: c.Model, Seed: 3, Instance: pi.Config,
+		p, err := serve.New(serve.Config{Role: backend.RolePrefill, EngineID: fmt.Sprintf("P%d", i), Model: c.Model, Seed: 3, Instance: pi.Config,
 			NumBlocks: numBlocks, MambaCacheMode: pi.CacheMode, LeaseTTL: time.Hour, Handoff: c.Handoff, Transports: factory(nil), Serve: hs.Serve, OnCompute: onCompute, Log: quiet})
 		if err != nil {
 			t.Fatalf("prefill engine %d: %v", i, err)
@@ -286,7 +288,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 			t.Fatalf("decode engine %d: %v", i, err)
 		}
 		var d *serve.Engine
-		d, err = serve.New(serve.Config{Role: serve.RoleDecode, EngineID: fmt.Sprintf("D%d", i), Model: c.Model, Seed: 3, Instance: di.Config,
+		d, err = serve.New(serve.Config{Role: backend.RoleDecode, EngineID: fmt.Sprintf("D%d", i), Model: c.Model, Seed: 3, Instance: di.Config,
 			NumBlocks: numBlocks, MambaCacheMode: di.CacheMode, Mode: di.Mode, FailurePolicy: c.Policy, TransferTimeout: 20 * time.Second, Transports: factory(f), Fetch: hs.Fetch,
 			OnCompute: onCompute, Log: quiet, Propose: propose,
 			OnFinish: func(id string, st refmodel.Store, n int) {
@@ -314,12 +316,12 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			id := fmt.Sprintf("r%d", i)
-			pr, err := ps[rq.P].Generate(ctx, serve.GenRequest{ID: id, Prompt: rq.Prompt, MaxTokens: 1, KV: &serve.KVTransferParams{DoRemoteDecode: true}}, nil)
+			pr, err := ps[rq.P].Generate(ctx, backend.GenRequest{ID: id, Prompt: rq.Prompt, MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 			if err != nil {
 				results[i].err = fmt.Errorf("prefill on P%d: %w", rq.P, err)
 				return
 			}
-			dr, err := ds[rq.D].Generate(ctx, serve.GenRequest{ID: id, Prompt: rq.Prompt, MaxTokens: rq.MaxTokens, KV: pr.KV}, nil)
+			dr, err := ds[rq.D].Generate(ctx, backend.GenRequest{ID: id, Prompt: rq.Prompt, MaxTokens: rq.MaxTokens, KV: pr.KV}, nil)
 			if err != nil {
 				results[i].err = fmt.Errorf("decode on D%d: %w", rq.D, err)
 				return
@@ -351,9 +353,9 @@ func CheckServing(t *rapid.T, c ServeCase) {
 			switch {
 			case injected == 0:
 				t.Fatalf("request %d (P%d -> D%d) failed without any fault: %v", i, rq.P, rq.D, res.err)
-			case c.Policy == serve.PolicyRecompute:
+			case c.Policy == backend.PolicyRecompute:
 				t.Fatalf("request %d (P%d -> D%d) failed under policy recompute: %v", i, rq.P, rq.D, res.err)
-			case !errors.Is(res.err, serve.ErrKVLoad) || rq.D != c.FaultD:
+			case !errors.Is(res.err, backend.ErrKVLoad) || rq.D != c.FaultD:
 				t.Fatalf("request %d (P%d -> D%d): %v, want a load failure on the faulty D%d", i, rq.P, rq.D, res.err, c.FaultD)
 			}
 			continue
@@ -386,7 +388,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		if err := got.Diff(wantSnap); err != nil {
 			t.Fatalf("request %d (P%d -> D%d): final state differs from monolithic: %v (computed: %s; faults injected: %v; layers %s)", i, rq.P, rq.D, err, computedRanges(computed, &mu, id), faults.Injected(), layerKinds(c.Model))
 		}
-		recomputeAllowed := injected > 0 && c.Policy == serve.PolicyRecompute && rq.D == c.FaultD
+		recomputeAllowed := injected > 0 && c.Policy == backend.PolicyRecompute && rq.D == c.FaultD
 		checkOnce(t, computed, &mu, id, total, recomputeAllowed)
 	}
 	if failed > injected {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
@@ -25,7 +27,7 @@ type ModelCheck struct {
 	Model        *groups.Model
 	P, D         groups.InstanceConfig
 	Mode         plan.Mode
-	Handoff      Handoff
+	Handoff      backend.Handoff
 	PromptTokens int // prompts have 1..PromptTokens tokens
 	Requests     int
 	MaxTokens    int
@@ -90,7 +92,7 @@ func (r *ModelCheckResult) OK() bool {
 // RunModelCheck runs c.
 func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error) {
 	if c.Requests <= 0 || c.PromptTokens <= 0 || c.MaxTokens <= 0 {
-		return nil, fmt.Errorf("%w: requests, prompt tokens and max tokens must be > 0", ErrBadRequest)
+		return nil, fmt.Errorf("%w: requests, prompt tokens and max tokens must be > 0", backend.ErrBadRequest)
 	}
 	if c.Serve == nil || c.Fetch == nil {
 		hs := &MemHandshake{}
@@ -106,13 +108,13 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 	}
 	finals := map[string]*refmodel.Snapshot{}
 	var d *Engine
-	p, err := New(Config{Role: RolePrefill, EngineID: "check-prefill", Model: c.Model, Seed: c.Seed, Instance: c.P, MambaCacheMode: c.PCacheMode,
+	p, err := New(Config{Role: backend.RolePrefill, EngineID: "check-prefill", Model: c.Model, Seed: c.Seed, Instance: c.P, MambaCacheMode: c.PCacheMode,
 		Handoff: c.Handoff, Transports: c.PTransports, Serve: c.Serve, OnCompute: onCompute, Log: quiet})
 	if err != nil {
 		return nil, fmt.Errorf("prefill: %w", err)
 	}
 	defer p.Close()
-	d, err = New(Config{Role: RoleDecode, EngineID: "check-decode", Model: c.Model, Seed: c.Seed, Instance: c.D, Mode: c.Mode, MambaCacheMode: c.DCacheMode,
+	d, err = New(Config{Role: backend.RoleDecode, EngineID: "check-decode", Model: c.Model, Seed: c.Seed, Instance: c.D, Mode: c.Mode, MambaCacheMode: c.DCacheMode,
 		Transports: c.DTransports, Fetch: c.Fetch, OnCompute: onCompute, Log: quiet,
 		OnFinish: func(id string, st refmodel.Store, n int) {
 			if snap, err := d.Model().Snapshot(st, n); err == nil {
@@ -146,11 +148,11 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 		}
 		prompt := b.String()
 		id := fmt.Sprintf("q%d", i)
-		pr, err := p.Generate(ctx, GenRequest{ID: id, Prompt: prompt, MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+		pr, err := p.Generate(ctx, backend.GenRequest{ID: id, Prompt: prompt, MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 		if err != nil {
 			return nil, fmt.Errorf("request %d on prefill: %w", i, err)
 		}
-		dr, err := d.Generate(ctx, GenRequest{ID: id, Prompt: prompt, MaxTokens: c.MaxTokens, KV: pr.KV}, nil)
+		dr, err := d.Generate(ctx, backend.GenRequest{ID: id, Prompt: prompt, MaxTokens: c.MaxTokens, KV: pr.KV}, nil)
 		if err != nil {
 			return nil, fmt.Errorf("request %d on decode: %w", i, err)
 		}

@@ -3,6 +3,8 @@ package serve
 import (
 	"strconv"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -13,7 +15,7 @@ import (
 // site has to remember to push a gauge. Events (transfers, failures,
 // tokens) stay counters in Metrics.
 type Collector struct {
-	in    Inspector
+	in    backend.Inspector
 	descs collectorDescs
 }
 
@@ -42,7 +44,7 @@ var LeaseCauses = []string{"notified", "expired", "aborted"}
 
 // NewCollector returns the collector of the instance in (an Engine),
 // labelled like its Metrics; register it on the same registry.
-func NewCollector(in Inspector, engineID string, role Role) *Collector {
+func NewCollector(in backend.Inspector, engineID string, role backend.Role) *Collector {
 	cl := prometheus.Labels{"engine_id": engineID, "role": string(role)}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, cl)

@@ -7,6 +7,10 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
+	"github.com/hybridxfer/hybridxfer/openai"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 )
 
@@ -31,18 +35,18 @@ func TestDebugViews(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := newPD(t, m, groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 1, BlockLayout: groups.CrossLayer}, nil)
-	ph, dh := NewHandler(x.p, nil, nil), NewHandler(x.d, nil, nil)
+	ph, dh := openai.NewHandler(x.p, nil, nil), openai.NewHandler(x.d, nil, nil)
 	ctx := context.Background()
-	pr, err := x.p.Generate(ctx, GenRequest{ID: "dbg", Prompt: "inspect me please", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+	pr, err := x.p.Generate(ctx, backend.GenRequest{ID: "dbg", Prompt: "inspect me please", MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var leases LeasesView
+	var leases backend.LeasesView
 	if code := getJSON(t, ph, "/debug/leases", &leases); code != 200 || len(leases.Leases) != 1 ||
 		leases.Leases[0].Request != pr.KV.RemoteRequestID || leases.Leases[0].Consumers != 2 || leases.Leases[0].RemainingMs <= 0 {
 		t.Fatalf("P leases while held: %d %+v", code, leases)
 	}
-	var reqs []RequestView
+	var reqs []backend.RequestView
 	if code := getJSON(t, ph, "/debug/requests/dbg", &reqs); code != 200 || len(reqs) != 1 || reqs[0].State != "held" ||
 		reqs[0].Lease == nil || len(reqs[0].Blocks) != len(x.p.side.Ranks[0].Groups) {
 		t.Fatalf("P request by client id: %d %+v", code, reqs)
@@ -55,23 +59,23 @@ func TestDebugViews(t *testing.T) {
 			}
 		}
 	}
-	var pools PoolsView
-	if code := getJSON(t, ph, "/debug/pools", &pools); code != 200 || pools.Holds != 1 || pools.Role != RolePrefill || pools.TP != 2 ||
+	var pools backend.PoolsView
+	if code := getJSON(t, ph, "/debug/pools", &pools); code != 200 || pools.Holds != 1 || pools.Role != backend.RolePrefill || pools.TP != 2 ||
 		len(pools.Groups) != len(x.p.side.Ranks[0].Groups) || pools.Pools[0].Held == 0 || pools.Pools[0].Regions != x.p.side.Ranks[0].Pools[0].Slots {
 		t.Fatalf("P pools while held: %d %+v", code, pools)
 	}
-	if _, err := x.d.Generate(ctx, GenRequest{ID: "dbg", Prompt: "inspect me please", MaxTokens: 3, KV: pr.KV}, nil); err != nil {
+	if _, err := x.d.Generate(ctx, backend.GenRequest{ID: "dbg", Prompt: "inspect me please", MaxTokens: 3, KV: pr.KV}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := x.p.WaitIdle(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var peers PeersView
+	var peers backend.PeersView
 	if code := getJSON(t, dh, "/debug/peers", &peers); code != 200 || len(peers.Peers) != 1 || peers.Peers[0].State != "ready" ||
 		peers.Peers[0].TP != 2 || peers.Peers[0].BootID != pr.KV.RemoteBootID || len(peers.Loads) != 0 {
 		t.Fatalf("D peers after the load: %d %+v", code, peers)
 	}
-	var dpools PoolsView
+	var dpools backend.PoolsView
 	if code := getJSON(t, dh, "/debug/pools", &dpools); code != 200 || dpools.BlockLayout != "cross-layer" || dpools.Pools[0].Regions != 1 || dpools.Requests != 0 {
 		t.Fatalf("D pools: %d %+v", code, dpools)
 	}
@@ -81,7 +85,7 @@ func TestDebugViews(t *testing.T) {
 	if code := getJSON(t, ph, "/debug/requests/dbg", &reqs); code != http.StatusNotFound {
 		t.Fatalf("a released request is still shown: %d", code)
 	}
-	var ppeers PeersView
+	var ppeers backend.PeersView
 	if code := getJSON(t, ph, "/debug/peers", &ppeers); code != 200 || len(ppeers.Peers) != 0 {
 		t.Fatalf("P peers: %d %+v", code, ppeers)
 	}
@@ -95,7 +99,7 @@ func TestDebugViewsNeedAnAPIKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := newPD(t, m, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 1}, nil)
-	h := NewHandlerWithOptions(x.p, nil, nil, HandlerOptions{APIKeys: []string{"sk-debug-test-key-0123456789"}})
+	h := openai.NewHandlerWithOptions(x.p, nil, nil, openai.HandlerOptions{APIKeys: []string{"sk-debug-test-key-0123456789"}})
 	for _, path := range []string{"/debug/pools", "/debug/leases", "/debug/peers", "/debug/requests/x"} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))

@@ -1,9 +1,13 @@
-// Package serve runs disaggregated serving on top of the reference model:
-// an Engine per instance (prefill, decode or both) with its TP ranks, each
-// with its own registered memory and UCX endpoint, allocating through hma
-// and moving state with statexfer; an OpenAI-compatible HTTP API
-// (/v1/completions, /v1/chat/completions, streaming or not, /health,
-// /metrics); and the proxy that sends a request to a prefill instance, then
-// to a decode instance with the prefill's kv_transfer_params, and streams
-// the decode instance's answer back.
+// Package serve is the engine driver: an Engine per instance (prefill,
+// decode or both) runs the reference model on its TP ranks, each with its
+// own registered memory and transport, allocates through hma, moves state
+// with the P/D protocol of statexfer/session, and implements
+// backend.Backend (Generate, AbortHold) and backend.Inspector (the /debug
+// views). It is a library, not a server: openai serves an Engine over
+// HTTP, proxy routes requests between instances, cmd wires them.
+//
+// Main types: Engine and Config; Metrics (the engine's Prometheus metrics)
+// and Collector (instance state read at scrape time); MemHandshake (an
+// in-process handshake for tests and tools); ModelCheck (verify --check
+// model: disaggregated serving against the monolithic reference model).
 package serve

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/internal/hostmem"
@@ -37,7 +39,7 @@ type TransportFactory func(rank int, h transport.Handlers) (transport.Transport,
 
 // Config configures an Engine.
 type Config struct {
-	Role     Role
+	Role     backend.Role
 	EngineID string
 	// Model is the served model's spec; the engine runs its reference
 	// miniature (refmodel.Miniature) with weights from Seed.
@@ -63,7 +65,7 @@ type Config struct {
 	// request ranges; default 64 MiB; decode instances: the scratch pool).
 	Host         string
 	LeaseTTL     time.Duration
-	Handoff      Handoff
+	Handoff      backend.Handoff
 	StagingBytes int64
 	// BootID is this incarnation's id (default: random).
 	BootID string
@@ -103,12 +105,12 @@ type Config struct {
 
 func (c *Config) defaults() error {
 	if c.Model == nil {
-		return fmt.Errorf("%w: no model", ErrBadRequest)
+		return fmt.Errorf("%w: no model", backend.ErrBadRequest)
 	}
 	switch c.Role {
-	case RolePrefill, RoleDecode, RoleBoth:
+	case backend.RolePrefill, backend.RoleDecode, backend.RoleBoth:
 	default:
-		return fmt.Errorf("%w: role %q (want prefill, decode or both)", ErrBadRequest, c.Role)
+		return fmt.Errorf("%w: role %q (want prefill, decode or both)", backend.ErrBadRequest, c.Role)
 	}
 	for _, f := range []struct {
 		name string
@@ -116,7 +118,7 @@ func (c *Config) defaults() error {
 	}{{"NumBlocks", int64(c.NumBlocks)}, {"MaxModelLen", int64(c.MaxModelLen)}, {"StagingBytes", c.StagingBytes},
 		{"LeaseTTL", int64(c.LeaseTTL)}, {"TransferTimeout", int64(c.TransferTimeout)}, {"HeartbeatInterval", int64(c.HeartbeatInterval)}} {
 		if f.v < 0 {
-			return fmt.Errorf("%w: %s %d is negative", ErrBadRequest, f.name, f.v)
+			return fmt.Errorf("%w: %s %d is negative", backend.ErrBadRequest, f.name, f.v)
 		}
 	}
 	if c.NumBlocks == 0 {
@@ -125,16 +127,16 @@ func (c *Config) defaults() error {
 	switch c.MambaCacheMode {
 	case hma.RecurrentNone, hma.RecurrentAlign, hma.RecurrentAll:
 	default:
-		return fmt.Errorf("%w: mamba cache mode %v", ErrBadRequest, c.MambaCacheMode)
+		return fmt.Errorf("%w: mamba cache mode %v", backend.ErrBadRequest, c.MambaCacheMode)
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 30 * time.Second
 	}
 	if c.Handoff == "" {
-		c.Handoff = DecodeComputesLast
+		c.Handoff = backend.DecodeComputesLast
 	}
-	if c.Handoff != DecodeComputesLast && c.Handoff != PrefillSamplesFirst {
-		return fmt.Errorf("%w: handoff %q", ErrBadRequest, c.Handoff)
+	if c.Handoff != backend.DecodeComputesLast && c.Handoff != backend.PrefillSamplesFirst {
+		return fmt.Errorf("%w: handoff %q", backend.ErrBadRequest, c.Handoff)
 	}
 	if c.StagingBytes == 0 {
 		c.StagingBytes = defaultStagingBytes
@@ -146,10 +148,10 @@ func (c *Config) defaults() error {
 		c.TransferTimeout = 10 * time.Second
 	}
 	if c.FailurePolicy == "" {
-		c.FailurePolicy = PolicyFail
+		c.FailurePolicy = backend.PolicyFail
 	}
-	if c.FailurePolicy != PolicyFail && c.FailurePolicy != PolicyRecompute {
-		return fmt.Errorf("%w: kv load failure policy %q (want fail or recompute)", ErrBadRequest, c.FailurePolicy)
+	if c.FailurePolicy != backend.PolicyFail && c.FailurePolicy != backend.PolicyRecompute {
+		return fmt.Errorf("%w: kv load failure policy %q (want fail or recompute)", backend.ErrBadRequest, c.FailurePolicy)
 	}
 	if c.Host == "" {
 		c.Host = "127.0.0.1"
@@ -164,13 +166,13 @@ func (c *Config) defaults() error {
 		c.Now = time.Now
 	}
 	if c.Transports == nil {
-		return fmt.Errorf("%w: no transport factory", ErrBadRequest)
+		return fmt.Errorf("%w: no transport factory", backend.ErrBadRequest)
 	}
-	if c.Role == RolePrefill && c.Serve == nil {
-		return fmt.Errorf("%w: a prefill engine needs a handshake server", ErrBadRequest)
+	if c.Role == backend.RolePrefill && c.Serve == nil {
+		return fmt.Errorf("%w: a prefill engine needs a handshake server", backend.ErrBadRequest)
 	}
-	if c.Role == RoleDecode && c.Fetch == nil {
-		return fmt.Errorf("%w: a decode engine needs a handshake client", ErrBadRequest)
+	if c.Role == backend.RoleDecode && c.Fetch == nil {
+		return fmt.Errorf("%w: a decode engine needs a handshake client", backend.ErrBadRequest)
 	}
 	return nil
 }
@@ -246,7 +248,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	switch cfg.Role {
-	case RolePrefill:
+	case backend.RolePrefill:
 		e.pre, err = session.NewPrefill(session.PrefillConfig{EngineID: cfg.EngineID, BootID: cfg.BootID, Side: side,
 			StagingBytes: cfg.StagingBytes, Transports: session.TransportFactory(cfg.Transports), Holds: engineHolds{e}, Log: cfg.Log, Now: cfg.Now})
 		if err != nil {
@@ -266,7 +268,7 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.stopSweep, e.sweepDone = make(chan struct{}), make(chan struct{})
 		go e.sweeper()
-	case RoleDecode:
+	case backend.RoleDecode:
 		e.dec, err = session.NewDecode(session.DecodeConfig{EngineID: cfg.EngineID, Model: mini, Side: side, StagingBytes: cfg.StagingBytes,
 			Transports: session.TransportFactory(cfg.Transports), TransferTimeout: cfg.TransferTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
 			Fetch: func(ctx context.Context, host string, port int) (session.Handshake, error) {
@@ -294,7 +296,7 @@ func (e *Engine) Ready() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closing {
-		return ErrShuttingDown
+		return backend.ErrShuttingDown
 	}
 	return nil
 }
@@ -630,7 +632,7 @@ func (e *Engine) computeStep(ctx context.Context, id hma.ReqID, tokens []uint32,
 		e.mu.Unlock()
 		var ns *hma.NoSpaceError
 		if errors.As(err, &ns) {
-			return 0, fmt.Errorf("%w: %v", ErrOverloaded, err)
+			return 0, fmt.Errorf("%w: %v", backend.ErrOverloaded, err)
 		}
 		return 0, err
 	}
@@ -740,7 +742,7 @@ func (e *Engine) decodeStep(ctx context.Context, id hma.ReqID, tokens []uint32, 
 		e.mu.Unlock()
 		var ns *hma.NoSpaceError
 		if errors.As(err, &ns) {
-			return nil, fmt.Errorf("%w: %v", ErrOverloaded, err)
+			return nil, fmt.Errorf("%w: %v", backend.ErrOverloaded, err)
 		}
 		return nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
@@ -60,7 +62,7 @@ func TestMambaCacheModes(t *testing.T) {
 					d.Propose, d.OnFinish = c.propose, c.onFinish(func() *Engine { return x.d })
 				})
 				var mono *Engine
-				mono, err := New(Config{Role: RoleBoth, EngineID: "M", Model: m, Seed: 7, Instance: dc, NumBlocks: 256,
+				mono, err := New(Config{Role: backend.RoleBoth, EngineID: "M", Model: m, Seed: 7, Instance: dc, NumBlocks: 256,
 					MambaCacheMode: md.d, Transports: inprocTransports(nil), Propose: c.propose,
 					OnFinish: c.onFinish(func() *Engine { return mono }), OnCompute: c.onCompute})
 				if err != nil {
@@ -87,7 +89,7 @@ func TestMambaCacheModes(t *testing.T) {
 					c.check(t, x.d, "disaggregated", id, dr.Tokens, want, total)
 					x.checkOnceAbove(t, id, total)
 					mid := "m" + id
-					mr, err := mono.Generate(context.Background(), GenRequest{ID: mid, Prompt: prompt, MaxTokens: n}, nil)
+					mr, err := mono.Generate(context.Background(), backend.GenRequest{ID: mid, Prompt: prompt, MaxTokens: n}, nil)
 					if err != nil {
 						t.Fatalf("request %d on one instance: %v", i, err)
 					}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
@@ -20,7 +22,7 @@ import (
 // cause and no tokens; policy recompute gives the monolithic answer with
 // every position computed exactly once; both release everything.
 func TestKVLoadFailurePolicies(t *testing.T) {
-	for _, policy := range []string{PolicyFail, PolicyRecompute} {
+	for _, policy := range []string{backend.PolicyFail, backend.PolicyRecompute} {
 		t.Run(policy, func(t *testing.T) {
 			m, _ := groups.Preset("qwen3.5-9b", groups.PresetOptions{})
 			faults := transport.NewFaultPlan(1).Add(transport.Rule{Kind: transport.OpRead, Calls: []int{0}, Ops: []int{0}, Fault: transport.Fault{Kind: transport.FaultFail}})
@@ -34,14 +36,14 @@ func TestKVLoadFailurePolicies(t *testing.T) {
 				t.Fatal("no fault was injected")
 			}
 			switch policy {
-			case PolicyFail:
-				if !errors.Is(err, ErrKVLoad) || !strings.Contains(err.Error(), "injected") {
+			case backend.PolicyFail:
+				if !errors.Is(err, backend.ErrKVLoad) || !strings.Contains(err.Error(), "injected") {
 					t.Fatalf("policy fail: %v, want ErrKVLoad naming the injected fault", err)
 				}
 				if dr != nil {
 					t.Fatalf("policy fail returned tokens %v", dr.Tokens)
 				}
-			case PolicyRecompute:
+			case backend.PolicyRecompute:
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -75,10 +77,10 @@ func TestLeaseExpiryReclaims(t *testing.T) {
 	x := newPD(t, m, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 1}, func(p, d *Config) {
 		p.Now, p.LeaseTTL = clock, 10*time.Second
 	})
-	var params []*KVTransferParams
+	var params []*backend.KVTransferParams
 	for i := 0; i < 3; i++ {
-		pr, err := x.p.Generate(context.Background(), GenRequest{ID: fmt.Sprint(i), Prompt: strings.Repeat("z", 10+i*7), MaxTokens: 1,
-			KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+		pr, err := x.p.Generate(context.Background(), backend.GenRequest{ID: fmt.Sprint(i), Prompt: strings.Repeat("z", 10+i*7), MaxTokens: 1,
+			KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,10 +115,10 @@ func TestDeadPrefillDetected(t *testing.T) {
 	m, _ := groups.Preset("kimi-linear-48b-a3b", groups.PresetOptions{})
 	x := newPD(t, m, groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 2}, func(p, d *Config) {
 		d.TransferTimeout = 2 * time.Second
-		d.FailurePolicy = PolicyRecompute
+		d.FailurePolicy = backend.PolicyRecompute
 	})
 	prompt := "state that nobody will serve"
-	pr, err := x.p.Generate(context.Background(), GenRequest{ID: "dead", Prompt: prompt, MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+	pr, err := x.p.Generate(context.Background(), backend.GenRequest{ID: "dead", Prompt: prompt, MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,10 +130,10 @@ func TestDeadPrefillDetected(t *testing.T) {
 		x.p.pre.Transport(r).(*transport.Inproc).Kill()
 	}
 	done := make(chan error, 1)
-	var dr *GenResult
+	var dr *backend.GenResult
 	go func() {
 		var err error
-		dr, err = x.d.Generate(context.Background(), GenRequest{ID: "dead", Prompt: prompt, MaxTokens: 4, KV: pr.KV}, nil)
+		dr, err = x.d.Generate(context.Background(), backend.GenRequest{ID: "dead", Prompt: prompt, MaxTokens: 4, KV: pr.KV}, nil)
 		done <- err
 	}()
 	select {
@@ -154,13 +156,13 @@ func TestDeadPrefillDetected(t *testing.T) {
 func TestAbortReleases(t *testing.T) {
 	m, _ := groups.Preset("qwen3.5-0.8b", groups.PresetOptions{})
 	x := newPD(t, m, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 2}, nil)
-	pr, err := x.p.Generate(context.Background(), GenRequest{ID: "a", Prompt: "abort me", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+	pr, err := x.p.Generate(context.Background(), backend.GenRequest{ID: "a", Prompt: "abort me", MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := 0
-	_, err = x.d.Generate(ctx, GenRequest{ID: "a", Prompt: "abort me", MaxTokens: 50, KV: pr.KV}, func(string) error {
+	_, err = x.d.Generate(ctx, backend.GenRequest{ID: "a", Prompt: "abort me", MaxTokens: 50, KV: pr.KV}, func(string) error {
 		n++
 		if n == 3 {
 			cancel()
@@ -181,35 +183,35 @@ func TestEngineRefusals(t *testing.T) {
 	m, _ := groups.Preset("llama-3.1-8b", groups.PresetOptions{})
 	x := newPD(t, m, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 1}, nil)
 	ctx := context.Background()
-	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "x", MaxTokens: 1}, nil); !errors.Is(err, ErrWrongRole) {
+	if _, err := x.d.Generate(ctx, backend.GenRequest{Prompt: "x", MaxTokens: 1}, nil); !errors.Is(err, backend.ErrWrongRole) {
 		t.Errorf("plain request to decode: %v", err)
 	}
-	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "x", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil); !errors.Is(err, ErrWrongRole) {
+	if _, err := x.d.Generate(ctx, backend.GenRequest{Prompt: "x", MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil); !errors.Is(err, backend.ErrWrongRole) {
 		t.Errorf("do_remote_decode to decode: %v", err)
 	}
-	if _, err := x.p.Generate(ctx, GenRequest{Prompt: "x", MaxTokens: 0, KV: &KVTransferParams{DoRemoteDecode: true}}, nil); !errors.Is(err, ErrBadRequest) {
+	if _, err := x.p.Generate(ctx, backend.GenRequest{Prompt: "x", MaxTokens: 0, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil); !errors.Is(err, backend.ErrBadRequest) {
 		t.Errorf("max_tokens 0: %v", err)
 	}
 	// Prompt + max_tokens above max_model_len (default 8192): refused
 	// before anything is computed or held.
 	long := strings.Repeat("x", 8190)
-	if _, err := x.p.Generate(ctx, GenRequest{Prompt: long, MaxTokens: 3, KV: &KVTransferParams{DoRemoteDecode: true}}, nil); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "max_model_len") {
+	if _, err := x.p.Generate(ctx, backend.GenRequest{Prompt: long, MaxTokens: 3, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil); !errors.Is(err, backend.ErrBadRequest) || !strings.Contains(err.Error(), "max_model_len") {
 		t.Errorf("prompt over max_model_len: %v", err)
 	}
 	if err := x.p.CheckIdle(); err != nil {
 		t.Errorf("after a refused long prompt: %v", err)
 	}
-	pr, _ := x.p.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+	pr, _ := x.p.Generate(ctx, backend.GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 	// Params that differ from what P granted are refused before anything
 	// is loaded (hostile_test.go has the whole list).
 	bad := *pr.KV
 	bad.NumTokens = 2
-	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &bad}, nil); !errors.Is(err, ErrGrant) {
+	if _, err := x.d.Generate(ctx, backend.GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &bad}, nil); !errors.Is(err, backend.ErrGrant) {
 		t.Errorf("num_tokens mismatch: %v", err)
 	}
 	foreign := *pr.KV
 	foreign.RemoteBlockIDs = [][]int{{1 << 20}}
-	if _, err := x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &foreign}, nil); !errors.Is(err, ErrGrant) {
+	if _, err := x.d.Generate(ctx, backend.GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &foreign}, nil); !errors.Is(err, backend.ErrGrant) {
 		t.Errorf("foreign block ids: %v", err)
 	}
 	// A grant P issued whose blocks are out of D's range of P's pools: a
@@ -221,9 +223,9 @@ func TestEngineRefusals(t *testing.T) {
 	g.BlockIDs = [][]int{{1 << 20}}
 	outside := *pr.KV
 	outside.RemoteBlockIDs, outside.RemoteGrant = g.BlockIDs, grant.Seal(g, nil)
-	_, err = x.d.Generate(ctx, GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &outside}, nil)
-	var pe *ParamError
-	if !errors.Is(err, ErrBadRequest) || !errors.As(err, &pe) || pe.Param != "kv_transfer_params.remote_block_ids" {
+	_, err = x.d.Generate(ctx, backend.GenRequest{Prompt: "abcdef", MaxTokens: 1, KV: &outside}, nil)
+	var pe *backend.ParamError
+	if !errors.Is(err, backend.ErrBadRequest) || !errors.As(err, &pe) || pe.Param != "kv_transfer_params.remote_block_ids" {
 		t.Errorf("block ids out of range: %v", err)
 	}
 }

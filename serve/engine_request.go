@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/statexfer"
@@ -18,7 +20,7 @@ import (
 )
 
 // Generate implements Backend.
-func (e *Engine) Generate(ctx context.Context, req GenRequest, emit func(string) error) (*GenResult, error) {
+func (e *Engine) Generate(ctx context.Context, req backend.GenRequest, emit func(string) error) (*backend.GenResult, error) {
 	start := e.cfg.Now()
 	log := session.RequestLog(e.cfg.Log, req.ID, "")
 	session.LogEvent(log, session.EventReceived, "role", string(e.cfg.Role), "as", requestKind(req), "max_tokens", req.MaxTokens)
@@ -41,7 +43,7 @@ func (e *Engine) Generate(ctx context.Context, req GenRequest, emit func(string)
 
 // requestKind names what an instance does with req: prefill (for a remote
 // decode), decode (of a remote prefill) or monolithic.
-func requestKind(req GenRequest) string {
+func requestKind(req backend.GenRequest) string {
 	switch {
 	case req.KV != nil && req.KV.DoRemoteDecode:
 		return "prefill"
@@ -61,45 +63,45 @@ func (e *Engine) requestLog(id string) *slog.Logger {
 	return session.RequestLog(e.cfg.Log, client, id)
 }
 
-func (e *Engine) generate(ctx context.Context, req GenRequest, emit func(string) error) (*GenResult, error) {
+func (e *Engine) generate(ctx context.Context, req backend.GenRequest, emit func(string) error) (*backend.GenResult, error) {
 	if req.MaxTokens <= 0 {
-		return nil, fmt.Errorf("%w: max_tokens must be >= 1", ErrBadRequest)
+		return nil, fmt.Errorf("%w: max_tokens must be >= 1", backend.ErrBadRequest)
 	}
 	tokens := tokenizer.Tokenize(req.Prompt)
 	if n := len(tokens) + req.MaxTokens; n > e.cfg.MaxModelLen {
-		return nil, &ParamError{Param: "max_tokens", Err: fmt.Errorf("%w: %d prompt tokens + max_tokens %d = %d exceeds max_model_len %d", ErrBadRequest, len(tokens), req.MaxTokens, n, e.cfg.MaxModelLen)}
+		return nil, &backend.ParamError{Param: "max_tokens", Err: fmt.Errorf("%w: %d prompt tokens + max_tokens %d = %d exceeds max_model_len %d", backend.ErrBadRequest, len(tokens), req.MaxTokens, n, e.cfg.MaxModelLen)}
 	}
 	switch {
 	case req.KV != nil && req.KV.DoRemoteDecode:
-		if e.cfg.Role != RolePrefill {
-			return nil, fmt.Errorf("%w: do_remote_decode sent to a %s instance", ErrWrongRole, e.cfg.Role)
+		if e.cfg.Role != backend.RolePrefill {
+			return nil, fmt.Errorf("%w: do_remote_decode sent to a %s instance", backend.ErrWrongRole, e.cfg.Role)
 		}
 		return e.prefill(ctx, req, tokens)
 	case req.KV != nil && req.KV.RemoteRequestID != "":
-		if e.cfg.Role != RoleDecode {
-			return nil, fmt.Errorf("%w: remote prefill parameters sent to a %s instance", ErrWrongRole, e.cfg.Role)
+		if e.cfg.Role != backend.RoleDecode {
+			return nil, fmt.Errorf("%w: remote prefill parameters sent to a %s instance", backend.ErrWrongRole, e.cfg.Role)
 		}
 		return e.decodeRemote(ctx, req, tokens, emit)
-	case e.cfg.Role == RoleBoth:
+	case e.cfg.Role == backend.RoleBoth:
 		return e.monolithic(ctx, req, tokens, emit)
 	}
-	return nil, fmt.Errorf("%w: a %s instance needs kv_transfer_params (send requests through the proxy)", ErrWrongRole, e.cfg.Role)
+	return nil, fmt.Errorf("%w: a %s instance needs kv_transfer_params (send requests through the proxy)", backend.ErrWrongRole, e.cfg.Role)
 }
 
-func (e *Engine) result(tokens, out []uint32) *GenResult {
+func (e *Engine) result(tokens, out []uint32) *backend.GenResult {
 	var b strings.Builder
 	for _, t := range out {
 		b.WriteString(tokenizer.Detokenize(t))
 	}
-	return &GenResult{Text: b.String(), Tokens: out, PromptTokens: len(tokens), CompletionTokens: len(out), FinishReason: "length"}
+	return &backend.GenResult{Text: b.String(), Tokens: out, PromptTokens: len(tokens), CompletionTokens: len(out), FinishReason: "length"}
 }
 
 // monolithic serves a request entirely on this instance.
-func (e *Engine) monolithic(ctx context.Context, req GenRequest, tokens []uint32, emit func(string) error) (*GenResult, error) {
+func (e *Engine) monolithic(ctx context.Context, req backend.GenRequest, tokens []uint32, emit func(string) error) (*backend.GenResult, error) {
 	e.mu.Lock()
 	if e.closing {
 		e.mu.Unlock()
-		return nil, ErrShuttingDown
+		return nil, backend.ErrShuttingDown
 	}
 	id := e.nextID("m", req.ID)
 	if err := e.alloc.AddRequest(id, tokens, 0); err != nil {
@@ -139,21 +141,21 @@ func (e *Engine) finish(id hma.ReqID) {
 // prefill computes the prompt's handoff positions, holds the state under a
 // lease, grants it to D and answers with the kv_transfer_params D needs.
 // The compute stops when ctx ends (the client gave up): nothing is held.
-func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (*GenResult, error) {
+func (e *Engine) prefill(ctx context.Context, req backend.GenRequest, tokens []uint32) (*backend.GenResult, error) {
 	n := len(tokens)
 	h := n - 1
-	if e.cfg.Handoff == PrefillSamplesFirst {
+	if e.cfg.Handoff == backend.PrefillSamplesFirst {
 		h = n
 	}
 	e.mu.Lock()
 	if e.closing {
 		e.mu.Unlock()
-		return nil, ErrShuttingDown
+		return nil, backend.ErrShuttingDown
 	}
 	id := e.nextID("p", req.ID)
-	kv := &KVTransferParams{RemoteEngineID: e.cfg.EngineID, RemoteRequestID: string(id), RemoteHost: e.cfg.Host,
+	kv := &backend.KVTransferParams{RemoteEngineID: e.cfg.EngineID, RemoteRequestID: string(id), RemoteHost: e.cfg.Host,
 		RemotePort: e.port, TPSize: len(e.mems), NumTokens: h, Handoff: e.cfg.Handoff, RemoteBootID: e.pre.BootID()}
-	res := &GenResult{PromptTokens: n, KV: kv, FinishReason: "length"}
+	res := &backend.GenResult{PromptTokens: n, KV: kv, FinishReason: "length"}
 	if h == 0 {
 		e.mu.Unlock()
 		return res, nil // nothing computed, nothing to hold: D computes everything
@@ -165,7 +167,7 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 	hit, err := e.alloc.LookupPrefix(id)
 	hc := e.alloc.Config()
 	e.mu.Unlock()
-	fail := func(err error) (*GenResult, error) {
+	fail := func(err error) (*backend.GenResult, error) {
 		e.mu.Lock()
 		e.alloc.Abort(id)
 		e.mu.Unlock()
@@ -221,7 +223,7 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 		nb += len(ids)
 	}
 	session.LogEvent(log, session.EventHeld, "blocks", nb, "lease_expiry", expiry, "consumers", len(e.mems))
-	if e.cfg.Handoff == PrefillSamplesFirst {
+	if e.cfg.Handoff == backend.PrefillSamplesFirst {
 		kv.FirstToken = &next
 		res.Tokens = []uint32{next}
 		res.Text = tokenizer.Detokenize(next)
@@ -234,7 +236,7 @@ func (e *Engine) prefill(ctx context.Context, req GenRequest, tokens []uint32) (
 }
 
 // grantParams are the kv_transfer_params fields a grant binds.
-func grantParams(kv *KVTransferParams) grant.Params {
+func grantParams(kv *backend.KVTransferParams) grant.Params {
 	return grant.Params{EngineID: kv.RemoteEngineID, BootID: kv.RemoteBootID, Host: kv.RemoteHost, Port: kv.RemotePort, TP: kv.TPSize,
 		ReqID: kv.RemoteRequestID, NumTokens: kv.NumTokens, Handoff: string(kv.Handoff), FirstToken: kv.FirstToken,
 		BlockIDs: kv.RemoteBlockIDs, Expiry: int64(kv.LeaseExpiryUnix * 1e9)}
@@ -243,13 +245,13 @@ func grantParams(kv *KVTransferParams) grant.Params {
 // checkGrant opens and checks the grant of D's kv_transfer_params against
 // the params themselves and the prompt D was asked to decode: the first
 // difference is an ErrGrant naming the field; nothing was touched yet.
-func (e *Engine) checkGrant(kv *KVTransferParams, tokens []uint32) (*grant.Grant, error) {
+func (e *Engine) checkGrant(kv *backend.KVTransferParams, tokens []uint32) (*grant.Grant, error) {
 	if kv.RemoteGrant == "" {
-		return nil, &ParamError{Param: "kv_transfer_params.remote_grant", Err: fmt.Errorf("%w: no remote_grant", ErrGrant)}
+		return nil, &backend.ParamError{Param: "kv_transfer_params.remote_grant", Err: fmt.Errorf("%w: no remote_grant", backend.ErrGrant)}
 	}
 	g, err := grant.Open(kv.RemoteGrant, e.cfg.ClusterKey)
 	if err != nil {
-		return nil, &ParamError{Param: "kv_transfer_params.remote_grant", Err: fmt.Errorf("%w: %w", ErrGrant, err)}
+		return nil, &backend.ParamError{Param: "kv_transfer_params.remote_grant", Err: fmt.Errorf("%w: %w", backend.ErrGrant, err)}
 	}
 	if err := g.Check(grantParams(kv), tokens); err != nil {
 		param := "kv_transfer_params"
@@ -261,7 +263,7 @@ func (e *Engine) checkGrant(kv *KVTransferParams, tokens []uint32) (*grant.Grant
 				param += "." + fe.Field
 			}
 		}
-		return nil, &ParamError{Param: param, Err: fmt.Errorf("%w: %w", ErrGrant, err)}
+		return nil, &backend.ParamError{Param: param, Err: fmt.Errorf("%w: %w", backend.ErrGrant, err)}
 	}
 	return g, nil
 }
@@ -314,17 +316,17 @@ func (h engineHolds) Abort(id string) {
 // cluster key) and name the request.
 func (e *Engine) AbortHold(id, remoteGrant string) error {
 	if e.pre == nil {
-		return fmt.Errorf("%w: abort sent to a %s instance", ErrWrongRole, e.cfg.Role)
+		return fmt.Errorf("%w: abort sent to a %s instance", backend.ErrWrongRole, e.cfg.Role)
 	}
 	if remoteGrant == "" {
-		return &ParamError{Param: "remote_grant", Err: fmt.Errorf("%w: no remote_grant", ErrGrant)}
+		return &backend.ParamError{Param: "remote_grant", Err: fmt.Errorf("%w: no remote_grant", backend.ErrGrant)}
 	}
 	g, err := grant.Open(remoteGrant, e.cfg.ClusterKey)
 	if err != nil {
-		return &ParamError{Param: "remote_grant", Err: fmt.Errorf("%w: %w", ErrGrant, err)}
+		return &backend.ParamError{Param: "remote_grant", Err: fmt.Errorf("%w: %w", backend.ErrGrant, err)}
 	}
 	if g.ReqID != id || g.EngineID != e.cfg.EngineID {
-		return &ParamError{Param: "remote_request_id", Err: fmt.Errorf("%w: the grant is for request %s of %s", ErrGrant, g.ReqID, g.EngineID)}
+		return &backend.ParamError{Param: "remote_request_id", Err: fmt.Errorf("%w: the grant is for request %s of %s", backend.ErrGrant, g.ReqID, g.EngineID)}
 	}
 	e.pre.Abort(id, g.Token)
 	return nil
@@ -363,7 +365,7 @@ func (e *Engine) Sweep() []string {
 }
 
 // decodeRemote loads the state P holds for the request and decodes.
-func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint32, emit func(string) error) (*GenResult, error) {
+func (e *Engine) decodeRemote(ctx context.Context, req backend.GenRequest, tokens []uint32, emit func(string) error) (*backend.GenResult, error) {
 	kv := req.KV
 	n, h := len(tokens), kv.NumTokens
 	// The grant first: params P did not issue for this prompt are refused
@@ -373,7 +375,7 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 		if kv.RemoteBootID == "" {
 			// Without it a restarted P at the same address could be read
 			// as if it were the one that computed the state.
-			return nil, &ParamError{Param: "kv_transfer_params.remote_boot_id", Err: fmt.Errorf("%w: kv_transfer_params has no remote_boot_id", ErrBadRequest)}
+			return nil, &backend.ParamError{Param: "kv_transfer_params.remote_boot_id", Err: fmt.Errorf("%w: kv_transfer_params has no remote_boot_id", backend.ErrBadRequest)}
 		}
 		g, err := e.checkGrant(kv, tokens)
 		if err != nil {
@@ -385,17 +387,17 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 		kv.RemoteBlockIDs = g.BlockIDs
 	}
 	switch {
-	case kv.Handoff == PrefillSamplesFirst && (h != n || kv.FirstToken == nil):
-		return nil, fmt.Errorf("%w: prefill-samples-first needs num_tokens == %d prompt tokens and first_token", ErrBadRequest, n)
-	case kv.Handoff != PrefillSamplesFirst && h != n-1:
-		return nil, fmt.Errorf("%w: num_tokens %d does not match the prompt's %d tokens (want %d)", ErrBadRequest, h, n, n-1)
+	case kv.Handoff == backend.PrefillSamplesFirst && (h != n || kv.FirstToken == nil):
+		return nil, fmt.Errorf("%w: prefill-samples-first needs num_tokens == %d prompt tokens and first_token", backend.ErrBadRequest, n)
+	case kv.Handoff != backend.PrefillSamplesFirst && h != n-1:
+		return nil, fmt.Errorf("%w: num_tokens %d does not match the prompt's %d tokens (want %d)", backend.ErrBadRequest, h, n, n-1)
 	}
 	policy := e.cfg.FailurePolicy
 	if kv.KVLoadFailurePolicy != "" {
 		policy = kv.KVLoadFailurePolicy
 	}
-	if policy != PolicyFail && policy != PolicyRecompute {
-		return nil, fmt.Errorf("%w: kv_load_failure_policy %q", ErrBadRequest, policy)
+	if policy != backend.PolicyFail && policy != backend.PolicyRecompute {
+		return nil, fmt.Errorf("%w: kv_load_failure_policy %q", backend.ErrBadRequest, policy)
 	}
 	abortP := func() {
 		if lr != nil {
@@ -408,7 +410,7 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 	if e.closing {
 		e.mu.Unlock()
 		abortP()
-		return nil, ErrShuttingDown
+		return nil, backend.ErrShuttingDown
 	}
 	id := e.nextID("d", req.ID)
 	if err := e.alloc.AddRequest(id, tokens, 0); err != nil {
@@ -431,7 +433,7 @@ func (e *Engine) decodeRemote(ctx context.Context, req GenRequest, tokens []uint
 		if err := e.alloc.Allocate(id, hma.AllocSpec{Prefix: from, External: ext}); err != nil {
 			e.mu.Unlock()
 			abortP()
-			return nil, fmt.Errorf("%w: %v", ErrOverloaded, err)
+			return nil, fmt.Errorf("%w: %v", backend.ErrOverloaded, err)
 		}
 	}
 	dblocks := make([][]int, len(e.side.Ranks[0].Groups))
@@ -543,26 +545,26 @@ func (e *Engine) recover(ctx context.Context, id hma.ReqID, tokens []uint32, h, 
 		}
 	}
 	pol := hma.PolicyFail
-	if policy == PolicyRecompute {
+	if policy == backend.PolicyRecompute {
 		pol = hma.PolicyRecompute
 	}
 	lf, err := e.alloc.LoadFailed(id, refs, pol)
 	e.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("%w: %w (and the allocator refused the failure: %v)", ErrKVLoad, cause, err)
+		return fmt.Errorf("%w: %w (and the allocator refused the failure: %v)", backend.ErrKVLoad, cause, err)
 	}
-	if policy == PolicyFail {
+	if policy == backend.PolicyFail {
 		if le != nil && (le.Phase == "claim" && (errors.Is(cause, session.ErrClaimed) || errors.Is(cause, session.ErrNoHold)) ||
 			le.Phase == "expired" && errors.Is(cause, session.ErrLeaseExpired)) {
-			return &ParamError{Param: "kv_transfer_params", Err: fmt.Errorf("%w: %w", ErrConsumed, cause)}
+			return &backend.ParamError{Param: "kv_transfer_params", Err: fmt.Errorf("%w: %w", backend.ErrConsumed, cause)}
 		}
 		if le != nil && le.Phase == "plan" && (errors.Is(cause, session.ErrBadRequest) || errors.Is(cause, statexfer.ErrBounds) || errors.Is(cause, plan.ErrBadRequest)) {
-			return &ParamError{Param: "kv_transfer_params.remote_block_ids", Err: fmt.Errorf("%w: %w", ErrBadRequest, cause)}
+			return &backend.ParamError{Param: "kv_transfer_params.remote_block_ids", Err: fmt.Errorf("%w: %w", backend.ErrBadRequest, cause)}
 		}
 		if errors.Is(cause, session.ErrPeer) || errors.Is(cause, session.ErrStaleIncarnation) {
-			return fmt.Errorf("%w (%w): %w", ErrKVLoad, ErrPeer, cause)
+			return fmt.Errorf("%w (%w): %w", backend.ErrKVLoad, backend.ErrPeer, cause)
 		}
-		return fmt.Errorf("%w: %w", ErrKVLoad, cause)
+		return fmt.Errorf("%w: %w", backend.ErrKVLoad, cause)
 	}
 	// Recompute [restart, h) locally from a consistent state: every
 	// position once, none twice.
@@ -570,7 +572,7 @@ func (e *Engine) recover(ctx context.Context, id hma.ReqID, tokens []uint32, h, 
 	e.cfg.Log.Warn("kv load failed; recomputing", "request", id, "from", r, "to", h, "failed_blocks", len(refs), "cause", cause)
 	if r < h {
 		if _, err := e.compute(ctx, id, tokens, r, h, 0); err != nil {
-			return fmt.Errorf("%w: %w; recompute failed: %v", ErrKVLoad, cause, err)
+			return fmt.Errorf("%w: %w; recompute failed: %v", backend.ErrKVLoad, cause, err)
 		}
 	}
 	if e.cfg.Metrics != nil {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/session"
@@ -46,18 +48,18 @@ func (s *samePort) fetch(context.Context, string, int, [32]byte, map[string]stri
 func TestPrefillRestartOnSameAddress(t *testing.T) {
 	m, _ := groups.Preset("qwen3.5-0.8b", groups.PresetOptions{})
 	for _, mode := range []plan.Mode{plan.Direct, plan.Staged} {
-		for _, policy := range []string{PolicyFail, PolicyRecompute} {
+		for _, policy := range []string{backend.PolicyFail, backend.PolicyRecompute} {
 			t.Run(fmt.Sprintf("%v/%s", mode, policy), func(t *testing.T) {
 				hs := &samePort{}
 				newP := func() *Engine {
-					p, err := New(Config{Role: RolePrefill, EngineID: "P", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 2}, NumBlocks: 256,
+					p, err := New(Config{Role: backend.RolePrefill, EngineID: "P", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 2}, NumBlocks: 256,
 						LeaseTTL: time.Hour, Transports: inprocTransports(nil), Serve: hs.serve, Log: quietLog})
 					if err != nil {
 						t.Fatal(err)
 					}
 					return p
 				}
-				d, err := New(Config{Role: RoleDecode, EngineID: "D", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 1, AttnLayout: groups.NHD},
+				d, err := New(Config{Role: backend.RoleDecode, EngineID: "D", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 1, AttnLayout: groups.NHD},
 					NumBlocks: 256, Mode: mode, FailurePolicy: policy, TransferTimeout: 5 * time.Second, Transports: inprocTransports(nil), Fetch: hs.fetch, Log: quietLog})
 				if err != nil {
 					t.Fatal(err)
@@ -65,11 +67,11 @@ func TestPrefillRestartOnSameAddress(t *testing.T) {
 				defer d.Close()
 				ctx := context.Background()
 				run := func(p *Engine, id, prompt string) ([]uint32, error) {
-					pr, err := p.Generate(ctx, GenRequest{ID: id, Prompt: prompt, MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+					pr, err := p.Generate(ctx, backend.GenRequest{ID: id, Prompt: prompt, MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 					if err != nil {
 						t.Fatalf("prefill %s: %v", id, err)
 					}
-					dr, err := d.Generate(ctx, GenRequest{ID: id, Prompt: prompt, MaxTokens: 4, KV: pr.KV}, nil)
+					dr, err := d.Generate(ctx, backend.GenRequest{ID: id, Prompt: prompt, MaxTokens: 4, KV: pr.KV}, nil)
 					if err != nil {
 						return nil, err
 					}
@@ -89,7 +91,7 @@ func TestPrefillRestartOnSameAddress(t *testing.T) {
 				}
 				check("warm", prompt, got)
 				// A request held by the first incarnation when it dies.
-				orphan, err := p1.Generate(ctx, GenRequest{ID: "orphan", Prompt: "state that dies with its prefill", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+				orphan, err := p1.Generate(ctx, backend.GenRequest{ID: "orphan", Prompt: "state that dies with its prefill", MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -109,13 +111,13 @@ func TestPrefillRestartOnSameAddress(t *testing.T) {
 					}
 					check(id, prompt, got)
 				}
-				dr, err := d.Generate(ctx, GenRequest{ID: "orphan", Prompt: "state that dies with its prefill", MaxTokens: 4, KV: orphan.KV}, nil)
+				dr, err := d.Generate(ctx, backend.GenRequest{ID: "orphan", Prompt: "state that dies with its prefill", MaxTokens: 4, KV: orphan.KV}, nil)
 				switch {
-				case policy == PolicyFail && !errors.Is(err, ErrKVLoad):
+				case policy == backend.PolicyFail && !errors.Is(err, backend.ErrKVLoad):
 					t.Fatalf("orphan under fail: %v (tokens %v), want a load error", err, dr)
-				case policy == PolicyRecompute && err != nil:
+				case policy == backend.PolicyRecompute && err != nil:
 					t.Fatalf("orphan under recompute: %v", err)
-				case policy == PolicyRecompute:
+				case policy == backend.PolicyRecompute:
 					check("orphan", "state that dies with its prefill", dr.Tokens)
 				}
 				wctx, cancel := context.WithTimeout(ctx, 20*time.Second)

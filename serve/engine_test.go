@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
@@ -43,9 +45,9 @@ func newPD(t *testing.T, m *groups.Model, pc, dc groups.InstanceConfig, mod func
 			x.mu.Unlock()
 		}
 	}
-	pcfg := Config{Role: RolePrefill, EngineID: "P", Model: m, Seed: 7, Instance: pc, NumBlocks: 256, LeaseTTL: time.Hour,
+	pcfg := Config{Role: backend.RolePrefill, EngineID: "P", Model: m, Seed: 7, Instance: pc, NumBlocks: 256, LeaseTTL: time.Hour,
 		Transports: inprocTransports(nil), Serve: hs.Serve, OnCompute: rec(x.pCompute)}
-	dcfg := Config{Role: RoleDecode, EngineID: "D", Model: m, Seed: 7, Instance: dc, NumBlocks: 256,
+	dcfg := Config{Role: backend.RoleDecode, EngineID: "D", Model: m, Seed: 7, Instance: dc, NumBlocks: 256,
 		Transports: inprocTransports(nil), Fetch: hs.Fetch, OnCompute: rec(x.dCompute)}
 	if mod != nil {
 		mod(&pcfg, &dcfg)
@@ -74,12 +76,12 @@ func reference(t *testing.T, e *Engine, prompt string, n int) []uint32 {
 	return out
 }
 
-func (x *pd) run(ctx context.Context, id, prompt string, n int) (*GenResult, *GenResult, error) {
-	pr, err := x.p.Generate(ctx, GenRequest{ID: id, Prompt: prompt, MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+func (x *pd) run(ctx context.Context, id, prompt string, n int) (*backend.GenResult, *backend.GenResult, error) {
+	pr, err := x.p.Generate(ctx, backend.GenRequest{ID: id, Prompt: prompt, MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("prefill: %w", err)
 	}
-	dr, err := x.d.Generate(ctx, GenRequest{ID: id, Prompt: prompt, MaxTokens: n, KV: pr.KV}, nil)
+	dr, err := x.d.Generate(ctx, backend.GenRequest{ID: id, Prompt: prompt, MaxTokens: n, KV: pr.KV}, nil)
 	if err != nil {
 		return pr, nil, fmt.Errorf("decode: %w", err)
 	}
@@ -90,14 +92,14 @@ func TestDisaggregatedEqualsMonolithic(t *testing.T) {
 	cases := []struct {
 		model   string
 		p, d    groups.InstanceConfig
-		handoff Handoff
+		handoff backend.Handoff
 		mode    plan.Mode
 	}{
-		{"qwen3.5-27b", groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 4, AttnLayout: groups.NHD, ConvLayout: groups.SD}, DecodeComputesLast, plan.Direct},
-		{"kimi-linear-48b-a3b", groups.InstanceConfig{TP: 4}, groups.InstanceConfig{TP: 1, Memory: groups.Separate, BlockSize: 32}, PrefillSamplesFirst, plan.Staged},
-		{"gemma-3-4b", groups.InstanceConfig{TP: 1, BlockSize: 8, KernelBlockSize: 8}, groups.InstanceConfig{TP: 2, BlockSize: 32}, DecodeComputesLast, plan.Auto},
-		{"nemotron-3-nano-30b-a3b", groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 1}, PrefillSamplesFirst, plan.Direct},
-		{"deepseek-v3.2", groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 4}, DecodeComputesLast, plan.Direct},
+		{"qwen3.5-27b", groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 4, AttnLayout: groups.NHD, ConvLayout: groups.SD}, backend.DecodeComputesLast, plan.Direct},
+		{"kimi-linear-48b-a3b", groups.InstanceConfig{TP: 4}, groups.InstanceConfig{TP: 1, Memory: groups.Separate, BlockSize: 32}, backend.PrefillSamplesFirst, plan.Staged},
+		{"gemma-3-4b", groups.InstanceConfig{TP: 1, BlockSize: 8, KernelBlockSize: 8}, groups.InstanceConfig{TP: 2, BlockSize: 32}, backend.DecodeComputesLast, plan.Auto},
+		{"nemotron-3-nano-30b-a3b", groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 1}, backend.PrefillSamplesFirst, plan.Direct},
+		{"deepseek-v3.2", groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 4}, backend.DecodeComputesLast, plan.Direct},
 	}
 	for _, c := range cases {
 		t.Run(c.model, func(t *testing.T) {

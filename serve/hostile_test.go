@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
+	"github.com/hybridxfer/hybridxfer/openai"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
@@ -19,7 +23,7 @@ type hostile struct {
 	p      *Engine
 	d      [2]*Engine
 	reads  [2]*transport.FaultPlan
-	victim *KVTransferParams // a held request nobody loaded yet
+	victim *backend.KVTransferParams // a held request nobody loaded yet
 	prompt string
 }
 
@@ -29,7 +33,7 @@ func newHostile(t *testing.T, pKey, dKey *grant.Key, dmod ...func(d int, c *Conf
 	hs := &MemHandshake{}
 	x := &hostile{prompt: "the victim's prompt, long enough to fill a few blocks of every group"}
 	var err error
-	x.p, err = New(Config{Role: RolePrefill, EngineID: "P", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 1}, NumBlocks: 256,
+	x.p, err = New(Config{Role: backend.RolePrefill, EngineID: "P", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 1}, NumBlocks: 256,
 		LeaseTTL: time.Hour, Transports: inprocTransports(nil), Serve: hs.Serve, ClusterKey: pKey})
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +41,7 @@ func newHostile(t *testing.T, pKey, dKey *grant.Key, dmod ...func(d int, c *Conf
 	t.Cleanup(func() { x.p.Close() })
 	for i := range x.d {
 		x.reads[i] = transport.NewFaultPlan(uint64(i + 1))
-		c := Config{Role: RoleDecode, EngineID: "D", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 1}, NumBlocks: 256,
+		c := Config{Role: backend.RoleDecode, EngineID: "D", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 1}, NumBlocks: 256,
 			Transports: inprocTransports(x.reads[i]), Fetch: hs.Fetch, ClusterKey: dKey}
 		for _, f := range dmod {
 			f(i, &c)
@@ -52,19 +56,19 @@ func newHostile(t *testing.T, pKey, dKey *grant.Key, dmod ...func(d int, c *Conf
 	return x
 }
 
-func (x *hostile) prefill(t *testing.T, prompt string) *KVTransferParams {
+func (x *hostile) prefill(t *testing.T, prompt string) *backend.KVTransferParams {
 	t.Helper()
-	res, err := x.p.Generate(context.Background(), GenRequest{Prompt: prompt, MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+	res, err := x.p.Generate(context.Background(), backend.GenRequest{Prompt: prompt, MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return res.KV
 }
 
-func (x *hostile) decode(d int, prompt string, kv *KVTransferParams) (*GenResult, error) {
+func (x *hostile) decode(d int, prompt string, kv *backend.KVTransferParams) (*backend.GenResult, error) {
 	c := *kv
 	c.RemoteBlockIDs = slices.Clone(kv.RemoteBlockIDs)
-	return x.d[d].Generate(context.Background(), GenRequest{Prompt: prompt, MaxTokens: 4, KV: &c}, nil)
+	return x.d[d].Generate(context.Background(), backend.GenRequest{Prompt: prompt, MaxTokens: 4, KV: &c}, nil)
 }
 
 func (x *hostile) held(id string) bool {
@@ -78,11 +82,11 @@ func (x *hostile) held(id string) bool {
 // and is idle, and that the victim's hold is untouched.
 func (x *hostile) refused(t *testing.T, name string, d int, readsBefore int, err error, sentinel error, param string) {
 	t.Helper()
-	var pe *ParamError
+	var pe *backend.ParamError
 	if !errors.Is(err, sentinel) || !errors.As(err, &pe) || pe.Param != param {
 		t.Errorf("%s: got %v, want %v naming %s", name, err, sentinel, param)
 	}
-	if st := classify(err); st.Status/100 != 4 {
+	if st := openai.Classify(err); st.Status/100 != 4 {
 		t.Errorf("%s: status %d, want 4xx", name, st.Status)
 	}
 	if n := x.reads[d].Calls(transport.OpRead); n != readsBefore {
@@ -105,41 +109,41 @@ func TestHostileParamsRefused(t *testing.T) {
 	cases := []struct {
 		name   string
 		prompt string
-		mod    func(kv *KVTransferParams)
+		mod    func(kv *backend.KVTransferParams)
 		param  string
 	}{
-		{"victim's block ids in own params", "the attacker's own prompt, also a few blocks long!!", func(kv *KVTransferParams) {
+		{"victim's block ids in own params", "the attacker's own prompt, also a few blocks long!!", func(kv *backend.KVTransferParams) {
 			kv.RemoteBlockIDs = x.victim.RemoteBlockIDs
 		}, "kv_transfer_params.remote_block_ids"},
-		{"victim's request id in own params", "the attacker's own prompt, also a few blocks long!!", func(kv *KVTransferParams) {
+		{"victim's request id in own params", "the attacker's own prompt, also a few blocks long!!", func(kv *backend.KVTransferParams) {
 			kv.RemoteRequestID = x.victim.RemoteRequestID
 		}, "kv_transfer_params.remote_request_id"},
-		{"victim's params with the attacker's prompt", "the attacker's own prompt, also a few blocks long!!", func(kv *KVTransferParams) {
+		{"victim's params with the attacker's prompt", "the attacker's own prompt, also a few blocks long!!", func(kv *backend.KVTransferParams) {
 			*kv = *x.victim
 		}, "prompt"},
-		{"changed remote_engine_id", "the attacker's own prompt, also a few blocks long!!", func(kv *KVTransferParams) {
+		{"changed remote_engine_id", "the attacker's own prompt, also a few blocks long!!", func(kv *backend.KVTransferParams) {
 			kv.RemoteEngineID = "P2"
 		}, "kv_transfer_params.remote_engine_id"},
-		{"changed remote_port", "the attacker's own prompt, also a few blocks long!!", func(kv *KVTransferParams) {
+		{"changed remote_port", "the attacker's own prompt, also a few blocks long!!", func(kv *backend.KVTransferParams) {
 			kv.RemotePort++
 		}, "kv_transfer_params.remote_port"},
-		{"longer lease", "the attacker's own prompt, also a few blocks long!!", func(kv *KVTransferParams) {
+		{"longer lease", "the attacker's own prompt, also a few blocks long!!", func(kv *backend.KVTransferParams) {
 			kv.LeaseExpiryUnix += 3600
 		}, "kv_transfer_params.lease_expiry"},
-		{"unsigned grant", "the attacker's own prompt, also a few blocks long!!", func(kv *KVTransferParams) {
+		{"unsigned grant", "the attacker's own prompt, also a few blocks long!!", func(kv *backend.KVTransferParams) {
 			g, _ := grant.Open(kv.RemoteGrant, key)
 			kv.RemoteGrant = grant.Seal(g, nil)
 		}, "kv_transfer_params.remote_grant"},
-		{"grant of another cluster", "the attacker's own prompt, also a few blocks long!!", func(kv *KVTransferParams) {
+		{"grant of another cluster", "the attacker's own prompt, also a few blocks long!!", func(kv *backend.KVTransferParams) {
 			g, _ := grant.Open(kv.RemoteGrant, key)
 			g.BlockIDs = x.victim.RemoteBlockIDs
 			kv.RemoteGrant = grant.Seal(g, grant.RandomKey())
 			kv.RemoteBlockIDs = x.victim.RemoteBlockIDs
 		}, "kv_transfer_params.remote_grant"},
-		{"garbage grant", "the attacker's own prompt, also a few blocks long!!", func(kv *KVTransferParams) {
+		{"garbage grant", "the attacker's own prompt, also a few blocks long!!", func(kv *backend.KVTransferParams) {
 			kv.RemoteGrant = "ff00"
 		}, "kv_transfer_params.remote_grant"},
-		{"no grant", "the attacker's own prompt, also a few blocks long!!", func(kv *KVTransferParams) {
+		{"no grant", "the attacker's own prompt, also a few blocks long!!", func(kv *backend.KVTransferParams) {
 			kv.RemoteGrant = ""
 		}, "kv_transfer_params.remote_grant"},
 	}
@@ -148,7 +152,7 @@ func TestHostileParamsRefused(t *testing.T) {
 		c.mod(&kv)
 		before := x.reads[0].Calls(transport.OpRead)
 		_, err := x.decode(0, c.prompt, &kv)
-		x.refused(t, c.name, 0, before, err, ErrGrant, c.param)
+		x.refused(t, c.name, 0, before, err, backend.ErrGrant, c.param)
 	}
 	// The genuine params still work afterwards, on the same D (a forged
 	// engine id did not break its peer table), and give the monolithic
@@ -187,8 +191,8 @@ func TestReplayedParamsRefused(t *testing.T) {
 	for d := range x.d {
 		before := x.reads[d].Calls(transport.OpRead)
 		_, err := x.decode(d, x.prompt, x.victim)
-		if !errors.Is(err, ErrConsumed) || classify(err).Status != 409 {
-			t.Errorf("replay to D%d: %v (status %d)", d, err, classify(err).Status)
+		if !errors.Is(err, backend.ErrConsumed) || openai.Classify(err).Status != 409 {
+			t.Errorf("replay to D%d: %v (status %d)", d, err, openai.Classify(err).Status)
 		}
 		if n := x.reads[d].Calls(transport.OpRead); n != before {
 			t.Errorf("replay to D%d posted %d read batches", d, n-before)
@@ -202,7 +206,7 @@ func TestReplayedParamsRefused(t *testing.T) {
 		kv := x.prefill(t, x.prompt)
 		var wg sync.WaitGroup
 		var errs [2]error
-		var res [2]*GenResult
+		var res [2]*backend.GenResult
 		for d := range x.d {
 			wg.Go(func() { res[d], errs[d] = x.decode(d, x.prompt, kv) })
 		}
@@ -215,7 +219,7 @@ func TestReplayedParamsRefused(t *testing.T) {
 				if want := reference(t, x.d[d], x.prompt, 4); !slices.Equal(res[d].Tokens, want) {
 					t.Fatalf("round %d: D%d answered %v, monolithic %v", round, d, res[d].Tokens, want)
 				}
-			case !errors.Is(err, ErrConsumed):
+			case !errors.Is(err, backend.ErrConsumed):
 				t.Fatalf("round %d: D%d: %v", round, d, err)
 			}
 		}
@@ -239,14 +243,14 @@ func TestGrantsWithoutAKey(t *testing.T) {
 	x := newHostile(t, nil, grant.RandomKey())
 	before := x.reads[0].Calls(transport.OpRead)
 	_, err := x.decode(0, x.prompt, x.victim)
-	x.refused(t, "unsigned grant", 0, before, err, ErrGrant, "kv_transfer_params.remote_grant")
+	x.refused(t, "unsigned grant", 0, before, err, backend.ErrGrant, "kv_transfer_params.remote_grant")
 
 	y := newHostile(t, nil, nil)
 	kv := *y.victim
 	kv.RemoteBlockIDs = [][]int{{1}, {2}, {3}, {4}}
 	before = y.reads[0].Calls(transport.OpRead)
 	_, err = y.decode(0, y.prompt, &kv)
-	y.refused(t, "altered block ids, no key", 0, before, err, ErrGrant, "kv_transfer_params.remote_block_ids")
+	y.refused(t, "altered block ids, no key", 0, before, err, backend.ErrGrant, "kv_transfer_params.remote_block_ids")
 	if _, err := y.decode(0, y.prompt, y.victim); err != nil {
 		t.Fatalf("genuine params without keys: %v", err)
 	}
@@ -263,8 +267,8 @@ func TestExpiredParamsRefused(t *testing.T) {
 	})
 	before := x.reads[1].Calls(transport.OpRead)
 	_, err := x.decode(1, x.prompt, x.victim)
-	if !errors.Is(err, ErrConsumed) || classify(err).Status != 409 {
-		t.Fatalf("expired params: %v (status %d)", err, classify(err).Status)
+	if !errors.Is(err, backend.ErrConsumed) || openai.Classify(err).Status != 409 {
+		t.Fatalf("expired params: %v (status %d)", err, openai.Classify(err).Status)
 	}
 	if n := x.reads[1].Calls(transport.OpRead); n != before {
 		t.Fatalf("expired params: %d read batches posted", n-before)

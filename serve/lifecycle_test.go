@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/statexfer/session"
 )
@@ -130,7 +132,7 @@ func TestLifecycleEvents(t *testing.T) {
 
 	// A hold the proxy aborts, then D's load of it: P says aborted, D
 	// says failed in the claim phase, with the cause.
-	pr, err := x.p.Generate(ctx, GenRequest{ID: "ab", Prompt: "a request whose hold is aborted", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+	pr, err := x.p.Generate(ctx, backend.GenRequest{ID: "ab", Prompt: "a request whose hold is aborted", MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +142,7 @@ func TestLifecycleEvents(t *testing.T) {
 	if got := names(waitEvents(t, &plog, "ab", "aborted")); !slices.Equal(got, []string{"received", "prefilled", "held", "finished", "aborted"}) {
 		t.Errorf("P ab: events %v", got)
 	}
-	if _, err := x.d.Generate(ctx, GenRequest{ID: "ab", Prompt: "a request whose hold is aborted", MaxTokens: 2, KV: pr.KV}, nil); err == nil {
+	if _, err := x.d.Generate(ctx, backend.GenRequest{ID: "ab", Prompt: "a request whose hold is aborted", MaxTokens: 2, KV: pr.KV}, nil); err == nil {
 		t.Fatal("D decoded a request whose hold was aborted")
 	}
 	drecs := dlog.events(t)["ab"]
@@ -161,7 +163,7 @@ func TestLifecycleEvents(t *testing.T) {
 	}
 
 	// A hold nobody reads expires.
-	if _, err := x.p.Generate(ctx, GenRequest{ID: "ex", Prompt: "a request nobody decodes", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil); err != nil {
+	if _, err := x.p.Generate(ctx, backend.GenRequest{ID: "ex", Prompt: "a request nobody decodes", MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	skew.Store(int64(2 * time.Hour))

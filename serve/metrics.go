@@ -1,19 +1,13 @@
 package serve
 
 import (
-	"log/slog"
-	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-)
+	"github.com/hybridxfer/hybridxfer/backend"
 
-// metricsHandler serves reg at GET /metrics (instances and the proxy).
-func metricsHandler(reg *prometheus.Registry, log *slog.Logger) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)})
-}
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Histogram buckets.
 var (
@@ -58,7 +52,7 @@ type Metrics struct {
 // NewMetrics creates an engine's metrics and registers them on reg. It
 // panics if reg already holds metrics with the same engine_id and role, a
 // programming error.
-func NewMetrics(reg *prometheus.Registry, engineID string, role Role) *Metrics {
+func NewMetrics(reg *prometheus.Registry, engineID string, role backend.Role) *Metrics {
 	cl := prometheus.Labels{"engine_id": engineID, "role": string(role)}
 	hist := func(name, help string, buckets []float64) prometheus.Histogram {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -190,7 +184,7 @@ func (m *Metrics) Request(promptTokens, completionTokens int, d time.Duration, e
 	}
 	status := "ok"
 	if err != nil {
-		status = classify(err).Code
+		status = backend.ClassOf(err).Code
 	}
 	m.requests.WithLabelValues(status).Inc()
 	m.requestSeconds.Observe(d.Seconds())

@@ -17,6 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
+	"github.com/hybridxfer/hybridxfer/proxy"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/statexfer"
 	"github.com/hybridxfer/hybridxfer/statexfer/session"
@@ -84,15 +88,15 @@ func gatherAll(t *testing.T) []*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	exercise(NewMetrics(reg, "d0", RoleDecode))
+	exercise(NewMetrics(reg, "d0", backend.RoleDecode))
 	x := newPD(t, m, groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 1}, nil)
-	reg.MustRegister(NewCollector(x.p, "p0", RolePrefill), NewCollector(x.d, "d1", RoleDecode))
+	reg.MustRegister(NewCollector(x.p, "p0", backend.RolePrefill), NewCollector(x.d, "d1", backend.RoleDecode))
 	// One request end to end, one held on P (a lease to report).
 	if _, _, err := x.run(context.Background(), "done", "a prompt of some tokens", 2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := x.p.Generate(context.Background(), GenRequest{ID: "held", Prompt: "another prompt", MaxTokens: 1,
-		KV: &KVTransferParams{DoRemoteDecode: true}}, nil); err != nil {
+	if _, err := x.p.Generate(context.Background(), backend.GenRequest{ID: "held", Prompt: "another prompt", MaxTokens: 1,
+		KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	exerciseProxy(t, reg)
@@ -104,11 +108,12 @@ func gatherAll(t *testing.T) []*dto.MetricFamily {
 }
 
 // exerciseProxy registers a proxy's metrics on reg and has every family
-// report: a request answered (400), every counter once.
+// report: a refused request (400) and one whose prefill instance is
+// unreachable.
 func exerciseProxy(t *testing.T, reg *prometheus.Registry) {
 	t.Helper()
-	p, err := NewProxyWithOptions([]string{"http://127.0.0.1:9"}, []string{"http://127.0.0.1:9"},
-		ProxyOptions{Registry: reg, HealthInterval: time.Hour})
+	p, err := proxy.NewWithOptions([]string{"http://127.0.0.1:9"}, []string{"http://127.0.0.1:9"},
+		proxy.Options{Registry: reg, HealthInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,11 +123,13 @@ func exerciseProxy(t *testing.T, reg *prometheus.Registry) {
 	if rec.Code != http.StatusBadRequest {
 		t.Fatalf("proxy answered %d to a bad body", rec.Code)
 	}
-	p.metrics.exclusion(sideDecode)
-	p.metrics.retry()
-	p.metrics.abort(true)
-	p.metrics.abort(false)
-	p.metrics.brokenOff()
+	// The prefill instance is unreachable: a 502 and one exclusion; the
+	// counters without traffic are exported at zero.
+	rec = httptest.NewRecorder()
+	p.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/completions", strings.NewReader(`{"prompt":"a","max_tokens":1}`)))
+	if rec.Code/100 != 5 {
+		t.Fatalf("proxy answered %d with its prefill instance unreachable", rec.Code)
+	}
 }
 
 // TestMetricsMatchDocs: docs/metrics.md documents exactly the metrics an
@@ -192,10 +199,10 @@ func TestMetricsMatchDocs(t *testing.T) {
 		{"cause hybridxfer_leases_released_total", LeaseCauses},
 		{"state hybridxfer_peers", PeerStates},
 		{"state hybridxfer_loads_in_flight", LoadStates},
-		{"status hybridxfer_requests_total", RequestStatuses()},
-		{"result hybridxfer_proxy_hold_aborts_total", ProxyAbortResults},
-		{"state hybridxfer_proxy_upstreams", UpstreamStates},
-		{"upstream hybridxfer_proxy_*", []string{sidePrefill, sideDecode}},
+		{"status hybridxfer_requests_total", backend.RequestStatuses()},
+		{"result hybridxfer_proxy_hold_aborts_total", proxy.AbortResults},
+		{"state hybridxfer_proxy_upstreams", proxy.UpstreamStates},
+		{"upstream hybridxfer_proxy_*", []string{"prefill", "decode"}},
 	} {
 		if !slices.Equal(values[c.key], c.code) {
 			t.Errorf("docs/metrics.md label values of %q: %v, the code's %v", c.key, values[c.key], c.code)
@@ -238,7 +245,7 @@ func TestCollectorReadsTheEngine(t *testing.T) {
 	}
 	x := newPD(t, m, groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 1}, nil)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(x.p, "p0", RolePrefill))
+	reg.MustRegister(NewCollector(x.p, "p0", backend.RolePrefill))
 	value := func(name string, labels map[string]string) (float64, bool) {
 		fams, err := reg.Gather()
 		if err != nil {
@@ -272,7 +279,7 @@ func TestCollectorReadsTheEngine(t *testing.T) {
 	if _, ok := value("hybridxfer_lease_soonest_expiry_seconds", nil); ok {
 		t.Fatal("a lease expiry without holds")
 	}
-	pr, err := x.p.Generate(context.Background(), GenRequest{ID: "r", Prompt: "a prompt of some tokens", MaxTokens: 1, KV: &KVTransferParams{DoRemoteDecode: true}}, nil)
+	pr, err := x.p.Generate(context.Background(), backend.GenRequest{ID: "r", Prompt: "a prompt of some tokens", MaxTokens: 1, KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +299,7 @@ func TestCollectorReadsTheEngine(t *testing.T) {
 	if v, ok := value("hybridxfer_lease_soonest_expiry_seconds", nil); !ok || v <= 0 || v > 3600 {
 		t.Fatalf("soonest lease expiry %v (%v), want within the hour's lease", v, ok)
 	}
-	if _, err := x.d.Generate(context.Background(), GenRequest{ID: "r", Prompt: "a prompt of some tokens", MaxTokens: 2, KV: pr.KV}, nil); err != nil {
+	if _, err := x.d.Generate(context.Background(), backend.GenRequest{ID: "r", Prompt: "a prompt of some tokens", MaxTokens: 2, KV: pr.KV}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := x.p.WaitIdle(context.Background()); err != nil {

@@ -9,6 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
+	"github.com/hybridxfer/hybridxfer/openai"
+	"github.com/hybridxfer/hybridxfer/openai/openaitest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -24,7 +29,7 @@ func exercise(m *Metrics) {
 	m.BytesByKind("full_attention", 1000)
 	m.BytesByKind("recurrent", 24)
 	m.Request(10, 5, time.Second, nil)
-	m.Request(3, 0, time.Millisecond, ErrOverloaded)
+	m.Request(3, 0, time.Millisecond, backend.ErrOverloaded)
 	m.Recomputed(6)
 	m.SpecDecode(3, 2)
 	m.SpecDecode(3, 0)
@@ -49,10 +54,10 @@ var metricNames = []string{
 
 func TestMetricsEndpoint(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	exercise(NewMetrics(reg, "d0", RoleDecode))
-	srv := httptest.NewServer(NewHandler(&fakeBackend{}, reg, nil))
+	exercise(NewMetrics(reg, "d0", backend.RoleDecode))
+	srv := httptest.NewServer(openai.NewHandler(&openaitest.Backend{}, reg, nil))
 	defer srv.Close()
-	resp := apiGet(t, srv.URL+"/metrics")
+	resp := openaitest.Get(t, srv.URL+"/metrics")
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d, %v", resp.StatusCode, err)
@@ -90,9 +95,9 @@ func TestMetricsEndpoint(t *testing.T) {
 
 func TestMetricsValues(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	exercise(NewMetrics(reg, "p0", RolePrefill))
+	exercise(NewMetrics(reg, "p0", backend.RolePrefill))
 	// A second engine on the same registry: distinct const labels.
-	exercise(NewMetrics(reg, "p1", RolePrefill))
+	exercise(NewMetrics(reg, "p1", backend.RolePrefill))
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -49,4 +49,3 @@ func TokenText(toks []uint32) string {
 	}
 	return string(b)
 }
-

@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/openai"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
-	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/zmqchan"
 	"github.com/hybridxfer/hybridxfer/tokenizer"
@@ -255,7 +255,7 @@ func chat(ctx context.Context, url, model, content string, maxTokens int, stream
 
 // monolithicAnswer is what the reference model answers on one instance.
 func monolithicAnswer(m *refmodel.Model, content string, maxTokens int) (string, error) {
-	prompt := serve.RenderChat([]serve.ChatMessage{{Role: "user", Content: content}})
+	prompt := openai.RenderChat([]openai.ChatMessage{{Role: "user", Content: content}})
 	out, err := m.Generate(refmodel.NewMapStore(m.Spec()), tokenizer.Tokenize(prompt), 0, maxTokens)
 	if err != nil {
 		return "", err

@@ -11,7 +11,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hybridxfer/hybridxfer/serve"
+	"github.com/hybridxfer/hybridxfer/backend"
+
+	"github.com/hybridxfer/hybridxfer/openai"
+
 	"github.com/spf13/cobra"
 )
 
@@ -40,7 +43,7 @@ one JSON object. An instance with API keys needs --api-key-file.`,
 			}
 			var key string
 			if keyFile != "" {
-				keys, err := serve.LoadAPIKeys(keyFile)
+				keys, err := openai.LoadAPIKeys(keyFile)
 				if err != nil {
 					return err
 				}
@@ -54,7 +57,7 @@ one JSON object. An instance with API keys needs --api-key-file.`,
 			get := func(path string, v any) error { return debugGet(ctx, base.String()+path, key, v) }
 			out := cmd.OutOrStdout()
 			if request != "" {
-				var reqs []serve.RequestView
+				var reqs []backend.RequestView
 				if err := get("/debug/requests/"+url.PathEscape(request), &reqs); err != nil {
 					return err
 				}
@@ -65,9 +68,9 @@ one JSON object. An instance with API keys needs --api-key-file.`,
 				return nil
 			}
 			var v struct {
-				Pools  serve.PoolsView  `json:"pools"`
-				Leases serve.LeasesView `json:"leases"`
-				Peers  serve.PeersView  `json:"peers"`
+				Pools  backend.PoolsView  `json:"pools"`
+				Leases backend.LeasesView `json:"leases"`
+				Peers  backend.PeersView  `json:"peers"`
 			}
 			for _, x := range []struct {
 				path string
@@ -127,7 +130,7 @@ func debugGet(ctx context.Context, u, key string, v any) error {
 	return nil
 }
 
-func printInspect(w io.Writer, pools serve.PoolsView, leases serve.LeasesView, peers serve.PeersView) {
+func printInspect(w io.Writer, pools backend.PoolsView, leases backend.LeasesView, peers backend.PeersView) {
 	fmt.Fprintf(w, "%s: %s instance of %s, tp %d, %s memory, %s blocks, %d requests (%d held), at %s\n\n",
 		pools.Engine, pools.Role, pools.Model, pools.TP, pools.Memory, pools.BlockLayout, pools.Requests, pools.Holds, pools.Time)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
@@ -173,7 +176,7 @@ func printInspect(w io.Writer, pools serve.PoolsView, leases serve.LeasesView, p
 	}
 }
 
-func printRequests(w io.Writer, reqs []serve.RequestView) {
+func printRequests(w io.Writer, reqs []backend.RequestView) {
 	for _, r := range reqs {
 		fmt.Fprintf(w, "%s: %s, %d tokens, %d computed, %d loading\n", r.Request, r.State, r.Tokens, r.Computed, r.Pending)
 		if r.Lease != nil {

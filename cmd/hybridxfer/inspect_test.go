@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
+	"github.com/hybridxfer/hybridxfer/openai"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
@@ -21,17 +25,17 @@ func TestInspectPrintsAnInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	hs := &serve.MemHandshake{}
-	p, err := serve.New(serve.Config{Role: serve.RolePrefill, EngineID: "P-inspect", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 2},
+	p, err := serve.New(serve.Config{Role: backend.RolePrefill, EngineID: "P-inspect", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 2},
 		NumBlocks: 64, LeaseTTL: time.Hour, Serve: hs.Serve,
 		Transports: func(_ int, h transport.Handlers) (transport.Transport, error) { return transport.NewInproc(h), nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	srv := httptest.NewServer(serve.NewHandler(p, nil, nil))
+	srv := httptest.NewServer(openai.NewHandler(p, nil, nil))
 	defer srv.Close()
-	if _, err := p.Generate(context.Background(), serve.GenRequest{ID: "held-one", Prompt: "hold this prompt", MaxTokens: 1,
-		KV: &serve.KVTransferParams{DoRemoteDecode: true}}, nil); err != nil {
+	if _, err := p.Generate(context.Background(), backend.GenRequest{ID: "held-one", Prompt: "hold this prompt", MaxTokens: 1,
+		KV: &backend.KVTransferParams{DoRemoteDecode: true}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	run := func(args ...string) (string, error) {

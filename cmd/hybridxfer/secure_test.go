@@ -13,9 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/openai"
+
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
-	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/zmqchan"
 )
@@ -104,7 +105,7 @@ func TestSecureCluster(t *testing.T) {
 	}
 	ref := refmodel.New(mini, 5)
 	bearer := map[string]string{"Authorization": "Bearer " + apiKey}
-	internal := map[string]string{serve.HeaderInternal: ck.InternalToken()}
+	internal := map[string]string{openai.HeaderInternal: ck.InternalToken()}
 	chatBody := func(content string, kv any) map[string]any {
 		b := map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": content}}, "max_tokens": 4}
 		if kv != nil {

@@ -13,6 +13,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
+	"github.com/hybridxfer/hybridxfer/openai"
+	"github.com/hybridxfer/hybridxfer/proxy"
+
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
@@ -68,19 +73,19 @@ func zmqFetch(sc sideChannel) serve.HandshakeClient {
 // with a warning.
 func loadSideChannel(role, keyFile, allowFile, serverPub string, log *slog.Logger) (sideChannel, error) {
 	if keyFile == "" && allowFile == "" && serverPub == "" {
-		if role != string(serve.RoleBoth) {
+		if role != string(backend.RoleBoth) {
 			log.Warn("no --handshake-key: the ZeroMQ handshake is not authenticated; anyone who reaches it gets this instance's transfer metadata (see docs/security.md)")
 		}
 		return sideChannel{}, nil
 	}
-	switch serve.Role(role) {
-	case serve.RolePrefill:
+	switch backend.Role(role) {
+	case backend.RolePrefill:
 		if keyFile == "" || allowFile == "" {
 			return sideChannel{}, fmt.Errorf("%w --handshake-key and --handshake-allow: a prefill needs both (its CURVE secret key and the decode instances' public keys)", errFlag)
 		}
 		srv, err := zmqchan.LoadCurveServer(keyFile, allowFile)
 		return sideChannel{server: srv}, err
-	case serve.RoleDecode:
+	case backend.RoleDecode:
 		if keyFile == "" || serverPub == "" {
 			return sideChannel{}, fmt.Errorf("%w --handshake-key and --handshake-server-pub: a decode needs both (its CURVE secret key and the prefill instances' public key)", errFlag)
 		}
@@ -123,8 +128,8 @@ type serveOptions struct {
 func (o *serveOptions) validate() error {
 	var fc flagChecks
 	o.logs.check(&fc)
-	switch serve.Role(o.role) {
-	case serve.RolePrefill, serve.RoleDecode, serve.RoleBoth:
+	switch backend.Role(o.role) {
+	case backend.RolePrefill, backend.RoleDecode, backend.RoleBoth:
 	default:
 		fc.fail("role", "%q (want prefill, decode or both)", o.role)
 	}
@@ -140,12 +145,12 @@ func (o *serveOptions) validate() error {
 	fc.intIn("max-model-len", int64(o.maxModelLen), 2, 1<<22)
 	fc.intIn("staging-bytes", o.stagingBytes, 0, 1<<40)
 	fc.share("fault-drop-notify", o.dropNotify)
-	switch serve.Handoff(o.handoff) {
-	case serve.DecodeComputesLast, serve.PrefillSamplesFirst:
+	switch backend.Handoff(o.handoff) {
+	case backend.DecodeComputesLast, backend.PrefillSamplesFirst:
 	default:
-		fc.fail("handoff", "%q (want %s or %s)", o.handoff, serve.DecodeComputesLast, serve.PrefillSamplesFirst)
+		fc.fail("handoff", "%q (want %s or %s)", o.handoff, backend.DecodeComputesLast, backend.PrefillSamplesFirst)
 	}
-	if o.policy != serve.PolicyFail && o.policy != serve.PolicyRecompute {
+	if o.policy != backend.PolicyFail && o.policy != backend.PolicyRecompute {
 		fc.fail("kv-load-failure-policy", "%q (want fail or recompute)", o.policy)
 	}
 	if _, err := plan.ParseMode(o.mode); err != nil {
@@ -213,9 +218,9 @@ can mint params.`,
 			if err != nil {
 				return err
 			}
-			var hopts serve.HandlerOptions
+			var hopts openai.HandlerOptions
 			if o.apiKeyFile != "" {
-				if hopts.APIKeys, err = serve.LoadAPIKeys(o.apiKeyFile); err != nil {
+				if hopts.APIKeys, err = openai.LoadAPIKeys(o.apiKeyFile); err != nil {
 					return err
 				}
 			}
@@ -228,8 +233,8 @@ can mint params.`,
 			}
 			reg := prometheus.NewRegistry()
 			id := fmt.Sprintf("%s-%s-%d", o.role, o.host, o.port)
-			cfg := serve.Config{Role: serve.Role(o.role), EngineID: id, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks, MambaCacheMode: cacheMode,
-				Host: o.host, LeaseTTL: o.leaseTTL, Handoff: serve.Handoff(o.handoff), TransferTimeout: o.xferTimeout, FailurePolicy: o.policy, Mode: md,
+			cfg := serve.Config{Role: backend.Role(o.role), EngineID: id, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks, MambaCacheMode: cacheMode,
+				Host: o.host, LeaseTTL: o.leaseTTL, Handoff: backend.Handoff(o.handoff), TransferTimeout: o.xferTimeout, FailurePolicy: o.policy, Mode: md,
 				HeartbeatInterval: o.heartbeat, MaxModelLen: o.maxModelLen, StagingBytes: o.stagingBytes, ClusterKey: key,
 				Transports: func(r int, h transport.Handlers) (transport.Transport, error) {
 					c := uc
@@ -246,15 +251,15 @@ can mint params.`,
 					return transport.WithFaults(tr, f), nil
 				},
 				Serve: zmqServe(o.host, o.hsPort, ic.TP, sc, log), Fetch: zmqFetch(sc),
-				Metrics: serve.NewMetrics(reg, id, serve.Role(o.role)), Log: log}
+				Metrics: serve.NewMetrics(reg, id, backend.Role(o.role)), Log: log}
 			eng, err := serve.New(cfg)
 			if err != nil {
 				return err
 			}
 			defer eng.Close()
-			reg.MustRegister(serve.NewCollector(eng, id, serve.Role(o.role)))
+			reg.MustRegister(serve.NewCollector(eng, id, backend.Role(o.role)))
 			addr := net.JoinHostPort(o.listen, fmt.Sprint(o.port))
-			return runHTTP(cmd.Context(), addr, serve.NewHandlerWithOptions(eng, reg, log, hopts), log,
+			return runHTTP(cmd.Context(), addr, openai.NewHandlerWithOptions(eng, reg, log, hopts), log,
 				fmt.Sprintf("%s instance of %s (tp %d) on http://%s, handshake port %d", o.role, m.Name, ic.TP, addr, eng.HandshakePort()))
 		},
 	}
@@ -274,8 +279,8 @@ can mint params.`,
 	f.Int64Var(&o.stagingBytes, "staging-bytes", 64<<20, "per rank staging pool (prefill: gathers; decode: scratch), split into per-request ranges")
 	f.Float64Var(&o.dropNotify, "fault-drop-notify", 0, "testing: lose this share (0..1) of the control messages every rank sends")
 	_ = f.MarkHidden("fault-drop-notify")
-	f.StringVar(&o.handoff, "handoff", string(serve.DecodeComputesLast), "prefill: decode-computes-last or prefill-samples-first")
-	f.StringVar(&o.policy, "kv-load-failure-policy", serve.PolicyFail, "decode: fail (error to the client) or recompute")
+	f.StringVar(&o.handoff, "handoff", string(backend.DecodeComputesLast), "prefill: decode-computes-last or prefill-samples-first")
+	f.StringVar(&o.policy, "kv-load-failure-policy", backend.PolicyFail, "decode: fail (error to the client) or recompute")
 	f.StringVar(&o.mode, "mode", "auto", "decode: read shaping, direct, staged or auto")
 	f.StringVar(&o.errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none or peer")
 	f.StringVar(&o.apiKeyFile, "api-key-file", "", "client API keys, one per line (mode 0600): every request but /health and /metrics needs Authorization: Bearer KEY (or the proxy's internal token)")
@@ -353,10 +358,10 @@ kv_transfer_params themselves (400).`,
 			if err != nil {
 				return err
 			}
-			opts := serve.ProxyOptions{Client: &http.Client{Timeout: 5 * time.Minute}, Log: log, HealthInterval: healthInterval,
+			opts := proxy.Options{Client: &http.Client{Timeout: 5 * time.Minute}, Log: log, HealthInterval: healthInterval,
 				Registry: prometheus.NewRegistry()}
 			if apiKeyFile != "" {
-				keys, err := serve.LoadAPIKeys(apiKeyFile)
+				keys, err := openai.LoadAPIKeys(apiKeyFile)
 				if err != nil {
 					return err
 				}
@@ -373,7 +378,7 @@ kv_transfer_params themselves (400).`,
 			} else {
 				log.Warn("no --cluster-key-file: the proxy sends no internal token; instances started with a cluster key refuse its requests (403)")
 			}
-			p, err := serve.NewProxyWithOptions(splitList(prefill), splitList(decode), opts)
+			p, err := proxy.NewWithOptions(splitList(prefill), splitList(decode), opts)
 			if err != nil {
 				return err
 			}
@@ -386,7 +391,7 @@ kv_transfer_params themselves (400).`,
 	c.Flags().StringVar(&decode, "decode", "", "decode instance URLs, comma-separated")
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1", "listen address")
 	c.Flags().IntVar(&port, "port", 8000, "port")
-	c.Flags().DurationVar(&healthInterval, "health-interval", serve.DefaultHealthInterval,
+	c.Flags().DurationVar(&healthInterval, "health-interval", proxy.DefaultHealthInterval,
 		"how often every instance's /health is probed; a failing instance is excluded until it answers 200")
 	c.Flags().StringVar(&apiKeyFile, "api-key-file", "",
 		"client API keys, one per line ('#' comments), mode 0600: every request but /health needs Authorization: Bearer KEY")

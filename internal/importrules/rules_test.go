@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -154,6 +155,12 @@ func TestImportRules(t *testing.T) {
 			dir := filepath.ToSlash(rel)
 			for _, imp := range f.Imports {
 				p, _ := strconv.Unquote(imp.Path.Value)
+				if p == "net/http" {
+					if graph[dir] == nil {
+						graph[dir] = map[string]bool{}
+					}
+					graph[dir][p] = true
+				}
 				if dep, ok := strings.CutPrefix(p, module+"/"); ok {
 					if graph[dir] == nil {
 						graph[dir] = map[string]bool{}
@@ -202,20 +209,26 @@ var layers = map[string][]string{
 	"statexfer/ucx":                     {"kernels", "statexfer/transport"},
 	"statexfer/zmqchan":                 {"internal/ratelog"},
 	"statexfer/verify":                  {"groups", "oracle", "statexfer", "statexfer/plan", "statexfer/session", "statexfer/transport"},
-	// serve runs instances over the session; never the cgo/zmq edges
-	// (cmd wires them) and never cmd.
-	"serve": {"groups", "hma", "specdec", "kernels", "internal/", "oracle/", "tokenizer", "statexfer", "statexfer/plan",
+	// backend is the contract between the API and the engine: no HTTP.
+	"backend": {},
+	// serve is the engine driver over the session: a library (no HTTP
+	// server: openai serves it), never the cgo/zmq edges (cmd wires them).
+	"serve": {"backend", "groups", "hma", "specdec", "kernels", "internal/", "oracle/", "tokenizer", "statexfer", "statexfer/plan",
 		"statexfer/session", "statexfer/transport", "statexfer/grant"},
+	// openai is the OpenAI-compatible HTTP API over any backend.
+	"openai":            {"backend", "internal/"},
+	"openai/openaitest": {"backend", "openai", "tokenizer"},
+	// proxy routes the API over prefill and decode instances.
+	"proxy": {"backend", "openai", "internal/"},
 	// proptest is a library others run in their CI: libraries only, no
 	// HTTP server, no cgo.
-	"proptest":       {"groups", "hma", "specdec", "oracle/", "tokenizer", "statexfer/plan", "statexfer/transport", "statexfer/verify"},
+	"proptest":       {"backend", "groups", "hma", "specdec", "oracle/", "tokenizer", "serve", "statexfer/plan", "statexfer/transport", "statexfer/verify"},
 	"cmd/hybridxfer": {"/"},
 }
 
-// pendingEdges break the layers today and are being removed (issue 17:
-// the engine driver leaves the package that holds the HTTP API). An edge
-// listed here that no longer exists is an error too, so the list shrinks.
-var pendingEdges = map[string]bool{"proptest -> serve": true}
+// noHTTP are the packages that must not import net/http: the contract,
+// the engine and the property suite are libraries, not servers.
+var noHTTP = []string{"backend", "serve", "proptest", "groups", "hma", "specdec", "statexfer/plan", "statexfer/session"}
 
 func allowed(dep string, rules []string) bool {
 	for _, r := range rules {
@@ -229,7 +242,6 @@ func allowed(dep string, rules []string) bool {
 // checkGraph applies layers to a package graph.
 func checkGraph(graph map[string]map[string]bool) []string {
 	var out []string
-	seen := map[string]bool{}
 	for dir, deps := range graph {
 		rules, ok := layers[dir]
 		if !ok {
@@ -237,43 +249,42 @@ func checkGraph(graph map[string]map[string]bool) []string {
 			continue
 		}
 		for dep := range deps {
-			edge := dir + " -> " + dep
-			switch {
-			case pendingEdges[edge]:
-				seen[edge] = true
-			case !allowed(dep, rules):
+			if dep == "net/http" {
+				if slices.Contains(noHTTP, dir) {
+					out = append(out, fmt.Sprintf("%s imports net/http: it must stay a library, not a server", dir))
+				}
+				continue
+			}
+			if !allowed(dep, rules) {
 				out = append(out, fmt.Sprintf("%s imports %s, which DESIGN section 10's layers do not allow (allowed: %v)", dir, dep, rules))
 			}
-		}
-	}
-	for edge := range pendingEdges {
-		if !seen[edge] {
-			out = append(out, fmt.Sprintf("pending edge %q is gone: remove it from pendingEdges", edge))
 		}
 	}
 	sort.Strings(out)
 	return out
 }
 
-// The graph check refuses an edge the layers forbid, an unplaced package
-// and a pending edge that no longer exists.
+// The graph check refuses an edge the layers forbid, net/http in a
+// library and an unplaced package.
 func TestImportGraphCatchesViolations(t *testing.T) {
 	for _, c := range []struct {
 		graph map[string]map[string]bool
 		want  string
 	}{
-		{map[string]map[string]bool{"kernels": {"groups": true}, "proptest": {"serve": true}}, "kernels imports groups"},
+		{map[string]map[string]bool{"kernels": {"groups": true}}, "kernels imports groups"},
 		{map[string]map[string]bool{"proptest": {"serve": true, "statexfer/ucx": true}}, "proptest imports statexfer/ucx"},
-		{map[string]map[string]bool{"newpkg": {}, "proptest": {"serve": true}}, "newpkg is not in the layers table"},
-		{map[string]map[string]bool{"proptest": {"groups": true}}, "pending edge \"proptest -> serve\" is gone"},
-		{map[string]map[string]bool{"serve": {"cmd/hybridxfer": true}, "proptest": {"serve": true}}, "serve imports cmd/hybridxfer"},
+		{map[string]map[string]bool{"newpkg": {}}, "newpkg is not in the layers table"},
+		{map[string]map[string]bool{"serve": {"net/http": true}}, "serve imports net/http"},
+		{map[string]map[string]bool{"proptest": {"openai": true}}, "proptest imports openai"},
+		{map[string]map[string]bool{"serve": {"openai": true}}, "serve imports openai"},
+		{map[string]map[string]bool{"serve": {"cmd/hybridxfer": true}}, "serve imports cmd/hybridxfer"},
 	} {
 		got := strings.Join(checkGraph(c.graph), "\n")
 		if !strings.Contains(got, c.want) {
 			t.Errorf("graph %v: got %q, want an error containing %q", c.graph, got, c.want)
 		}
 	}
-	if v := checkGraph(map[string]map[string]bool{"hma": {"groups": true, "specdec": true}, "proptest": {"serve": true}}); len(v) != 0 {
+	if v := checkGraph(map[string]map[string]bool{"hma": {"groups": true, "specdec": true}}); len(v) != 0 {
 		t.Errorf("an allowed graph refused: %v", v)
 	}
 }

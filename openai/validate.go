@@ -1,4 +1,4 @@
-package serve
+package openai
 
 import (
 	"bytes"
@@ -108,7 +108,7 @@ func rawNumber(raw json.RawMessage) (json.Number, bool) {
 }
 
 // inRange checks an optional number against [lo, hi] (loOpen: (lo, hi]).
-func inRange(param string, raw json.RawMessage, lo, hi float64, loOpen bool, note string) *apiError {
+func inRange(param string, raw json.RawMessage, lo, hi float64, loOpen bool, note string) *APIError {
 	if absent(raw) {
 		return nil
 	}
@@ -119,7 +119,7 @@ func inRange(param string, raw json.RawMessage, lo, hi float64, loOpen bool, not
 	n, isNum := rawNumber(raw)
 	v, err := n.Float64()
 	if !isNum || err != nil {
-		return badRequest(param, "%s must be a number in %s%g, %g], got %s", param, lb, lo, hi, bytes.TrimSpace(raw))
+		return BadRequest(param, "%s must be a number in %s%g, %g], got %s", param, lb, lo, hi, bytes.TrimSpace(raw))
 	}
 	ok := v >= lo
 	if loOpen {
@@ -128,11 +128,11 @@ func inRange(param string, raw json.RawMessage, lo, hi float64, loOpen bool, not
 	if ok && v <= hi {
 		return nil
 	}
-	return badRequest(param, "%s must be in %s%g, %g], got %g%s", param, lb, lo, hi, v, note)
+	return BadRequest(param, "%s must be in %s%g, %g], got %g%s", param, lb, lo, hi, v, note)
 }
 
 // onlyOne checks a field that must be absent or the number 1.
-func onlyOne(param string, raw json.RawMessage) *apiError {
+func onlyOne(param string, raw json.RawMessage) *APIError {
 	if absent(raw) {
 		return nil
 	}
@@ -140,12 +140,12 @@ func onlyOne(param string, raw json.RawMessage) *apiError {
 	if f, err := n.Float64(); ok && err == nil && f == 1 {
 		return nil
 	}
-	return badRequest(param, "%s must be 1 (got %s): the engine produces one choice per request", param, raw)
+	return BadRequest(param, "%s must be 1 (got %s): the engine produces one choice per request", param, raw)
 }
 
 // onlyFalse checks a field that must be absent, null or false (or, with
 // zeroOK, the number 0): a feature the engine does not have.
-func onlyFalse(param string, raw json.RawMessage, zeroOK bool, what string) *apiError {
+func onlyFalse(param string, raw json.RawMessage, zeroOK bool, what string) *APIError {
 	raw = bytes.TrimSpace(raw)
 	if absent(raw) || string(raw) == "false" {
 		return nil
@@ -155,11 +155,11 @@ func onlyFalse(param string, raw json.RawMessage, zeroOK bool, what string) *api
 			return nil
 		}
 	}
-	return badRequest(param, "%s is not supported (got %s): %s", param, raw, what)
+	return BadRequest(param, "%s is not supported (got %s): %s", param, raw, what)
 }
 
 // validate checks the sampling fields of a request.
-func (s *samplingFields) validate() *apiError {
+func (s *samplingFields) validate() *APIError {
 	const greedy = " (the reference model samples greedily: it does not change the output)"
 	if e := inRange("temperature", s.Temperature, minTemperature, maxTemperature, false, greedy); e != nil {
 		return e
@@ -178,7 +178,7 @@ func (s *samplingFields) validate() *apiError {
 	}
 	if !absent(s.Seed) {
 		if n, ok := rawNumber(s.Seed); !ok || !isInt64(n) {
-			return badRequest("seed", "seed must be an integer, got %s", s.Seed)
+			return BadRequest("seed", "seed must be an integer, got %s", s.Seed)
 		}
 	}
 	if e := validateStop(s.Stop); e != nil {
@@ -194,7 +194,7 @@ func isInt64(n json.Number) bool {
 
 // validateStop checks stop: a string or an array of at most
 // maxStopSequences strings.
-func validateStop(raw json.RawMessage) *apiError {
+func validateStop(raw json.RawMessage) *APIError {
 	if absent(raw) {
 		return nil
 	}
@@ -207,14 +207,14 @@ func validateStop(raw json.RawMessage) *apiError {
 	}
 	var arr []json.RawMessage
 	if json.Unmarshal(raw, &arr) != nil {
-		return badRequest("stop", "stop must be a string or an array of strings")
+		return BadRequest("stop", "stop must be a string or an array of strings")
 	}
 	if len(arr) > maxStopSequences {
-		return badRequest("stop", "stop has %d sequences, at most %d are allowed", len(arr), maxStopSequences)
+		return BadRequest("stop", "stop has %d sequences, at most %d are allowed", len(arr), maxStopSequences)
 	}
 	for i, el := range arr {
 		if json.Unmarshal(el, &s) != nil || absent(el) {
-			return badRequest(fmt.Sprintf("stop[%d]", i), "stop[%d] must be a string", i)
+			return BadRequest(fmt.Sprintf("stop[%d]", i), "stop[%d] must be a string", i)
 		}
 	}
 	for _, el := range arr {
@@ -227,26 +227,26 @@ func validateStop(raw json.RawMessage) *apiError {
 
 // errStopUnsupported: the engine cannot cut its output at stop sequences,
 // and an answer that runs past one would be wrong, so they are refused.
-func errStopUnsupported() *apiError {
-	return badRequest("stop", "stop sequences are not supported: the engine would not end the output at them (send none, or an empty one)")
+func errStopUnsupported() *APIError {
+	return BadRequest("stop", "stop sequences are not supported: the engine would not end the output at them (send none, or an empty one)")
 }
 
-func (c *completionOnlyFields) validate() *apiError {
+func (c *completionOnlyFields) validate() *APIError {
 	if e := onlyOne("best_of", c.BestOf); e != nil {
 		return e
 	}
 	return onlyFalse("echo", c.Echo, false, "the engine does not echo the prompt")
 }
 
-func (c *chatOnlyFields) validate() *apiError {
+func (c *chatOnlyFields) validate() *APIError {
 	return onlyFalse("top_logprobs", c.TopLogprobs, true, "the engine returns no log probabilities")
 }
 
 // decodeMessages validates chat messages and decodes them: each an object
 // with a known role and text content (see the table above).
-func decodeMessages(raws []json.RawMessage) ([]ChatMessage, *apiError) {
+func decodeMessages(raws []json.RawMessage) ([]ChatMessage, *APIError) {
 	if len(raws) == 0 {
-		return nil, badRequest("messages", "messages must not be empty")
+		return nil, BadRequest("messages", "messages must not be empty")
 	}
 	out := make([]ChatMessage, len(raws))
 	for i, raw := range raws {
@@ -256,20 +256,20 @@ func decodeMessages(raws []json.RawMessage) ([]ChatMessage, *apiError) {
 			Content json.RawMessage `json:"content"`
 		}
 		if absent(raw) || bytes.TrimSpace(raw)[0] != '{' || json.Unmarshal(raw, &m) != nil {
-			return nil, badRequest(p, "%s must be an object with a role and a content", p)
+			return nil, BadRequest(p, "%s must be an object with a role and a content", p)
 		}
 		var role string
 		if absent(m.Role) {
-			return nil, badRequest(p+".role", "%s.role is required", p)
+			return nil, BadRequest(p+".role", "%s.role is required", p)
 		}
 		if json.Unmarshal(m.Role, &role) != nil || !isChatRole(role) {
-			return nil, badRequest(p+".role", "%s.role must be one of %s, got %s", p, strings.Join(chatRoles, ", "), m.Role)
+			return nil, BadRequest(p+".role", "%s.role must be one of %s, got %s", p, strings.Join(chatRoles, ", "), m.Role)
 		}
 		if e := checkContent(p+".content", role, m.Content); e != nil {
 			return nil, e
 		}
 		if err := json.Unmarshal(raw, &out[i]); err != nil { // checked above: cannot happen
-			return nil, badRequest(p, "%s: %v", p, err)
+			return nil, BadRequest(p, "%s: %v", p, err)
 		}
 	}
 	return out, nil
@@ -285,12 +285,12 @@ func isChatRole(r string) bool {
 }
 
 // checkContent checks one message's content (param names it).
-func checkContent(param, role string, raw json.RawMessage) *apiError {
+func checkContent(param, role string, raw json.RawMessage) *APIError {
 	if absent(raw) {
 		if role == "assistant" {
 			return nil
 		}
-		return badRequest(param, "%s is required for role %q", param, role)
+		return BadRequest(param, "%s is required for role %q", param, role)
 	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
@@ -298,7 +298,7 @@ func checkContent(param, role string, raw json.RawMessage) *apiError {
 	}
 	var parts []json.RawMessage
 	if json.Unmarshal(raw, &parts) != nil {
-		return badRequest(param, "%s must be a string or an array of text parts", param)
+		return BadRequest(param, "%s must be a string or an array of text parts", param)
 	}
 	for j, part := range parts {
 		pp := fmt.Sprintf("%s[%d]", param, j)
@@ -307,7 +307,7 @@ func checkContent(param, role string, raw json.RawMessage) *apiError {
 			Text json.RawMessage `json:"text"`
 		}
 		if absent(part) || bytes.TrimSpace(part)[0] != '{' || json.Unmarshal(part, &p) != nil {
-			return badRequest(pp, "%s must be an object {\"type\":\"text\",\"text\":...}", pp)
+			return BadRequest(pp, "%s must be an object {\"type\":\"text\",\"text\":...}", pp)
 		}
 		var typ string
 		if json.Unmarshal(p.Type, &typ) != nil || typ != "text" {
@@ -315,10 +315,10 @@ func checkContent(param, role string, raw json.RawMessage) *apiError {
 			if absent(p.Type) {
 				got = "(none)"
 			}
-			return badRequest(pp+".type", "content part of type %s is not supported: only \"text\" parts are", got)
+			return BadRequest(pp+".type", "content part of type %s is not supported: only \"text\" parts are", got)
 		}
 		if absent(p.Text) || json.Unmarshal(p.Text, &s) != nil {
-			return badRequest(pp+".text", "%s.text must be a string", pp)
+			return BadRequest(pp+".text", "%s.text must be a string", pp)
 		}
 	}
 	return nil

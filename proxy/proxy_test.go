@@ -1,4 +1,4 @@
-package serve
+package proxy
 
 import (
 	"context"
@@ -15,14 +15,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/backend"
+
+	"github.com/hybridxfer/hybridxfer/openai"
+	"github.com/hybridxfer/hybridxfer/openai/openaitest"
+
 	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
 // pdFixture is a proxy over fake prefill and decode instances served by the real
 // API handler.
 type pdFixture struct {
-	ps, ds     []*fakeBackend
+	ps, ds     []*openaitest.Backend
 	pSrv, dSrv []*httptest.Server
 	p          *Proxy
 	proxy      *httptest.Server
@@ -32,24 +36,24 @@ type pdFixture struct {
 // is excluded only by a failed connection.
 func newProxyFixture(t *testing.T, nP, nD int) *pdFixture {
 	t.Helper()
-	return newProxyFixtureWith(t, nP, nD, ProxyOptions{HealthInterval: time.Hour})
+	return newProxyFixtureWith(t, nP, nD, Options{HealthInterval: time.Hour})
 }
 
-func newProxyFixtureWith(t *testing.T, nP, nD int, opts ProxyOptions) *pdFixture {
+func newProxyFixtureWith(t *testing.T, nP, nD int, opts Options) *pdFixture {
 	t.Helper()
 	x := &pdFixture{}
 	var pURLs, dURLs []string
 	for i := range nP {
-		f := &fakeBackend{name: fmt.Sprintf("p%d", i), role: RolePrefill}
-		srv := newAPI(t, f)
+		f := &openaitest.Backend{Name: fmt.Sprintf("p%d", i), Role: backend.RolePrefill}
+		srv := openaitest.Serve(t, f)
 		x.ps, x.pSrv, pURLs = append(x.ps, f), append(x.pSrv, srv), append(pURLs, srv.URL)
 	}
 	for i := range nD {
-		f := &fakeBackend{name: fmt.Sprintf("d%d", i), role: RoleDecode}
-		srv := newAPI(t, f)
+		f := &openaitest.Backend{Name: fmt.Sprintf("d%d", i), Role: backend.RoleDecode}
+		srv := openaitest.Serve(t, f)
 		x.ds, x.dSrv, dURLs = append(x.ds, f), append(x.dSrv, srv), append(dURLs, srv.URL+"/")
 	}
-	p, err := NewProxyWithOptions(pURLs, dURLs, opts)
+	p, err := NewWithOptions(pURLs, dURLs, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,20 +76,20 @@ func TestProxyCompletions(t *testing.T) {
 	for i := range n {
 		id := fmt.Sprintf("r%d", i)
 		prompt := fmt.Sprintf("prompt %d", i)
-		resp := apiPost(t, x.proxy.URL+"/v1/completions",
-			fmt.Sprintf(`{"model":%q,"prompt":%q,"max_tokens":%d}`, fakeModel, prompt, i+2), HeaderRequestID, id)
-		if got := resp.Header.Get(HeaderRequestID); got != id {
-			t.Errorf("request %d: response %s %q", i, HeaderRequestID, got)
+		resp := openaitest.Post(t, x.proxy.URL+"/v1/completions",
+			fmt.Sprintf(`{"model":%q,"prompt":%q,"max_tokens":%d}`, openaitest.Model, prompt, i+2), openai.HeaderRequestID, id)
+		if got := resp.Header.Get(openai.HeaderRequestID); got != id {
+			t.Errorf("request %d: response %s %q", i, openai.HeaderRequestID, got)
 		}
-		var c completionResponse
-		apiDecode(t, resp, http.StatusOK, &c)
-		if want := fakeText(prompt, i+2); len(c.Choices) != 1 || c.Choices[0].Text != want || c.ID != "cmpl-"+id {
+		var c openaitest.CompletionResponse
+		openaitest.Decode(t, resp, http.StatusOK, &c)
+		if want := openaitest.Text(prompt, i+2); len(c.Choices) != 1 || c.Choices[0].Text != want || c.ID != "cmpl-"+id {
 			t.Errorf("request %d: %+v, want text %q", i, c, want)
 		}
 	}
 	// Round robin: request i went to P i%2 and D i%2.
 	for k := range 2 {
-		preqs, dreqs := x.ps[k].requests(), x.ds[k].requests()
+		preqs, dreqs := x.ps[k].Requests(), x.ds[k].Requests()
 		if len(preqs) != n/2 || len(dreqs) != n/2 {
 			t.Fatalf("instance %d: P saw %d, D saw %d requests, want %d each", k, len(preqs), len(dreqs), n/2)
 		}
@@ -96,11 +100,11 @@ func TestProxyCompletions(t *testing.T) {
 			if p.ID != id || d.ID != id {
 				t.Errorf("request %d: ids P %q D %q", i, p.ID, d.ID)
 			}
-			if p.MaxTokens != 1 || p.KV == nil || !reflect.DeepEqual(*p.KV, KVTransferParams{DoRemoteDecode: true}) {
+			if p.MaxTokens != 1 || p.KV == nil || !reflect.DeepEqual(*p.KV, backend.KVTransferParams{DoRemoteDecode: true}) {
 				t.Errorf("request %d: P saw max_tokens %d kv %+v", i, p.MaxTokens, p.KV)
 			}
 			// D got exactly what P k answered.
-			want := fakeKV(x.ps[k].name, id, len(tokenizer.Tokenize(p.Prompt)))
+			want := openaitest.KV(x.ps[k].Name, id, len(tokenizer.Tokenize(p.Prompt)))
 			if d.MaxTokens != i+2 || d.Prompt != p.Prompt || !reflect.DeepEqual(d.KV, want) {
 				t.Errorf("request %d: D saw %+v kv %+v, want max_tokens %d kv %+v", i, d, d.KV, i+2, want)
 			}
@@ -112,8 +116,8 @@ func TestProxyChatStream(t *testing.T) {
 	x := newProxyFixture(t, 1, 1)
 	body := `{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":5,"stream":true,` +
 		`"stream_options":{"include_usage":true}}`
-	chunks := readStream(t, apiPost(t, x.proxy.URL+"/v1/chat/completions", body, HeaderRequestID, "cs"))
-	toks := fakeOutput("user: hi\nassistant: ", 5)
+	chunks := openaitest.ReadStream(t, openaitest.Post(t, x.proxy.URL+"/v1/chat/completions", body, openai.HeaderRequestID, "cs"))
+	toks := openaitest.Output("user: hi\nassistant: ", 5)
 	if len(chunks) != len(toks)+2 || chunks[0].Choices[0].Delta.Role != "assistant" {
 		t.Fatalf("chunks %+v", chunks)
 	}
@@ -125,18 +129,18 @@ func TestProxyChatStream(t *testing.T) {
 	if last := chunks[len(chunks)-1]; last.Choices[0].FinishReason == nil || last.Usage == nil {
 		t.Errorf("final chunk %+v", last)
 	}
-	if p := x.ps[0].requests(); len(p) != 1 || p[0].MaxTokens != 1 {
+	if p := x.ps[0].Requests(); len(p) != 1 || p[0].MaxTokens != 1 {
 		t.Errorf("P saw %+v", p)
 	}
-	if d := x.ds[0].requests(); len(d) != 1 || d[0].MaxTokens != 5 || d[0].KV == nil || d[0].KV.RemoteEngineID != "p0" {
+	if d := x.ds[0].Requests(); len(d) != 1 || d[0].MaxTokens != 5 || d[0].KV == nil || d[0].KV.RemoteEngineID != "p0" {
 		t.Errorf("D saw %+v", d)
 	}
 }
 
 func TestProxyCompletionsStream(t *testing.T) {
 	x := newProxyFixture(t, 1, 1)
-	chunks := readStream(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":3,"stream":true}`))
-	toks := fakeOutput("abc", 3)
+	chunks := openaitest.ReadStream(t, openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":3,"stream":true}`))
+	toks := openaitest.Output("abc", 3)
 	if len(chunks) != len(toks)+1 {
 		t.Fatalf("%d chunks, want %d", len(chunks), len(toks)+1)
 	}
@@ -145,7 +149,7 @@ func TestProxyCompletionsStream(t *testing.T) {
 			t.Errorf("chunk %d: %q, want %q", i, got, tokenizer.Detokenize(tok))
 		}
 	}
-	if p, d := x.ps[0].requests(), x.ds[0].requests(); len(p) != 1 || len(d) != 1 || p[0].ID != d[0].ID || p[0].ID == "" {
+	if p, d := x.ps[0].Requests(), x.ds[0].Requests(); len(p) != 1 || len(d) != 1 || p[0].ID != d[0].ID || p[0].ID == "" {
 		t.Errorf("P saw %+v, D saw %+v: want one request each with the same generated id", p, d)
 	}
 }
@@ -169,7 +173,7 @@ func newRecorder(t *testing.T, status int, answer string) *recorder {
 			t.Errorf("upstream got a bad body: %v", err)
 		}
 		rec.mu.Lock()
-		rec.bodies, rec.ids = append(rec.bodies, m), append(rec.ids, r.Header.Get(HeaderRequestID))
+		rec.bodies, rec.ids = append(rec.bodies, m), append(rec.ids, r.Header.Get(openai.HeaderRequestID))
 		rec.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(rec.status)
@@ -186,7 +190,7 @@ func TestProxyRewritesBodies(t *testing.T) {
 	const pKV = `{"remote_engine_id":"p9","remote_request_id":"rw-9","remote_block_ids":[[4,5],[6]],"future_field":{"x":[1,2]}}`
 	p := newRecorder(t, 200, `{"id":"cmpl-x","choices":[{"text":"a"}],"kv_transfer_params":`+pKV+`}`)
 	d := newRecorder(t, 200, `{"id":"cmpl-x","choices":[{"text":"abc"}]}`)
-	proxy, err := NewProxy([]string{p.srv.URL}, []string{d.srv.URL}, nil, nil)
+	proxy, err := New([]string{p.srv.URL}, []string{d.srv.URL}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +199,7 @@ func TestProxyRewritesBodies(t *testing.T) {
 	defer srv.Close()
 	client := `{"model":"m","prompt":"abc","max_tokens":7,"stream":false,"temperature":0.5,` +
 		`"stream_options":{"include_usage":true}}`
-	resp := apiPost(t, srv.URL+"/v1/completions", client, HeaderRequestID, "rw")
+	resp := openaitest.Post(t, srv.URL+"/v1/completions", client, openai.HeaderRequestID, "rw")
 	got, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || string(got) != d.answer {
 		t.Fatalf("client got %d %s, want D's answer", resp.StatusCode, got)
@@ -229,47 +233,40 @@ func strs(m map[string]json.RawMessage) map[string]string {
 	return out
 }
 
-// proxyError posts through x's proxy and returns the error the client got.
-func proxyError(t *testing.T, url string, status int) string {
-	t.Helper()
-	e := apiDecodeError(t, apiPost(t, url+"/v1/completions", `{"prompt":"abc","max_tokens":3}`), status)
-	return e.Error.Message
-}
-
 func TestProxyPrefillError(t *testing.T) {
 	x := newProxyFixture(t, 1, 1)
-	x.ps[0].err = fmt.Errorf("no blocks left: %w", ErrOverloaded)
-	msg := proxyError(t, x.proxy.URL, http.StatusServiceUnavailable)
+	x.ps[0].Err = fmt.Errorf("no blocks left: %w", backend.ErrOverloaded)
+	msg := openaitest.PostError(t, x.proxy.URL, http.StatusServiceUnavailable)
 	for _, want := range []string{"prefill", x.pSrv[0].URL, "no blocks left"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q lacks %q", msg, want)
 		}
 	}
-	if n := len(x.ds[0].requests()); n != 0 {
+	if n := len(x.ds[0].Requests()); n != 0 {
 		t.Errorf("D saw %d requests after P failed", n)
 	}
 }
 
 func TestProxyDecodeError(t *testing.T) {
 	x := newProxyFixture(t, 1, 1)
-	x.ds[0].err = fmt.Errorf("read of block 3 failed: %w", ErrKVLoad)
-	msg := proxyError(t, x.proxy.URL, http.StatusBadGateway)
+	x.ds[0].Err = fmt.Errorf("read of block 3 failed: %w", backend.ErrKVLoad)
+	msg := openaitest.PostError(t, x.proxy.URL, http.StatusBadGateway)
 	for _, want := range []string{"decode", x.dSrv[0].URL, "read of block 3 failed"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q lacks %q", msg, want)
 		}
 	}
 	// The P that prefilled is told to release the request's state.
-	id := x.ps[0].requests()[0].ID
-	waitAborts(t, x.ps[0], abortRequest{id, "grant-" + id})
+	id := x.ps[0].Requests()[0].ID
+	waitAborts(t, x.ps[0], openai.AbortRequest{RemoteRequestID: id, RemoteGrant: "grant-" + id})
 }
 
 // A decode error during the stream reaches the client as D sent it.
 func TestProxyDecodeStreamError(t *testing.T) {
 	x := newProxyFixture(t, 1, 1)
-	x.ds[0].err, x.ds[0].errAfter = fmt.Errorf("peer died: %w", ErrPeer), 1
-	resp := apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":3,"stream":true}`)
-	events := readSSE(t, resp.Body)
+	x.ds[0].Err, x.ds[0].ErrAfter = fmt.Errorf("peer died: %w", backend.ErrPeer), 1
+	resp := openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":3,"stream":true}`)
+	events := openaitest.ReadSSE(t, resp.Body)
 	if len(events) != 2 || !strings.Contains(events[1], "peer died") || !strings.Contains(events[1], `"error"`) {
 		t.Fatalf("events %q", events)
 	}
@@ -278,8 +275,8 @@ func TestProxyDecodeStreamError(t *testing.T) {
 // A P that answers without kv_transfer_params (not a prefill instance).
 func TestProxyPrefillWithoutKV(t *testing.T) {
 	x := newProxyFixture(t, 1, 1)
-	x.ps[0].role = RoleBoth
-	msg := proxyError(t, x.proxy.URL, http.StatusBadGateway)
+	x.ps[0].Role = backend.RoleBoth
+	msg := openaitest.PostError(t, x.proxy.URL, http.StatusBadGateway)
 	for _, want := range []string{"prefill", x.pSrv[0].URL, "kv_transfer_params"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q lacks %q", msg, want)
@@ -296,19 +293,19 @@ func TestProxyUnreachable(t *testing.T) {
 				dead = x.pSrv[0]
 			}
 			dead.Close()
-			msg := proxyError(t, x.proxy.URL, http.StatusBadGateway)
+			msg := openaitest.PostError(t, x.proxy.URL, http.StatusBadGateway)
 			for _, want := range []string{side, dead.URL, "unreachable"} {
 				if !strings.Contains(msg, want) {
 					t.Errorf("message %q lacks %q", msg, want)
 				}
 			}
 			if side == "decode" {
-				id := x.ps[0].requests()[0].ID
-				waitAborts(t, x.ps[0], abortRequest{id, "grant-" + id})
+				id := x.ps[0].Requests()[0].ID
+				waitAborts(t, x.ps[0], openai.AbortRequest{RemoteRequestID: id, RemoteGrant: "grant-" + id})
 				return
 			}
 			x.drain()
-			if a := x.ps[0].abortCalls(); len(a) != 0 {
+			if a := x.ps[0].AbortCalls(); len(a) != 0 {
 				t.Errorf("aborts %+v after a failed prefill", a)
 			}
 		})
@@ -318,12 +315,12 @@ func TestProxyUnreachable(t *testing.T) {
 func TestProxyBadRequest(t *testing.T) {
 	x := newProxyFixture(t, 1, 1)
 	for _, body := range []string{`{"prompt":`, `[]`, `null`, `{"prompt":"a","max_tokens":0}`, `{"prompt":"a","max_tokens":"x"}`} {
-		e := apiDecodeError(t, apiPost(t, x.proxy.URL+"/v1/completions", body), http.StatusBadRequest)
+		e := openaitest.DecodeError(t, openaitest.Post(t, x.proxy.URL+"/v1/completions", body), http.StatusBadRequest)
 		if strings.Contains(body, "max_tokens") && e.Error.Param != "max_tokens" {
 			t.Errorf("%s: error %+v does not name max_tokens", body, e.Error)
 		}
 	}
-	if n := len(x.ps[0].requests()); n != 0 {
+	if n := len(x.ps[0].Requests()); n != 0 {
 		t.Errorf("P saw %d bad requests", n)
 	}
 }
@@ -331,35 +328,35 @@ func TestProxyBadRequest(t *testing.T) {
 func TestProxyClientDisconnect(t *testing.T) {
 	x := newProxyFixture(t, 1, 1)
 	d := x.ds[0]
-	d.block, d.started, d.ctxErr = true, make(chan struct{}, 1), make(chan error, 1)
+	d.Block, d.Started, d.CtxErr = true, make(chan struct{}, 1), make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := postInBackground(ctx, x.proxy.URL+"/v1/completions", `{"prompt":"abc","stream":true}`)
-	recvOrFail(t, d.started, "D's Generate to start")
+	done := openaitest.PostInBackground(ctx, x.proxy.URL+"/v1/completions", `{"prompt":"abc","stream":true}`)
+	openaitest.RecvOrFail(t, d.Started, "D's Generate to start")
 	cancel()
-	if err := recvOrFail(t, d.ctxErr, "D's Generate to see its ctx end"); !errors.Is(err, context.Canceled) {
+	if err := openaitest.RecvOrFail(t, d.CtxErr, "D's Generate to see its ctx end"); !errors.Is(err, context.Canceled) {
 		t.Errorf("D's ctx.Err() = %v, want context.Canceled", err)
 	}
-	recvOrFail(t, done, "the client to return")
+	openaitest.RecvOrFail(t, done, "the client to return")
 	// P's hold is released although the client's context is over.
-	id := d.requests()[0].ID
-	waitAborts(t, x.ps[0], abortRequest{id, "grant-" + id})
+	id := d.Requests()[0].ID
+	waitAborts(t, x.ps[0], openai.AbortRequest{RemoteRequestID: id, RemoteGrant: "grant-" + id})
 }
 
 func TestProxyHealth(t *testing.T) {
 	x := newProxyFixture(t, 2, 2)
 	var ok map[string]any
-	apiDecode(t, apiGet(t, x.proxy.URL+"/health"), http.StatusOK, &ok)
+	openaitest.Decode(t, openaitest.Get(t, x.proxy.URL+"/health"), http.StatusOK, &ok)
 	if ok["status"] != "ok" {
 		t.Errorf("healthy: %v", ok)
 	}
-	x.ds[1].setReady(errors.New("draining"))
+	x.ds[1].SetReady(errors.New("draining"))
 	x.pSrv[0].Close()
 	var bad struct {
 		Status    string           `json:"status"`
 		Unhealthy []upstreamHealth `json:"unhealthy"`
 	}
-	apiDecode(t, apiGet(t, x.proxy.URL+"/health"), http.StatusServiceUnavailable, &bad)
+	openaitest.Decode(t, openaitest.Get(t, x.proxy.URL+"/health"), http.StatusServiceUnavailable, &bad)
 	if len(bad.Unhealthy) != 2 || bad.Status != "unavailable" {
 		t.Fatalf("unhealthy: %+v", bad)
 	}
@@ -375,8 +372,8 @@ func TestProxyHealth(t *testing.T) {
 		t.Errorf("excluded: P0 %v D0 %v D1 %v, want P0 and D1", x.p.prefill[0].excluded.Load(),
 			x.p.decode[0].excluded.Load(), x.p.decode[1].excluded.Load())
 	}
-	x.ds[1].setReady(nil)
-	apiDecode(t, apiGet(t, x.proxy.URL+"/health"), http.StatusServiceUnavailable, &bad)
+	x.ds[1].SetReady(nil)
+	openaitest.Decode(t, openaitest.Get(t, x.proxy.URL+"/health"), http.StatusServiceUnavailable, &bad)
 	if len(bad.Unhealthy) != 1 || x.p.decode[1].excluded.Load() {
 		t.Errorf("after D1 recovered: %+v, D1 excluded %v", bad, x.p.decode[1].excluded.Load())
 	}
@@ -389,8 +386,8 @@ func TestProxyModels(t *testing.T) {
 			ID string `json:"id"`
 		} `json:"data"`
 	}
-	apiDecode(t, apiGet(t, x.proxy.URL+"/v1/models"), http.StatusOK, &m)
-	if len(m.Data) != 1 || m.Data[0].ID != fakeModel {
+	openaitest.Decode(t, openaitest.Get(t, x.proxy.URL+"/v1/models"), http.StatusOK, &m)
+	if len(m.Data) != 1 || m.Data[0].ID != openaitest.Model {
 		t.Errorf("models %+v", m)
 	}
 }
@@ -411,14 +408,14 @@ func TestNewProxyValidation(t *testing.T) {
 		{"unparsable", good, []string{"http://h:1/%zz"}, "decode"},
 	}
 	for _, c := range cases {
-		if p, err := NewProxy(c.p, c.d, nil, nil); err == nil || !strings.Contains(err.Error(), c.wantErr) {
+		if p, err := New(c.p, c.d, nil, nil); err == nil || !strings.Contains(err.Error(), c.wantErr) {
 			if p != nil {
 				p.Close()
 			}
 			t.Errorf("%s: err %v, want one naming %q", c.name, err, c.wantErr)
 		}
 	}
-	p, err := NewProxy([]string{"http://a:1/", "https://b/prefix/"}, good, nil, nil)
+	p, err := New([]string{"http://a:1/", "https://b/prefix/"}, good, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +431,7 @@ func TestNewProxyValidation(t *testing.T) {
 
 func TestProxyStreamFlushesEachToken(t *testing.T) {
 	x := newProxyFixture(t, 1, 1)
-	if events := streamFirstEvent(t, x.proxy.URL, x.ds[0]); len(events) != 5 || events[4] != "[DONE]" {
+	if events := openaitest.StreamFirstEvent(t, x.proxy.URL, x.ds[0]); len(events) != 5 || events[4] != "[DONE]" {
 		t.Errorf("events %q", events)
 	}
 }
@@ -453,11 +450,11 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // waitAborts waits until f has seen exactly the aborts want.
-func waitAborts(t *testing.T, f *fakeBackend, want ...abortRequest) {
+func waitAborts(t *testing.T, f *openaitest.Backend, want ...openai.AbortRequest) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%s to see aborts %+v", f.name, want), func() bool { return len(f.abortCalls()) >= len(want) })
-	if got := f.abortCalls(); !reflect.DeepEqual(got, want) {
-		t.Errorf("%s saw aborts %+v, want %+v", f.name, got, want)
+	eventually(t, fmt.Sprintf("%s to see aborts %+v", f.Name, want), func() bool { return len(f.AbortCalls()) >= len(want) })
+	if got := f.AbortCalls(); !reflect.DeepEqual(got, want) {
+		t.Errorf("%s saw aborts %+v, want %+v", f.Name, got, want)
 	}
 }
 
@@ -465,19 +462,19 @@ func waitAborts(t *testing.T, f *fakeBackend, want ...abortRequest) {
 // never sees it. Only the model name is left to the instances.
 func TestProxyRefusesWhatTheAPIRefuses(t *testing.T) {
 	x := newProxyFixture(t, 1, 1)
-	for _, c := range badRequestCases {
-		if c.name == "wrong model" {
+	for _, c := range openaitest.BadRequestCases {
+		if c.Name == "wrong model" {
 			continue
 		}
-		t.Run(c.name, func(t *testing.T) {
-			direct := apiDecodeError(t, apiPost(t, x.dSrv[0].URL+c.path, c.body, c.hdr...), c.status)
-			proxied := apiDecodeError(t, apiPost(t, x.proxy.URL+c.path, c.body, c.hdr...), c.status)
+		t.Run(c.Name, func(t *testing.T) {
+			direct := openaitest.DecodeError(t, openaitest.Post(t, x.dSrv[0].URL+c.Path, c.Body, c.Hdr...), c.Status)
+			proxied := openaitest.DecodeError(t, openaitest.Post(t, x.proxy.URL+c.Path, c.Body, c.Hdr...), c.Status)
 			if *proxied.Error != *direct.Error {
 				t.Errorf("proxy refused with %+v, D with %+v", proxied.Error, direct.Error)
 			}
 		})
 	}
-	if n := len(x.ps[0].requests()); n != 0 {
+	if n := len(x.ps[0].Requests()); n != 0 {
 		t.Errorf("P saw %d requests the API refuses", n)
 	}
 }
@@ -496,13 +493,13 @@ func TestProxyAcceptsWhatTheAPIAccepts(t *testing.T) {
 			"user: hi\nassistant: ", 3},
 	}
 	for _, c := range cases {
-		var r completionResponse
-		apiDecode(t, apiPost(t, x.proxy.URL+c.path, c.body), http.StatusOK, &r)
+		var r openaitest.CompletionResponse
+		openaitest.Decode(t, openaitest.Post(t, x.proxy.URL+c.path, c.body), http.StatusOK, &r)
 		got := r.Choices[0].Text
 		if r.Choices[0].Message != nil {
 			got = r.Choices[0].Message.Content
 		}
-		if want := fakeText(c.prompt, c.n); got != want {
+		if want := openaitest.Text(c.prompt, c.n); got != want {
 			t.Errorf("%s: %q, want %q", c.body, got, want)
 		}
 	}
@@ -520,12 +517,12 @@ func TestProxyAbortDoesNotBlock(t *testing.T) {
 			gone <- r.Context().Err()
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"kv_transfer_params": fakeKV("p0", "r", 3)})
+		openai.WriteJSON(w, http.StatusOK, map[string]any{"kv_transfer_params": openaitest.KV("p0", "r", 3)})
 	}))
 	defer p.Close()
-	d := &fakeBackend{name: "d0", role: RoleDecode, err: fmt.Errorf("load: %w", ErrKVLoad)}
-	proxy, err := NewProxyWithOptions([]string{p.URL}, []string{newAPI(t, d).URL},
-		ProxyOptions{HealthInterval: time.Hour, AbortTimeout: 50 * time.Millisecond})
+	d := &openaitest.Backend{Name: "d0", Role: backend.RoleDecode, Err: fmt.Errorf("load: %w", backend.ErrKVLoad)}
+	proxy, err := NewWithOptions([]string{p.URL}, []string{openaitest.Serve(t, d).URL},
+		Options{HealthInterval: time.Hour, AbortTimeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,11 +539,11 @@ func TestProxyAbortDoesNotBlock(t *testing.T) {
 		resp.Body.Close()
 		answered <- resp.StatusCode
 	}()
-	recvOrFail(t, started, "the abort to reach P")
-	if status := recvOrFail(t, answered, "the client's answer while P sits on the abort"); status != http.StatusBadGateway {
+	openaitest.RecvOrFail(t, started, "the abort to reach P")
+	if status := openaitest.RecvOrFail(t, answered, "the client's answer while P sits on the abort"); status != http.StatusBadGateway {
 		t.Errorf("client got status %d, want 502", status)
 	}
-	recvOrFail(t, gone, "the proxy to give up on the abort")
+	openaitest.RecvOrFail(t, gone, "the proxy to give up on the abort")
 }
 
 func TestProxySkipsClosedPrefill(t *testing.T) {
@@ -554,13 +551,13 @@ func TestProxySkipsClosedPrefill(t *testing.T) {
 	x.pSrv[0].Close()
 	const n = 4
 	for i := range n {
-		var c completionResponse
-		apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", fmt.Sprintf(`{"prompt":"p%d","max_tokens":2}`, i)), http.StatusOK, &c)
-		if want := fakeText(fmt.Sprintf("p%d", i), 2); c.Choices[0].Text != want {
+		var c openaitest.CompletionResponse
+		openaitest.Decode(t, openaitest.Post(t, x.proxy.URL+"/v1/completions", fmt.Sprintf(`{"prompt":"p%d","max_tokens":2}`, i)), http.StatusOK, &c)
+		if want := openaitest.Text(fmt.Sprintf("p%d", i), 2); c.Choices[0].Text != want {
 			t.Errorf("request %d: %q, want %q", i, c.Choices[0].Text, want)
 		}
 	}
-	if got := len(x.ps[1].requests()); got != n {
+	if got := len(x.ps[1].Requests()); got != n {
 		t.Errorf("P1 saw %d requests, want %d", got, n)
 	}
 	if !x.p.prefill[0].excluded.Load() || x.p.prefill[1].excluded.Load() {
@@ -571,20 +568,20 @@ func TestProxySkipsClosedPrefill(t *testing.T) {
 // A 5xx from P is retried on another P, which is not excluded for it.
 func TestProxyRetriesPrefill5xx(t *testing.T) {
 	x := newProxyFixture(t, 2, 1)
-	x.ps[0].err = errors.New("boom") // 500
+	x.ps[0].Err = errors.New("boom") // 500
 	for i := range 2 {
 		id := fmt.Sprintf("r%d", i)
-		var c completionResponse
-		apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`, HeaderRequestID, id), http.StatusOK, &c)
-		if c.Choices[0].Text != fakeText("abc", 2) {
+		var c openaitest.CompletionResponse
+		openaitest.Decode(t, openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`, openai.HeaderRequestID, id), http.StatusOK, &c)
+		if c.Choices[0].Text != openaitest.Text("abc", 2) {
 			t.Errorf("request %d: %+v", i, c)
 		}
 	}
 	// Request 0: P0 (500), then P1. Request 1: P1.
-	if p0, p1 := x.ps[0].requests(), x.ps[1].requests(); len(p0) != 1 || len(p1) != 2 || p0[0].ID != "r0" {
+	if p0, p1 := x.ps[0].Requests(), x.ps[1].Requests(); len(p0) != 1 || len(p1) != 2 || p0[0].ID != "r0" {
 		t.Errorf("P0 saw %+v, P1 saw %+v", p0, p1)
 	}
-	for _, d := range x.ds[0].requests() {
+	for _, d := range x.ds[0].Requests() {
 		if d.KV == nil || d.KV.RemoteEngineID != "p1" {
 			t.Errorf("D got kv %+v, want P1's", d.KV)
 		}
@@ -597,12 +594,12 @@ func TestProxyRetriesPrefill5xx(t *testing.T) {
 // A P's 4xx is the client's answer: no retry.
 func TestProxyPrefill4xxNotRetried(t *testing.T) {
 	x := newProxyFixture(t, 2, 1)
-	x.ps[0].err = fmt.Errorf("prompt too long: %w", ErrBadRequest)
-	msg := proxyError(t, x.proxy.URL, http.StatusBadRequest)
+	x.ps[0].Err = fmt.Errorf("prompt too long: %w", backend.ErrBadRequest)
+	msg := openaitest.PostError(t, x.proxy.URL, http.StatusBadRequest)
 	if !strings.Contains(msg, "prompt too long") || !strings.Contains(msg, x.pSrv[0].URL) {
 		t.Errorf("message %q", msg)
 	}
-	if n := len(x.ps[1].requests()); n != 0 {
+	if n := len(x.ps[1].Requests()); n != 0 {
 		t.Errorf("P1 saw %d requests after P0's 400", n)
 	}
 }
@@ -612,7 +609,7 @@ func TestProxyAllPrefillDown(t *testing.T) {
 	x.pSrv[0].Close()
 	x.pSrv[1].Close()
 	// Each P is tried once, then both are excluded.
-	if msg := proxyError(t, x.proxy.URL, http.StatusBadGateway); !strings.Contains(msg, "unreachable") {
+	if msg := openaitest.PostError(t, x.proxy.URL, http.StatusBadGateway); !strings.Contains(msg, "unreachable") {
 		t.Errorf("first request: %q", msg)
 	}
 	client := &http.Client{Timeout: 30 * time.Second} // a hang guard
@@ -621,13 +618,13 @@ func TestProxyAllPrefillDown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e := apiDecodeError(t, resp, http.StatusServiceUnavailable)
+		e := openaitest.DecodeError(t, resp, http.StatusServiceUnavailable)
 		resp.Body.Close()
 		if e.Error.Code != "no_upstream" || !strings.Contains(e.Error.Message, "no prefill instance available") {
 			t.Errorf("error %+v", e.Error)
 		}
 	}
-	if n := len(x.ds[0].requests()); n != 0 {
+	if n := len(x.ds[0].Requests()); n != 0 {
 		t.Errorf("D saw %d requests", n)
 	}
 }
@@ -637,26 +634,26 @@ func TestProxyAllPrefillDown(t *testing.T) {
 func TestProxyExcludesDecode(t *testing.T) {
 	x := newProxyFixture(t, 1, 2)
 	x.dSrv[0].Close()
-	proxyError(t, x.proxy.URL, http.StatusBadGateway)
+	openaitest.PostError(t, x.proxy.URL, http.StatusBadGateway)
 	for range 3 {
-		apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`), http.StatusOK, &completionResponse{})
+		openaitest.Decode(t, openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`), http.StatusOK, &openaitest.CompletionResponse{})
 	}
-	if n := len(x.ds[1].requests()); n != 3 {
+	if n := len(x.ds[1].Requests()); n != 3 {
 		t.Errorf("D1 saw %d requests, want 3", n)
 	}
-	id := x.ps[0].requests()[0].ID
-	waitAborts(t, x.ps[0], abortRequest{id, "grant-" + id})
+	id := x.ps[0].Requests()[0].ID
+	waitAborts(t, x.ps[0], openai.AbortRequest{RemoteRequestID: id, RemoteGrant: "grant-" + id})
 
 	x.dSrv[1].Close()
-	proxyError(t, x.proxy.URL, http.StatusBadGateway)
-	e := apiDecodeError(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc"}`), http.StatusServiceUnavailable)
+	openaitest.PostError(t, x.proxy.URL, http.StatusBadGateway)
+	e := openaitest.DecodeError(t, openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc"}`), http.StatusServiceUnavailable)
 	if e.Error.Code != "no_upstream" || !strings.Contains(e.Error.Message, "no decode instance available") {
 		t.Errorf("error %+v", e.Error)
 	}
-	if n := len(x.ps[0].requests()); n != 5 {
+	if n := len(x.ps[0].Requests()); n != 5 {
 		t.Errorf("P saw %d requests, want 5 (none once every D is excluded)", n)
 	}
-	e = apiDecodeError(t, apiGet(t, x.proxy.URL+"/v1/models"), http.StatusServiceUnavailable)
+	e = openaitest.DecodeError(t, openaitest.Get(t, x.proxy.URL+"/v1/models"), http.StatusServiceUnavailable)
 	if e.Error.Code != "no_upstream" {
 		t.Errorf("/v1/models: %+v", e.Error)
 	}
@@ -683,32 +680,32 @@ func restart(t *testing.T, srv *httptest.Server, h http.Handler) *httptest.Serve
 // An excluded instance comes back once its /health is 200 again, whether
 // it was excluded by a failed connection or by a failed probe.
 func TestProxyReadmits(t *testing.T) {
-	x := newProxyFixtureWith(t, 2, 1, ProxyOptions{HealthInterval: 10 * time.Millisecond})
+	x := newProxyFixtureWith(t, 2, 1, Options{HealthInterval: 10 * time.Millisecond})
 	p0, p1 := x.p.prefill[0], x.p.prefill[1]
 	x.pSrv[0].Close()
 	eventually(t, "P0 excluded", p0.excluded.Load)
-	apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"a"}`), http.StatusOK, &completionResponse{})
+	openaitest.Decode(t, openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"a"}`), http.StatusOK, &openaitest.CompletionResponse{})
 
-	restart(t, x.pSrv[0], NewHandler(x.ps[0], nil, nil))
+	restart(t, x.pSrv[0], openai.NewHandler(x.ps[0], nil, nil))
 	eventually(t, "P0 re-admitted", func() bool { return !p0.excluded.Load() })
-	before := len(x.ps[0].requests())
+	before := len(x.ps[0].Requests())
 	for range 2 { // round robin: one of two lands on P0
-		apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"a"}`), http.StatusOK, &completionResponse{})
+		openaitest.Decode(t, openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"a"}`), http.StatusOK, &openaitest.CompletionResponse{})
 	}
-	if after := len(x.ps[0].requests()); after != before+1 {
+	if after := len(x.ps[0].Requests()); after != before+1 {
 		t.Errorf("P0 saw %d requests after coming back, want 1", after-before)
 	}
 
-	x.ps[1].setReady(errors.New("draining"))
+	x.ps[1].SetReady(errors.New("draining"))
 	eventually(t, "P1 excluded by its /health", p1.excluded.Load)
-	before = len(x.ps[1].requests())
+	before = len(x.ps[1].Requests())
 	for range 2 {
-		apiDecode(t, apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"a"}`), http.StatusOK, &completionResponse{})
+		openaitest.Decode(t, openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"a"}`), http.StatusOK, &openaitest.CompletionResponse{})
 	}
-	if n := len(x.ps[1].requests()); n != before {
+	if n := len(x.ps[1].Requests()); n != before {
 		t.Errorf("excluded P1 saw %d requests", n-before)
 	}
-	x.ps[1].setReady(nil)
+	x.ps[1].SetReady(nil)
 	eventually(t, "P1 re-admitted", func() bool { return !p1.excluded.Load() })
 }
 
@@ -716,7 +713,7 @@ func TestProxyReadmits(t *testing.T) {
 // request went through exactly one P and one D with that P's params, and
 // nothing was aborted.
 func TestProxyConcurrent(t *testing.T) {
-	x := newProxyFixtureWith(t, 2, 2, ProxyOptions{HealthInterval: 10 * time.Millisecond})
+	x := newProxyFixtureWith(t, 2, 2, Options{HealthInterval: 10 * time.Millisecond})
 	const n = 32
 	var wg sync.WaitGroup
 	for i := range n {
@@ -730,7 +727,7 @@ func TestProxyConcurrent(t *testing.T) {
 				prompt = "user: " + prompt + "\nassistant: "
 			}
 			req, _ := http.NewRequest(http.MethodPost, x.proxy.URL+path, strings.NewReader(body))
-			req.Header.Set(HeaderRequestID, id)
+			req.Header.Set(openai.HeaderRequestID, id)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Errorf("request %d: %v", i, err)
@@ -749,7 +746,7 @@ func TestProxyConcurrent(t *testing.T) {
 					if data == "[DONE]" {
 						break
 					}
-					var c streamChunk
+					var c openaitest.StreamChunk
 					if err := json.Unmarshal([]byte(data), &c); err != nil || c.Error != nil || len(c.Choices) != 1 {
 						t.Errorf("request %d: event %q: %v", i, ev, err)
 						return
@@ -761,7 +758,7 @@ func TestProxyConcurrent(t *testing.T) {
 					}
 				}
 			} else {
-				var c completionResponse
+				var c openaitest.CompletionResponse
 				if err := json.Unmarshal(b, &c); err != nil || len(c.Choices) != 1 {
 					t.Errorf("request %d: %s: %v", i, b, err)
 					return
@@ -771,7 +768,7 @@ func TestProxyConcurrent(t *testing.T) {
 					text.WriteString(m.Content)
 				}
 			}
-			if want := fakeText(prompt, max); text.String() != want {
+			if want := openaitest.Text(prompt, max); text.String() != want {
 				t.Errorf("request %d: %q, want %q", i, text.String(), want)
 			}
 		})
@@ -780,21 +777,21 @@ func TestProxyConcurrent(t *testing.T) {
 	x.drain()
 	prefilled := map[string]string{} // request id -> P
 	for _, p := range x.ps {
-		for _, r := range p.requests() {
+		for _, r := range p.Requests() {
 			if _, dup := prefilled[r.ID]; dup {
 				t.Errorf("%s prefilled twice", r.ID)
 			}
-			prefilled[r.ID] = p.name
+			prefilled[r.ID] = p.Name
 		}
-		if a := p.abortCalls(); len(a) != 0 {
-			t.Errorf("%s saw aborts %+v", p.name, a)
+		if a := p.AbortCalls(); len(a) != 0 {
+			t.Errorf("%s saw aborts %+v", p.Name, a)
 		}
 	}
 	decoded := 0
 	for _, d := range x.ds {
-		for _, r := range d.requests() {
+		for _, r := range d.Requests() {
 			decoded++
-			if want := fakeKV(prefilled[r.ID], r.ID, len(tokenizer.Tokenize(r.Prompt))); !reflect.DeepEqual(r.KV, want) {
+			if want := openaitest.KV(prefilled[r.ID], r.ID, len(tokenizer.Tokenize(r.Prompt))); !reflect.DeepEqual(r.KV, want) {
 				t.Errorf("%s: D got kv %+v, want %+v", r.ID, r.KV, want)
 			}
 		}
@@ -802,29 +799,4 @@ func TestProxyConcurrent(t *testing.T) {
 	if len(prefilled) != n || decoded != n {
 		t.Errorf("%d requests prefilled, %d decoded, want %d each", len(prefilled), decoded, n)
 	}
-}
-
-// With a real prefill engine (lease an hour): a failed decode leg frees
-// P's blocks at once, through the abort and P's grant.
-func TestProxyAbortFreesEngineHold(t *testing.T) {
-	m, err := groups.Preset("qwen3.5-0.8b", groups.PresetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := newPD(t, m, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 2}, nil)
-	pSrv := httptest.NewServer(NewHandler(x.p, nil, nil))
-	defer pSrv.Close()
-	d := &fakeBackend{name: "d0", role: RoleDecode, err: fmt.Errorf("load: %w", ErrKVLoad)}
-	proxy, err := NewProxyWithOptions([]string{pSrv.URL}, []string{newAPI(t, d).URL}, ProxyOptions{HealthInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	srv := httptest.NewServer(proxy)
-	defer srv.Close()
-	proxyError(t, srv.URL, http.StatusBadGateway)
-	if kv := d.requests()[0].KV; kv.RemoteGrant == "" || kv.RemoteBootID == "" {
-		t.Errorf("D got kv %+v: want P's grant and boot id", kv)
-	}
-	waitIdle(t, x.p)
 }

@@ -1,4 +1,4 @@
-package serve
+package proxy
 
 import (
 	"errors"
@@ -9,6 +9,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hybridxfer/hybridxfer/backend"
+
+	"github.com/hybridxfer/hybridxfer/openai"
+	"github.com/hybridxfer/hybridxfer/openai/openaitest"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -68,40 +73,40 @@ func scrapeProxy(t *testing.T, url string) func(name string, labels ...string) f
 // instances it excluded, and says which instances are in round robin.
 func TestProxyMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	x := newProxyFixtureWith(t, 2, 2, ProxyOptions{HealthInterval: time.Hour, APIKeys: []string{"k"}, Registry: reg})
+	x := newProxyFixtureWith(t, 2, 2, Options{HealthInterval: time.Hour, APIKeys: []string{"k"}, Registry: reg})
 	const n = 8
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			resp := apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`,
-				HeaderRequestID, fmt.Sprintf("ok%d", i), "Authorization", "Bearer k")
-			apiDecode(t, resp, http.StatusOK, &completionResponse{})
+			resp := openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`,
+				openai.HeaderRequestID, fmt.Sprintf("ok%d", i), "Authorization", "Bearer k")
+			openaitest.Decode(t, resp, http.StatusOK, &openaitest.CompletionResponse{})
 		})
 	}
 	wg.Wait()
 	// A 500 on P0: the next request P0 takes is retried on P1.
-	x.ps[0].err = errors.New("boom")
+	x.ps[0].Err = errors.New("boom")
 	for i := range 2 {
-		resp := apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`, HeaderRequestID, fmt.Sprintf("r%d", i), "Authorization", "Bearer k")
-		apiDecode(t, resp, http.StatusOK, &completionResponse{})
+		resp := openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`, openai.HeaderRequestID, fmt.Sprintf("r%d", i), "Authorization", "Bearer k")
+		openaitest.Decode(t, resp, http.StatusOK, &openaitest.CompletionResponse{})
 	}
-	x.ps[0].err = nil
+	x.ps[0].Err = nil
 	// D fails: a 502 and an abort of the hold.
-	x.ds[0].err, x.ds[1].err = fmt.Errorf("read failed: %w", ErrKVLoad), fmt.Errorf("read failed: %w", ErrKVLoad)
-	resp := apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`, HeaderRequestID, "bad", "Authorization", "Bearer k")
-	apiDecodeError(t, resp, http.StatusBadGateway)
+	x.ds[0].Err, x.ds[1].Err = fmt.Errorf("read failed: %w", backend.ErrKVLoad), fmt.Errorf("read failed: %w", backend.ErrKVLoad)
+	resp := openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`, openai.HeaderRequestID, "bad", "Authorization", "Bearer k")
+	openaitest.DecodeError(t, resp, http.StatusBadGateway)
 	for _, p := range x.ps {
-		for _, r := range p.requests() {
+		for _, r := range p.Requests() {
 			if r.ID == "bad" {
-				waitAborts(t, p, abortRequest{"bad", "grant-bad"})
+				waitAborts(t, p, openai.AbortRequest{RemoteRequestID: "bad", RemoteGrant: "grant-bad"})
 			}
 		}
 	}
 	// A decode instance that is gone is excluded.
 	x.dSrv[1].Close()
-	x.ds[0].err = nil
+	x.ds[0].Err = nil
 	for i := range 2 {
-		resp := apiPost(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`, HeaderRequestID, fmt.Sprintf("gone%d", i), "Authorization", "Bearer k")
+		resp := openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"abc","max_tokens":2}`, openai.HeaderRequestID, fmt.Sprintf("gone%d", i), "Authorization", "Bearer k")
 		resp.Body.Close()
 	}
 

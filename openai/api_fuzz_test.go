@@ -1,4 +1,4 @@
-package serve_test
+package openai_test
 
 // Fuzz targets for what the instance API and the proxy read from clients:
 // request bodies (through the public handlers), kv_transfer_params and chat
@@ -19,7 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hybridxfer/hybridxfer/serve"
+	"github.com/hybridxfer/hybridxfer/backend"
+
+	"github.com/hybridxfer/hybridxfer/openai"
+	"github.com/hybridxfer/hybridxfer/proxy"
+
 	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
@@ -30,15 +34,15 @@ const fzModel = "fuzz-model"
 // fzTimeout after its context ended is reported as a hang.
 const fzTimeout = 10 * time.Second
 
-// fzBackend is a deterministic serve.Backend and serve.HoldAborter. Role
+// fzBackend is a deterministic backend.Backend and backend.HoldAborter. Role
 // prefill accepts only do_remote_decode requests and answers with
 // fzKV(id); role decode accepts only requests with a remote_request_id;
 // role both accepts everything. It records the requests it accepted.
 type fzBackend struct {
-	role serve.Role
+	role backend.Role
 
 	mu       sync.Mutex
-	accepted []serve.GenRequest
+	accepted []backend.GenRequest
 	refused  int
 	aborts   []string
 }
@@ -59,15 +63,15 @@ func (b *fzBackend) reset() {
 	b.accepted, b.refused, b.aborts = nil, 0, nil
 }
 
-func (b *fzBackend) seen() ([]serve.GenRequest, int, int) {
+func (b *fzBackend) seen() ([]backend.GenRequest, int, int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return append([]serve.GenRequest(nil), b.accepted...), b.refused, len(b.aborts)
+	return append([]backend.GenRequest(nil), b.accepted...), b.refused, len(b.aborts)
 }
 
 // fzKV is what the prefill fake answers for request id.
-func fzKV(id string) *serve.KVTransferParams {
-	return &serve.KVTransferParams{
+func fzKV(id string) *backend.KVTransferParams {
+	return &backend.KVTransferParams{
 		RemoteEngineID:  "p0",
 		RemoteRequestID: id,
 		RemoteHost:      "10.0.0.1",
@@ -76,20 +80,20 @@ func fzKV(id string) *serve.KVTransferParams {
 		RemoteBlockIDs:  [][]int{{1, 2}, {7}},
 		NumTokens:       3,
 		LeaseExpiryUnix: 1.75e9,
-		Handoff:         serve.DecodeComputesLast,
+		Handoff:         backend.DecodeComputesLast,
 		RemoteBootID:    "boot-p0",
 		RemoteGrant:     "grant-" + id,
 	}
 }
 
-func (b *fzBackend) Generate(ctx context.Context, req serve.GenRequest, emit func(string) error) (*serve.GenResult, error) {
+func (b *fzBackend) Generate(ctx context.Context, req backend.GenRequest, emit func(string) error) (*backend.GenResult, error) {
 	refuse := ""
 	switch b.role {
-	case serve.RolePrefill:
+	case backend.RolePrefill:
 		if req.KV == nil || !req.KV.DoRemoteDecode {
 			refuse = "want do_remote_decode"
 		}
-	case serve.RoleDecode:
+	case backend.RoleDecode:
 		if req.KV == nil || req.KV.RemoteRequestID == "" {
 			refuse = "want kv_transfer_params"
 		}
@@ -102,7 +106,7 @@ func (b *fzBackend) Generate(ctx context.Context, req serve.GenRequest, emit fun
 	}
 	b.mu.Unlock()
 	if refuse != "" {
-		return nil, fmt.Errorf("fuzz %s: %w: %s", b.role, serve.ErrWrongRole, refuse)
+		return nil, fmt.Errorf("fuzz %s: %w: %s", b.role, backend.ErrWrongRole, refuse)
 	}
 	n := min(req.MaxTokens, 3) // a short answer keeps executions fast
 	var text strings.Builder
@@ -117,9 +121,9 @@ func (b *fzBackend) Generate(ctx context.Context, req serve.GenRequest, emit fun
 			}
 		}
 	}
-	res := &serve.GenResult{Text: text.String(), Tokens: toks, PromptTokens: len(tokenizer.Tokenize(req.Prompt)),
+	res := &backend.GenResult{Text: text.String(), Tokens: toks, PromptTokens: len(tokenizer.Tokenize(req.Prompt)),
 		CompletionTokens: n, FinishReason: "length"}
-	if b.role == serve.RolePrefill {
+	if b.role == backend.RolePrefill {
 		res.KV = fzKV(req.ID)
 	}
 	return res, nil
@@ -138,7 +142,7 @@ func fzServe(t *testing.T, h http.Handler, path, reqID string, body []byte) *htt
 	req := httptest.NewRequestWithContext(ctx, http.MethodPost, path, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	if reqID != "" {
-		req.Header.Set(serve.HeaderRequestID, reqID)
+		req.Header.Set(openai.HeaderRequestID, reqID)
 	}
 	rec := httptest.NewRecorder()
 	done := make(chan struct{})
@@ -212,10 +216,10 @@ func fzCheckShape(t *testing.T, what string, rec *httptest.ResponseRecorder, all
 
 // fzRequestKV is the kv_transfer_params a body that the API accepted
 // carries, decoded the way the API decodes them.
-func fzRequestKV(t *testing.T, body []byte) *serve.KVTransferParams {
+func fzRequestKV(t *testing.T, body []byte) *backend.KVTransferParams {
 	t.Helper()
 	var in struct {
-		KV *serve.KVTransferParams `json:"kv_transfer_params"`
+		KV *backend.KVTransferParams `json:"kv_transfer_params"`
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
 		t.Fatalf("the API accepted a body encoding/json refuses: %v", err)
@@ -250,7 +254,7 @@ var fzSeedBodies = []string{
 }
 
 // FuzzAPI posts fuzzed bodies to /v1/completions, /v1/chat/completions and
-// /v1/kv/abort of serve.NewHandler over a backend that accepts everything.
+// /v1/kv/abort of openai.NewHandler over a backend that accepts everything.
 // Properties: the status is 200, 400 or 413 (never 5xx); 200 exactly when
 // the backend accepted the request; every refusal is a JSON error object;
 // the backend sees a checked max_tokens, the client's X-Request-Id, and
@@ -261,8 +265,8 @@ func FuzzAPI(f *testing.F) {
 	}
 	f.Add(uint8(0), "req-1", []byte(`{"prompt":"x"}`))
 	f.Add(uint8(1), "a b", []byte(`{"messages":[{"role":"u","content":"x"}]}`))
-	be := &fzBackend{role: serve.RoleBoth}
-	h := serve.NewHandler(be, nil, nil)
+	be := &fzBackend{role: backend.RoleBoth}
+	h := openai.NewHandler(be, nil, nil)
 	f.Fuzz(func(t *testing.T, route uint8, reqID string, body []byte) {
 		be.reset()
 		if route%3 == 2 {
@@ -284,13 +288,13 @@ func FuzzAPI(f *testing.F) {
 			return
 		}
 		r := acc[0]
-		if r.MaxTokens < 1 || r.MaxTokens > serve.MaxMaxTokens {
+		if r.MaxTokens < 1 || r.MaxTokens > openai.MaxMaxTokens {
 			t.Fatalf("backend got max_tokens %d", r.MaxTokens)
 		}
 		if r.ID == "" || (reqID != "" && r.ID != reqID) {
 			t.Fatalf("backend got id %q for X-Request-Id %q", r.ID, reqID)
 		}
-		if got := rec.Header().Get(serve.HeaderRequestID); got != r.ID {
+		if got := rec.Header().Get(openai.HeaderRequestID); got != r.ID {
 			t.Fatalf("response X-Request-Id %q, request id %q", got, r.ID)
 		}
 		if want := fzRequestKV(t, body); !reflect.DeepEqual(r.KV, want) {
@@ -348,17 +352,17 @@ func FuzzProxy(f *testing.F) {
 	}
 	f.Add(uint8(0), "req-1", []byte(`{"prompt":"x","max_tokens":3}`))
 	f.Add(uint8(1), "", []byte(`{"messages":[{"role":"u","content":"x"}],"kv_transfer_params":{"remote_request_id":"client"}}`))
-	pBe, dBe, ref := &fzBackend{role: serve.RolePrefill}, &fzBackend{role: serve.RoleDecode}, &fzBackend{role: serve.RoleBoth}
-	direct := serve.NewHandler(ref, nil, nil)
-	tr := fzTransport{"p0.fuzz": serve.NewHandler(pBe, nil, nil), "d0.fuzz": serve.NewHandler(dBe, nil, nil)}
-	up, err := serve.NewProxyWithOptions([]string{"http://p0.fuzz"}, []string{"http://d0.fuzz"},
-		serve.ProxyOptions{Client: &http.Client{Transport: tr}, HealthInterval: time.Hour})
+	pBe, dBe, ref := &fzBackend{role: backend.RolePrefill}, &fzBackend{role: backend.RoleDecode}, &fzBackend{role: backend.RoleBoth}
+	direct := openai.NewHandler(ref, nil, nil)
+	tr := fzTransport{"p0.fuzz": openai.NewHandler(pBe, nil, nil), "d0.fuzz": openai.NewHandler(dBe, nil, nil)}
+	up, err := proxy.NewWithOptions([]string{"http://p0.fuzz"}, []string{"http://d0.fuzz"},
+		proxy.Options{Client: &http.Client{Transport: tr}, HealthInterval: time.Hour})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { up.Close() })
-	down, err := serve.NewProxyWithOptions([]string{"http://p-down.fuzz"}, []string{"http://d-down.fuzz"},
-		serve.ProxyOptions{Client: &http.Client{Transport: tr}, HealthInterval: time.Hour})
+	down, err := proxy.NewWithOptions([]string{"http://p-down.fuzz"}, []string{"http://d-down.fuzz"},
+		proxy.Options{Client: &http.Client{Transport: tr}, HealthInterval: time.Hour})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -395,7 +399,7 @@ func FuzzProxy(f *testing.F) {
 		}
 		refAcc, _, _ := ref.seen()
 		r, p, d := refAcc[0], pAcc[0], dAcc[0]
-		if !reflect.DeepEqual(p.KV, &serve.KVTransferParams{DoRemoteDecode: true}) || p.MaxTokens != 1 {
+		if !reflect.DeepEqual(p.KV, &backend.KVTransferParams{DoRemoteDecode: true}) || p.MaxTokens != 1 {
 			t.Fatalf("P got kv_transfer_params %+v and max_tokens %d, want only do_remote_decode and 1", p.KV, p.MaxTokens)
 		}
 		if p.Prompt != r.Prompt || d.Prompt != r.Prompt {
@@ -413,15 +417,15 @@ func FuzzProxy(f *testing.F) {
 	})
 }
 
-// FuzzKVTransferParams: whatever JSON decodes into serve.KVTransferParams
+// FuzzKVTransferParams: whatever JSON decodes into backend.KVTransferParams
 // encodes and decodes back to the same value, and that encoding is stable.
 func FuzzKVTransferParams(f *testing.F) {
 	ft := uint32(0)
-	for _, kv := range []*serve.KVTransferParams{
+	for _, kv := range []*backend.KVTransferParams{
 		{DoRemoteDecode: true},
 		fzKV("r1"),
-		{DoRemotePrefill: true, RemoteRequestID: "r", RemoteBlockIDs: [][]int{{}, nil, {0}}, Handoff: serve.PrefillSamplesFirst,
-			FirstToken: &ft, KVLoadFailurePolicy: serve.PolicyRecompute, LeaseExpiryUnix: -1.5e-300},
+		{DoRemotePrefill: true, RemoteRequestID: "r", RemoteBlockIDs: [][]int{{}, nil, {0}}, Handoff: backend.PrefillSamplesFirst,
+			FirstToken: &ft, KVLoadFailurePolicy: backend.PolicyRecompute, LeaseExpiryUnix: -1.5e-300},
 	} {
 		b, err := json.Marshal(kv)
 		if err != nil {
@@ -433,7 +437,7 @@ func FuzzKVTransferParams(f *testing.F) {
 	f.Add([]byte(`{"REMOTE_HOST":"h","remote_host":"\u00e9\ud800","tp_size":1e0}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var kv serve.KVTransferParams
+		var kv backend.KVTransferParams
 		if json.Unmarshal(b, &kv) != nil {
 			return
 		}
@@ -441,7 +445,7 @@ func FuzzKVTransferParams(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decoded %+v does not encode: %v", kv, err)
 		}
-		var again serve.KVTransferParams
+		var again backend.KVTransferParams
 		if err := json.Unmarshal(enc, &again); err != nil {
 			t.Fatalf("re-encoding %s does not decode: %v", enc, err)
 		}
@@ -459,7 +463,7 @@ func FuzzKVTransferParams(f *testing.F) {
 	})
 }
 
-// FuzzChatMessage: serve.ChatMessage accepts content as a string, null or
+// FuzzChatMessage: openai.ChatMessage accepts content as a string, null or
 // an array of text parts; whatever it accepts re-encodes (content as a
 // string) and decodes to the same message, and a message list renders to
 // a prompt holding every role and content.
@@ -477,7 +481,7 @@ func FuzzChatMessage(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var m serve.ChatMessage
+		var m openai.ChatMessage
 		if json.Unmarshal(b, &m) != nil {
 			return
 		}
@@ -485,11 +489,11 @@ func FuzzChatMessage(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decoded %+v does not encode: %v", m, err)
 		}
-		var again serve.ChatMessage
+		var again openai.ChatMessage
 		if err := json.Unmarshal(enc, &again); err != nil || again != m {
 			t.Fatalf("round trip via %s: %+v, want %+v (%v)", enc, again, m, err)
 		}
-		p := serve.RenderChat([]serve.ChatMessage{m, m})
+		p := openai.RenderChat([]openai.ChatMessage{m, m})
 		if want := m.Role + ": " + m.Content + "\n"; p != want+want+"assistant: " {
 			t.Fatalf("RenderChat = %q", p)
 		}

@@ -1,4 +1,4 @@
-package serve
+package openai
 
 import (
 	"bufio"
@@ -59,26 +59,26 @@ const maxAPIKeyFileBytes = 1 << 20
 func LoadAPIKeys(path string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("serve: API key file: %w", err)
+		return nil, fmt.Errorf("openai: API key file: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("serve: API key file %s: %w", path, err)
+		return nil, fmt.Errorf("openai: API key file %s: %w", path, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("serve: API key file %s is not a regular file", path)
+		return nil, fmt.Errorf("openai: API key file %s is not a regular file", path)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("serve: API key file %s has mode %04o: it must not be accessible to group or others (chmod 600 %s)",
+		return nil, fmt.Errorf("openai: API key file %s has mode %04o: it must not be accessible to group or others (chmod 600 %s)",
 			path, perm, path)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxAPIKeyFileBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("serve: API key file %s: %w", path, err)
+		return nil, fmt.Errorf("openai: API key file %s: %w", path, err)
 	}
 	if len(data) > maxAPIKeyFileBytes {
-		return nil, fmt.Errorf("serve: API key file %s exceeds %d bytes", path, maxAPIKeyFileBytes)
+		return nil, fmt.Errorf("openai: API key file %s exceeds %d bytes", path, maxAPIKeyFileBytes)
 	}
 	var keys []string
 	seen := map[string]bool{}
@@ -90,12 +90,12 @@ func LoadAPIKeys(path string) ([]string, error) {
 			continue
 		}
 		if len(k) < MinAPIKeyLen {
-			return nil, fmt.Errorf("serve: API key file %s line %d: key of %d characters, want at least %d",
+			return nil, fmt.Errorf("openai: API key file %s line %d: key of %d characters, want at least %d",
 				path, line, len(k), MinAPIKeyLen)
 		}
 		for i := 0; i < len(k); i++ {
 			if k[i] <= ' ' || k[i] > '~' {
-				return nil, fmt.Errorf("serve: API key file %s line %d: a key must be visible ASCII characters without spaces",
+				return nil, fmt.Errorf("openai: API key file %s line %d: a key must be visible ASCII characters without spaces",
 					path, line)
 			}
 		}
@@ -105,23 +105,23 @@ func LoadAPIKeys(path string) ([]string, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("serve: API key file %s: %w", path, err)
+		return nil, fmt.Errorf("openai: API key file %s: %w", path, err)
 	}
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("serve: API key file %s holds no key (one per line; '#' starts a comment)", path)
+		return nil, fmt.Errorf("openai: API key file %s holds no key (one per line; '#' starts a comment)", path)
 	}
 	return keys, nil
 }
 
 // authenticator checks a request's API key and internal token.
-type authenticator struct {
+type Authenticator struct {
 	keys        [][sha256.Size]byte // the API keys' digests; none: no API key needed
 	internal    [sha256.Size]byte   // the internal token's digest
 	hasInternal bool
 }
 
-func newAuthenticator(keys []string, internal string) *authenticator {
-	a := &authenticator{}
+func NewAuthenticator(keys []string, internal string) *Authenticator {
+	a := &Authenticator{}
 	for _, k := range keys {
 		a.keys = append(a.keys, sha256.Sum256([]byte(k)))
 	}
@@ -144,7 +144,7 @@ func matches(secret string, set [][sha256.Size]byte) bool {
 
 // internalOK reports whether r carries the internal token (exactly one
 // HeaderInternal). Without a configured token nothing is internal.
-func (a *authenticator) internalOK(r *http.Request) bool {
+func (a *Authenticator) internalOK(r *http.Request) bool {
 	v := r.Header.Values(HeaderInternal)
 	return a.hasInternal && len(v) == 1 && matches(v[0], [][sha256.Size]byte{a.internal})
 }
@@ -168,12 +168,12 @@ func bearer(r *http.Request) (string, bool) {
 func openPath(path string) bool { return path == "/health" || path == "/metrics" }
 
 // errAPIKey is the 401 of a request without a valid API key.
-func errAPIKey(missing bool) *apiError {
+func errAPIKey(missing bool) *APIError {
 	msg := "invalid API key: send Authorization: Bearer KEY with one of this server's API keys"
 	if missing {
 		msg = "missing API key: send Authorization: Bearer KEY"
 	}
-	return &apiError{
+	return &APIError{
 		Status:  http.StatusUnauthorized,
 		Message: msg,
 		Type:    "invalid_request_error",
@@ -184,12 +184,12 @@ func errAPIKey(missing bool) *apiError {
 // errInternalOnly is the 403 of kv_transfer_params (param
 // "kv_transfer_params") or of POST /v1/kv/abort (param "") without the
 // internal token.
-func errInternalOnly(param string) *apiError {
+func errInternalOnly(param string) *APIError {
 	msg := "kv_transfer_params are accepted only from the cluster's proxy (" + HeaderInternal + ")"
 	if param == "" {
 		msg = "POST /v1/kv/abort is accepted only from the cluster's proxy (" + HeaderInternal + ")"
 	}
-	return &apiError{
+	return &APIError{
 		Status:  http.StatusForbidden,
 		Message: msg,
 		Type:    "invalid_request_error",
@@ -201,7 +201,7 @@ func errInternalOnly(param string) *apiError {
 // protect wraps next: with API keys configured, every path but /health
 // and /metrics needs a valid key, or (acceptInternal) the internal token.
 // Without keys it returns next.
-func (a *authenticator) protect(next http.Handler, acceptInternal bool) http.Handler {
+func (a *Authenticator) Protect(next http.Handler, acceptInternal bool) http.Handler {
 	if len(a.keys) == 0 {
 		return next
 	}
@@ -213,7 +213,7 @@ func (a *authenticator) protect(next http.Handler, acceptInternal bool) http.Han
 		tok, ok := bearer(r)
 		if !matches(tok, a.keys) || !ok {
 			w.Header().Set("WWW-Authenticate", "Bearer")
-			writeError(w, errAPIKey(r.Header.Get("Authorization") == ""))
+			WriteError(w, errAPIKey(r.Header.Get("Authorization") == ""))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -222,7 +222,7 @@ func (a *authenticator) protect(next http.Handler, acceptInternal bool) http.Han
 
 // requireInternal is nil when the instance has no internal token or r
 // carries it; else the 403 naming param.
-func (a *authenticator) requireInternal(r *http.Request, param string) *apiError {
+func (a *Authenticator) requireInternal(r *http.Request, param string) *APIError {
 	if !a.hasInternal || a.internalOK(r) {
 		return nil
 	}

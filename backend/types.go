@@ -1,4 +1,4 @@
-package serve
+package backend
 
 import (
 	"context"
@@ -102,18 +102,18 @@ type HoldAborter interface {
 
 // Sentinel errors of the engine, mapped to HTTP statuses by the API layer.
 var (
-	ErrBadRequest   = errors.New("serve: bad request")            // 400
-	ErrOverloaded   = errors.New("serve: no memory for request")  // 503
-	ErrKVLoad       = errors.New("serve: kv load failed")         // 502
-	ErrPeer         = errors.New("serve: peer unreachable")       // 502
-	ErrWrongRole    = errors.New("serve: wrong role for request") // 400
-	ErrShuttingDown = errors.New("serve: shutting down")          // 503
+	ErrBadRequest   = errors.New("backend: bad request")            // 400
+	ErrOverloaded   = errors.New("backend: no memory for request")  // 503
+	ErrKVLoad       = errors.New("backend: kv load failed")         // 502
+	ErrPeer         = errors.New("backend: peer unreachable")       // 502
+	ErrWrongRole    = errors.New("backend: wrong role for request") // 400
+	ErrShuttingDown = errors.New("backend: shutting down")          // 503
 	// ErrGrant: kv_transfer_params whose grant does not open, verify or
 	// match the params and the prompt (400, naming the field).
-	ErrGrant = errors.New("serve: kv_transfer_params refused")
+	ErrGrant = errors.New("backend: kv_transfer_params refused")
 	// ErrConsumed: P refused D's claim: the params were consumed already,
 	// expired, or are being used by another load (409; nothing was read).
-	ErrConsumed = errors.New("serve: kv_transfer_params already used or no longer held")
+	ErrConsumed = errors.New("backend: kv_transfer_params already used or no longer held")
 )
 
 // ParamError names the request field an error is about (the API reports

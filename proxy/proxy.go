@@ -1,4 +1,4 @@
-package serve
+package proxy
 
 import (
 	"bytes"
@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hybridxfer/hybridxfer/openai"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -77,7 +79,7 @@ type Proxy struct {
 	handler         http.Handler // mux behind the client API key check
 	interval        time.Duration
 	abortTimeout    time.Duration
-	auth            *authenticator
+	auth            *openai.Authenticator
 	internal        string // sent as HeaderInternal to instances; may be empty
 	metrics         *proxyMetrics
 
@@ -90,7 +92,7 @@ type Proxy struct {
 }
 
 // ProxyOptions configures a proxy; the zero value means the defaults.
-type ProxyOptions struct {
+type Options struct {
 	// Client sends every upstream request. nil means a client with no
 	// overall timeout (responses stream for as long as generation runs;
 	// the client's context bounds them).
@@ -137,16 +139,16 @@ const (
 // NewProxy returns a proxy over the given prefill and decode base URLs
 // with the default options but client and log (see ProxyOptions). Close
 // stops its health checker.
-func NewProxy(prefill, decode []string, client *http.Client, log *slog.Logger) (*Proxy, error) {
-	return NewProxyWithOptions(prefill, decode, ProxyOptions{Client: client, Log: log})
+func New(prefill, decode []string, client *http.Client, log *slog.Logger) (*Proxy, error) {
+	return NewWithOptions(prefill, decode, Options{Client: client, Log: log})
 }
 
 // NewProxyWithOptions returns a proxy over the given prefill and decode
 // base URLs (http or https, optionally with a path prefix). Both lists
 // must be non empty. It starts the proxy's health checker; Close stops it.
-func NewProxyWithOptions(prefill, decode []string, opts ProxyOptions) (*Proxy, error) {
+func NewWithOptions(prefill, decode []string, opts Options) (*Proxy, error) {
 	p := &Proxy{client: opts.Client, log: opts.Log, interval: opts.HealthInterval, abortTimeout: opts.AbortTimeout,
-		auth: newAuthenticator(opts.APIKeys, ""), internal: opts.InternalToken}
+		auth: openai.NewAuthenticator(opts.APIKeys, ""), internal: opts.InternalToken}
 	var err error
 	if p.prefill, err = checkUpstreams(sidePrefill, prefill); err != nil {
 		return nil, err
@@ -169,14 +171,14 @@ func NewProxyWithOptions(prefill, decode []string, opts ProxyOptions) (*Proxy, e
 	p.mux = http.NewServeMux()
 	if opts.Registry != nil {
 		p.metrics = newProxyMetrics(opts.Registry, p)
-		routeMethod(p.mux, http.MethodGet, "/metrics", metricsHandler(opts.Registry, p.log))
+		openai.RouteMethod(p.mux, http.MethodGet, "/metrics", openai.MetricsHandler(opts.Registry, p.log))
 	}
-	routeMethod(p.mux, http.MethodPost, "/v1/completions", p.metrics.track(p.generate(false)))
-	routeMethod(p.mux, http.MethodPost, "/v1/chat/completions", p.metrics.track(p.generate(true)))
-	routeMethod(p.mux, http.MethodGet, "/v1/models", http.HandlerFunc(p.models))
-	routeMethod(p.mux, http.MethodGet, "/health", http.HandlerFunc(p.health))
-	p.mux.HandleFunc("/", notFound)
-	p.handler = p.auth.protect(p.mux, false)
+	openai.RouteMethod(p.mux, http.MethodPost, "/v1/completions", p.metrics.track(p.generate(false)))
+	openai.RouteMethod(p.mux, http.MethodPost, "/v1/chat/completions", p.metrics.track(p.generate(true)))
+	openai.RouteMethod(p.mux, http.MethodGet, "/v1/models", http.HandlerFunc(p.models))
+	openai.RouteMethod(p.mux, http.MethodGet, "/health", http.HandlerFunc(p.health))
+	p.mux.HandleFunc("/", openai.NotFound)
+	p.handler = p.auth.Protect(p.mux, false)
 	ctx, stop := context.WithCancel(context.Background())
 	p.stop = stop
 	p.checker.Go(func() { p.checkHealth(ctx) })
@@ -199,20 +201,20 @@ func (p *Proxy) Close() error {
 // checkUpstreams validates and normalizes one role's base URLs.
 func checkUpstreams(side string, urls []string) ([]*upstream, error) {
 	if len(urls) == 0 {
-		return nil, fmt.Errorf("serve: proxy needs at least one %s URL", side)
+		return nil, fmt.Errorf("proxy: proxy needs at least one %s URL", side)
 	}
 	out := make([]*upstream, len(urls))
 	for i, s := range urls {
 		u, err := url.Parse(s)
 		switch {
 		case err != nil:
-			return nil, fmt.Errorf("serve: %s URL %q: %w", side, s, err)
+			return nil, fmt.Errorf("proxy: %s URL %q: %w", side, s, err)
 		case u.Scheme != "http" && u.Scheme != "https":
-			return nil, fmt.Errorf("serve: %s URL %q: scheme must be http or https", side, s)
+			return nil, fmt.Errorf("proxy: %s URL %q: scheme must be http or https", side, s)
 		case u.Host == "":
-			return nil, fmt.Errorf("serve: %s URL %q: no host", side, s)
+			return nil, fmt.Errorf("proxy: %s URL %q: no host", side, s)
 		case u.User != nil || u.RawQuery != "" || u.Fragment != "":
-			return nil, fmt.Errorf("serve: %s URL %q: want scheme://host[:port][/prefix] only", side, s)
+			return nil, fmt.Errorf("proxy: %s URL %q: want scheme://host[:port][/prefix] only", side, s)
 		}
 		out[i] = &upstream{side: side, url: strings.TrimRight(u.String(), "/"), idx: i}
 	}
@@ -277,8 +279,8 @@ func (u *upstream) exclusions() uint64 {
 }
 
 // noneAvailable is the answer when every instance of a role is excluded.
-func noneAvailable(side string, ups []*upstream) *apiError {
-	return &apiError{
+func noneAvailable(side string, ups []*upstream) *openai.APIError {
+	return &openai.APIError{
 		Status: http.StatusServiceUnavailable,
 		Message: fmt.Sprintf("no %s instance available: all %d are excluded after failed connections or /health probes "+
 			"(each is re-admitted once its /health answers 200)", side, len(ups)),
@@ -334,38 +336,38 @@ type hold struct {
 // /v1/chat/completions: one request through a P and then a D.
 func (p *Proxy) generate(chat bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, body, e := beginRequest(w, r)
+		id, body, e := openai.BeginRequest(w, r)
 		if e == nil {
 			// The API's own decoding and rules: P must not hold state for a
 			// request D refuses.
-			_, e = decodeGenBody(chat, body, nil)
+			_, e = openai.DecodeGenBody(chat, body, nil)
 		}
 		var fields map[string]json.RawMessage
 		if e == nil {
-			e = decodeJSON(body, &fields)
+			e = openai.DecodeJSON(body, &fields)
 		}
 		if e == nil && fields == nil {
-			e = badRequest("", "request body must be a JSON object")
+			e = openai.BadRequest("", "request body must be a JSON object")
 		}
 		if e == nil {
 			e = refuseClientKV(fields)
 		}
 		if e != nil {
-			writeError(w, e)
+			openai.WriteError(w, e)
 			return
 		}
 		ctx := r.Context()
 		log := p.log.With("id", id, "path", r.URL.Path)
 		if !available(p.decode) {
 			log.Warn("no decode instance available")
-			writeError(w, noneAvailable(sideDecode, p.decode))
+			openai.WriteError(w, noneAvailable(sideDecode, p.decode))
 			return
 		}
 
 		// Prefill: compute the prompt and hold its state for D.
 		kv, h, e := p.prefillLeg(ctx, r, log, id, fields)
 		if e != nil {
-			writeError(w, e)
+			openai.WriteError(w, e)
 			return
 		}
 
@@ -375,7 +377,7 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 		d := pick(p.decode, p.nextD.Add(1)-1, nil)
 		if d == nil {
 			p.abortHold(h, log, "no decode instance available")
-			writeError(w, noneAvailable(sideDecode, p.decode))
+			openai.WriteError(w, noneAvailable(sideDecode, p.decode))
 			return
 		}
 		resp, err := p.post(ctx, d.url, r, id, dFields)
@@ -384,7 +386,7 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 				p.exclude(d, err)
 			}
 			p.abortHold(h, log, "decode unreachable")
-			writeError(w, p.failure(r, log, d, err))
+			openai.WriteError(w, p.failure(r, log, d, err))
 			return
 		}
 		defer resp.Body.Close()
@@ -392,7 +394,7 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 			e := upstreamError(sideDecode, d.url, resp)
 			log.Warn("decode failed", "url", d.url, "status", e.Status, "err", e.Message)
 			p.abortHold(h, log, "decode failed")
-			writeError(w, e)
+			openai.WriteError(w, e)
 			return
 		}
 		for _, k := range []string{"Content-Type", "Cache-Control", "X-Accel-Buffering"} {
@@ -411,13 +413,13 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 			log.Warn("decode response broke off", "url", d.url, "err", err)
 			p.metrics.brokenOff()
 			if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-				e := &apiError{
+				e := &openai.APIError{
 					Status:  http.StatusBadGateway,
 					Message: fmt.Sprintf("%s %s: response broke off: %v", sideDecode, d.url, err),
 					Type:    "upstream_error",
 					Code:    "upstream_broken",
 				}
-				b, _ := json.Marshal(map[string]*apiError{"error": e})
+				b, _ := json.Marshal(map[string]*openai.APIError{"error": e})
 				_, _ = fmt.Fprintf(w, "data: %s\n\n", b)
 				_ = http.NewResponseController(w).Flush()
 			}
@@ -432,7 +434,7 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 // instance at most once). It returns P's kv_transfer_params and the hold
 // they name, or the client's error.
 func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logger, id string,
-	fields map[string]json.RawMessage) (json.RawMessage, hold, *apiError) {
+	fields map[string]json.RawMessage) (json.RawMessage, hold, *openai.APIError) {
 	pFields := maps.Clone(fields)
 	setField(pFields, "kv_transfer_params", json.RawMessage(`{"do_remote_decode":true}`))
 	setField(pFields, "stream", json.RawMessage(`false`))
@@ -442,7 +444,7 @@ func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logge
 	}
 	deleteField(pFields, "stream_options")
 	start, tried := p.nextP.Add(1)-1, make([]bool, len(p.prefill))
-	var last *apiError
+	var last *openai.APIError
 	for attempt := range p.prefill {
 		u := pick(p.prefill, start, tried)
 		if u == nil {
@@ -481,10 +483,10 @@ func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logge
 // refuseClientKV refuses a client body that carries kv_transfer_params,
 // under any key encoding/json matches to the field (it matches names
 // case-insensitively), null included: only the proxy sets them.
-func refuseClientKV(fields map[string]json.RawMessage) *apiError {
+func refuseClientKV(fields map[string]json.RawMessage) *openai.APIError {
 	for k := range fields {
 		if strings.EqualFold(k, "kv_transfer_params") {
-			return &apiError{
+			return &openai.APIError{
 				Status:  http.StatusBadRequest,
 				Message: "kv_transfer_params are set by the proxy: a client request must not carry them",
 				Type:    "invalid_request_error",
@@ -520,13 +522,13 @@ func setField(m map[string]json.RawMessage, name string, v json.RawMessage) {
 
 // prefillParams reads P's answer and returns its kv_transfer_params, as P
 // sent them, and the hold they name.
-func prefillParams(resp *http.Response, pURL string) (json.RawMessage, hold, *apiError) {
+func prefillParams(resp *http.Response, pURL string) (json.RawMessage, hold, *openai.APIError) {
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		return nil, hold{}, upstreamError(sidePrefill, pURL, resp)
 	}
-	bad := func(format string, args ...any) (json.RawMessage, hold, *apiError) {
-		return nil, hold{}, &apiError{
+	bad := func(format string, args ...any) (json.RawMessage, hold, *openai.APIError) {
+		return nil, hold{}, &openai.APIError{
 			Status:  http.StatusBadGateway,
 			Message: fmt.Sprintf("%s %s: ", sidePrefill, pURL) + fmt.Sprintf(format, args...),
 			Type:    "upstream_error",
@@ -573,7 +575,7 @@ func (p *Proxy) post(ctx context.Context, base string, r *http.Request, id strin
 		return nil, fmt.Errorf("building the request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderRequestID, id)
+	req.Header.Set(openai.HeaderRequestID, id)
 	return p.do(req)
 }
 
@@ -582,29 +584,29 @@ func (p *Proxy) post(ctx context.Context, base string, r *http.Request, id strin
 // itself; it copies no client header but X-Request-Id).
 func (p *Proxy) do(req *http.Request) (*http.Response, error) {
 	if p.internal != "" {
-		req.Header.Set(HeaderInternal, p.internal)
+		req.Header.Set(openai.HeaderInternal, p.internal)
 	}
 	return p.client.Do(req)
 }
 
 // failure is the answer to a request whose upstream u could not be
 // reached: 502, or 499 when the client itself went away.
-func (p *Proxy) failure(r *http.Request, log *slog.Logger, u *upstream, err error) *apiError {
+func (p *Proxy) failure(r *http.Request, log *slog.Logger, u *upstream, err error) *openai.APIError {
 	if r.Context().Err() != nil {
 		log.Info("client went away", "side", u.side, "url", u.url)
-		e := classify(r.Context().Err())
+		e := openai.Classify(r.Context().Err())
 		return &e
 	}
 	log.Warn("upstream unreachable", "side", u.side, "url", u.url, "err", err)
 	return unreachableError(u, err)
 }
 
-func unreachableError(u *upstream, err error) *apiError {
+func unreachableError(u *upstream, err error) *openai.APIError {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	return &apiError{
+	return &openai.APIError{
 		Status:  http.StatusBadGateway,
 		Message: fmt.Sprintf("%s %s unreachable: %v", u.side, u.url, err),
 		Type:    "upstream_error",
@@ -642,7 +644,7 @@ func (p *Proxy) sendAbort(h hold, log *slog.Logger, reason string) {
 func (p *Proxy) postAbort(h hold) error {
 	ctx, cancel := context.WithTimeout(context.Background(), p.abortTimeout)
 	defer cancel()
-	body, err := json.Marshal(abortRequest{RemoteRequestID: h.id, RemoteGrant: h.grant})
+	body, err := json.Marshal(openai.AbortRequest{RemoteRequestID: h.id, RemoteGrant: h.grant})
 	if err != nil {
 		return fmt.Errorf("encoding the abort: %w", err)
 	}
@@ -667,9 +669,9 @@ func (p *Proxy) postAbort(h hold) error {
 // upstreamError turns an upstream's error response into the client's: the
 // upstream status, and a message naming the side and URL that failed and
 // carrying the upstream's own message.
-func upstreamError(side, u string, resp *http.Response) *apiError {
+func upstreamError(side, u string, resp *http.Response) *openai.APIError {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamErrorBytes))
-	e := &apiError{Status: resp.StatusCode, Type: "upstream_error", Code: "upstream_error"}
+	e := &openai.APIError{Status: resp.StatusCode, Type: "upstream_error", Code: "upstream_error"}
 	msg := strings.TrimSpace(string(body))
 	var up struct {
 		Error *struct {
@@ -723,7 +725,7 @@ func copyFlush(w http.ResponseWriter, body io.Reader) error {
 // available one at most once.
 func (p *Proxy) models(w http.ResponseWriter, r *http.Request) {
 	start, tried := p.nextD.Add(1)-1, make([]bool, len(p.decode))
-	var last *apiError
+	var last *openai.APIError
 	for range p.decode {
 		d := pick(p.decode, start, tried)
 		if d == nil {
@@ -756,7 +758,7 @@ func (p *Proxy) models(w http.ResponseWriter, r *http.Request) {
 	if last == nil {
 		last = noneAvailable(sideDecode, p.decode)
 	}
-	writeError(w, last)
+	openai.WriteError(w, last)
 }
 
 // upstreamHealth is one unhealthy upstream in the proxy's /health answer.
@@ -785,10 +787,10 @@ func (p *Proxy) health(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(bad) > 0 {
 		p.log.Warn("unhealthy upstreams", "unhealthy", bad)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "unhealthy": bad})
+		openai.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "unhealthy": bad})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	openai.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // probe returns nil when base's /health answers 200.

@@ -1,4 +1,4 @@
-package serve
+package openai
 
 import (
 	"encoding/json"

@@ -1,8 +1,7 @@
-package serve
+package openai
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -15,8 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
+
 	"github.com/hybridxfer/hybridxfer/internal/ratelog"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // API limits and defaults.
@@ -31,17 +33,13 @@ const (
 	maxRequestIDLen = 128
 )
 
-// StatusClientClosedRequest is the (nginx) status logged for a request
-// whose client went away before it finished.
-const StatusClientClosedRequest = 499
-
 // HeaderRequestID carries a request's id, from the client or generated,
 // on requests and responses.
 const HeaderRequestID = "X-Request-Id"
 
 // apiError is an error as OpenAI reports it: {"error": apiError}, with
 // "param" null when the error is about no field.
-type apiError struct {
+type APIError struct {
 	Status  int    `json:"-"`
 	Message string `json:"message"`
 	Type    string `json:"type"`
@@ -50,7 +48,7 @@ type apiError struct {
 }
 
 // MarshalJSON writes e as OpenAI does: "param" is null when empty.
-func (e apiError) MarshalJSON() ([]byte, error) {
+func (e APIError) MarshalJSON() ([]byte, error) {
 	var param *string
 	if e.Param != "" {
 		param = &e.Param
@@ -64,8 +62,8 @@ func (e apiError) MarshalJSON() ([]byte, error) {
 }
 
 // badRequest is a 400 about one field of the request (param may be empty).
-func badRequest(param, format string, args ...any) *apiError {
-	return &apiError{
+func BadRequest(param, format string, args ...any) *APIError {
+	return &APIError{
 		Status:  http.StatusBadRequest,
 		Message: fmt.Sprintf(format, args...),
 		Type:    "invalid_request_error",
@@ -74,107 +72,73 @@ func badRequest(param, format string, args ...any) *apiError {
 	}
 }
 
-// errorClasses maps the engine's sentinels, and context errors, to HTTP.
-// Sentinels come first: the engine's own classification wins.
-var errorClasses = []struct {
-	err    error
-	status int
-	typ    string
-	code   string
-}{
-	{ErrGrant, http.StatusBadRequest, "invalid_request_error", "invalid_grant"},
-	{ErrConsumed, http.StatusConflict, "invalid_request_error", "grant_consumed"},
-	{ErrBadRequest, http.StatusBadRequest, "invalid_request_error", "bad_request"},
-	{ErrWrongRole, http.StatusBadRequest, "invalid_request_error", "wrong_role"},
-	{ErrOverloaded, http.StatusServiceUnavailable, "overloaded_error", "overloaded"},
-	{ErrShuttingDown, http.StatusServiceUnavailable, "unavailable_error", "shutting_down"},
-	{ErrKVLoad, http.StatusBadGateway, "kv_transfer_error", "kv_load_failed"},
-	{ErrPeer, http.StatusBadGateway, "kv_transfer_error", "peer_unreachable"},
-	{context.Canceled, StatusClientClosedRequest, "client_closed_request", "canceled"},
-	{context.DeadlineExceeded, http.StatusGatewayTimeout, "timeout_error", "deadline_exceeded"},
-}
-
-// RequestStatuses are the values of the status label of
-// hybridxfer_requests_total: ok and every code classify returns.
-func RequestStatuses() []string {
-	out := []string{"ok"}
-	for _, c := range errorClasses {
-		out = append(out, c.code)
-	}
-	return append(out, "internal_error")
-}
-
 // classify turns an error from Backend.Generate into the API error the
 // client sees. Its Code is also the status label of
 // hybridxfer_requests_total.
-func classify(err error) apiError {
-	var pe *ParamError
+func Classify(err error) APIError {
+	var pe *backend.ParamError
 	param := ""
 	if errors.As(err, &pe) {
 		param = pe.Param
 	}
-	for _, c := range errorClasses {
-		if errors.Is(err, c.err) {
-			return apiError{Status: c.status, Message: err.Error(), Type: c.typ, Param: param, Code: c.code}
-		}
-	}
-	return apiError{Status: http.StatusInternalServerError, Message: err.Error(), Type: "server_error", Code: "internal_error"}
+	c := backend.ClassOf(err)
+	return APIError{Status: c.Status, Message: err.Error(), Type: c.Type, Param: param, Code: c.Code}
 }
 
 // writeJSON writes v as a JSON response with the given status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do
 }
 
 // writeError writes e in OpenAI's error format.
-func writeError(w http.ResponseWriter, e *apiError) {
-	writeJSON(w, e.Status, map[string]*apiError{"error": e})
+func WriteError(w http.ResponseWriter, e *APIError) {
+	WriteJSON(w, e.Status, map[string]*APIError{"error": e})
 }
 
 // requestID returns the request's X-Request-Id, or a fresh random one
 // when it has none. A client-given id must be 1 to 128 visible ASCII
 // characters: it names the request on P and D and in their logs.
-func requestID(r *http.Request) (string, *apiError) {
+func requestID(r *http.Request) (string, *APIError) {
 	id := r.Header.Get(HeaderRequestID)
 	if id == "" {
 		return rand.Text(), nil
 	}
 	if len(id) > maxRequestIDLen {
-		return "", badRequest("", "%s is longer than %d characters", HeaderRequestID, maxRequestIDLen)
+		return "", BadRequest("", "%s is longer than %d characters", HeaderRequestID, maxRequestIDLen)
 	}
 	for i := 0; i < len(id); i++ {
 		if id[i] <= ' ' || id[i] > '~' {
-			return "", badRequest("", "%s must be visible ASCII characters", HeaderRequestID)
+			return "", BadRequest("", "%s must be visible ASCII characters", HeaderRequestID)
 		}
 	}
 	return id, nil
 }
 
 // readBody reads a request body of at most MaxBodyBytes.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *APIError) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, &apiError{
+			return nil, &APIError{
 				Status:  http.StatusRequestEntityTooLarge,
 				Message: fmt.Sprintf("request body exceeds %d bytes", mbe.Limit),
 				Type:    "invalid_request_error",
 				Code:    "body_too_large",
 			}
 		}
-		return nil, badRequest("", "reading request body: %v", err)
+		return nil, BadRequest("", "reading request body: %v", err)
 	}
 	return body, nil
 }
 
 // decodeJSON decodes a request body into v, naming the offending field
 // when a value has the wrong type.
-func decodeJSON(body []byte, v any) *apiError {
+func DecodeJSON(body []byte, v any) *APIError {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return badRequest("", "request body is empty; want a JSON object")
+		return BadRequest("", "request body is empty; want a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
@@ -182,31 +146,31 @@ func decodeJSON(body []byte, v any) *apiError {
 		var se *json.SyntaxError
 		switch {
 		case errors.As(err, &te) && te.Field != "":
-			return badRequest(te.Field, "invalid value for %q: got JSON %s, want %s", te.Field, te.Value, te.Type)
+			return BadRequest(te.Field, "invalid value for %q: got JSON %s, want %s", te.Field, te.Value, te.Type)
 		case errors.As(err, &te):
-			return badRequest("", "request body must be a JSON object, got JSON %s", te.Value)
+			return BadRequest("", "request body must be a JSON object, got JSON %s", te.Value)
 		case errors.As(err, &se):
-			return badRequest("", "malformed JSON body at offset %d: %v", se.Offset, err)
+			return BadRequest("", "malformed JSON body at offset %d: %v", se.Offset, err)
 		case errors.Is(err, io.ErrUnexpectedEOF):
-			return badRequest("", "malformed JSON body: unexpected end")
+			return BadRequest("", "malformed JSON body: unexpected end")
 		default:
-			return badRequest("", "invalid request body: %v", err)
+			return BadRequest("", "invalid request body: %v", err)
 		}
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return badRequest("", "malformed JSON body: data after the object")
+		return BadRequest("", "malformed JSON body: data after the object")
 	}
 	return nil
 }
 
 // maxTokens resolves a request's max_tokens (named param) to the default
 // or a checked value.
-func maxTokens(param string, v *int) (int, *apiError) {
+func maxTokens(param string, v *int) (int, *APIError) {
 	if v == nil {
 		return DefaultMaxTokens, nil
 	}
 	if *v < 1 || *v > MaxMaxTokens {
-		return 0, badRequest(param, "%s must be between 1 and %d, got %d", param, MaxMaxTokens, *v)
+		return 0, BadRequest(param, "%s must be between 1 and %d, got %d", param, MaxMaxTokens, *v)
 	}
 	return *v, nil
 }
@@ -214,22 +178,22 @@ func maxTokens(param string, v *int) (int, *apiError) {
 // completionRequest is a /v1/completions body. The OpenAI sampling
 // fields are validated (validate.go) and, the reference model being
 // greedy, do not change the output; unknown fields are ignored.
-type completionRequest struct {
-	Model     string            `json:"model"`
-	Prompt    json.RawMessage   `json:"prompt"`
-	MaxTokens *int              `json:"max_tokens"`
-	Stream    bool              `json:"stream"`
-	KV        *KVTransferParams `json:"kv_transfer_params"`
+type CompletionRequest struct {
+	Model     string                    `json:"model"`
+	Prompt    json.RawMessage           `json:"prompt"`
+	MaxTokens *int                      `json:"max_tokens"`
+	Stream    bool                      `json:"stream"`
+	KV        *backend.KVTransferParams `json:"kv_transfer_params"`
 	samplingFields
 	completionOnlyFields
 }
 
 // prompt returns the request's prompt: a string, or an array of exactly
 // one string.
-func (c *completionRequest) prompt() (string, *apiError) {
+func (c *CompletionRequest) prompt() (string, *APIError) {
 	p := bytes.TrimSpace(c.Prompt)
 	if len(p) == 0 || string(p) == "null" {
-		return "", badRequest("prompt", "prompt is required")
+		return "", BadRequest("prompt", "prompt is required")
 	}
 	var s string
 	if json.Unmarshal(p, &s) == nil {
@@ -239,28 +203,28 @@ func (c *completionRequest) prompt() (string, *apiError) {
 	if json.Unmarshal(p, &ss) == nil && len(ss) == 1 {
 		return ss[0], nil
 	}
-	return "", badRequest("prompt", "prompt must be a string or an array of exactly one string")
+	return "", BadRequest("prompt", "prompt must be a string or an array of exactly one string")
 }
 
 // chatRequest is a /v1/chat/completions body (validated like
 // completionRequest). Messages are checked (decodeMessages) before they
 // are decoded as ChatMessage.
 type chatRequest struct {
-	Model               string            `json:"model"`
-	Messages            []json.RawMessage `json:"messages"`
-	MaxTokens           *int              `json:"max_tokens"`
-	MaxCompletionTokens *int              `json:"max_completion_tokens"`
-	Stream              bool              `json:"stream"`
-	KV                  *KVTransferParams `json:"kv_transfer_params"`
+	Model               string                    `json:"model"`
+	Messages            []json.RawMessage         `json:"messages"`
+	MaxTokens           *int                      `json:"max_tokens"`
+	MaxCompletionTokens *int                      `json:"max_completion_tokens"`
+	Stream              bool                      `json:"stream"`
+	KV                  *backend.KVTransferParams `json:"kv_transfer_params"`
 	samplingFields
 	chatOnlyFields
 }
 
 // apiHandler serves the OpenAI-compatible API of one Backend.
 type apiHandler struct {
-	b       Backend
+	b       backend.Backend
 	log     *slog.Logger
-	auth    *authenticator
+	auth    *Authenticator
 	started int64 // unix seconds, for /v1/models
 	// refused limits the log lines of requests refused with a 4xx: a
 	// client that sends garbage must not flood the log.
@@ -301,7 +265,7 @@ type HandlerOptions struct {
 // engine's sentinel errors. log may be nil. Requests are validated as
 // validate.go lists. NewHandler authenticates nothing: see
 // NewHandlerWithOptions.
-func NewHandler(b Backend, reg *prometheus.Registry, log *slog.Logger) http.Handler {
+func NewHandler(b backend.Backend, reg *prometheus.Registry, log *slog.Logger) http.Handler {
 	return NewHandlerWithOptions(b, reg, log, HandlerOptions{})
 }
 
@@ -310,34 +274,34 @@ func NewHandler(b Backend, reg *prometheus.Registry, log *slog.Logger) http.Hand
 // GET /metrics needs a key (401 invalid_api_key) or the internal token;
 // with o.InternalToken, kv_transfer_params and POST /v1/kv/abort need the
 // token (403 internal_only).
-func NewHandlerWithOptions(b Backend, reg *prometheus.Registry, log *slog.Logger, o HandlerOptions) http.Handler {
+func NewHandlerWithOptions(b backend.Backend, reg *prometheus.Registry, log *slog.Logger, o HandlerOptions) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &apiHandler{b: b, log: log, auth: newAuthenticator(o.APIKeys, o.InternalToken), started: time.Now().Unix(),
+	h := &apiHandler{b: b, log: log, auth: NewAuthenticator(o.APIKeys, o.InternalToken), started: time.Now().Unix(),
 		refused: ratelog.New(time.Second, 20)}
 	mux := http.NewServeMux()
-	routeMethod(mux, http.MethodPost, "/v1/completions", http.HandlerFunc(h.completions))
-	routeMethod(mux, http.MethodPost, "/v1/chat/completions", http.HandlerFunc(h.chat))
-	routeMethod(mux, http.MethodGet, "/v1/models", http.HandlerFunc(h.models))
-	routeMethod(mux, http.MethodGet, "/health", http.HandlerFunc(h.health))
-	routeMethod(mux, http.MethodPost, "/v1/kv/abort", http.HandlerFunc(h.abortHold))
+	RouteMethod(mux, http.MethodPost, "/v1/completions", http.HandlerFunc(h.completions))
+	RouteMethod(mux, http.MethodPost, "/v1/chat/completions", http.HandlerFunc(h.chat))
+	RouteMethod(mux, http.MethodGet, "/v1/models", http.HandlerFunc(h.models))
+	RouteMethod(mux, http.MethodGet, "/health", http.HandlerFunc(h.health))
+	RouteMethod(mux, http.MethodPost, "/v1/kv/abort", http.HandlerFunc(h.abortHold))
 	if reg != nil {
-		routeMethod(mux, http.MethodGet, "/metrics", metricsHandler(reg, log))
+		RouteMethod(mux, http.MethodGet, "/metrics", MetricsHandler(reg, log))
 	}
-	if in, ok := b.(Inspector); ok {
+	if in, ok := b.(backend.Inspector); ok {
 		h.debugRoutes(mux, in)
 	}
-	mux.HandleFunc("/", notFound)
-	return h.auth.protect(mux, true)
+	mux.HandleFunc("/", NotFound)
+	return h.auth.Protect(mux, true)
 }
 
 // routeMethod serves method path with h, and other methods on path with 405.
-func routeMethod(mux *http.ServeMux, method, path string, h http.Handler) {
+func RouteMethod(mux *http.ServeMux, method, path string, h http.Handler) {
 	mux.Handle(method+" "+path, h)
 	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", method)
-		writeError(w, &apiError{
+		WriteError(w, &APIError{
 			Status:  http.StatusMethodNotAllowed,
 			Message: fmt.Sprintf("%s %s: method not allowed; use %s", r.Method, path, method),
 			Type:    "invalid_request_error",
@@ -347,8 +311,8 @@ func routeMethod(mux *http.ServeMux, method, path string, h http.Handler) {
 }
 
 // notFound answers unknown paths in OpenAI's error format.
-func notFound(w http.ResponseWriter, r *http.Request) {
-	writeError(w, &apiError{
+func NotFound(w http.ResponseWriter, r *http.Request) {
+	WriteError(w, &APIError{
 		Status:  http.StatusNotFound,
 		Message: fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path),
 		Type:    "invalid_request_error",
@@ -358,10 +322,10 @@ func notFound(w http.ResponseWriter, r *http.Request) {
 
 func (h *apiHandler) health(w http.ResponseWriter, _ *http.Request) {
 	if err := h.b.Ready(); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (h *apiHandler) models(w http.ResponseWriter, _ *http.Request) {
@@ -371,7 +335,7 @@ func (h *apiHandler) models(w http.ResponseWriter, _ *http.Request) {
 		Created int64  `json:"created"`
 		OwnedBy string `json:"owned_by"`
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	WriteJSON(w, http.StatusOK, map[string]any{
 		"object": "list",
 		"data":   []model{{ID: h.b.ModelName(), Object: "model", Created: h.started, OwnedBy: "hybridxfer"}},
 	})
@@ -379,9 +343,9 @@ func (h *apiHandler) models(w http.ResponseWriter, _ *http.Request) {
 
 // checkModel rejects a request for a model this instance does not serve.
 // An empty model means the served one.
-func (h *apiHandler) checkModel(model string) *apiError {
+func (h *apiHandler) checkModel(model string) *APIError {
 	if served := h.b.ModelName(); model != "" && model != served {
-		e := badRequest("model", "model %q is not served here (serving %q)", model, served)
+		e := BadRequest("model", "model %q is not served here (serving %q)", model, served)
 		e.Code = "model_not_found"
 		return e
 	}
@@ -390,7 +354,7 @@ func (h *apiHandler) checkModel(model string) *apiError {
 
 // beginRequest settles a generation request's id, which it also sets on
 // the response, and reads its body. The API and the proxy both start here.
-func beginRequest(w http.ResponseWriter, r *http.Request) (string, []byte, *apiError) {
+func BeginRequest(w http.ResponseWriter, r *http.Request) (string, []byte, *APIError) {
 	id, e := requestID(r)
 	if e != nil {
 		return "", nil, e
@@ -406,7 +370,7 @@ type genBody struct {
 	Prompt    string // completions: the prompt; chat: the rendered messages
 	MaxTokens int
 	Stream    bool
-	KV        *KVTransferParams
+	KV        *backend.KVTransferParams
 }
 
 // decodeGenBody decodes and validates the body of a /v1/completions (chat
@@ -415,16 +379,16 @@ type genBody struct {
 // checks the model name; the proxy, which does not know the served model,
 // passes nil and otherwise refuses exactly what the API refuses, with the
 // same error.
-func decodeGenBody(chat bool, body []byte, checkModel func(string) *apiError) (genBody, *apiError) {
+func DecodeGenBody(chat bool, body []byte, checkModel func(string) *APIError) (genBody, *APIError) {
 	if chat {
 		return decodeChat(body, checkModel)
 	}
 	return decodeCompletion(body, checkModel)
 }
 
-func decodeCompletion(body []byte, checkModel func(string) *apiError) (genBody, *apiError) {
-	var req completionRequest
-	e := decodeJSON(body, &req)
+func decodeCompletion(body []byte, checkModel func(string) *APIError) (genBody, *APIError) {
+	var req CompletionRequest
+	e := DecodeJSON(body, &req)
 	if e == nil && checkModel != nil {
 		e = checkModel(req.Model)
 	}
@@ -448,9 +412,9 @@ func decodeCompletion(body []byte, checkModel func(string) *apiError) (genBody, 
 	return genBody{Model: req.Model, Prompt: prompt, MaxTokens: n, Stream: req.Stream, KV: req.KV}, nil
 }
 
-func decodeChat(body []byte, checkModel func(string) *apiError) (genBody, *apiError) {
+func decodeChat(body []byte, checkModel func(string) *APIError) (genBody, *APIError) {
 	var req chatRequest
-	e := decodeJSON(body, &req)
+	e := DecodeJSON(body, &req)
 	if e == nil && checkModel != nil {
 		e = checkModel(req.Model)
 	}
@@ -483,10 +447,10 @@ func (h *apiHandler) chat(w http.ResponseWriter, r *http.Request)        { h.ser
 
 // serveGen serves /v1/completions (chat false) or /v1/chat/completions.
 func (h *apiHandler) serveGen(w http.ResponseWriter, r *http.Request, chat bool) {
-	id, body, e := beginRequest(w, r)
+	id, body, e := BeginRequest(w, r)
 	var req genBody
 	if e == nil {
-		req, e = decodeGenBody(chat, body, h.checkModel)
+		req, e = DecodeGenBody(chat, body, h.checkModel)
 	}
 	if e == nil && req.KV != nil {
 		e = h.auth.requireInternal(r, "kv_transfer_params")
@@ -499,11 +463,11 @@ func (h *apiHandler) serveGen(w http.ResponseWriter, r *http.Request, chat bool)
 	if chat {
 		out.id = "chatcmpl-" + id
 	}
-	h.generate(w, r, GenRequest{ID: id, Prompt: req.Prompt, MaxTokens: req.MaxTokens, KV: req.KV}, out, req.Stream)
+	h.generate(w, r, backend.GenRequest{ID: id, Prompt: req.Prompt, MaxTokens: req.MaxTokens, KV: req.KV}, out, req.Stream)
 }
 
 // abortRequest is the body of POST /v1/kv/abort.
-type abortRequest struct {
+type AbortRequest struct {
 	RemoteRequestID string `json:"remote_request_id"`
 	RemoteGrant     string `json:"remote_grant,omitempty"`
 }
@@ -511,25 +475,25 @@ type abortRequest struct {
 // abortHold serves POST /v1/kv/abort: release at once the state a prefill
 // backend holds for a request (HoldAborter).
 func (h *apiHandler) abortHold(w http.ResponseWriter, r *http.Request) {
-	var req abortRequest
+	var req AbortRequest
 	e := h.auth.requireInternal(r, "")
 	var body []byte
 	if e == nil {
 		body, e = readBody(w, r)
 	}
 	if e == nil {
-		e = decodeJSON(body, &req)
+		e = DecodeJSON(body, &req)
 	}
 	if e == nil && req.RemoteRequestID == "" {
-		e = badRequest("remote_request_id", "remote_request_id is required")
+		e = BadRequest("remote_request_id", "remote_request_id is required")
 	}
 	if e != nil {
 		h.reject(w, r, r.Header.Get(HeaderRequestID), e)
 		return
 	}
-	ab, ok := h.b.(HoldAborter)
+	ab, ok := h.b.(backend.HoldAborter)
 	if !ok {
-		h.reject(w, r, r.Header.Get(HeaderRequestID), &apiError{
+		h.reject(w, r, r.Header.Get(HeaderRequestID), &APIError{
 			Status:  http.StatusNotImplemented,
 			Message: "this instance holds no state for remote decode (its backend cannot abort holds)",
 			Type:    "invalid_request_error",
@@ -538,25 +502,25 @@ func (h *apiHandler) abortHold(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := ab.AbortHold(req.RemoteRequestID, req.RemoteGrant); err != nil {
-		e := classify(fmt.Errorf("abort of %q: %w", req.RemoteRequestID, err))
+		e := Classify(fmt.Errorf("abort of %q: %w", req.RemoteRequestID, err))
 		h.log.Warn("abort failed", "id", r.Header.Get(HeaderRequestID), "remote_request_id", req.RemoteRequestID,
 			"status", e.Status, "err", err)
-		writeError(w, &e)
+		WriteError(w, &e)
 		return
 	}
 	h.log.Info("hold aborted", "id", r.Header.Get(HeaderRequestID), "remote_request_id", req.RemoteRequestID)
-	writeJSON(w, http.StatusOK, map[string]bool{"aborted": true})
+	WriteJSON(w, http.StatusOK, map[string]bool{"aborted": true})
 }
 
 // reject answers a request that never reached the engine.
-func (h *apiHandler) reject(w http.ResponseWriter, r *http.Request, id string, e *apiError) {
+func (h *apiHandler) reject(w http.ResponseWriter, r *http.Request, id string, e *APIError) {
 	h.refused.Log(h.log, slog.LevelInfo, "rejected request", "id", id, "path", r.URL.Path, "status", e.Status, "err", e.Message)
-	writeError(w, e)
+	WriteError(w, e)
 }
 
 // generate runs req on the backend and writes its result, as one JSON
 // response or, when stream is set, as Server-Sent Events.
-func (h *apiHandler) generate(w http.ResponseWriter, r *http.Request, req GenRequest, out responder, stream bool) {
+func (h *apiHandler) generate(w http.ResponseWriter, r *http.Request, req backend.GenRequest, out responder, stream bool) {
 	start := time.Now()
 	var s *sseStream
 	var emit func(string) error // nil: not streaming
@@ -571,14 +535,14 @@ func (h *apiHandler) generate(w http.ResponseWriter, r *http.Request, req GenReq
 	switch {
 	case s != nil && s.finish(res, err):
 	case err != nil:
-		e := classify(err)
-		writeError(w, &e)
+		e := Classify(err)
+		WriteError(w, &e)
 	default:
-		writeJSON(w, http.StatusOK, out.full(res))
+		WriteJSON(w, http.StatusOK, out.full(res))
 	}
 	attrs := []any{"id", req.ID, "path", r.URL.Path, "stream", stream, "duration", time.Since(start)}
 	if err != nil {
-		e := classify(err)
+		e := Classify(err)
 		if e.Status < 500 {
 			h.refused.Log(h.log, slog.LevelInfo, "request failed", append(attrs, "status", e.Status, "err", err)...)
 			return
@@ -591,10 +555,10 @@ func (h *apiHandler) generate(w http.ResponseWriter, r *http.Request, req GenReq
 }
 
 // errNoResult stands for a Backend that returned neither a result nor an error.
-var errNoResult = errors.New("serve: backend returned no result")
+var errNoResult = errors.New("openai: backend returned no result")
 
 // errStreamClosed is returned by an emit called after Generate returned.
-var errStreamClosed = errors.New("serve: emit after the request finished")
+var ErrStreamClosed = errors.New("openai: emit after the request finished")
 
 // sseStream writes a streaming response. The response starts (status 200,
 // event-stream headers) with the first token, so an error before any
@@ -617,7 +581,7 @@ func (s *sseStream) emit(text string) error {
 	defer s.mu.Unlock()
 	switch {
 	case s.done:
-		return errStreamClosed
+		return ErrStreamClosed
 	case s.err != nil:
 		return s.err
 	case text == "":
@@ -633,7 +597,7 @@ func (s *sseStream) emit(text string) error {
 // sends text not yet emitted, the final chunk and [DONE]. On error after
 // the stream started it sends an error event; before, it returns false
 // and the caller writes a plain error response.
-func (s *sseStream) finish(res *GenResult, err error) bool {
+func (s *sseStream) finish(res *backend.GenResult, err error) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.done = true
@@ -641,8 +605,8 @@ func (s *sseStream) finish(res *GenResult, err error) bool {
 		if !s.started {
 			return false
 		}
-		e := classify(err)
-		s.eventLocked(map[string]*apiError{"error": &e})
+		e := Classify(err)
+		s.eventLocked(map[string]*APIError{"error": &e})
 		return true
 	}
 	s.startLocked()
@@ -694,7 +658,7 @@ func (s *sseStream) writeLocked(b []byte) {
 
 // Response bodies.
 type (
-	apiUsage struct {
+	Usage struct {
 		PromptTokens     int `json:"prompt_tokens"`
 		CompletionTokens int `json:"completion_tokens"`
 		TotalTokens      int `json:"total_tokens"`
@@ -722,13 +686,13 @@ type (
 	}
 	// apiResponse is a completion, chat completion, or a chunk of either.
 	apiResponse struct {
-		ID      string            `json:"id"`
-		Object  string            `json:"object"`
-		Created int64             `json:"created"`
-		Model   string            `json:"model"`
-		Choices any               `json:"choices"`
-		Usage   *apiUsage         `json:"usage,omitempty"`
-		KV      *KVTransferParams `json:"kv_transfer_params,omitempty"`
+		ID      string                    `json:"id"`
+		Object  string                    `json:"object"`
+		Created int64                     `json:"created"`
+		Model   string                    `json:"model"`
+		Choices any                       `json:"choices"`
+		Usage   *Usage                    `json:"usage,omitempty"`
+		KV      *backend.KVTransferParams `json:"kv_transfer_params,omitempty"`
 	}
 )
 
@@ -744,12 +708,12 @@ func (o responder) body(object string, choices any) *apiResponse {
 	return &apiResponse{ID: o.id, Object: object, Created: o.created, Model: o.model, Choices: choices}
 }
 
-func usageOf(res *GenResult) *apiUsage {
-	return &apiUsage{res.PromptTokens, res.CompletionTokens, res.PromptTokens + res.CompletionTokens}
+func usageOf(res *backend.GenResult) *Usage {
+	return &Usage{res.PromptTokens, res.CompletionTokens, res.PromptTokens + res.CompletionTokens}
 }
 
 // full is the non-streaming response.
-func (o responder) full(res *GenResult) *apiResponse {
+func (o responder) full(res *backend.GenResult) *apiResponse {
 	var b *apiResponse
 	if o.chat {
 		b = o.body("chat.completion", []chatChoice{{
@@ -782,7 +746,7 @@ func (o responder) delta(text string) *apiResponse {
 
 // final is the chunk that ends a stream: finish reason, usage and the
 // result's kv_transfer_params.
-func (o responder) final(res *GenResult) *apiResponse {
+func (o responder) final(res *backend.GenResult) *apiResponse {
 	var b *apiResponse
 	if o.chat {
 		b = o.body("chat.completion.chunk", []chatChoice{{Delta: &chatDelta{}, FinishReason: &res.FinishReason}})
@@ -791,4 +755,9 @@ func (o responder) final(res *GenResult) *apiResponse {
 	}
 	b.Usage, b.KV = usageOf(res), res.KV
 	return b
+}
+
+// metricsHandler serves reg at GET /metrics (instances and the proxy).
+func MetricsHandler(reg *prometheus.Registry, log *slog.Logger) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)})
 }

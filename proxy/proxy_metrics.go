@@ -1,4 +1,4 @@
-package serve
+package proxy
 
 import (
 	"net/http"
@@ -22,16 +22,19 @@ type proxyMetrics struct {
 	broken     prometheus.Counter
 }
 
+// proxySecondsBuckets: 50us to 30s, exponential (the instances' too).
+var proxySecondsBuckets = prometheus.ExponentialBucketsRange(50e-6, 30, 24)
+
 // ProxyAbortResults are the values of hybridxfer_proxy_hold_aborts_total's
 // result label.
-var ProxyAbortResults = []string{"sent", "failed"}
+var AbortResults = []string{"sent", "failed"}
 
 func newProxyMetrics(reg *prometheus.Registry, p *Proxy) *proxyMetrics {
 	m := &proxyMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hybridxfer_proxy_requests_total",
 			Help: "Generation requests the proxy answered, by HTTP status."}, []string{"status"}),
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hybridxfer_proxy_request_seconds",
-			Help: "Time from a generation request's arrival at the proxy to the end of its answer.", Buckets: secondsBuckets}),
+			Help: "Time from a generation request's arrival at the proxy to the end of its answer.", Buckets: proxySecondsBuckets}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "hybridxfer_proxy_requests_in_flight",
 			Help: "Generation requests the proxy is serving now."}),
 		exclusions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hybridxfer_proxy_upstream_exclusions_total",
@@ -43,7 +46,7 @@ func newProxyMetrics(reg *prometheus.Registry, p *Proxy) *proxyMetrics {
 		broken: prometheus.NewCounter(prometheus.CounterOpts{Name: "hybridxfer_proxy_responses_broken_total",
 			Help: "Decode answers that broke off after the status was sent."}),
 	}
-	for _, r := range ProxyAbortResults {
+	for _, r := range AbortResults {
 		m.aborts.WithLabelValues(r)
 	}
 	for _, r := range []string{sidePrefill, sideDecode} {
@@ -69,9 +72,9 @@ func (m *proxyMetrics) abort(ok bool) {
 	if m == nil {
 		return
 	}
-	r := ProxyAbortResults[1]
+	r := AbortResults[1]
 	if ok {
-		r = ProxyAbortResults[0]
+		r = AbortResults[0]
 	}
 	m.aborts.WithLabelValues(r).Inc()
 }
