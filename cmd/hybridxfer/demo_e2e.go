@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,11 +17,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
-	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/openai"
+
+	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/zmqchan"
@@ -31,6 +34,9 @@ import (
 type proc struct {
 	name string
 	cmd  *exec.Cmd
+	tail *tailWriter   // the last lines it wrote to stderr
+	done chan struct{} // closed once it has exited
+	err  error         // its exit status, set before done closes
 }
 
 func startProc(ctx context.Context, name string, args ...string) (*proc, error) {
@@ -38,32 +44,66 @@ func startProc(ctx context.Context, name string, args ...string) (*proc, error) 
 	if err != nil {
 		return nil, err
 	}
+	p := &proc{name: name, tail: &tailWriter{max: 4 << 10}, done: make(chan struct{})}
 	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Env = workerEnv()
 	cmd.Stdout = io.Discard
-	cmd.Stderr = &prefixWriter{prefix: "[" + name + "] ", w: os.Stderr}
+	cmd.Stderr = io.MultiWriter(&prefixWriter{prefix: "[" + name + "] ", w: os.Stderr}, p.tail)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	return &proc{name: name, cmd: cmd}, nil
+	p.cmd = cmd
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	return p, nil
 }
 
 func (p *proc) stop() {
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.done:
 	case <-time.After(10 * time.Second):
 		p.cmd.Process.Kill()
-		<-done
+		<-p.done
 	}
 }
 
-// waitHealthy polls url/health until it answers 200.
-func waitHealthy(ctx context.Context, url string) error {
-	deadline := time.Now().Add(60 * time.Second)
+// tailWriter keeps the last max bytes written to it.
+type tailWriter struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *tailWriter) Write(b []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, b...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(b), nil
+}
+
+func (t *tailWriter) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}
+
+// healthWait bounds how long an instance may take to answer /health: a
+// loaded 2-core machine starting three processes at once needs tens of
+// seconds.
+const healthWait = 2 * time.Minute
+
+// errExited is waitHealthy's answer when the process exited before it was
+// healthy: no point polling a dead process.
+var errExited = errors.New("hybridxfer: process exited before it was healthy")
+
+// waitHealthy polls url/health until it answers 200, healthWait passes,
+// ctx ends or exited (the process's exit; nil for none) closes.
+func waitHealthy(ctx context.Context, url string, exited <-chan struct{}) error {
+	deadline := time.Now().Add(healthWait)
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/health", nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -74,11 +114,13 @@ func waitHealthy(ctx context.Context, url string) error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not healthy after 60s (last error: %v)", url, err)
+			return fmt.Errorf("%s not healthy after %v (last error: %v)", url, healthWait, err)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-exited:
+			return fmt.Errorf("%s: %w", url, errExited)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -129,7 +171,33 @@ func demoKeys() (dir string, prefill, decode, proxy []string, err error) {
 	return dir, prefill, decode, cluster, nil
 }
 
+// clusterAttempts is how often startDemoCluster picks fresh ports when
+// one it picked was taken before its process bound it (the ports are
+// free when picked, but another program on the machine may take one
+// before the child starts).
+const clusterAttempts = 3
+
+// startDemoCluster starts prefill, decode and proxy and waits until each
+// is healthy; a process that exits first fails it with that process's
+// last log lines, or, when its port was taken meanwhile, starts over on
+// fresh ports.
 func startDemoCluster(ctx context.Context, model string, pTP, dTP int, seed uint64, extra []string) (*demoCluster, error) {
+	for attempt := 1; ; attempt++ {
+		c, err := startDemoClusterOnce(ctx, model, pTP, dTP, seed, extra)
+		var taken *portTakenError
+		if err == nil || !errors.As(err, &taken) || attempt == clusterAttempts {
+			return c, err
+		}
+		fmt.Fprintf(os.Stderr, "%s lost its port to another program; starting over on fresh ports\n", taken.name)
+	}
+}
+
+// portTakenError says a child could not bind the port picked for it.
+type portTakenError struct{ name string }
+
+func (e *portTakenError) Error() string { return e.name + ": port taken" }
+
+func startDemoClusterOnce(ctx context.Context, model string, pTP, dTP int, seed uint64, extra []string) (*demoCluster, error) {
 	ports := make([]int, 3)
 	for i := range ports {
 		p, err := freePort()
@@ -169,10 +237,18 @@ func startDemoCluster(ctx context.Context, model string, pTP, dTP int, seed uint
 		}
 		c.procs = append(c.procs, p)
 	}
-	for _, u := range []string{c.prefill, c.decode, c.proxy} {
-		if err := waitHealthy(ctx, u); err != nil {
+	for i, u := range []string{c.prefill, c.decode, c.proxy} {
+		p := c.procs[i]
+		if err := waitHealthy(ctx, u, p.done); err != nil {
 			c.stop()
-			return nil, err
+			if !errors.Is(err, errExited) {
+				return nil, err
+			}
+			log := p.tail.String()
+			if strings.Contains(log, "address already in use") {
+				return nil, &portTakenError{name: p.name}
+			}
+			return nil, fmt.Errorf("%s %w (%v); its last log lines:\n%s", p.name, errExited, p.err, log)
 		}
 	}
 	return c, nil

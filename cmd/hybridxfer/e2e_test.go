@@ -61,7 +61,7 @@ func TestEndToEnd(t *testing.T) {
 		exited <- cmd.Wait()
 	}()
 	proxy := fmt.Sprintf("http://127.0.0.1:%d", port)
-	if err := waitHealthy(ctx, proxy); err != nil {
+	if err := waitHealthy(ctx, proxy, nil); err != nil {
 		cmd.Process.Kill()
 		t.Fatal(err)
 	}
@@ -146,7 +146,11 @@ func TestDemoBatch(t *testing.T) {
 			cmd.Env = workerEnv()
 			out, err := cmd.Output()
 			if err != nil {
-				t.Fatalf("%v: %v\n%s", tc.args, err, out)
+				var stderr []byte
+				if ee, ok := err.(*exec.ExitError); ok {
+					stderr = ee.Stderr // the end of the demo's and its children's logs
+				}
+				t.Fatalf("%v: %v\n%s\nstderr:\n%s", tc.args, err, out, stderr)
 			}
 			if !strings.Contains(string(out), "matched 8") || !strings.Contains(string(out), "OK: every answer") || !strings.Contains(string(out), tc.want) {
 				t.Fatalf("%v output:\n%s", tc.args, out)

@@ -41,7 +41,7 @@ func (f *fleet) start(in *instance, extra ...string) {
 	in.cmd = cmd
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := waitHealthy(ctx, in.url); err != nil {
+	if err := waitHealthy(ctx, in.url, nil); err != nil {
 		f.t.Fatalf("%s: %v", in.name, err)
 	}
 }
