@@ -595,10 +595,6 @@ func lastNonNull(t []int) int {
 // StagingBytes 0.
 const defaultStagingBytes = 64 << 20
 
-// computeChunk is how many positions the model computes between two looks
-// at the request's context.
-const computeChunk = 32
-
 // compute allocates for positions [from, to) of tokens, runs them and
 // commits them, in steps that end at recurrent block boundaries where the
 // recurrent mode keeps states there (stepEnd); the first allocation
@@ -650,10 +646,10 @@ func (e *Engine) computeStep(ctx context.Context, id hma.ReqID, tokens []uint32,
 	if src != nil {
 		err = refmodel.CopyRecurrent(e.spec, src, st)
 	}
-	for at := from; at < to && err == nil; at += computeChunk {
-		if err = ctx.Err(); err == nil {
-			next, err = e.model.Prefill(st, tokens, at, min(at+computeChunk, to))
-		}
+	if err == nil {
+		// One call for the step, so the model reads each earlier
+		// position's state once (it looks at ctx every 32 positions).
+		next, err = e.model.PrefillContext(ctx, st, tokens, from, to)
 	}
 	e.computeMu.Unlock()
 	if err != nil {

@@ -65,4 +65,13 @@
 // on a RankStore over P's memories, the planner moving bytes, and the same
 // model on a RankStore over D's memories; Snapshot and Diff compare final
 // states by coordinates, CopyState is the naive coordinate-wise transfer.
+//
+// Within one call (Prefill, PrefillContext, Generate) consecutive
+// positions share a run cache (runcache.go): each earlier position's
+// per-token state is read from the store once per call and recurrent
+// state is written back once at the end, with the same bits as
+// position-by-position Forward calls (TestOutputsUnchanged holds every
+// preset to digests recorded before the cache existed). Attention sums
+// four keys (dots) or four output values (attend) at a time, each its
+// own chain in the original order. BenchmarkPrefill measures it.
 package refmodel

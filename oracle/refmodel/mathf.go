@@ -80,23 +80,67 @@ func expNeg(x float32) float32 {
 	return y
 }
 
+// dots sets out[j] = dot(q, keys[j]) for every j: the same sums in the
+// same index order (so the same bits), four keys at a time so that four
+// independent additions are in flight instead of one chain.
+func dots(q []float32, keys [][]float32, out []float32) {
+	n := len(q)
+	j := 0
+	for ; j+4 <= len(keys); j += 4 {
+		k0, k1, k2, k3 := keys[j][:n], keys[j+1][:n], keys[j+2][:n], keys[j+3][:n]
+		var s0, s1, s2, s3 float32
+		for i, qi := range q {
+			s0 += float32(qi * k0[i])
+			s1 += float32(qi * k1[i])
+			s2 += float32(qi * k2[i])
+			s3 += float32(qi * k3[i])
+		}
+		out[j], out[j+1], out[j+2], out[j+3] = s0, s1, s2, s3
+	}
+	for ; j < len(keys); j++ {
+		out[j] = dot(q, keys[j])
+	}
+}
+
 // attend returns the softmax(scores)-weighted average of vals, with
-// weights expNeg(score - max score), accumulated in order.
-func attend(scores []float32, vals [][]float32, dim int) []float32 {
+// weights p_j = expNeg(score_j - max score): out[i] = (sum_j p_j·vals[j][i])
+// / sum_j p_j, each sum accumulated in j order. ps is scratch of at least
+// len(scores) values.
+func attend(scores []float32, vals [][]float32, dim int, ps []float32) []float32 {
 	m := scores[0]
 	for _, s := range scores[1:] {
 		if s > m {
 			m = s
 		}
 	}
-	out := make([]float32, dim)
+	ps = ps[:len(scores)]
 	var sum float32
 	for j, s := range scores {
 		p := expNeg(s - m)
 		sum += p
-		for i := range out {
-			out[i] += float32(p * vals[j][i])
+		ps[j] = p
+	}
+	out := make([]float32, dim)
+	// Four output values at a time, each its own chain in j order: the
+	// same additions as one value at a time.
+	i := 0
+	for ; i+4 <= dim; i += 4 {
+		var a0, a1, a2, a3 float32
+		for j, p := range ps {
+			v := vals[j][i : i+4]
+			a0 += float32(p * v[0])
+			a1 += float32(p * v[1])
+			a2 += float32(p * v[2])
+			a3 += float32(p * v[3])
 		}
+		out[i], out[i+1], out[i+2], out[i+3] = a0, a1, a2, a3
+	}
+	for ; i < dim; i++ {
+		var a float32
+		for j, p := range ps {
+			a += float32(p * vals[j][i])
+		}
+		out[i] = a
 	}
 	for i := range out {
 		out[i] /= sum

@@ -1,6 +1,8 @@
 package refmodel
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	"github.com/hybridxfer/hybridxfer/groups"
@@ -108,6 +110,12 @@ type Output struct {
 // that fails (ErrNullBlock) leaves no recurrent state changed, and
 // recomputing t rewrites the same per-token values.
 func (m *Model) Forward(s Store, t int, token uint32) (Output, error) {
+	return m.forward(s, t, token, newRunCache(s))
+}
+
+// forward is Forward with the run's cache of per-token vectors
+// (runcache.go): consecutive positions of one call share it.
+func (m *Model) forward(s Store, t int, token uint32, cache *runCache) (Output, error) {
 	if m.err != nil {
 		return Output{}, m.err
 	}
@@ -117,7 +125,7 @@ func (m *Model) Forward(s Store, t int, token uint32) (Output, error) {
 	if token >= Vocab {
 		return Output{}, fmt.Errorf("%w: %d (vocabulary %d)", ErrToken, token, Vocab)
 	}
-	st := &step{m: m, s: s, t: t}
+	st := &step{m: m, s: s, t: t, cache: cache, perToken: cache.perToken[:0], fixed: cache.fixed[:0]}
 	x := append([]float32(nil), m.embed[int(token)*Hidden:(int(token)+1)*Hidden]...)
 	// Eagle3 reads the sum of the normalized hidden states at its cut
 	// points; MTP reads the final one.
@@ -192,7 +200,7 @@ func (m *Model) Draft(s Store, t int, prev []float32, token uint32) (Output, err
 	if token >= Vocab {
 		return Output{}, fmt.Errorf("%w: %d (vocabulary %d)", ErrToken, token, Vocab)
 	}
-	st := &step{m: m, s: s, t: t}
+	st := &step{m: m, s: s, t: t, cache: newRunCache(s)}
 	var out Output
 	if err := st.draft(&out, rmsNorm(prev), token); err != nil {
 		return Output{}, err
@@ -212,18 +220,44 @@ func (m *Model) Step(s Store, t int, token uint32) (logits []float32, next uint3
 
 // Prefill computes positions [from, to) with inputs tokens[from:to]; the
 // state of [0, from) must be in s. It returns the token predicted after
-// position to-1.
+// position to-1. Each earlier position's per-token state is read from s
+// once per call (runcache.go), so the call must own s's blocks for its
+// duration.
 func (m *Model) Prefill(s Store, tokens []uint32, from, to int) (uint32, error) {
+	return m.PrefillContext(context.Background(), s, tokens, from, to)
+}
+
+// prefillCheckEvery is how many positions PrefillContext computes between
+// two looks at its context.
+const prefillCheckEvery = 32
+
+// PrefillContext is Prefill that stops with ctx's error, checked every
+// prefillCheckEvery positions. Stopped or failed, s holds the state of
+// the positions computed before that, as position-by-position Forward
+// calls would have left it; the caller ends the request.
+func (m *Model) PrefillContext(ctx context.Context, s Store, tokens []uint32, from, to int) (uint32, error) {
 	if from < 0 || to <= from || to > len(tokens) {
 		return 0, fmt.Errorf("%w: prefill [%d, %d) of %d tokens", ErrRange, from, to, len(tokens))
 	}
+	cache := newRunCache(s)
+	next, err := m.prefill(ctx, s, tokens, from, to, cache)
+	return next, errors.Join(err, cache.flush(s))
+}
+
+// prefill computes [from, to) sharing cache; the caller flushes it.
+func (m *Model) prefill(ctx context.Context, s Store, tokens []uint32, from, to int, cache *runCache) (uint32, error) {
 	var next uint32
 	for t := from; t < to; t++ {
-		_, n, err := m.Step(s, t, tokens[t])
+		if (t-from)%prefillCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+		}
+		out, err := m.forward(s, t, tokens[t], cache)
 		if err != nil {
 			return 0, fmt.Errorf("position %d: %w", t, err)
 		}
-		next = n
+		next = out.Next
 	}
 	return next, nil
 }
@@ -238,7 +272,16 @@ func (m *Model) Generate(s Store, prompt []uint32, from, n int) ([]uint32, error
 	if from < 0 || from >= len(prompt) || n < 0 {
 		return nil, fmt.Errorf("%w: generate %d tokens from position %d of a %d-token prompt", ErrRange, n, from, len(prompt))
 	}
-	next, err := m.Prefill(s, prompt, from, len(prompt))
+	cache := newRunCache(s)
+	out, err := m.generate(s, prompt, from, n, cache)
+	if err = errors.Join(err, cache.flush(s)); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (m *Model) generate(s Store, prompt []uint32, from, n int, cache *runCache) ([]uint32, error) {
+	next, err := m.prefill(context.Background(), s, prompt, from, len(prompt), cache)
 	if err != nil {
 		return nil, err
 	}
@@ -249,11 +292,11 @@ func (m *Model) Generate(s Store, prompt []uint32, from, n int) ([]uint32, error
 	out = append(out, next)
 	for len(out) < n {
 		t := len(prompt) + len(out) - 1
-		_, next, err = m.Step(s, t, out[len(out)-1])
+		o, err := m.forward(s, t, out[len(out)-1], cache)
 		if err != nil {
 			return nil, fmt.Errorf("position %d: %w", t, err)
 		}
-		out = append(out, next)
+		out = append(out, o.Next)
 	}
 	return out, nil
 }

@@ -22,16 +22,26 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 	r := l.Recurrent
 	t, C, R := st.t, w.channels, w.rows
 	u := matVec(w.in, C, h)
+	// The run's cache carries the layer's conv rows as one block and its
+	// state heads (numbered across state tensors) between positions;
+	// cached is nil when it does not (runcache.go).
+	heads := 0
+	for si := range r.States {
+		heads += r.States[si].Heads
+	}
+	cached := st.cache.recLayer(li, heads)
 	rows := make([]float32, C*R) // channel-major: rows[c*R + row]
 	if t > 0 {
-		for si, s := range r.Segments {
-			for ch := 0; ch < s.Channels(); ch++ {
-				c := w.segOff[si] + ch
-				v, err := st.read(ConvCoord(li, si, ch, 0), R)
-				if err != nil {
-					return nil, err
+		if cached != nil && cached.conv != nil {
+			copy(rows, cached.conv)
+		} else {
+			for si, s := range r.Segments {
+				for ch := 0; ch < s.Channels(); ch++ {
+					c := w.segOff[si] + ch
+					if err := st.s.Read(ConvCoord(li, si, ch, 0), rows[c*R:(c+1)*R]); err != nil {
+						return nil, st.readErr(li, err)
+					}
 				}
-				copy(rows[c*R:(c+1)*R], v)
 			}
 		}
 	}
@@ -44,16 +54,23 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 		acc := dot(wc[:R], rows[c*R:(c+1)*R]) + float32(wc[R]*u[c])
 		a[c] = softsign(acc)
 	}
-	for si, s := range r.Segments {
-		for ch := 0; ch < s.Channels(); ch++ {
-			c := w.segOff[si] + ch
-			nr := make([]float32, R)
-			copy(nr, rows[c*R+1:(c+1)*R])
-			nr[R-1] = u[c]
-			st.fixed = append(st.fixed, pending{ConvCoord(li, si, ch, 0), nr})
+	next := make([]float32, C*R) // the rows shifted up, u the newest
+	for c := 0; c < C; c++ {
+		copy(next[c*R:(c+1)*R-1], rows[c*R+1:(c+1)*R])
+		next[c*R+R-1] = u[c]
+	}
+	upd := recUpdate{layer: cached, conv: next, states: make([][]float32, heads)}
+	through := !st.cache.carrying()
+	if through {
+		for si, s := range r.Segments {
+			for ch := 0; ch < s.Channels(); ch++ {
+				c := w.segOff[si] + ch
+				st.fixed = append(st.fixed, pending{c: ConvCoord(li, si, ch, 0), v: next[c*R : (c+1)*R]})
+			}
 		}
 	}
 	out := matVec(w.o, Hidden, a)
+	k := 0
 	for si := range r.States {
 		s := &r.States[si]
 		sw := &w.states[si]
@@ -61,11 +78,11 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 		for hd := 0; hd < s.Heads; hd++ {
 			S := make([]float32, sw.d1*sw.d2)
 			if t > 0 {
-				v, err := st.read(StateCoord(li, si, hd), len(S))
-				if err != nil {
-					return nil, err
+				if cached != nil && cached.states[k+hd] != nil {
+					copy(S, cached.states[k+hd])
+				} else if err := st.s.Read(StateCoord(li, si, hd), S); err != nil {
+					return nil, st.readErr(li, err)
 				}
-				S = v
 			}
 			f := make([]float32, stateFeatures)
 			start := hd * C / s.Heads
@@ -73,9 +90,19 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 				f[j] = a[(start+j)%C]
 			}
 			ys = append(ys, update(w.rule, &sw.heads[hd], sw.d1, sw.d2, S, f, h)...)
-			st.fixed = append(st.fixed, pending{StateCoord(li, si, hd), S})
+			upd.states[k+hd] = S
+			if through {
+				st.fixed = append(st.fixed, pending{c: StateCoord(li, si, hd), v: S})
+			}
 		}
+		k += s.Heads
 		addInto(out, matVec(sw.o, Hidden, ys))
+	}
+	if cached != nil {
+		if cached.convAt == nil {
+			cached.setCoords(li, r, w.segOff, R)
+		}
+		st.recUpdates = append(st.recUpdates, upd)
 	}
 	return out, nil
 }

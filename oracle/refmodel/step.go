@@ -15,6 +15,9 @@ type step struct {
 	t        int
 	perToken []pending
 	fixed    []pending // recurrent state
+	cache    *runCache // per-token vectors of this run (runcache.go)
+	// recUpdates: the recurrent state this position leaves, for the cache.
+	recUpdates []recUpdate
 }
 
 type pending struct {
@@ -25,20 +28,39 @@ type pending struct {
 func (st *step) read(c oracle.Coord, n int) ([]float32, error) {
 	v := make([]float32, n)
 	if err := st.s.Read(c, v); err != nil {
-		return nil, fmt.Errorf("layer %d (%s): %w", c.Layer, st.m.spec.Layers[c.Layer].Name, err)
+		return nil, st.readErr(c.Layer, err)
 	}
 	return v, nil
 }
 
+func (st *step) readErr(li int, err error) error {
+	return fmt.Errorf("layer %d (%s): %w", li, st.m.spec.Layers[li].Name, err)
+}
+
+// commit writes position t's state: per-token vectors through to the
+// store (and into the run's cache); recurrent state through to the store
+// on the run's first position (or a store the cache does not carry it
+// for) and into the cache (runcache.go). The values are not modified
+// afterwards, so the cache keeps them without copying.
 func (st *step) commit() error {
-	for _, list := range [][]pending{st.perToken, st.fixed} {
-		for _, p := range list {
-			if err := st.s.Write(p.c, p.v); err != nil {
-				return fmt.Errorf("layer %d (%s) position %d: %w", p.c.Layer, st.m.spec.Layers[p.c.Layer].Name, st.t, err)
-			}
+	for _, p := range st.perToken {
+		if err := st.s.Write(p.c, p.v); err != nil {
+			return st.writeErr(p, err)
+		}
+		st.cache.col(p.c).put(p.c.Pos, p.v)
+	}
+	for _, p := range st.fixed {
+		if err := st.s.Write(p.c, p.v); err != nil {
+			return st.writeErr(p, err)
 		}
 	}
+	st.cache.apply(st.recUpdates, len(st.fixed) > 0)
+	st.cache.perToken, st.cache.fixed = st.perToken[:0], st.fixed[:0]
 	return nil
+}
+
+func (st *step) writeErr(p pending, err error) error {
+	return fmt.Errorf("layer %d (%s) position %d: %w", p.c.Layer, st.m.spec.Layers[p.c.Layer].Name, st.t, err)
 }
 
 // stack runs layers as residual blocks on x, in place: a decoder layer is
@@ -130,38 +152,42 @@ func (st *step) attention(li int, l *groups.Layer, w *attnWeights, h []float32) 
 		q := matVec(w.q[g], d, h)
 		kq, ks := quantize(matVec(w.k[g], d, h), a.Scales)
 		vq, vs := quantize(matVec(w.v[g], dv, h), a.Scales)
-		scores := make([]float32, 0, t-lo+1)
-		vals := make([][]float32, 0, t-lo+1)
+		keys, vals := st.cache.keys[:0], st.cache.vals[:0]
+		kcol, vcol := st.cache.col(KCoord(li, g, 0)), st.cache.col(VCoord(li, g, 0))
+		var kscol, vscol *column
+		if a.Scales {
+			kscol, vscol = st.cache.col(ScaleCoord(li, g, 0, false)), st.cache.col(ScaleCoord(li, g, 0, true))
+		}
 		for j := lo; j < t; j++ {
-			k, err := st.read(KCoord(li, g, j), d)
+			k, err := st.readVia(kcol, KCoord(li, g, j), d)
 			if err != nil {
 				return nil, err
 			}
-			v, err := st.read(VCoord(li, g, j), dv)
+			v, err := st.readVia(vcol, VCoord(li, g, j), dv)
 			if err != nil {
 				return nil, err
 			}
 			sk, sv := float32(1), float32(1)
 			if a.Scales {
-				x, err := st.read(ScaleCoord(li, g, j, false), 1)
+				x, err := st.readVia(kscol, ScaleCoord(li, g, j, false), 1)
 				if err != nil {
 					return nil, err
 				}
-				y, err := st.read(ScaleCoord(li, g, j, true), 1)
+				y, err := st.readVia(vscol, ScaleCoord(li, g, j, true), 1)
 				if err != nil {
 					return nil, err
 				}
 				sk, sv = x[0], y[0]
 			}
-			scores = append(scores, dot(q, dequantize(k, sk, a.Scales))*w.scale)
+			keys = append(keys, dequantize(k, sk, a.Scales))
 			vals = append(vals, dequantize(v, sv, a.Scales))
 		}
-		scores = append(scores, dot(q, dequantize(kq, ks, a.Scales))*w.scale)
+		keys = append(keys, dequantize(kq, ks, a.Scales))
 		vals = append(vals, dequantize(vq, vs, a.Scales))
-		cat = append(cat, attend(scores, vals, dv)...)
-		st.perToken = append(st.perToken, pending{KCoord(li, g, t), kq}, pending{VCoord(li, g, t), vq})
+		cat = append(cat, st.softmaxAttend(q, keys, vals, w.scale, dv)...)
+		st.perToken = append(st.perToken, pending{c: KCoord(li, g, t), v: kq}, pending{c: VCoord(li, g, t), v: vq})
 		if a.Scales {
-			st.perToken = append(st.perToken, pending{ScaleCoord(li, g, t, false), []float32{ks}}, pending{ScaleCoord(li, g, t, true), []float32{vs}})
+			st.perToken = append(st.perToken, pending{c: ScaleCoord(li, g, t, false), v: []float32{ks}}, pending{c: ScaleCoord(li, g, t, true), v: []float32{vs}})
 		}
 	}
 	return matVec(w.o, Hidden, cat), nil
@@ -176,18 +202,39 @@ func (st *step) tokenAttention(li int, l *groups.Layer, w *tokenWeights, h []flo
 	lo := l.LiveStart(t)
 	q := matVec(w.q, w.n, h)
 	c := matVec(w.c, w.n, h)
-	scores := make([]float32, 0, t-lo+1)
-	vals := make([][]float32, 0, t-lo+1)
+	keys, vals := st.cache.keys[:0], st.cache.vals[:0]
+	col := st.cache.col(TokenCoord(li, 0))
 	for j := lo; j < t; j++ {
-		v, err := st.read(TokenCoord(li, j), w.n)
+		v, err := st.readVia(col, TokenCoord(li, j), w.n)
 		if err != nil {
 			return nil, err
 		}
-		scores = append(scores, dot(q, v)*w.scale)
+		keys = append(keys, v)
 		vals = append(vals, v[:w.nv])
 	}
-	scores = append(scores, dot(q, c)*w.scale)
+	keys = append(keys, c)
 	vals = append(vals, c[:w.nv])
-	st.perToken = append(st.perToken, pending{TokenCoord(li, t), c})
-	return matVec(w.o, Hidden, attend(scores, vals, w.nv)), nil
+	st.perToken = append(st.perToken, pending{c: TokenCoord(li, t), v: c})
+	return matVec(w.o, Hidden, st.softmaxAttend(q, keys, vals, w.scale, w.nv)), nil
+}
+
+// softmaxAttend returns attend over scores dot(q, keys[j])·scale and vals
+// (dim values each), on the run's scratch buffers, which it keeps for the
+// next call.
+func (st *step) softmaxAttend(q []float32, keys, vals [][]float32, scale float32, dim int) []float32 {
+	tc := st.cache
+	if cap(tc.scores) < len(keys) {
+		tc.scores = make([]float32, len(keys), 2*len(keys))
+		tc.ps = make([]float32, len(keys), 2*len(keys))
+	}
+	scores := tc.scores[:len(keys)]
+	dots(q, keys, scores)
+	for j := range scores {
+		scores[j] *= scale
+	}
+	out := attend(scores, vals, dim, tc.ps[:len(keys)])
+	clear(keys)
+	clear(vals)
+	tc.keys, tc.vals = keys[:0], vals[:0]
+	return out
 }

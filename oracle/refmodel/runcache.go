@@ -1,0 +1,208 @@
+package refmodel
+
+import (
+	"fmt"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/oracle"
+)
+
+// runCache carries state between the consecutive positions of one run
+// (a Prefill or Generate call), so that position t does not read every
+// earlier position's state from the store again: a prefill of n
+// positions reads O(n) vectors from the store, not O(n²), and writes the
+// recurrent state once, not n times.
+//
+// Per-token vectors (K, V, their scales, MLA and indexer vectors) are
+// kept write-through: a value enters the cache only after the store
+// accepted it or returned it on a read, and later reads of that position
+// come from the cache. That is exact: a per-token coordinate is the
+// store's own (a SlotStore view routes only recurrent state), and every
+// store writes float32 bits and reads them back unchanged.
+//
+// Recurrent state (conv rows, state heads) is carried only on a store
+// known to read back what it wrote at the same coordinate (RankStore,
+// MapStore; not a slot view, which reads one slot and writes another),
+// and write-back: the run's first position writes it through to the store
+// (so a write the store refuses fails where it always did), later
+// positions keep it in the cache, and flush writes the newest values once
+// when the run ends, with or without an error. Every position writes the
+// same recurrent coordinates, so after flush the store holds exactly what
+// position-by-position writes would have left.
+//
+// What the cache cannot see is another writer changing the store during
+// the run: the caller owns the request's blocks for the call.
+type runCache struct {
+	cols map[colKey]*column
+	// recOK: the store round-trips recurrent state; wrote: a position of
+	// this run has written its recurrent state through; dirty: rec holds
+	// values the store does not.
+	recOK, wrote, dirty bool
+	// perToken, fixed: the pending lists of the run's positions, reused
+	// (a step's lists are dead once it committed).
+	perToken, fixed []pending
+	// keys, vals, scores, ps: attention's scratch, reused likewise.
+	keys, vals [][]float32
+	scores, ps []float32
+	// rec[layer]: the newest recurrent state of each recurrent layer.
+	rec []*recLayer
+}
+
+// recLayer is one recurrent layer's newest state in a run.
+type recLayer struct {
+	conv    []float32      // all channels' rows, channel-major; nil until set
+	convAt  []oracle.Coord // per channel, its coordinate (for flush)
+	rows    int
+	states  [][]float32 // per state head, numbered across state tensors
+	stateAt []oracle.Coord
+}
+
+// setCoords records the coordinates of layer li's conv channels and
+// state heads, in the numbering step.recurrent uses.
+func (rl *recLayer) setCoords(li int, r *groups.RecurrentSpec, segOff []int, rows int) {
+	rl.rows = rows
+	n := 0
+	for _, s := range r.Segments {
+		n += s.Channels()
+	}
+	rl.convAt = make([]oracle.Coord, n)
+	for si, s := range r.Segments {
+		for ch := 0; ch < s.Channels(); ch++ {
+			rl.convAt[segOff[si]+ch] = ConvCoord(li, si, ch, 0)
+		}
+	}
+	rl.stateAt = rl.stateAt[:0]
+	for si := range r.States {
+		for hd := 0; hd < r.States[si].Heads; hd++ {
+			rl.stateAt = append(rl.stateAt, StateCoord(li, si, hd))
+		}
+	}
+}
+
+// recUpdate is the recurrent state one position leaves in one layer.
+type recUpdate struct {
+	layer  *recLayer
+	conv   []float32
+	states [][]float32
+}
+
+// colKey names one column: a layer's part and head (Index), every position.
+type colKey struct {
+	layer int
+	part  oracle.Part
+	index int
+}
+
+// column holds vectors by position; nil where not yet seen.
+type column struct{ at [][]float32 }
+
+// newRunCache returns an empty cache for a run on s.
+func newRunCache(s Store) *runCache {
+	tc := &runCache{cols: map[colKey]*column{}}
+	switch s.(type) {
+	case *RankStore, *MapStore:
+		tc.recOK = true
+	}
+	return tc
+}
+
+// recLayer returns layer li's state in the run (heads state heads),
+// creating it; nil when the cache does not carry recurrent state.
+func (tc *runCache) recLayer(li, heads int) *recLayer {
+	if !tc.recOK {
+		return nil
+	}
+	if li >= len(tc.rec) {
+		tc.rec = append(tc.rec, make([]*recLayer, li+1-len(tc.rec))...)
+	}
+	if tc.rec[li] == nil {
+		tc.rec[li] = &recLayer{states: make([][]float32, heads)}
+	}
+	return tc.rec[li]
+}
+
+// carrying reports whether a position's recurrent state goes to the cache
+// only (the run's first position has written it through).
+func (tc *runCache) carrying() bool { return tc.recOK && tc.wrote }
+
+// apply records a committed position's recurrent state; wroteThrough
+// says the store has it too (else the cache holds what the store lacks).
+func (tc *runCache) apply(ups []recUpdate, wroteThrough bool) {
+	for _, u := range ups {
+		u.layer.conv = u.conv
+		copy(u.layer.states, u.states)
+	}
+	if len(ups) == 0 {
+		return
+	}
+	if !wroteThrough {
+		tc.dirty = true
+	}
+	tc.wrote = true
+}
+
+// flush writes the recurrent state the store does not hold yet, layer by
+// layer: conv channels, then state heads.
+func (tc *runCache) flush(s Store) error {
+	if !tc.dirty {
+		return nil
+	}
+	for _, rl := range tc.rec {
+		if rl == nil || rl.conv == nil {
+			continue
+		}
+		R := rl.rows
+		for c, at := range rl.convAt {
+			if err := s.Write(at, rl.conv[c*R:(c+1)*R]); err != nil {
+				return fmt.Errorf("recurrent state %+v: %w", at, err)
+			}
+		}
+		for k, at := range rl.stateAt {
+			if err := s.Write(at, rl.states[k]); err != nil {
+				return fmt.Errorf("recurrent state %+v: %w", at, err)
+			}
+		}
+	}
+	tc.dirty = false
+	return nil
+}
+
+// col returns the column of c (its Pos is ignored), creating it.
+func (tc *runCache) col(c oracle.Coord) *column {
+	k := colKey{c.Layer, c.Part, c.Index}
+	col := tc.cols[k]
+	if col == nil {
+		col = &column{}
+		tc.cols[k] = col
+	}
+	return col
+}
+
+func (col *column) get(pos int) []float32 {
+	if pos < len(col.at) {
+		return col.at[pos]
+	}
+	return nil
+}
+
+func (col *column) put(pos int, v []float32) {
+	if pos >= len(col.at) {
+		col.at = append(col.at, make([][]float32, pos+1-len(col.at))...)
+	}
+	col.at[pos] = v
+}
+
+// readVia returns c's vector of n values from col, reading the store on a
+// miss. The returned slice is shared with the cache: callers do not
+// modify it.
+func (st *step) readVia(col *column, c oracle.Coord, n int) ([]float32, error) {
+	if v := col.get(c.Pos); v != nil {
+		return v, nil
+	}
+	v, err := st.read(c, n)
+	if err != nil {
+		return nil, err
+	}
+	col.put(c.Pos, v)
+	return v, nil
+}
