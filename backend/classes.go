@@ -23,6 +23,7 @@ var errorClasses = []struct {
 	{ErrWrongRole, 400, "invalid_request_error", "wrong_role"},
 	{ErrOverloaded, 503, "overloaded_error", "overloaded"},
 	{ErrShuttingDown, 503, "unavailable_error", "shutting_down"},
+	{ErrDraining, 503, "unavailable_error", "draining"},
 	{ErrKVLoad, 502, "kv_transfer_error", "kv_load_failed"},
 	{ErrPeer, 502, "kv_transfer_error", "peer_unreachable"},
 	{context.Canceled, StatusClientClosedRequest, "client_closed_request", "canceled"},

@@ -100,6 +100,19 @@ type HoldAborter interface {
 	AbortHold(id, grant string) error
 }
 
+// Drainer is implemented by backends that drain for scale-down: after
+// BeginDrain, Ready and Generate answer ErrDraining (a 503 the proxy
+// routes around) while the requests in flight finish; WaitDrained
+// returns once none is left and, on a prefill instance, every held lease
+// is released or expired (or ctx ends, with what is still held).
+type Drainer interface {
+	BeginDrain()
+	// Draining is closed once BeginDrain was called (by a signal or POST
+	// /admin/drain), so whoever runs the backend can wait and exit.
+	Draining() <-chan struct{}
+	WaitDrained(ctx context.Context) error
+}
+
 // Sentinel errors of the engine, mapped to HTTP statuses by the API layer.
 var (
 	ErrBadRequest   = errors.New("backend: bad request")            // 400
@@ -108,6 +121,9 @@ var (
 	ErrPeer         = errors.New("backend: peer unreachable")       // 502
 	ErrWrongRole    = errors.New("backend: wrong role for request") // 400
 	ErrShuttingDown = errors.New("backend: shutting down")          // 503
+	// ErrDraining: the instance is draining for scale-down and takes no
+	// new request (503; nothing was done, another instance may take it).
+	ErrDraining = errors.New("backend: draining") // 503
 	// ErrGrant: kv_transfer_params whose grant does not open, verify or
 	// match the params and the prompt (400, naming the field).
 	ErrGrant = errors.New("backend: kv_transfer_params refused")

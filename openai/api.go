@@ -253,6 +253,9 @@ type HandlerOptions struct {
 //	GET  /health               200 when b.Ready() is nil, else 503
 //	POST /v1/kv/abort          release the state held for {"remote_request_id", "remote_grant"}
 //	                           at once (b must be a HoldAborter: else 501)
+//	POST /admin/drain          begin draining for scale-down (b must be a backend.Drainer:
+//	                           else 501): /health turns 503 at once, new requests 503
+//	                           draining, those in flight finish; 202 {"status":"draining"}
 //	GET  /metrics              reg in the Prometheus text format (when reg is not nil)
 //	GET  /debug/pools, /debug/leases, /debug/peers, /debug/requests/{id}
 //	                           JSON snapshots (when b is an Inspector; debug.go)
@@ -272,8 +275,8 @@ func NewHandler(b backend.Backend, reg *prometheus.Registry, log *slog.Logger) h
 // NewHandlerWithOptions is NewHandler with API keys and the internal
 // token of o (auth.go): with o.APIKeys every request but GET /health and
 // GET /metrics needs a key (401 invalid_api_key) or the internal token;
-// with o.InternalToken, kv_transfer_params and POST /v1/kv/abort need the
-// token (403 internal_only).
+// with o.InternalToken, kv_transfer_params, POST /v1/kv/abort and POST
+// /admin/drain need the token (403 internal_only).
 func NewHandlerWithOptions(b backend.Backend, reg *prometheus.Registry, log *slog.Logger, o HandlerOptions) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -286,6 +289,7 @@ func NewHandlerWithOptions(b backend.Backend, reg *prometheus.Registry, log *slo
 	RouteMethod(mux, http.MethodGet, "/v1/models", http.HandlerFunc(h.models))
 	RouteMethod(mux, http.MethodGet, "/health", http.HandlerFunc(h.health))
 	RouteMethod(mux, http.MethodPost, "/v1/kv/abort", http.HandlerFunc(h.abortHold))
+	RouteMethod(mux, http.MethodPost, "/admin/drain", http.HandlerFunc(h.drain))
 	if reg != nil {
 		RouteMethod(mux, http.MethodGet, "/metrics", MetricsHandler(reg, log))
 	}
@@ -322,10 +326,35 @@ func NotFound(w http.ResponseWriter, r *http.Request) {
 
 func (h *apiHandler) health(w http.ResponseWriter, _ *http.Request) {
 	if err := h.b.Ready(); err != nil {
-		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+		status := "unavailable"
+		if errors.Is(err, backend.ErrDraining) {
+			status = "draining"
+		}
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": status, "reason": err.Error()})
 		return
 	}
 	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// drain begins the backend's drain (POST /admin/drain, internal token).
+func (h *apiHandler) drain(w http.ResponseWriter, r *http.Request) {
+	if e := h.auth.requireInternal(r, ""); e != nil {
+		h.reject(w, r, r.Header.Get(HeaderRequestID), e)
+		return
+	}
+	d, ok := h.b.(backend.Drainer)
+	if !ok {
+		h.reject(w, r, r.Header.Get(HeaderRequestID), &APIError{
+			Status:  http.StatusNotImplemented,
+			Message: "this backend cannot drain",
+			Type:    "invalid_request_error",
+			Code:    "not_implemented",
+		})
+		return
+	}
+	d.BeginDrain()
+	h.log.Info("drain requested", "remote", r.RemoteAddr)
+	WriteJSON(w, http.StatusAccepted, map[string]string{"status": "draining"})
 }
 
 func (h *apiHandler) models(w http.ResponseWriter, _ *http.Request) {

@@ -182,12 +182,12 @@ func errAPIKey(missing bool) *APIError {
 }
 
 // errInternalOnly is the 403 of kv_transfer_params (param
-// "kv_transfer_params") or of POST /v1/kv/abort (param "") without the
-// internal token.
-func errInternalOnly(param string) *APIError {
+// "kv_transfer_params") or of an internal path such as POST /v1/kv/abort
+// or POST /admin/drain (param "", path r's) without the internal token.
+func errInternalOnly(r *http.Request, param string) *APIError {
 	msg := "kv_transfer_params are accepted only from the cluster's proxy (" + HeaderInternal + ")"
 	if param == "" {
-		msg = "POST /v1/kv/abort is accepted only from the cluster's proxy (" + HeaderInternal + ")"
+		msg = r.Method + " " + r.URL.Path + " is accepted only with the cluster's internal token (" + HeaderInternal + ")"
 	}
 	return &APIError{
 		Status:  http.StatusForbidden,
@@ -226,5 +226,5 @@ func (a *Authenticator) requireInternal(r *http.Request, param string) *APIError
 	if !a.hasInternal || a.internalOK(r) {
 		return nil
 	}
-	return errInternalOnly(param)
+	return errInternalOnly(r, param)
 }

@@ -47,17 +47,22 @@ const (
 // answer, and streams the decode instance's response back as it arrives.
 // Both hops carry the same X-Request-Id.
 //
-// Instances of each role are chosen round robin among those not excluded.
-// An instance is excluded when a connection to it fails or its /health
-// probe fails; a background checker probes every instance each
-// HealthInterval and re-admits an excluded one once its /health is 200.
-// A prefill leg that fails (connection failure, 5xx, or a bad answer) is
-// retried on another prefill instance, each at most once per request; a
-// 4xx from P is the client's answer. Decode legs are not retried (P
-// prepared its state for one D); when one fails, or the client goes away
-// before D's answer is complete, the proxy sends POST /v1/kv/abort to the
-// P that prefilled, so P releases the request's state at once instead of
-// at lease expiry. With no instance of a role available the answer is 503.
+// Instances of each role are chosen by least outstanding requests (this
+// proxy's own in-flight counts) among those not excluded, ties round robin
+// with the roles' starts offset so equal loads walk every (P, D) pair.
+// An instance is excluded when a connection to it fails, its /health
+// probe fails, or it answers 503 draining or shutting_down; a background
+// checker probes every instance each HealthInterval and re-admits an
+// excluded one once its /health is 200. A prefill leg that fails
+// (connection failure, 5xx, or a bad answer) is retried on another
+// prefill instance, each at most once per request; a 4xx from P is the
+// client's answer. A decode leg is retried on another decode instance
+// only when D refused with 503 draining or shutting_down (it did nothing:
+// P's hold is untouched); when one fails otherwise, or the client goes
+// away before D's answer is complete, the proxy sends POST /v1/kv/abort to
+// the P that prefilled, so P releases the request's state at once instead
+// of at lease expiry. With no instance of a role available the answer is
+// 503.
 //
 // GET /health is 200 when every instance's /health is, else 503 listing
 // the unhealthy ones; GET /v1/models is answered by a decode instance.
@@ -72,7 +77,7 @@ const (
 // ProxyOptions.InternalToken as X-Hybridxfer-Internal instead (auth.go).
 type Proxy struct {
 	prefill, decode []*upstream
-	nextP, nextD    atomic.Uint64
+	next            atomic.Uint64 // requests so far: where each starts (routeStarts)
 	client          *http.Client
 	log             *slog.Logger
 	mux             *http.ServeMux
@@ -126,6 +131,7 @@ type upstream struct {
 	idx  int    // index in its role's list
 
 	excluded atomic.Bool
+	inflight atomic.Int64 // requests this proxy has sent it that have not finished
 	mu       sync.Mutex
 	seq      uint64 // exclusions so far: a probe re-admits only if none happened since it began
 }
@@ -224,19 +230,41 @@ func checkUpstreams(side string, urls []string) ([]*upstream, error) {
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handler.ServeHTTP(w, r) }
 
-// pick returns the first instance from position start on, round robin,
-// that is not excluded and not tried (tried may be nil), or nil when there
-// is none. A request takes one start from its role's counter, so its
-// retries do not shift where the next request starts.
+// pick returns the instance of ups with the fewest requests in flight
+// from this proxy (least outstanding requests) that is not excluded and
+// not tried (tried may be nil), ties going to the first from position
+// start on; nil when there is none. A request takes one start per role
+// (routeStarts), so its retries do not shift where the next request
+// starts.
 func pick(ups []*upstream, start uint64, tried []bool) *upstream {
 	n := uint64(len(ups))
+	var best *upstream
+	var bestLoad int64
 	for i := range n {
 		u := ups[(start+i)%n]
-		if !u.excluded.Load() && (tried == nil || !tried[u.idx]) {
-			return u
+		if u.excluded.Load() || (tried != nil && tried[u.idx]) {
+			continue
+		}
+		if load := u.inflight.Load(); best == nil || load < bestLoad {
+			best, bestLoad = u, load
 		}
 	}
-	return nil
+	return best
+}
+
+// routeStarts are request seq's round-robin starts among nP prefill and
+// decode instances: prefill seq, decode seq/nP, so that when loads tie
+// consecutive requests walk every (prefill, decode) pair instead of
+// always pairing the same two (independent counters advance together).
+func routeStarts(seq uint64, nP int) (prefill, decode uint64) {
+	return seq, seq / uint64(max(nP, 1))
+}
+
+// begin counts a request in flight on u until the returned func is
+// called.
+func (u *upstream) begin() (end func()) {
+	u.inflight.Add(1)
+	return func() { u.inflight.Add(-1) }
 }
 
 // available reports whether some instance of ups is not excluded.
@@ -249,7 +277,7 @@ func available(ups []*upstream) bool {
 	return false
 }
 
-// exclude takes u out of round robin until a health probe re-admits it.
+// exclude takes u out of routing until a health probe re-admits it.
 func (p *Proxy) exclude(u *upstream, why error) {
 	u.mu.Lock()
 	u.seq++
@@ -365,7 +393,8 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 		}
 
 		// Prefill: compute the prompt and hold its state for D.
-		kv, h, e := p.prefillLeg(ctx, r, log, id, fields)
+		pStart, dStart := routeStarts(p.next.Add(1)-1, len(p.prefill))
+		kv, h, e := p.prefillLeg(ctx, r, log, id, fields, pStart)
 		if e != nil {
 			openai.WriteError(w, e)
 			return
@@ -374,29 +403,14 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 		// Decode: the client's request, with P's params unchanged.
 		dFields := maps.Clone(fields)
 		setField(dFields, "kv_transfer_params", kv)
-		d := pick(p.decode, p.nextD.Add(1)-1, nil)
-		if d == nil {
-			p.abortHold(h, log, "no decode instance available")
-			openai.WriteError(w, noneAvailable(sideDecode, p.decode))
-			return
-		}
-		resp, err := p.post(ctx, d.url, r, id, dFields)
-		if err != nil {
-			if ctx.Err() == nil {
-				p.exclude(d, err)
-			}
-			p.abortHold(h, log, "decode unreachable")
-			openai.WriteError(w, p.failure(r, log, d, err))
-			return
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			e := upstreamError(sideDecode, d.url, resp)
-			log.Warn("decode failed", "url", d.url, "status", e.Status, "err", e.Message)
+		d, resp, e := p.decodeLeg(ctx, r, log, id, dFields, dStart)
+		if e != nil {
 			p.abortHold(h, log, "decode failed")
 			openai.WriteError(w, e)
 			return
 		}
+		defer d.begin()()
+		defer resp.Body.Close()
 		for _, k := range []string{"Content-Type", "Cache-Control", "X-Accel-Buffering"} {
 			if v := resp.Header.Get(k); v != "" {
 				w.Header().Set(k, v)
@@ -429,12 +443,64 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 	}
 }
 
+// decodeLeg sends the decode request to a decode instance and returns
+// the instance and its 2xx response, or the client's error. An instance
+// that refuses with 503 draining or shutting_down did nothing (P's hold
+// is untouched), so the next instance is tried; any other failure is the
+// answer (D may have begun reading P's state).
+func (p *Proxy) decodeLeg(ctx context.Context, r *http.Request, log *slog.Logger, id string,
+	fields map[string]json.RawMessage, start uint64) (*upstream, *http.Response, *openai.APIError) {
+	tried := make([]bool, len(p.decode))
+	var last *openai.APIError
+	for attempt := range p.decode {
+		d := pick(p.decode, start, tried)
+		if d == nil {
+			break
+		}
+		if attempt > 0 {
+			p.metrics.retry()
+		}
+		tried[d.idx] = true
+		end := d.begin()
+		resp, err := p.post(ctx, d.url, r, id, fields)
+		end()
+		if err != nil {
+			if ctx.Err() == nil {
+				p.exclude(d, err)
+			}
+			return nil, nil, p.failure(r, log, d, err)
+		}
+		if resp.StatusCode/100 == 2 {
+			return d, resp, nil
+		}
+		e := upstreamError(sideDecode, d.url, resp)
+		resp.Body.Close()
+		log.Warn("decode failed", "url", d.url, "status", e.Status, "err", e.Message)
+		if !refusedUntouched(e) || ctx.Err() != nil {
+			return nil, nil, e
+		}
+		p.exclude(d, errors.New(e.Message))
+		last = e
+	}
+	if last == nil {
+		log.Warn("no decode instance available")
+		last = noneAvailable(sideDecode, p.decode)
+	}
+	return nil, nil, last
+}
+
+// refusedUntouched reports whether an instance's error says it refused
+// the request before doing anything: it is draining or shutting down.
+func refusedUntouched(e *openai.APIError) bool {
+	return e.Status == http.StatusServiceUnavailable && (e.Code == "draining" || e.Code == "shutting_down")
+}
+
 // prefillLeg runs the request on a prefill instance, retrying on another
 // when one fails with a connection failure, a 5xx or a bad answer (each
 // instance at most once). It returns P's kv_transfer_params and the hold
 // they name, or the client's error.
 func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logger, id string,
-	fields map[string]json.RawMessage) (json.RawMessage, hold, *openai.APIError) {
+	fields map[string]json.RawMessage, start uint64) (json.RawMessage, hold, *openai.APIError) {
 	pFields := maps.Clone(fields)
 	setField(pFields, "kv_transfer_params", json.RawMessage(`{"do_remote_decode":true}`))
 	setField(pFields, "stream", json.RawMessage(`false`))
@@ -443,7 +509,7 @@ func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logge
 		pFields["max_completion_tokens"] = json.RawMessage(`1`)
 	}
 	deleteField(pFields, "stream_options")
-	start, tried := p.nextP.Add(1)-1, make([]bool, len(p.prefill))
+	tried := make([]bool, len(p.prefill))
 	var last *openai.APIError
 	for attempt := range p.prefill {
 		u := pick(p.prefill, start, tried)
@@ -454,19 +520,28 @@ func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logge
 			p.metrics.retry()
 		}
 		tried[u.idx] = true
+		end := u.begin()
 		resp, err := p.post(ctx, u.url, r, id, pFields)
-		if err != nil {
-			if ctx.Err() == nil {
-				p.exclude(u, err)
-			}
-			last = p.failure(r, log, u, err)
-		} else {
-			kv, h, e := prefillParams(resp, u.url)
+		if err == nil {
+			var kv json.RawMessage
+			var h hold
+			var e *openai.APIError
+			kv, h, e = prefillParams(resp, u.url)
+			end()
 			if e == nil {
 				return kv, h, nil
 			}
 			log.Warn("prefill failed", "url", u.url, "status", e.Status, "err", e.Message)
+			if refusedUntouched(e) {
+				p.exclude(u, errors.New(e.Message))
+			}
 			last = e
+		} else {
+			end()
+			if ctx.Err() == nil {
+				p.exclude(u, err)
+			}
+			last = p.failure(r, log, u, err)
 		}
 		if ctx.Err() != nil || last.Status/100 == 4 {
 			// The client went away, or P refused the request itself.
@@ -724,7 +799,8 @@ func copyFlush(w http.ResponseWriter, body io.Reader) error {
 // models forwards GET /v1/models to a decode instance, trying each
 // available one at most once.
 func (p *Proxy) models(w http.ResponseWriter, r *http.Request) {
-	start, tried := p.nextD.Add(1)-1, make([]bool, len(p.decode))
+	_, start := routeStarts(p.next.Add(1)-1, len(p.prefill))
+	tried := make([]bool, len(p.decode))
 	var last *openai.APIError
 	for range p.decode {
 		d := pick(p.decode, start, tried)
@@ -770,7 +846,7 @@ type upstreamHealth struct {
 
 // health probes every upstream's /health concurrently. Like the health
 // checker's, its probes exclude and re-admit instances, so once the
-// proxy's /health is 200 every instance is in round robin.
+// proxy's /health is 200 every instance is in routing.
 func (p *Proxy) health(w http.ResponseWriter, r *http.Request) {
 	targets := append(slices.Clone(p.prefill), p.decode...)
 	errs := make([]error, len(targets))

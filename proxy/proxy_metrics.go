@@ -10,7 +10,7 @@ import (
 
 // proxyMetrics are a proxy's Prometheus metrics (docs/metrics.md, "Proxy"),
 // registered on ProxyOptions.Registry. The upstream gauge is read from the
-// proxy's round robin at scrape time; the rest count what the proxy did.
+// proxy's routing at scrape time; the rest count what the proxy did.
 // A nil *proxyMetrics is valid: every method is then a no-op.
 type proxyMetrics struct {
 	requests   *prometheus.CounterVec
@@ -38,7 +38,7 @@ func newProxyMetrics(reg *prometheus.Registry, p *Proxy) *proxyMetrics {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "hybridxfer_proxy_requests_in_flight",
 			Help: "Generation requests the proxy is serving now."}),
 		exclusions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hybridxfer_proxy_upstream_exclusions_total",
-			Help: "Times an instance was taken out of round robin (failed connection or /health probe), by upstream role."}, []string{"upstream"}),
+			Help: "Times an instance was taken out of routing (failed connection, /health probe, or a 503 draining or shutting_down answer), by upstream role."}, []string{"upstream"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "hybridxfer_proxy_prefill_retries_total",
 			Help: "Prefill legs retried on another prefill instance."}),
 		aborts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hybridxfer_proxy_hold_aborts_total",
@@ -138,7 +138,7 @@ var UpstreamStates = []string{"admitted", "excluded"}
 type upstreamCollector struct{ p *Proxy }
 
 var upstreamsDesc = prometheus.NewDesc("hybridxfer_proxy_upstreams",
-	"Instances the proxy routes to, by upstream role and state (excluded: out of round robin until /health answers 200).",
+	"Instances the proxy routes to, by upstream role and state (excluded: out of routing until /health answers 200).",
 	[]string{"upstream", "state"}, nil)
 
 func (c upstreamCollector) Describe(ch chan<- *prometheus.Desc) { ch <- upstreamsDesc }

@@ -72,7 +72,7 @@ func (x *pdFixture) drain() {
 
 func TestProxyCompletions(t *testing.T) {
 	x := newProxyFixture(t, 2, 2)
-	const n = 6
+	const n = 8
 	for i := range n {
 		id := fmt.Sprintf("r%d", i)
 		prompt := fmt.Sprintf("prompt %d", i)
@@ -87,28 +87,92 @@ func TestProxyCompletions(t *testing.T) {
 			t.Errorf("request %d: %+v, want text %q", i, c, want)
 		}
 	}
-	// Round robin: request i went to P i%2 and D i%2.
+	// One request at a time, so loads tie: request i went to P i%2 and
+	// D (i/2)%2, every (P, D) pair twice (independent round robins would
+	// pair P k with D k only).
+	seen := map[string][2]int{} // request id -> P, D
 	for k := range 2 {
-		preqs, dreqs := x.ps[k].Requests(), x.ds[k].Requests()
-		if len(preqs) != n/2 || len(dreqs) != n/2 {
-			t.Fatalf("instance %d: P saw %d, D saw %d requests, want %d each", k, len(preqs), len(dreqs), n/2)
+		for _, r := range x.ps[k].Requests() {
+			v := seen[r.ID]
+			v[0] = k + 1
+			seen[r.ID] = v
 		}
-		for j := range n / 2 {
-			i := 2*j + k
-			id := fmt.Sprintf("r%d", i)
-			p, d := preqs[j], dreqs[j]
-			if p.ID != id || d.ID != id {
-				t.Errorf("request %d: ids P %q D %q", i, p.ID, d.ID)
-			}
+		for _, r := range x.ds[k].Requests() {
+			v := seen[r.ID]
+			v[1] = k + 1
+			seen[r.ID] = v
+		}
+	}
+	pairs := map[[2]int]int{}
+	for i := range n {
+		id := fmt.Sprintf("r%d", i)
+		got := seen[id]
+		if want := [2]int{i%2 + 1, (i/2)%2 + 1}; got != want {
+			t.Errorf("request %d went to P%d D%d, want P%d D%d", i, got[0]-1, got[1]-1, want[0]-1, want[1]-1)
+		}
+		pairs[got]++
+	}
+	if len(pairs) != 4 {
+		t.Errorf("pairs used: %v, want all four twice", pairs)
+	}
+	for k := range 2 {
+		for _, p := range x.ps[k].Requests() {
+			id := p.ID
 			if p.MaxTokens != 1 || p.KV == nil || !reflect.DeepEqual(*p.KV, backend.KVTransferParams{DoRemoteDecode: true}) {
-				t.Errorf("request %d: P saw max_tokens %d kv %+v", i, p.MaxTokens, p.KV)
+				t.Errorf("request %s: P saw max_tokens %d kv %+v", id, p.MaxTokens, p.KV)
 			}
 			// D got exactly what P k answered.
+			var d *backend.GenRequest
+			for j := range 2 {
+				for _, r := range x.ds[j].Requests() {
+					if r.ID == id {
+						d = &r
+					}
+				}
+			}
+			var i int
+			fmt.Sscanf(id, "r%d", &i)
 			want := openaitest.KV(x.ps[k].Name, id, len(tokenizer.Tokenize(p.Prompt)))
-			if d.MaxTokens != i+2 || d.Prompt != p.Prompt || !reflect.DeepEqual(d.KV, want) {
-				t.Errorf("request %d: D saw %+v kv %+v, want max_tokens %d kv %+v", i, d, d.KV, i+2, want)
+			if d == nil || d.MaxTokens != i+2 || d.Prompt != p.Prompt || !reflect.DeepEqual(d.KV, want) {
+				t.Errorf("request %d: D saw %+v, want max_tokens %d kv %+v", i, d, i+2, want)
 			}
 		}
+	}
+}
+
+// TestProxyLeastOutstanding: with one decode instance busy (a request
+// blocked on it), new requests go to the idle one, whatever the round
+// robin would pick; when the busy one finishes, ties resume.
+func TestProxyLeastOutstanding(t *testing.T) {
+	x := newProxyFixture(t, 1, 2)
+	gate := make(chan struct{})
+	x.ds[0].Gate = gate
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := openaitest.PostInBackground(ctx, x.proxy.URL+"/v1/completions",
+		fmt.Sprintf(`{"model":%q,"prompt":"slow","max_tokens":2}`, openaitest.Model))
+	deadline := time.Now().Add(30 * time.Second) // a hang guard, not a timing assertion
+	for len(x.ds[0].Requests()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first request never reached D0")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i := range 4 {
+		id := fmt.Sprintf("q%d", i)
+		resp := openaitest.Post(t, x.proxy.URL+"/v1/completions",
+			fmt.Sprintf(`{"model":%q,"prompt":"p","max_tokens":2}`, openaitest.Model), openai.HeaderRequestID, id)
+		openaitest.Decode(t, resp, http.StatusOK, &openaitest.CompletionResponse{})
+	}
+	close(gate)
+	if err := openaitest.RecvOrFail(t, first, "the blocked request"); err != nil {
+		t.Fatalf("the blocked request: %v", err)
+	}
+	if got := len(x.ds[0].Requests()); got != 1 {
+		t.Errorf("busy D0 got %d requests, want only the blocked one", got)
+	}
+	if got := len(x.ds[1].Requests()); got != 4 {
+		t.Errorf("idle D1 got %d requests, want 4", got)
 	}
 }
 
@@ -798,5 +862,42 @@ func TestProxyConcurrent(t *testing.T) {
 	}
 	if len(prefilled) != n || decoded != n {
 		t.Errorf("%d requests prefilled, %d decoded, want %d each", len(prefilled), decoded, n)
+	}
+}
+
+// TestProxyDecodeDrainingRetried: a decode instance that refuses with 503
+// draining did nothing, so the proxy sends the request to the next one
+// (the answer is 200 and right) and excludes the draining one; any other
+// decode failure is still the client's answer, not retried.
+func TestProxyDecodeDrainingRetried(t *testing.T) {
+	x := newProxyFixture(t, 1, 2)
+	x.ds[0].Err = backend.ErrDraining
+	for i := range 2 {
+		id := fmt.Sprintf("d%d", i)
+		resp := openaitest.Post(t, x.proxy.URL+"/v1/completions",
+			fmt.Sprintf(`{"model":%q,"prompt":"p q","max_tokens":3}`, openaitest.Model), openai.HeaderRequestID, id)
+		var c openaitest.CompletionResponse
+		openaitest.Decode(t, resp, http.StatusOK, &c)
+		if want := openaitest.Text("p q", 3); len(c.Choices) != 1 || c.Choices[0].Text != want {
+			t.Fatalf("request %d: %+v, want %q", i, c, want)
+		}
+	}
+	if n := len(x.ds[0].Requests()); n != 1 {
+		t.Errorf("draining D0 saw %d requests, want 1 (then excluded)", n)
+	}
+	if n := len(x.ds[1].Requests()); n != 2 {
+		t.Errorf("D1 saw %d requests, want 2", n)
+	}
+	// A failed load may have read part of P's state: answered, not retried.
+	y := newProxyFixture(t, 1, 2)
+	y.ds[0].Err = backend.ErrKVLoad
+	resp := openaitest.Post(t, y.proxy.URL+"/v1/completions",
+		fmt.Sprintf(`{"model":%q,"prompt":"p","max_tokens":3}`, openaitest.Model), openai.HeaderRequestID, "kv")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("decode kv_load_failed: status %d, want 502 passed through", resp.StatusCode)
+	}
+	resp.Body.Close()
+	if n := len(y.ds[1].Requests()); n != 0 {
+		t.Errorf("a kv_load_failed decode was retried on D1 (%d requests)", n)
 	}
 }

@@ -2,8 +2,9 @@
 // decode or both) runs the reference model on its TP ranks, each with its
 // own registered memory and transport, allocates through hma, moves state
 // with the P/D protocol of statexfer/session, and implements
-// backend.Backend (Generate, AbortHold) and backend.Inspector (the /debug
-// views). It is a library, not a server: openai serves an Engine over
+// backend.Backend (Generate, AbortHold), backend.Drainer (BeginDrain,
+// WaitDrained: refuse new requests, finish those in flight, wait for held
+// leases) and backend.Inspector (the /debug views). It is a library, not a server: openai serves an Engine over
 // HTTP, proxy routes requests between instances, cmd wires them.
 //
 // Main types: Engine and Config; Metrics (the engine's Prometheus metrics)

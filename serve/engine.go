@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -193,10 +194,15 @@ type Engine struct {
 	compat  [32]byte
 	summary map[string]string
 
-	mu      sync.Mutex // allocator, request counter, closing
+	mu      sync.Mutex // allocator, request counter, closing, draining
 	alloc   *hma.Allocator
 	seq     uint64
 	closing bool
+	// draining: BeginDrain was called (drainCh closed); inflight counts
+	// Generate calls admitted and not yet returned.
+	draining bool
+	drainCh  chan struct{}
+	inflight int
 	// specTotals sums every decode step's speculation (under mu).
 	specTotals  refmodel.SpecStats
 	scratchSent int // scratch blocks found in a transfer's block lists
@@ -226,7 +232,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reference model of %s: %w", cfg.Model.Name, err)
 	}
-	e := &Engine{cfg: cfg, spec: mini, model: refmodel.New(mini, cfg.Seed)}
+	e := &Engine{cfg: cfg, spec: mini, model: refmodel.New(mini, cfg.Seed), drainCh: make(chan struct{})}
 	if err := e.model.Err(); err != nil {
 		return nil, err
 	}
@@ -295,10 +301,94 @@ func (e *Engine) ModelName() string { return e.cfg.Model.Name }
 func (e *Engine) Ready() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closing {
+	return e.admitErr()
+}
+
+// admitErr is why the engine takes no new request, or nil (under mu).
+func (e *Engine) admitErr() error {
+	switch {
+	case e.closing:
 		return backend.ErrShuttingDown
+	case e.draining:
+		return backend.ErrDraining
 	}
 	return nil
+}
+
+// admit counts a new request in flight, or refuses it while the engine
+// drains or closes; done must be called when it returns.
+func (e *Engine) admit() (done func(), err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.admitErr(); err != nil {
+		return nil, err
+	}
+	e.inflight++
+	return func() {
+		e.mu.Lock()
+		e.inflight--
+		e.mu.Unlock()
+	}, nil
+}
+
+// BeginDrain implements backend.Drainer: from now on Ready and Generate
+// answer ErrDraining; requests in flight, held leases, loads and
+// notifications go on. Idempotent.
+func (e *Engine) BeginDrain() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.draining {
+		e.draining = true
+		close(e.drainCh)
+		e.cfg.Log.Info("draining: no new requests; waiting for those in flight and every held lease")
+	}
+}
+
+// Draining implements backend.Drainer.
+func (e *Engine) Draining() <-chan struct{} { return e.drainCh }
+
+// drainLeft describes what a drain still waits for, "" when nothing (under
+// mu).
+func (e *Engine) drainLeft() string {
+	var left []string
+	if e.inflight > 0 {
+		left = append(left, fmt.Sprintf("%d requests in flight", e.inflight))
+	}
+	if n := len(e.alloc.Requests()); n > 0 {
+		left = append(left, fmt.Sprintf("%d requests holding blocks", n))
+	}
+	if e.pre != nil {
+		if n := e.pre.Granted(); n > 0 {
+			left = append(left, fmt.Sprintf("%d leases held for decode", n))
+		}
+	}
+	if e.dec != nil {
+		if n := e.dec.InFlight(); n > 0 {
+			left = append(left, fmt.Sprintf("%d loads in flight", n))
+		}
+	}
+	return strings.Join(left, ", ")
+}
+
+// WaitDrained implements backend.Drainer: it returns nil once nothing is
+// in flight or held (a prefill's leases end when decode reads them, the
+// proxy aborts them, or they expire), or ctx's error with what is left.
+func (e *Engine) WaitDrained(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		e.mu.Lock()
+		left := e.drainLeft()
+		e.mu.Unlock()
+		if left == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("serve: %s not drained (%s): %w", e.cfg.EngineID, left, ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 // HandshakePort is where a prefill engine serves its metadata.

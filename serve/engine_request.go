@@ -24,7 +24,12 @@ func (e *Engine) Generate(ctx context.Context, req backend.GenRequest, emit func
 	start := e.cfg.Now()
 	log := session.RequestLog(e.cfg.Log, req.ID, "")
 	session.LogEvent(log, session.EventReceived, "role", string(e.cfg.Role), "as", requestKind(req), "max_tokens", req.MaxTokens)
-	res, err := e.generate(ctx, req, emit)
+	done, err := e.admit()
+	var res *backend.GenResult
+	if err == nil {
+		res, err = e.generate(ctx, req, emit)
+		done()
+	}
 	if err != nil {
 		session.LogEvent(log, session.EventFailed, "phase", "serve", "cause", err)
 	} else {

@@ -112,6 +112,7 @@ type serveOptions struct {
 	port, hsPort, numBlocks   int
 	seed                      uint64
 	leaseTTL, xferTimeout     time.Duration
+	drainTimeout              time.Duration
 	heartbeat                 time.Duration
 	maxModelLen               int
 	stagingBytes              int64
@@ -138,6 +139,7 @@ func (o *serveOptions) validate() error {
 	fc.intIn("num-blocks", int64(o.numBlocks), 1, 1<<26)
 	fc.duration("lease-ttl", o.leaseTTL, 100*time.Millisecond, 24*time.Hour)
 	fc.duration("transfer-timeout", o.xferTimeout, time.Millisecond, time.Hour)
+	fc.duration("drain-timeout", o.drainTimeout, time.Millisecond, 24*time.Hour)
 	fc.duration("heartbeat-interval", o.heartbeat, 10*time.Millisecond, time.Hour)
 	if o.heartbeat >= o.leaseTTL && o.leaseTTL > 0 {
 		fc.fail("heartbeat-interval", "%v must be shorter than --lease-ttl %v (each heartbeat extends the lease)", o.heartbeat, o.leaseTTL)
@@ -260,7 +262,8 @@ can mint params.`,
 			reg.MustRegister(serve.NewCollector(eng, id, backend.Role(o.role)))
 			addr := net.JoinHostPort(o.listen, fmt.Sprint(o.port))
 			return runHTTP(cmd.Context(), addr, openai.NewHandlerWithOptions(eng, reg, log, hopts), log,
-				fmt.Sprintf("%s instance of %s (tp %d) on http://%s, handshake port %d", o.role, m.Name, ic.TP, addr, eng.HandshakePort()))
+				fmt.Sprintf("%s instance of %s (tp %d) on http://%s, handshake port %d", o.role, m.Name, ic.TP, addr, eng.HandshakePort()),
+				eng, o.drainTimeout)
 		},
 	}
 	f := c.Flags()
@@ -273,6 +276,7 @@ can mint params.`,
 	f.IntVar(&o.numBlocks, "num-blocks", 1024, "blocks per pool")
 	f.Uint64Var(&o.seed, "seed", 1, "reference model weights seed (must match across instances)")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 30*time.Second, "prefill: how long a finished request's state waits for its readers")
+	f.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Minute, "on SIGTERM or POST /admin/drain: how long to wait for requests in flight and held leases (prefill: at most --lease-ttl after the last request) before stopping anyway with an error")
 	f.DurationVar(&o.xferTimeout, "transfer-timeout", 10*time.Second, "decode: a load taking longer fails")
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", time.Second, "decode: heartbeat interval for requests being loaded (extends the prefill lease; a prefill silent for 5 intervals is declared failed)")
 	f.IntVar(&o.maxModelLen, "max-model-len", 8192, "prompt + max_tokens above this are refused with 400")
@@ -305,29 +309,82 @@ func loadClusterKey(path string, log *slog.Logger) (*grant.Key, error) {
 	return grant.LoadKey(path)
 }
 
-// runHTTP serves h until the context ends or SIGINT/SIGTERM, then shuts down.
-func runHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger, banner string) error {
+// runHTTP serves h until the context ends or SIGINT/SIGTERM, then shuts
+// down. With a drainer (an instance), the first signal, or POST
+// /admin/drain, drains it first: /health turns 503, new requests are
+// refused, and runHTTP waits until everything in flight and held is done
+// (at most drainTimeout) before it stops serving; a second signal stops
+// at once with an error (exit status 1).
+func runHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger, banner string, d backend.Drainer, drainTimeout time.Duration) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info(banner)
 	fmt.Fprintln(os.Stdout, "READY", "http://"+ln.Addr().String())
+	var draining <-chan struct{}
+	if d != nil {
+		draining = d.Draining()
+	}
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
+		d = nil // the caller is stopping us: no drain
+	case sig := <-sigs:
+		if d != nil {
+			log.Info("signal: draining (a second signal stops at once)", "signal", sig.String())
+			d.BeginDrain()
+		}
+	case <-draining:
+		log.Info("drain requested over HTTP (a signal stops at once)")
+	}
+	var drainErr error
+	if d != nil {
+		drainErr = waitDrained(ctx, d, sigs, drainTimeout, log)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return errors.Join(drainErr, err)
+	}
+	return drainErr
+}
+
+// errDrainInterrupted: a second signal stopped a drain.
+var errDrainInterrupted = errors.New("hybridxfer: drain interrupted by a second signal")
+
+// waitDrained waits until d is drained, a signal arrives on sigs (an
+// error: the operator stopped the drain), drainTimeout passes (an error
+// naming what was still held) or ctx ends.
+func waitDrained(ctx context.Context, d backend.Drainer, sigs <-chan os.Signal, drainTimeout time.Duration, log *slog.Logger) error {
+	dctx, cancel := context.WithTimeout(ctx, drainTimeout)
+	defer cancel()
+	interrupted := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+			close(interrupted)
+			cancel()
+		case <-dctx.Done():
+		}
+	}()
+	err := d.WaitDrained(dctx)
+	select {
+	case <-interrupted:
+		return fmt.Errorf("%w: %v", errDrainInterrupted, err)
+	default:
+	}
+	if err != nil {
 		return err
 	}
+	log.Info("drained: nothing in flight or held; stopping")
 	return nil
 }
 
@@ -384,7 +441,7 @@ kv_transfer_params themselves (400).`,
 			}
 			defer p.Close()
 			addr := net.JoinHostPort(listen, fmt.Sprint(port))
-			return runHTTP(cmd.Context(), addr, p, log, fmt.Sprintf("proxy on http://%s (prefill %s, decode %s)", addr, prefill, decode))
+			return runHTTP(cmd.Context(), addr, p, log, fmt.Sprintf("proxy on http://%s (prefill %s, decode %s)", addr, prefill, decode), nil, 0)
 		},
 	}
 	c.Flags().StringVar(&prefill, "prefill", "", "prefill instance URLs, comma-separated")
