@@ -837,16 +837,20 @@ func (p *Proxy) models(w http.ResponseWriter, r *http.Request) {
 	openai.WriteError(w, last)
 }
 
-// upstreamHealth is one unhealthy upstream in the proxy's /health answer.
+// upstreamHealth is one upstream in the proxy's /health answer.
 type upstreamHealth struct {
-	Role  string `json:"role"`
-	URL   string `json:"url"`
-	Error string `json:"error"`
+	Role    string `json:"role"`
+	URL     string `json:"url"`
+	Healthy bool   `json:"healthy"`
+	Error   string `json:"error,omitempty"`
 }
 
 // health probes every upstream's /health concurrently. Like the health
-// checker's, its probes exclude and re-admit instances, so once the
-// proxy's /health is 200 every instance is in routing.
+// checker it excludes and re-admits by the answers, so when the proxy's
+// /health is 200 every instance is in routing. The body lists every
+// instance ("upstreams": role, url, healthy; tools such as bench serve
+// find the instances behind the proxy there) and, on 503, the unhealthy
+// ones with their errors.
 func (p *Proxy) health(w http.ResponseWriter, r *http.Request) {
 	targets := append(slices.Clone(p.prefill), p.decode...)
 	errs := make([]error, len(targets))
@@ -855,18 +859,21 @@ func (p *Proxy) health(w http.ResponseWriter, r *http.Request) {
 		wg.Go(func() { errs[i] = p.check(r.Context(), t) })
 	}
 	wg.Wait()
-	bad := []upstreamHealth{}
+	all, bad := []upstreamHealth{}, []upstreamHealth{}
 	for i, t := range targets {
+		u := upstreamHealth{Role: t.side, URL: t.url, Healthy: errs[i] == nil}
 		if errs[i] != nil {
-			bad = append(bad, upstreamHealth{Role: t.side, URL: t.url, Error: errs[i].Error()})
+			u.Error = errs[i].Error()
+			bad = append(bad, u)
 		}
+		all = append(all, u)
 	}
 	if len(bad) > 0 {
 		p.log.Warn("unhealthy upstreams", "unhealthy", bad)
-		openai.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "unhealthy": bad})
+		openai.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "unhealthy": bad, "upstreams": all})
 		return
 	}
-	openai.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	openai.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "upstreams": all})
 }
 
 // probe returns nil when base's /health answers 200.

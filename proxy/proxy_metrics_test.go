@@ -110,6 +110,12 @@ func TestProxyMetrics(t *testing.T) {
 		resp.Body.Close()
 	}
 
+	// A client has its answer before the handler returns and counts it:
+	// wait until the last handler is done.
+	eventually(t, "every request counted and none in flight", func() bool {
+		v := scrapeProxy(t, x.proxy.URL)
+		return v("hybridxfer_proxy_request_seconds") == n+5 && v("hybridxfer_proxy_requests_in_flight") == 0
+	})
 	value := scrapeProxy(t, x.proxy.URL)
 	ok := value("hybridxfer_proxy_requests_total", "status", "200")
 	bad := value("hybridxfer_proxy_requests_total", "status", "502")

@@ -17,7 +17,7 @@ func benchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmarks: plan (planner cost and reads per request), transfer (P -> D over UCX)",
 	}
-	c.AddCommand(benchPlanCmd(), benchTransferCmd(), benchPatternCmd())
+	c.AddCommand(benchPlanCmd(), benchTransferCmd(), benchPatternCmd(), benchServeCmd())
 	return c
 }
 

@@ -16,13 +16,14 @@ func demoCmd() *cobra.Command {
 		port      int
 		model     string
 		pTP, dTP  int
+		nP, nD    int
 		seed      uint64
 		maxTokens int
 		spec      string
 		numSpec   int
 	)
 	c := &cobra.Command{
-		Use:   "demo [--keep-running] [--port P]",
+		Use:   "demo [--keep-running] [--port P] [--prefill-instances N --decode-instances M]",
 		Short: "Proxy + prefill (tp 2) + decode (tp 4) processes; chat requests checked against the monolithic model",
 		Long: `demo starts a proxy, a prefill instance (tp 2) and a decode instance (tp 4, NHD, SD and
 cross-layer layouts) as separate processes on 127.0.0.1, talking over ZeroMQ (handshake) and UCX (state,
@@ -30,7 +31,10 @@ notifications). It sends a batch of chat requests (streaming and not) through th
 a plain HTTP client, checks every answer against the same reference model run monolithically
 in this process, prints a summary with a metrics excerpt, stops everything and exits 0 only
 if every answer matches. With --keep-running it prints the proxy URL and serves until
-interrupted.`,
+interrupted. --prefill-instances and --decode-instances start more instances of each
+role behind the one proxy (mixed tp and layouts), e.g. a cluster for bench serve:
+
+  hybridxfer demo --prefill-instances 4 --decode-instances 4 --keep-running --port 8000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			demoProxyPort = port
@@ -38,7 +42,10 @@ interrupted.`,
 			if err := sp.check(); err != nil {
 				return err
 			}
-			return runE2EDemo(cmd.Context(), cmd.OutOrStdout(), model, pTP, dTP, seed, maxTokens, keep, sp)
+			if nP < 1 || nD < 1 || nP > 32 || nD > 32 {
+				return fmt.Errorf("%w --prefill-instances %d, --decode-instances %d (want 1..32 each)", errFlag, nP, nD)
+			}
+			return runE2EDemo(cmd.Context(), cmd.OutOrStdout(), model, demoShape{prefills: nP, decodes: nD, pTP: pTP, dTP: dTP}, seed, maxTokens, keep, sp)
 		},
 	}
 	c.Flags().BoolVar(&keep, "keep-running", false, "serve until interrupted instead of running the batch")
@@ -46,6 +53,8 @@ interrupted.`,
 	c.Flags().StringVar(&model, "model", "qwen3.5-27b", "preset whose reference miniature is served")
 	c.Flags().IntVar(&pTP, "prefill-tp", 2, "prefill tensor-parallel size")
 	c.Flags().IntVar(&dTP, "decode-tp", 4, "decode tensor-parallel size")
+	c.Flags().IntVar(&nP, "prefill-instances", 1, "prefill instances (odd-numbered ones run half of --prefill-tp)")
+	c.Flags().IntVar(&nD, "decode-instances", 1, "decode instances (odd-numbered ones run half of --decode-tp, in the default layouts)")
 	c.Flags().Uint64Var(&seed, "seed", 1, "reference model weights seed")
 	c.Flags().IntVar(&maxTokens, "max-tokens", 12, "tokens per answer")
 	c.Flags().StringVar(&spec, "speculative", "", "decode speculatively: mtp (the model's native MTP layers) or eagle3 (--model kimi-k2.5-eagle3); answers are still checked against the run without speculation")

@@ -126,11 +126,33 @@ func waitHealthy(ctx context.Context, url string, exited <-chan struct{}) error 
 	}
 }
 
-// demoCluster is a proxy, one prefill and one decode instance.
+// demoCluster is a proxy and its prefill and decode instances.
 type demoCluster struct {
-	procs                  []*proc
-	proxy, prefill, decode string
-	keys                   string // the cluster's key files
+	procs             []*proc
+	prefills, decodes []string // instance URLs
+	proxy             string
+	keys              string // the cluster's key files
+}
+
+// demoShape is how many instances of each role the demo starts and their
+// tp: instance i of a role runs the role's tp when i is even and half of
+// it (at least 1) when odd, so several instances mix tp sizes; decode
+// instances with an even index use NHD, SD and cross-layer blocks, odd
+// ones the defaults (HND, DS, per-layer), so layouts mix too.
+type demoShape struct {
+	prefills, decodes int
+	pTP, dTP          int
+}
+
+func (s demoShape) tp(role string, i int) int {
+	tp := s.pTP
+	if role == "decode" {
+		tp = s.dTP
+	}
+	if i%2 == 1 {
+		tp = max(1, tp/2)
+	}
+	return tp
 }
 
 func (c *demoCluster) stop() {
@@ -181,9 +203,9 @@ const clusterAttempts = 3
 // is healthy; a process that exits first fails it with that process's
 // last log lines, or, when its port was taken meanwhile, starts over on
 // fresh ports.
-func startDemoCluster(ctx context.Context, model string, pTP, dTP int, seed uint64, extra []string) (*demoCluster, error) {
+func startDemoCluster(ctx context.Context, model string, shape demoShape, seed uint64, extra []string) (*demoCluster, error) {
 	for attempt := 1; ; attempt++ {
-		c, err := startDemoClusterOnce(ctx, model, pTP, dTP, seed, extra)
+		c, err := startDemoClusterOnce(ctx, model, shape, seed, extra)
 		var taken *portTakenError
 		if err == nil || !errors.As(err, &taken) || attempt == clusterAttempts {
 			return c, err
@@ -197,8 +219,8 @@ type portTakenError struct{ name string }
 
 func (e *portTakenError) Error() string { return e.name + ": port taken" }
 
-func startDemoClusterOnce(ctx context.Context, model string, pTP, dTP int, seed uint64, extra []string) (*demoCluster, error) {
-	ports := make([]int, 3)
+func startDemoClusterOnce(ctx context.Context, model string, shape demoShape, seed uint64, extra []string) (*demoCluster, error) {
+	ports := make([]int, shape.prefills+shape.decodes+1)
 	for i := range ports {
 		p, err := freePort()
 		if err != nil {
@@ -206,29 +228,46 @@ func startDemoClusterOnce(ctx context.Context, model string, pTP, dTP int, seed 
 		}
 		ports[i] = p
 	}
+	proxyPort := ports[len(ports)-1]
 	if demoProxyPort != 0 {
-		ports[2] = demoProxyPort
+		proxyPort = demoProxyPort
 	}
-	c := &demoCluster{
-		prefill: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		decode:  fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		proxy:   fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
-	}
+	c := &demoCluster{proxy: fmt.Sprintf("http://127.0.0.1:%d", proxyPort)}
 	dir, pk, dk, xk, err := demoKeys()
 	if err != nil {
 		return nil, err
 	}
 	c.keys = dir
 	s := strconv.FormatUint(seed, 10)
-	specs := []struct {
-		name string
-		args []string
-	}{
-		{"prefill", slices.Concat([]string{"serve", "--role", "prefill", "--model", model, "--tp", strconv.Itoa(pTP), "--port", strconv.Itoa(ports[0]), "--seed", s}, extra, pk)},
-		{"decode", slices.Concat([]string{"serve", "--role", "decode", "--model", model, "--tp", strconv.Itoa(dTP), "--port", strconv.Itoa(ports[1]), "--seed", s,
-			"--layout", "NHD", "--conv-layout", "SD", "--block-layout", "cross-layer"}, extra, dk)},
-		{"proxy", append([]string{"proxy", "--prefill", c.prefill, "--decode", c.decode, "--port", strconv.Itoa(ports[2])}, xk...)},
+	type procSpec struct {
+		name, url string
+		args      []string
 	}
+	var specs []procSpec
+	name := func(role string, i, n int) string {
+		if n == 1 {
+			return role
+		}
+		return fmt.Sprintf("%s%d", role, i)
+	}
+	for i := range shape.prefills {
+		u := fmt.Sprintf("http://127.0.0.1:%d", ports[i])
+		c.prefills = append(c.prefills, u)
+		specs = append(specs, procSpec{name("prefill", i, shape.prefills), u, slices.Concat([]string{"serve", "--role", "prefill", "--model", model,
+			"--tp", strconv.Itoa(shape.tp("prefill", i)), "--port", strconv.Itoa(ports[i]), "--seed", s}, extra, pk)})
+	}
+	for j := range shape.decodes {
+		port := ports[shape.prefills+j]
+		u := fmt.Sprintf("http://127.0.0.1:%d", port)
+		c.decodes = append(c.decodes, u)
+		args := []string{"serve", "--role", "decode", "--model", model, "--tp", strconv.Itoa(shape.tp("decode", j)), "--port", strconv.Itoa(port), "--seed", s}
+		if j%2 == 0 {
+			args = append(args, "--layout", "NHD", "--conv-layout", "SD", "--block-layout", "cross-layer")
+		}
+		specs = append(specs, procSpec{name("decode", j, shape.decodes), u, slices.Concat(args, extra, dk)})
+	}
+	specs = append(specs, procSpec{"proxy", c.proxy, append([]string{"proxy", "--prefill", strings.Join(c.prefills, ","), "--decode", strings.Join(c.decodes, ","),
+		"--port", strconv.Itoa(proxyPort)}, xk...)})
 	for _, sp := range specs {
 		p, err := startProc(ctx, sp.name, sp.args...)
 		if err != nil {
@@ -237,9 +276,9 @@ func startDemoClusterOnce(ctx context.Context, model string, pTP, dTP int, seed 
 		}
 		c.procs = append(c.procs, p)
 	}
-	for i, u := range []string{c.prefill, c.decode, c.proxy} {
+	for i, sp := range specs {
 		p := c.procs[i]
-		if err := waitHealthy(ctx, u, p.done); err != nil {
+		if err := waitHealthy(ctx, sp.url, p.done); err != nil {
 			c.stop()
 			if !errors.Is(err, errExited) {
 				return nil, err
@@ -354,6 +393,20 @@ func metricValue(scrape, name string) float64 {
 	return sum
 }
 
+// scrapeAll is the concatenated /metrics of urls (metricValue sums over
+// them).
+func scrapeAll(ctx context.Context, urls []string) (string, error) {
+	var all strings.Builder
+	for _, u := range urls {
+		s, err := scrape(ctx, u)
+		if err != nil {
+			return "", err
+		}
+		all.WriteString(s)
+	}
+	return all.String(), nil
+}
+
 func scrape(ctx context.Context, url string) (string, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -367,7 +420,7 @@ func scrape(ctx context.Context, url string) (string, error) {
 
 // runE2EDemo is the end-to-end demo: proxy + P + D processes, chat
 // requests through the proxy, answers checked against the monolithic model.
-func runE2EDemo(ctx context.Context, out io.Writer, model string, pTP, dTP int, seed uint64, maxTokens int, keepRunning bool, sp demoSpec) error {
+func runE2EDemo(ctx context.Context, out io.Writer, model string, shape demoShape, seed uint64, maxTokens int, keepRunning bool, sp demoSpec) error {
 	spec, err := groups.Preset(model, sp.presetOptions())
 	if err != nil {
 		return err
@@ -377,7 +430,12 @@ func runE2EDemo(ctx context.Context, out io.Writer, model string, pTP, dTP int, 
 		return err
 	}
 	ref := refmodel.New(mini, seed)
-	fmt.Fprintf(out, "starting prefill (tp %d), decode (tp %d, NHD, SD, cross-layer blocks) and proxy for %s (reference miniature) on 127.0.0.1\n", pTP, dTP, model)
+	if shape.prefills == 1 && shape.decodes == 1 {
+		fmt.Fprintf(out, "starting prefill (tp %d), decode (tp %d, NHD, SD, cross-layer blocks) and proxy for %s (reference miniature) on 127.0.0.1\n", shape.pTP, shape.dTP, model)
+	} else {
+		fmt.Fprintf(out, "starting %d prefill instances (tp %d and %d), %d decode instances (tp %d and %d, mixed layouts) and a proxy for %s (reference miniature) on 127.0.0.1\n",
+			shape.prefills, shape.tp("prefill", 0), shape.tp("prefill", 1), shape.decodes, shape.tp("decode", 0), shape.tp("decode", 1), model)
+	}
 	t0 := time.Now()
 	if sp.method != "" {
 		if string(spec.Draft) != sp.method {
@@ -385,12 +443,12 @@ func runE2EDemo(ctx context.Context, out io.Writer, model string, pTP, dTP int, 
 		}
 		fmt.Fprintf(out, "speculative decoding on decode: %s drafter, %d tokens per step; answers checked against the run without speculation\n", sp.method, sp.k)
 	}
-	c, err := startDemoCluster(ctx, model, pTP, dTP, seed, sp.serveArgs())
+	c, err := startDemoCluster(ctx, model, shape, seed, sp.serveArgs())
 	if err != nil {
 		return err
 	}
 	defer c.stop()
-	fmt.Fprintf(out, "up in %.1fs: proxy %s, prefill %s, decode %s\n", time.Since(t0).Seconds(), c.proxy, c.prefill, c.decode)
+	fmt.Fprintf(out, "up in %.1fs: proxy %s, prefill %s, decode %s\n", time.Since(t0).Seconds(), c.proxy, strings.Join(c.prefills, ","), strings.Join(c.decodes, ","))
 	if keepRunning {
 		fmt.Fprintf(out, "serving; try:\n  curl %s/v1/chat/completions -d '{\"model\":%q,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}],\"max_tokens\":16}'\n", c.proxy, model)
 		sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -418,11 +476,11 @@ func runE2EDemo(ctx context.Context, out io.Writer, model string, pTP, dTP int, 
 		fmt.Fprintf(out, "  [%d] stream=%-5v %-60.60q -> %q %s\n", i, stream, p, got, map[bool]string{true: "== monolithic", false: "!= monolithic " + strconv.Quote(want)}[ok])
 	}
 	elapsed := time.Since(start)
-	ms, err := scrape(ctx, c.decode)
+	ms, err := scrapeAll(ctx, c.decodes)
 	if err != nil {
 		return err
 	}
-	ps, err := scrape(ctx, c.prefill)
+	ps, err := scrapeAll(ctx, c.prefills)
 	if err != nil {
 		return err
 	}
