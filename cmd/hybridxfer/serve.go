@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,11 +38,11 @@ type sideChannel struct {
 	client *zmqchan.CurveClient
 }
 
-// zmqServe wires the engine's handshake to ZeroMQ: ranks bounds the rank a
-// request may name.
-func zmqServe(host string, port, ranks int, sc sideChannel, log *slog.Logger) serve.HandshakeServer {
+// zmqServe wires the engine's handshake to ZeroMQ on port+dp (any free
+// port when port is 0): ranks bounds the rank a request may name.
+func zmqServe(host string, port, dp, ranks int, sc sideChannel, log *slog.Logger) serve.HandshakeServer {
 	return func(engineID string, compat [32]byte, summary map[string]string, payload []byte) (int, func() error, error) {
-		srv, err := zmqchan.Listen(zmqchan.ServerConfig{Host: host, BasePort: port, EngineID: engineID,
+		srv, err := zmqchan.Listen(zmqchan.ServerConfig{Host: host, BasePort: port, DPIndex: dp, EngineID: engineID,
 			CompatHash: zmqchan.Hash(compat), Summary: summary, Logger: log, Ranks: ranks, Curve: sc.server,
 			Handler: func(zmqchan.Request) (zmqchan.Reply, error) { return zmqchan.Reply{Payload: payload}, nil }})
 		if err != nil {
@@ -110,6 +111,7 @@ type serveOptions struct {
 	logs                      logFlags
 	role, model, host, listen string
 	port, hsPort, numBlocks   int
+	dpSize, dpRank            int
 	seed                      uint64
 	leaseTTL, xferTimeout     time.Duration
 	drainTimeout              time.Duration
@@ -125,6 +127,18 @@ type serveOptions struct {
 	cacheMode                 string
 }
 
+// dpRanks are the data-parallel ranks this process runs.
+func (o *serveOptions) dpRanks() []int {
+	if o.dpRank >= 0 {
+		return []int{o.dpRank}
+	}
+	out := make([]int, o.dpSize)
+	for r := range out {
+		out[r] = r
+	}
+	return out
+}
+
 // validate checks every flag before anything is allocated or bound.
 func (o *serveOptions) validate() error {
 	var fc flagChecks
@@ -134,8 +148,12 @@ func (o *serveOptions) validate() error {
 	default:
 		fc.fail("role", "%q (want prefill, decode or both)", o.role)
 	}
-	fc.port("port", o.port, false)
-	fc.port("handshake-port", o.hsPort, true)
+	fc.intIn("data-parallel-size", int64(o.dpSize), 1, 64)
+	if o.dpRank < -1 || o.dpRank >= o.dpSize {
+		fc.fail("data-parallel-rank", "%d (want -1 for every rank, or 0..%d)", o.dpRank, o.dpSize-1)
+	}
+	fc.port("port", o.port+o.dpSize-1, false)
+	fc.port("handshake-port", o.hsPort+o.dpSize-1, true)
 	fc.intIn("num-blocks", int64(o.numBlocks), 1, 1<<26)
 	fc.duration("lease-ttl", o.leaseTTL, 100*time.Millisecond, 24*time.Hour)
 	fc.duration("transfer-timeout", o.xferTimeout, time.Millisecond, time.Hour)
@@ -233,37 +251,57 @@ can mint params.`,
 			if err != nil {
 				return err
 			}
-			reg := prometheus.NewRegistry()
-			id := fmt.Sprintf("%s-%s-%d", o.role, o.host, o.port)
-			cfg := serve.Config{Role: backend.Role(o.role), EngineID: id, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks, MambaCacheMode: cacheMode,
-				Host: o.host, LeaseTTL: o.leaseTTL, Handoff: backend.Handoff(o.handoff), TransferTimeout: o.xferTimeout, FailurePolicy: o.policy, Mode: md,
-				HeartbeatInterval: o.heartbeat, MaxModelLen: o.maxModelLen, StagingBytes: o.stagingBytes, ClusterKey: key,
-				Transports: func(r int, h transport.Handlers) (transport.Transport, error) {
-					c := uc
-					c.Name = fmt.Sprintf("%s-rank%d", o.role, r)
-					if o.dropNotify <= 0 {
-						return ucx.New(c, h)
-					}
-					// Fault campaigns: lose this share of the notifications the rank sends.
-					f := transport.NewFaultPlan(uint64(r) + 1).Add(transport.Rule{Kind: transport.OpNotify, Rate: o.dropNotify, Fault: transport.Fault{Kind: transport.FaultDrop}})
-					tr, err := ucx.New(c, f.Handlers(h))
-					if err != nil {
-						return nil, err
-					}
-					return transport.WithFaults(tr, f), nil
-				},
-				Serve: zmqServe(o.host, o.hsPort, ic.TP, sc, log), Fetch: zmqFetch(sc),
-				Metrics: serve.NewMetrics(reg, id, backend.Role(o.role)), Log: log}
-			eng, err := serve.New(cfg)
-			if err != nil {
-				return err
+			// One engine per data-parallel rank this process runs, each with
+			// its own HTTP port (port+r), handshake port (handshake-port+r),
+			// metrics and engine id.
+			var units []httpUnit
+			for _, dp := range o.dpRanks() {
+				reg := prometheus.NewRegistry()
+				port := o.port + dp
+				id := fmt.Sprintf("%s-%s-%d", o.role, o.host, port)
+				if o.dpSize > 1 {
+					id = fmt.Sprintf("%s-dp%d", id, dp)
+				}
+				elog := log
+				if o.dpSize > 1 {
+					elog = log.With("dp_rank", dp)
+				}
+				cfg := serve.Config{Role: backend.Role(o.role), EngineID: id, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks, MambaCacheMode: cacheMode,
+					Host: o.host, LeaseTTL: o.leaseTTL, Handoff: backend.Handoff(o.handoff), TransferTimeout: o.xferTimeout, FailurePolicy: o.policy, Mode: md,
+					HeartbeatInterval: o.heartbeat, MaxModelLen: o.maxModelLen, StagingBytes: o.stagingBytes, ClusterKey: key,
+					Transports: func(r int, h transport.Handlers) (transport.Transport, error) {
+						c := uc
+						c.Name = fmt.Sprintf("%s-rank%d", o.role, r)
+						if o.dpSize > 1 {
+							c.Name = fmt.Sprintf("%s-dp%d-rank%d", o.role, dp, r)
+						}
+						if o.dropNotify <= 0 {
+							return ucx.New(c, h)
+						}
+						// Fault campaigns: lose this share of the notifications the rank sends.
+						f := transport.NewFaultPlan(uint64(r) + 1).Add(transport.Rule{Kind: transport.OpNotify, Rate: o.dropNotify, Fault: transport.Fault{Kind: transport.FaultDrop}})
+						tr, err := ucx.New(c, f.Handlers(h))
+						if err != nil {
+							return nil, err
+						}
+						return transport.WithFaults(tr, f), nil
+					},
+					Serve: zmqServe(o.host, o.hsPort, dp, ic.TP, sc, elog), Fetch: zmqFetch(sc),
+					Metrics: serve.NewMetrics(reg, id, backend.Role(o.role)), Log: elog}
+				eng, err := serve.New(cfg)
+				if err != nil {
+					return err
+				}
+				defer eng.Close()
+				reg.MustRegister(serve.NewCollector(eng, id, backend.Role(o.role)))
+				addr := net.JoinHostPort(o.listen, fmt.Sprint(port))
+				banner := fmt.Sprintf("%s instance of %s (tp %d) on http://%s, handshake port %d", o.role, m.Name, ic.TP, addr, eng.HandshakePort())
+				if o.dpSize > 1 {
+					banner = fmt.Sprintf("%s instance of %s (tp %d, dp rank %d of %d) on http://%s, handshake port %d", o.role, m.Name, ic.TP, dp, o.dpSize, addr, eng.HandshakePort())
+				}
+				units = append(units, httpUnit{addr: addr, h: openai.NewHandlerWithOptions(eng, reg, elog, hopts), banner: banner, d: eng})
 			}
-			defer eng.Close()
-			reg.MustRegister(serve.NewCollector(eng, id, backend.Role(o.role)))
-			addr := net.JoinHostPort(o.listen, fmt.Sprint(o.port))
-			return runHTTP(cmd.Context(), addr, openai.NewHandlerWithOptions(eng, reg, log, hopts), log,
-				fmt.Sprintf("%s instance of %s (tp %d) on http://%s, handshake port %d", o.role, m.Name, ic.TP, addr, eng.HandshakePort()),
-				eng, o.drainTimeout)
+			return runHTTP(cmd.Context(), units, log, o.drainTimeout)
 		},
 	}
 	f := c.Flags()
@@ -271,8 +309,10 @@ can mint params.`,
 	f.StringVar(&o.model, "model", "qwen3.5-27b", "preset name, Hugging Face config.json or hybridxfer model JSON")
 	f.StringVar(&o.host, "host", "127.0.0.1", "address peers use to reach this instance (kv_transfer_params remote_host); UCX and ZeroMQ bind only its interface")
 	f.StringVar(&o.listen, "listen", "127.0.0.1", "HTTP listen address")
-	f.IntVar(&o.port, "port", 8100, "HTTP port")
-	f.IntVar(&o.hsPort, "handshake-port", 0, "prefill: ZeroMQ handshake port (0: any free port)")
+	f.IntVar(&o.port, "port", 8100, "HTTP port (data-parallel rank r: port+r)")
+	f.IntVar(&o.hsPort, "handshake-port", 0, "prefill: ZeroMQ handshake port (0: any free port; data-parallel rank r: handshake-port+r)")
+	f.IntVar(&o.dpSize, "data-parallel-size", 1, "data-parallel ranks of this instance: each its own engine, HTTP port port+r and handshake port handshake-port+r (the proxy lists each rank's URL)")
+	f.IntVar(&o.dpRank, "data-parallel-rank", -1, "run only this data-parallel rank in this process (one process per rank); -1: every rank in this process")
 	f.IntVar(&o.numBlocks, "num-blocks", 1024, "blocks per pool")
 	f.Uint64Var(&o.seed, "seed", 1, "reference model weights seed (must match across instances)")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 30*time.Second, "prefill: how long a finished request's state waits for its readers")
@@ -309,75 +349,114 @@ func loadClusterKey(path string, log *slog.Logger) (*grant.Key, error) {
 	return grant.LoadKey(path)
 }
 
-// runHTTP serves h until the context ends or SIGINT/SIGTERM, then shuts
-// down. With a drainer (an instance), the first signal, or POST
-// /admin/drain, drains it first: /health turns 503, new requests are
-// refused, and runHTTP waits until everything in flight and held is done
-// (at most drainTimeout) before it stops serving; a second signal stops
-// at once with an error (exit status 1).
-func runHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger, banner string, d backend.Drainer, drainTimeout time.Duration) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
+// httpUnit is one HTTP server of a process: an instance's data-parallel
+// rank (with its engine as drainer) or the proxy (no drainer).
+type httpUnit struct {
+	addr, banner string
+	h            http.Handler
+	d            backend.Drainer // nil: no drain
+}
+
+// runHTTP serves every unit until the context ends or SIGINT/SIGTERM,
+// then shuts down. A unit with a drainer (an instance) drains first, on
+// the first signal (every unit) or POST /admin/drain (that unit): /health
+// turns 503, new requests are refused, and the unit waits until
+// everything in flight and held is done (at most drainTimeout) before it
+// stops serving; a second signal stops at once with an error (exit
+// status 1). runHTTP returns once every unit has stopped.
+func runHTTP(ctx context.Context, units []httpUnit, log *slog.Logger, drainTimeout time.Duration) error {
+	var lns []net.Listener
+	for _, u := range units {
+		ln, err := net.Listen("tcp", u.addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return err
+		}
+		lns = append(lns, ln)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info(banner)
-	fmt.Fprintln(os.Stdout, "READY", "http://"+ln.Addr().String())
-	var draining <-chan struct{}
-	if d != nil {
-		draining = d.Draining()
-	}
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		d = nil // the caller is stopping us: no drain
-	case sig := <-sigs:
-		if d != nil {
-			log.Info("signal: draining (a second signal stops at once)", "signal", sig.String())
-			d.BeginDrain()
+	stop, forced := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	go func() {
+		select {
+		case sig := <-sigs:
+			log.Info("signal: stopping (instances drain first; a second signal stops at once)", "signal", sig.String())
+			for _, u := range units {
+				if u.d != nil {
+					u.d.BeginDrain()
+				}
+			}
+			once.Do(func() { close(stop) })
+		case <-ctx.Done():
+			return
 		}
-	case <-draining:
-		log.Info("drain requested over HTTP (a signal stops at once)")
+		select {
+		case <-sigs:
+			close(forced)
+		case <-ctx.Done():
+		}
+	}()
+	errs := make([]error, len(units))
+	var wg sync.WaitGroup
+	for i, u := range units {
+		srv := &http.Server{Handler: u.h, ReadHeaderTimeout: 10 * time.Second}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(lns[i]) }()
+		log.Info(u.banner)
+		fmt.Fprintln(os.Stdout, "READY", "http://"+lns[i].Addr().String())
+		wg.Go(func() {
+			var draining <-chan struct{}
+			if u.d != nil {
+				draining = u.d.Draining()
+			}
+			drain := u.d != nil
+			select {
+			case err := <-served:
+				errs[i] = err
+				return
+			case <-ctx.Done():
+				drain = false // the caller is stopping us
+			case <-stop:
+			case <-draining:
+				log.Info("drain requested over HTTP (a signal stops at once)", "addr", u.addr)
+			}
+			if drain {
+				errs[i] = waitDrained(ctx, u.d, forced, drainTimeout, log)
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs[i] = errors.Join(errs[i], err)
+			}
+		})
 	}
-	var drainErr error
-	if d != nil {
-		drainErr = waitDrained(ctx, d, sigs, drainTimeout, log)
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return errors.Join(drainErr, err)
-	}
-	return drainErr
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // errDrainInterrupted: a second signal stopped a drain.
 var errDrainInterrupted = errors.New("hybridxfer: drain interrupted by a second signal")
 
-// waitDrained waits until d is drained, a signal arrives on sigs (an
-// error: the operator stopped the drain), drainTimeout passes (an error
-// naming what was still held) or ctx ends.
-func waitDrained(ctx context.Context, d backend.Drainer, sigs <-chan os.Signal, drainTimeout time.Duration, log *slog.Logger) error {
+// waitDrained waits until d is drained, forced closes (an error: the
+// operator stopped the drain), drainTimeout passes (an error naming what
+// was still held) or ctx ends.
+func waitDrained(ctx context.Context, d backend.Drainer, forced <-chan struct{}, drainTimeout time.Duration, log *slog.Logger) error {
 	dctx, cancel := context.WithTimeout(ctx, drainTimeout)
 	defer cancel()
-	interrupted := make(chan struct{})
 	go func() {
 		select {
-		case <-sigs:
-			close(interrupted)
+		case <-forced:
 			cancel()
 		case <-dctx.Done():
 		}
 	}()
 	err := d.WaitDrained(dctx)
 	select {
-	case <-interrupted:
+	case <-forced:
 		return fmt.Errorf("%w: %v", errDrainInterrupted, err)
 	default:
 	}
@@ -441,7 +520,7 @@ kv_transfer_params themselves (400).`,
 			}
 			defer p.Close()
 			addr := net.JoinHostPort(listen, fmt.Sprint(port))
-			return runHTTP(cmd.Context(), addr, p, log, fmt.Sprintf("proxy on http://%s (prefill %s, decode %s)", addr, prefill, decode), nil, 0)
+			return runHTTP(cmd.Context(), []httpUnit{{addr: addr, h: p, banner: fmt.Sprintf("proxy on http://%s (prefill %s, decode %s)", addr, prefill, decode)}}, log, 0)
 		},
 	}
 	c.Flags().StringVar(&prefill, "prefill", "", "prefill instance URLs, comma-separated")

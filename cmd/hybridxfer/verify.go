@@ -272,7 +272,7 @@ func verifyModel(cmd *cobra.Command, mc serve.ModelCheck, tport, errMode string,
 			}
 		}
 		mc.PTransports, mc.DTransports = f("prefill"), f("decode")
-		mc.Serve, mc.Fetch = zmqServe("127.0.0.1", 0, 0, sideChannel{}, slog.New(slog.NewTextHandler(io.Discard, nil))), zmqFetch(sideChannel{})
+		mc.Serve, mc.Fetch = zmqServe("127.0.0.1", 0, 0, 0, sideChannel{}, slog.New(slog.NewTextHandler(io.Discard, nil))), zmqFetch(sideChannel{})
 	default:
 		return fmt.Errorf("--transport %q (want inproc or ucx)", tport)
 	}
