@@ -76,17 +76,17 @@ const (
 // (both legs, aborts, /v1/models, /health probes) carries
 // ProxyOptions.InternalToken as X-Hybridxfer-Internal instead (auth.go).
 type Proxy struct {
-	prefill, decode []*upstream
-	next            atomic.Uint64 // requests so far: where each starts (routeStarts)
-	client          *http.Client
-	log             *slog.Logger
-	mux             *http.ServeMux
-	handler         http.Handler // mux behind the client API key check
-	interval        time.Duration
-	abortTimeout    time.Duration
-	auth            *openai.Authenticator
-	internal        string // sent as HeaderInternal to instances; may be empty
-	metrics         *proxyMetrics
+	ups          atomic.Pointer[upstreamSet] // the instances routed to now (SetUpstreams swaps it)
+	next         atomic.Uint64               // requests so far: where each starts (routeStarts)
+	client       *http.Client
+	log          *slog.Logger
+	mux          *http.ServeMux
+	handler      http.Handler // mux behind the client API key check
+	interval     time.Duration
+	abortTimeout time.Duration
+	auth         *openai.Authenticator
+	internal     string // sent as HeaderInternal to instances; may be empty
+	metrics      *proxyMetrics
 
 	stop    context.CancelFunc // stops the health checker
 	checker sync.WaitGroup
@@ -118,17 +118,24 @@ type Options struct {
 	// (docs/metrics.md, "Proxy"), served at GET /metrics without
 	// credentials like an instance's.
 	Registry *prometheus.Registry
+	// Dynamic: the instances come from SetUpstreams (discovery), so the
+	// lists given to NewWithOptions may be empty.
+	Dynamic bool
 	// InternalToken is sent as X-Hybridxfer-Internal on every request to
 	// an instance: instances with the same HandlerOptions.InternalToken
 	// accept kv_transfer_params and aborts only with it. Empty: no header.
 	InternalToken string
 }
 
+// upstreamSet is the instances of both roles the proxy routes to; a
+// request works on the set it loaded when it began.
+type upstreamSet struct{ prefill, decode []*upstream }
+
 // upstream is one instance the proxy routes to.
 type upstream struct {
-	side string // sidePrefill or sideDecode
-	url  string // base URL, no trailing slash
-	idx  int    // index in its role's list
+	side   string // sidePrefill or sideDecode
+	url    string // base URL, no trailing slash
+	compat string // the instance's compatibility hash when known (discovery), else ""
 
 	excluded atomic.Bool
 	inflight atomic.Int64 // requests this proxy has sent it that have not finished
@@ -155,13 +162,15 @@ func New(prefill, decode []string, client *http.Client, log *slog.Logger) (*Prox
 func NewWithOptions(prefill, decode []string, opts Options) (*Proxy, error) {
 	p := &Proxy{client: opts.Client, log: opts.Log, interval: opts.HealthInterval, abortTimeout: opts.AbortTimeout,
 		auth: openai.NewAuthenticator(opts.APIKeys, ""), internal: opts.InternalToken}
+	set := &upstreamSet{}
 	var err error
-	if p.prefill, err = checkUpstreams(sidePrefill, prefill); err != nil {
+	if set.prefill, err = checkUpstreams(sidePrefill, prefill, nil, opts.Dynamic); err != nil {
 		return nil, err
 	}
-	if p.decode, err = checkUpstreams(sideDecode, decode); err != nil {
+	if set.decode, err = checkUpstreams(sideDecode, decode, nil, opts.Dynamic); err != nil {
 		return nil, err
 	}
+	p.ups.Store(set)
 	if p.client == nil {
 		p.client = &http.Client{}
 	}
@@ -204,9 +213,11 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
-// checkUpstreams validates and normalizes one role's base URLs.
-func checkUpstreams(side string, urls []string) ([]*upstream, error) {
-	if len(urls) == 0 {
+// checkUpstreams validates and normalizes one role's base URLs (none is
+// an error unless allowEmpty); an instance already in old (same URL) is
+// kept, with its in-flight count and exclusion.
+func checkUpstreams(side string, urls []string, old []*upstream, allowEmpty bool) ([]*upstream, error) {
+	if len(urls) == 0 && !allowEmpty {
 		return nil, fmt.Errorf("proxy: proxy needs at least one %s URL", side)
 	}
 	out := make([]*upstream, len(urls))
@@ -222,27 +233,78 @@ func checkUpstreams(side string, urls []string) ([]*upstream, error) {
 		case u.User != nil || u.RawQuery != "" || u.Fragment != "":
 			return nil, fmt.Errorf("proxy: %s URL %q: want scheme://host[:port][/prefix] only", side, s)
 		}
-		out[i] = &upstream{side: side, url: strings.TrimRight(u.String(), "/"), idx: i}
+		norm := strings.TrimRight(u.String(), "/")
+		for _, o := range old {
+			if o.url == norm {
+				out[i] = o
+			}
+		}
+		if out[i] == nil {
+			out[i] = &upstream{side: side, url: norm}
+		}
 	}
 	return out, nil
+}
+
+// Upstream is one instance for SetUpstreams: its base URL and, when known,
+// its compatibility hash (decode legs then go only to decode instances
+// with the prefill instance's hash).
+type Upstream struct {
+	URL        string
+	CompatHash string
+}
+
+// SetUpstreams replaces the instances the proxy routes to (discovery
+// calls it whenever the registered instances change). Instances that stay
+// keep their in-flight counts and exclusion; requests in flight finish on
+// the set they began with. Empty lists are allowed: requests then get 503
+// no_upstream until an instance appears.
+func (p *Proxy) SetUpstreams(prefill, decode []Upstream) error {
+	old := p.ups.Load()
+	set := &upstreamSet{}
+	for _, side := range []struct {
+		name string
+		in   []Upstream
+		old  []*upstream
+		out  *[]*upstream
+	}{{sidePrefill, prefill, old.prefill, &set.prefill}, {sideDecode, decode, old.decode, &set.decode}} {
+		urls := make([]string, len(side.in))
+		for i, u := range side.in {
+			urls[i] = u.URL
+		}
+		ups, err := checkUpstreams(side.name, urls, side.old, true)
+		if err != nil {
+			return err
+		}
+		for i, u := range ups {
+			if side.in[i].CompatHash != "" {
+				u.compat = side.in[i].CompatHash
+			}
+		}
+		*side.out = ups
+	}
+	p.ups.Store(set)
+	p.log.Info("upstreams updated", "prefill", len(set.prefill), "decode", len(set.decode))
+	return nil
 }
 
 // ServeHTTP implements http.Handler.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handler.ServeHTTP(w, r) }
 
 // pick returns the instance of ups with the fewest requests in flight
-// from this proxy (least outstanding requests) that is not excluded and
-// not tried (tried may be nil), ties going to the first from position
-// start on; nil when there is none. A request takes one start per role
+// from this proxy (least outstanding requests) that is not excluded, not
+// tried (tried may be nil) and, when compat and the instance's hash are
+// both known, of compatibility hash compat; ties go to the first from
+// position start on; nil when there is none. A request takes one start per role
 // (routeStarts), so its retries do not shift where the next request
 // starts.
-func pick(ups []*upstream, start uint64, tried []bool) *upstream {
+func pick(ups []*upstream, start uint64, tried map[*upstream]bool, compat string) *upstream {
 	n := uint64(len(ups))
 	var best *upstream
 	var bestLoad int64
 	for i := range n {
 		u := ups[(start+i)%n]
-		if u.excluded.Load() || (tried != nil && tried[u.idx]) {
+		if u.excluded.Load() || tried[u] || (compat != "" && u.compat != "" && u.compat != compat) {
 			continue
 		}
 		if load := u.inflight.Load(); best == nil || load < bestLoad {
@@ -308,12 +370,16 @@ func (u *upstream) exclusions() uint64 {
 
 // noneAvailable is the answer when every instance of a role is excluded.
 func noneAvailable(side string, ups []*upstream) *openai.APIError {
+	msg := fmt.Sprintf("no %s instance available: all %d are excluded after failed connections, /health probes or drains "+
+		"(each is re-admitted once its /health answers 200)", side, len(ups))
+	if len(ups) == 0 {
+		msg = fmt.Sprintf("no %s instance available: none is registered (discovery lists no %s instance)", side, side)
+	}
 	return &openai.APIError{
-		Status: http.StatusServiceUnavailable,
-		Message: fmt.Sprintf("no %s instance available: all %d are excluded after failed connections or /health probes "+
-			"(each is re-admitted once its /health answers 200)", side, len(ups)),
-		Type: "unavailable_error",
-		Code: "no_upstream",
+		Status:  http.StatusServiceUnavailable,
+		Message: msg,
+		Type:    "unavailable_error",
+		Code:    "no_upstream",
 	}
 }
 
@@ -321,13 +387,14 @@ func noneAvailable(side string, ups []*upstream) *openai.APIError {
 func (p *Proxy) checkHealth(ctx context.Context) {
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
-	all := append(slices.Clone(p.prefill), p.decode...)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		set := p.ups.Load()
+		all := append(slices.Clone(set.prefill), set.decode...)
 		var wg sync.WaitGroup
 		for _, u := range all {
 			wg.Go(func() { p.check(ctx, u) })
@@ -355,9 +422,10 @@ func (p *Proxy) check(ctx context.Context, u *upstream) error {
 
 // hold names the state a prefill instance holds for one request.
 type hold struct {
-	url   string // the prefill instance
-	id    string // remote_request_id
-	grant string // remote_grant
+	url    string // the prefill instance
+	id     string // remote_request_id
+	grant  string // remote_grant
+	compat string // the prefill instance's compatibility hash, when known
 }
 
 // generate returns the handler of /v1/completions (chat false) or
@@ -386,15 +454,16 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 		}
 		ctx := r.Context()
 		log := p.log.With("id", id, "path", r.URL.Path)
-		if !available(p.decode) {
+		set := p.ups.Load()
+		if !available(set.decode) {
 			log.Warn("no decode instance available")
-			openai.WriteError(w, noneAvailable(sideDecode, p.decode))
+			openai.WriteError(w, noneAvailable(sideDecode, set.decode))
 			return
 		}
 
 		// Prefill: compute the prompt and hold its state for D.
-		pStart, dStart := routeStarts(p.next.Add(1)-1, len(p.prefill))
-		kv, h, e := p.prefillLeg(ctx, r, log, id, fields, pStart)
+		pStart, dStart := routeStarts(p.next.Add(1)-1, len(set.prefill))
+		kv, h, e := p.prefillLeg(ctx, r, log, id, fields, set.prefill, pStart)
 		if e != nil {
 			openai.WriteError(w, e)
 			return
@@ -403,7 +472,7 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 		// Decode: the client's request, with P's params unchanged.
 		dFields := maps.Clone(fields)
 		setField(dFields, "kv_transfer_params", kv)
-		d, resp, e := p.decodeLeg(ctx, r, log, id, dFields, dStart)
+		d, resp, e := p.decodeLeg(ctx, r, log, id, dFields, set.decode, dStart, h.compat)
 		if e != nil {
 			p.abortHold(h, log, "decode failed")
 			openai.WriteError(w, e)
@@ -449,18 +518,18 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 // is untouched), so the next instance is tried; any other failure is the
 // answer (D may have begun reading P's state).
 func (p *Proxy) decodeLeg(ctx context.Context, r *http.Request, log *slog.Logger, id string,
-	fields map[string]json.RawMessage, start uint64) (*upstream, *http.Response, *openai.APIError) {
-	tried := make([]bool, len(p.decode))
+	fields map[string]json.RawMessage, ups []*upstream, start uint64, compat string) (*upstream, *http.Response, *openai.APIError) {
+	tried := map[*upstream]bool{}
 	var last *openai.APIError
-	for attempt := range p.decode {
-		d := pick(p.decode, start, tried)
+	for attempt := range ups {
+		d := pick(ups, start, tried, compat)
 		if d == nil {
 			break
 		}
 		if attempt > 0 {
 			p.metrics.retry()
 		}
-		tried[d.idx] = true
+		tried[d] = true
 		end := d.begin()
 		resp, err := p.post(ctx, d.url, r, id, fields)
 		end()
@@ -484,7 +553,10 @@ func (p *Proxy) decodeLeg(ctx context.Context, r *http.Request, log *slog.Logger
 	}
 	if last == nil {
 		log.Warn("no decode instance available")
-		last = noneAvailable(sideDecode, p.decode)
+		last = noneAvailable(sideDecode, ups)
+		if compat != "" && available(ups) {
+			last.Message = fmt.Sprintf("no decode instance available with the prefill instance's compatibility hash %s", compat)
+		}
 	}
 	return nil, nil, last
 }
@@ -500,7 +572,7 @@ func refusedUntouched(e *openai.APIError) bool {
 // instance at most once). It returns P's kv_transfer_params and the hold
 // they name, or the client's error.
 func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logger, id string,
-	fields map[string]json.RawMessage, start uint64) (json.RawMessage, hold, *openai.APIError) {
+	fields map[string]json.RawMessage, ups []*upstream, start uint64) (json.RawMessage, hold, *openai.APIError) {
 	pFields := maps.Clone(fields)
 	setField(pFields, "kv_transfer_params", json.RawMessage(`{"do_remote_decode":true}`))
 	setField(pFields, "stream", json.RawMessage(`false`))
@@ -509,17 +581,17 @@ func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logge
 		pFields["max_completion_tokens"] = json.RawMessage(`1`)
 	}
 	deleteField(pFields, "stream_options")
-	tried := make([]bool, len(p.prefill))
+	tried := map[*upstream]bool{}
 	var last *openai.APIError
-	for attempt := range p.prefill {
-		u := pick(p.prefill, start, tried)
+	for attempt := range ups {
+		u := pick(ups, start, tried, "")
 		if u == nil {
 			break
 		}
 		if attempt > 0 {
 			p.metrics.retry()
 		}
-		tried[u.idx] = true
+		tried[u] = true
 		end := u.begin()
 		resp, err := p.post(ctx, u.url, r, id, pFields)
 		if err == nil {
@@ -529,6 +601,7 @@ func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logge
 			kv, h, e = prefillParams(resp, u.url)
 			end()
 			if e == nil {
+				h.compat = u.compat
 				return kv, h, nil
 			}
 			log.Warn("prefill failed", "url", u.url, "status", e.Status, "err", e.Message)
@@ -550,7 +623,7 @@ func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logge
 	}
 	if last == nil {
 		log.Warn("no prefill instance available")
-		last = noneAvailable(sidePrefill, p.prefill)
+		last = noneAvailable(sidePrefill, ups)
 	}
 	return nil, hold{}, last
 }
@@ -799,15 +872,16 @@ func copyFlush(w http.ResponseWriter, body io.Reader) error {
 // models forwards GET /v1/models to a decode instance, trying each
 // available one at most once.
 func (p *Proxy) models(w http.ResponseWriter, r *http.Request) {
-	_, start := routeStarts(p.next.Add(1)-1, len(p.prefill))
-	tried := make([]bool, len(p.decode))
+	set := p.ups.Load()
+	_, start := routeStarts(p.next.Add(1)-1, len(set.prefill))
+	tried := map[*upstream]bool{}
 	var last *openai.APIError
-	for range p.decode {
-		d := pick(p.decode, start, tried)
+	for range set.decode {
+		d := pick(set.decode, start, tried, "")
 		if d == nil {
 			break
 		}
-		tried[d.idx] = true
+		tried[d] = true
 		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, d.url+"/v1/models", nil)
 		if err != nil {
 			last = p.failure(r, p.log, d, fmt.Errorf("building the request: %w", err))
@@ -832,7 +906,7 @@ func (p *Proxy) models(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if last == nil {
-		last = noneAvailable(sideDecode, p.decode)
+		last = noneAvailable(sideDecode, set.decode)
 	}
 	openai.WriteError(w, last)
 }
@@ -852,7 +926,8 @@ type upstreamHealth struct {
 // find the instances behind the proxy there) and, on 503, the unhealthy
 // ones with their errors.
 func (p *Proxy) health(w http.ResponseWriter, r *http.Request) {
-	targets := append(slices.Clone(p.prefill), p.decode...)
+	set := p.ups.Load()
+	targets := append(slices.Clone(set.prefill), set.decode...)
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {

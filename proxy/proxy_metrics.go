@@ -147,7 +147,7 @@ func (c upstreamCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, side := range []struct {
 		role string
 		ups  []*upstream
-	}{{sidePrefill, c.p.prefill}, {sideDecode, c.p.decode}} {
+	}{{sidePrefill, c.p.ups.Load().prefill}, {sideDecode, c.p.ups.Load().decode}} {
 		excluded := 0
 		for _, u := range side.ups {
 			if u.excluded.Load() {

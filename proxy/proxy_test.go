@@ -432,14 +432,14 @@ func TestProxyHealth(t *testing.T) {
 		t.Errorf("decode entry %+v", d)
 	}
 	// Its probes exclude and re-admit like the health checker's.
-	if !x.p.prefill[0].excluded.Load() || !x.p.decode[1].excluded.Load() || x.p.decode[0].excluded.Load() {
-		t.Errorf("excluded: P0 %v D0 %v D1 %v, want P0 and D1", x.p.prefill[0].excluded.Load(),
-			x.p.decode[0].excluded.Load(), x.p.decode[1].excluded.Load())
+	if !x.p.ups.Load().prefill[0].excluded.Load() || !x.p.ups.Load().decode[1].excluded.Load() || x.p.ups.Load().decode[0].excluded.Load() {
+		t.Errorf("excluded: P0 %v D0 %v D1 %v, want P0 and D1", x.p.ups.Load().prefill[0].excluded.Load(),
+			x.p.ups.Load().decode[0].excluded.Load(), x.p.ups.Load().decode[1].excluded.Load())
 	}
 	x.ds[1].SetReady(nil)
 	openaitest.Decode(t, openaitest.Get(t, x.proxy.URL+"/health"), http.StatusServiceUnavailable, &bad)
-	if len(bad.Unhealthy) != 1 || x.p.decode[1].excluded.Load() {
-		t.Errorf("after D1 recovered: %+v, D1 excluded %v", bad, x.p.decode[1].excluded.Load())
+	if len(bad.Unhealthy) != 1 || x.p.ups.Load().decode[1].excluded.Load() {
+		t.Errorf("after D1 recovered: %+v, D1 excluded %v", bad, x.p.ups.Load().decode[1].excluded.Load())
 	}
 }
 
@@ -485,7 +485,7 @@ func TestNewProxyValidation(t *testing.T) {
 	}
 	defer p.Close()
 	var got []string
-	for _, u := range p.prefill {
+	for _, u := range p.ups.Load().prefill {
 		got = append(got, u.url)
 	}
 	if want := []string{"http://a:1", "https://b/prefix"}; !reflect.DeepEqual(got, want) {
@@ -624,8 +624,8 @@ func TestProxySkipsClosedPrefill(t *testing.T) {
 	if got := len(x.ps[1].Requests()); got != n {
 		t.Errorf("P1 saw %d requests, want %d", got, n)
 	}
-	if !x.p.prefill[0].excluded.Load() || x.p.prefill[1].excluded.Load() {
-		t.Errorf("excluded: P0 %v P1 %v, want only P0", x.p.prefill[0].excluded.Load(), x.p.prefill[1].excluded.Load())
+	if !x.p.ups.Load().prefill[0].excluded.Load() || x.p.ups.Load().prefill[1].excluded.Load() {
+		t.Errorf("excluded: P0 %v P1 %v, want only P0", x.p.ups.Load().prefill[0].excluded.Load(), x.p.ups.Load().prefill[1].excluded.Load())
 	}
 }
 
@@ -650,7 +650,7 @@ func TestProxyRetriesPrefill5xx(t *testing.T) {
 			t.Errorf("D got kv %+v, want P1's", d.KV)
 		}
 	}
-	if x.p.prefill[0].excluded.Load() {
+	if x.p.ups.Load().prefill[0].excluded.Load() {
 		t.Error("P0 excluded for a 500")
 	}
 }
@@ -745,7 +745,7 @@ func restart(t *testing.T, srv *httptest.Server, h http.Handler) *httptest.Serve
 // it was excluded by a failed connection or by a failed probe.
 func TestProxyReadmits(t *testing.T) {
 	x := newProxyFixtureWith(t, 2, 1, Options{HealthInterval: 10 * time.Millisecond})
-	p0, p1 := x.p.prefill[0], x.p.prefill[1]
+	p0, p1 := x.p.ups.Load().prefill[0], x.p.ups.Load().prefill[1]
 	x.pSrv[0].Close()
 	eventually(t, "P0 excluded", p0.excluded.Load)
 	openaitest.Decode(t, openaitest.Post(t, x.proxy.URL+"/v1/completions", `{"prompt":"a"}`), http.StatusOK, &openaitest.CompletionResponse{})
@@ -899,5 +899,58 @@ func TestProxyDecodeDrainingRetried(t *testing.T) {
 	resp.Body.Close()
 	if n := len(y.ds[1].Requests()); n != 0 {
 		t.Errorf("a kv_load_failed decode was retried on D1 (%d requests)", n)
+	}
+}
+
+// TestProxySetUpstreams: discovery swaps the instances. With none, a
+// request is 503 no_upstream; once instances are set, requests go to them;
+// with compatibility hashes known, decode legs go only to decode
+// instances with the prefill instance's hash (never a pair that would
+// refuse each other), and with no such instance the answer is 503 naming
+// the hash; an instance that stays keeps its exclusion.
+func TestProxySetUpstreams(t *testing.T) {
+	x := newProxyFixture(t, 1, 2) // the fixture's servers; the proxy below starts empty
+	p, err := NewWithOptions(nil, nil, Options{Dynamic: true, HealthInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	post := func(id string) *http.Response {
+		return openaitest.Post(t, srv.URL+"/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"p","max_tokens":2}`, openaitest.Model), openai.HeaderRequestID, id)
+	}
+	if e := openaitest.DecodeError(t, post("none"), http.StatusServiceUnavailable).Error; e == nil || e.Code != "no_upstream" || !strings.Contains(e.Message, "none is registered") {
+		t.Errorf("no instances: %+v", e)
+	}
+	pu, d0, d1 := x.pSrv[0].URL, x.dSrv[0].URL, x.dSrv[1].URL
+	if err := p.SetUpstreams([]Upstream{{URL: pu, CompatHash: "aa"}}, []Upstream{{URL: d0, CompatHash: "bb"}, {URL: d1, CompatHash: "aa"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		openaitest.Decode(t, post(fmt.Sprintf("c%d", i)), http.StatusOK, &openaitest.CompletionResponse{})
+	}
+	if n0, n1 := len(x.ds[0].Requests()), len(x.ds[1].Requests()); n0 != 0 || n1 != 4 {
+		t.Errorf("decode legs: D0 (other hash) %d, D1 (P's hash) %d; want 0 and 4", n0, n1)
+	}
+	// Only an incompatible decode instance left.
+	if err := p.SetUpstreams([]Upstream{{URL: pu, CompatHash: "aa"}}, []Upstream{{URL: d0, CompatHash: "bb"}}); err != nil {
+		t.Fatal(err)
+	}
+	if e := openaitest.DecodeError(t, post("incompatible"), http.StatusServiceUnavailable).Error; e == nil || e.Code != "no_upstream" || !strings.Contains(e.Message, "hash aa") {
+		t.Errorf("no compatible decode instance: %+v, want the hash named", e)
+	}
+	waitAborts(t, x.ps[0], openai.AbortRequest{RemoteRequestID: "incompatible", RemoteGrant: "grant-incompatible"})
+	// An excluded instance that stays in the set stays excluded.
+	set := p.ups.Load()
+	set.decode[0].excluded.Store(true)
+	if err := p.SetUpstreams([]Upstream{{URL: pu}}, []Upstream{{URL: d0}, {URL: d1}}); err != nil {
+		t.Fatal(err)
+	}
+	if now := p.ups.Load(); now.decode[0] != set.decode[0] || !now.decode[0].excluded.Load() || now.decode[1].excluded.Load() {
+		t.Errorf("after the update: D0 kept %v excluded %v, D1 excluded %v", now.decode[0] == set.decode[0], now.decode[0].excluded.Load(), now.decode[1].excluded.Load())
+	}
+	if err := p.SetUpstreams([]Upstream{{URL: "ftp://x"}}, nil); err == nil {
+		t.Error("SetUpstreams took an ftp URL")
 	}
 }

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -390,6 +391,10 @@ func (e *Engine) WaitDrained(ctx context.Context) error {
 		}
 	}
 }
+
+// CompatHash is the engine's compatibility hash (hex): a prefill and a
+// decode engine transfer state only when theirs are equal.
+func (e *Engine) CompatHash() string { return hex.EncodeToString(e.compat[:]) }
 
 // HandshakePort is where a prefill engine serves its metadata.
 func (e *Engine) HandshakePort() int { return e.port }

@@ -17,6 +17,7 @@ func demoCmd() *cobra.Command {
 		model     string
 		pTP, dTP  int
 		nP, nD    int
+		disc      bool
 		seed      uint64
 		maxTokens int
 		spec      string
@@ -45,7 +46,7 @@ role behind the one proxy (mixed tp and layouts), e.g. a cluster for bench serve
 			if nP < 1 || nD < 1 || nP > 32 || nD > 32 {
 				return fmt.Errorf("%w --prefill-instances %d, --decode-instances %d (want 1..32 each)", errFlag, nP, nD)
 			}
-			return runE2EDemo(cmd.Context(), cmd.OutOrStdout(), model, demoShape{prefills: nP, decodes: nD, pTP: pTP, dTP: dTP}, seed, maxTokens, keep, sp)
+			return runE2EDemo(cmd.Context(), cmd.OutOrStdout(), model, demoShape{prefills: nP, decodes: nD, pTP: pTP, dTP: dTP, discovery: map[bool]string{true: "embedded"}[disc]}, seed, maxTokens, keep, sp)
 		},
 	}
 	c.Flags().BoolVar(&keep, "keep-running", false, "serve until interrupted instead of running the batch")
@@ -53,6 +54,7 @@ role behind the one proxy (mixed tp and layouts), e.g. a cluster for bench serve
 	c.Flags().StringVar(&model, "model", "qwen3.5-27b", "preset whose reference miniature is served")
 	c.Flags().IntVar(&pTP, "prefill-tp", 2, "prefill tensor-parallel size")
 	c.Flags().IntVar(&dTP, "decode-tp", 4, "decode tensor-parallel size")
+	c.Flags().BoolVar(&disc, "discovery", false, "start an embedded etcd: instances register there and the proxy routes to what is registered (no URL lists)")
 	c.Flags().IntVar(&nP, "prefill-instances", 1, "prefill instances (odd-numbered ones run half of --prefill-tp)")
 	c.Flags().IntVar(&nD, "decode-instances", 1, "decode instances (odd-numbered ones run half of --decode-tp, in the default layouts)")
 	c.Flags().Uint64Var(&seed, "seed", 1, "reference model weights seed")

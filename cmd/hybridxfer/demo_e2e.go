@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/discovery"
 	"github.com/hybridxfer/hybridxfer/openai"
 
 	"github.com/hybridxfer/hybridxfer/groups"
@@ -142,6 +143,9 @@ type demoCluster struct {
 type demoShape struct {
 	prefills, decodes int
 	pTP, dTP          int
+	// discovery, when set (an etcd://... endpoint), is passed to every
+	// instance and the proxy instead of URL lists.
+	discovery string
 }
 
 func (s demoShape) tp(role string, i int) int {
@@ -254,7 +258,7 @@ func startDemoClusterOnce(ctx context.Context, model string, shape demoShape, se
 		u := fmt.Sprintf("http://127.0.0.1:%d", ports[i])
 		c.prefills = append(c.prefills, u)
 		specs = append(specs, procSpec{name("prefill", i, shape.prefills), u, slices.Concat([]string{"serve", "--role", "prefill", "--model", model,
-			"--tp", strconv.Itoa(shape.tp("prefill", i)), "--port", strconv.Itoa(ports[i]), "--seed", s}, extra, pk)})
+			"--tp", strconv.Itoa(shape.tp("prefill", i)), "--port", strconv.Itoa(ports[i]), "--seed", s}, shape.discoveryArgs(), extra, pk)})
 	}
 	for j := range shape.decodes {
 		port := ports[shape.prefills+j]
@@ -264,10 +268,13 @@ func startDemoClusterOnce(ctx context.Context, model string, shape demoShape, se
 		if j%2 == 0 {
 			args = append(args, "--layout", "NHD", "--conv-layout", "SD", "--block-layout", "cross-layer")
 		}
-		specs = append(specs, procSpec{name("decode", j, shape.decodes), u, slices.Concat(args, extra, dk)})
+		specs = append(specs, procSpec{name("decode", j, shape.decodes), u, slices.Concat(args, shape.discoveryArgs(), extra, dk)})
 	}
-	specs = append(specs, procSpec{"proxy", c.proxy, append([]string{"proxy", "--prefill", strings.Join(c.prefills, ","), "--decode", strings.Join(c.decodes, ","),
-		"--port", strconv.Itoa(proxyPort)}, xk...)})
+	proxyArgs := []string{"proxy", "--prefill", strings.Join(c.prefills, ","), "--decode", strings.Join(c.decodes, ",")}
+	if shape.discovery != "" {
+		proxyArgs = []string{"proxy", "--discovery", shape.discovery, "--model", model}
+	}
+	specs = append(specs, procSpec{"proxy", c.proxy, slices.Concat(proxyArgs, []string{"--port", strconv.Itoa(proxyPort)}, xk)})
 	for _, sp := range specs {
 		p, err := startProc(ctx, sp.name, sp.args...)
 		if err != nil {
@@ -290,7 +297,54 @@ func startDemoClusterOnce(ctx context.Context, model string, shape demoShape, se
 			return nil, fmt.Errorf("%s %w (%v); its last log lines:\n%s", p.name, errExited, p.err, log)
 		}
 	}
+	if shape.discovery != "" {
+		if err := waitUpstreams(ctx, c.proxy, shape.prefills+shape.decodes); err != nil {
+			c.stop()
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+func (s demoShape) discoveryArgs() []string {
+	if s.discovery == "" {
+		return nil
+	}
+	return []string{"--discovery", s.discovery}
+}
+
+// waitUpstreams waits until the proxy's /health lists n instances, all
+// healthy (with discovery they appear as they register).
+func waitUpstreams(ctx context.Context, proxyURL string, n int) error {
+	deadline := time.Now().Add(healthWait)
+	var last int
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, proxyURL+"/health", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			var h struct {
+				Upstreams []struct {
+					Healthy bool `json:"healthy"`
+				} `json:"upstreams"`
+			}
+			json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+			last = 0
+			for _, u := range h.Upstreams {
+				if u.Healthy {
+					last++
+				}
+			}
+			if resp.StatusCode == http.StatusOK && last == n {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the proxy at %s lists %d healthy instances after %v, want %d", proxyURL, last, healthWait, n)
 }
 
 var demoPrompts = []string{
@@ -442,6 +496,15 @@ func runE2EDemo(ctx context.Context, out io.Writer, model string, shape demoShap
 			return fmt.Errorf("--speculative %s: %s has no %s drafter", sp.method, model, sp.method)
 		}
 		fmt.Fprintf(out, "speculative decoding on decode: %s drafter, %d tokens per step; answers checked against the run without speculation\n", sp.method, sp.k)
+	}
+	if shape.discovery == "embedded" {
+		etcd, err := discovery.StartEmbedded()
+		if err != nil {
+			return err
+		}
+		defer etcd.Close()
+		shape.discovery = etcd.Endpoint
+		fmt.Fprintf(out, "discovery: an embedded etcd at %s; the proxy routes to the instances registered there\n", etcd.Endpoint)
 	}
 	c, err := startDemoCluster(ctx, model, shape, seed, sp.serveArgs())
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/backend"
+	"github.com/hybridxfer/hybridxfer/discovery"
 
 	"github.com/hybridxfer/hybridxfer/openai"
 	"github.com/hybridxfer/hybridxfer/proxy"
@@ -112,6 +113,9 @@ type serveOptions struct {
 	role, model, host, listen string
 	port, hsPort, numBlocks   int
 	dpSize, dpRank            int
+	disc, discPrefix          string
+	advertise                 string
+	discTTL                   time.Duration
 	seed                      uint64
 	leaseTTL, xferTimeout     time.Duration
 	drainTimeout              time.Duration
@@ -147,6 +151,12 @@ func (o *serveOptions) validate() error {
 	case backend.RolePrefill, backend.RoleDecode, backend.RoleBoth:
 	default:
 		fc.fail("role", "%q (want prefill, decode or both)", o.role)
+	}
+	if o.disc != "" {
+		if _, err := discovery.Endpoints(o.disc); err != nil {
+			fc.fail("discovery", "%v", err)
+		}
+		fc.duration("discovery-ttl", o.discTTL, 2*time.Second, time.Hour)
 	}
 	fc.intIn("data-parallel-size", int64(o.dpSize), 1, 64)
 	if o.dpRank < -1 || o.dpRank >= o.dpSize {
@@ -299,7 +309,20 @@ can mint params.`,
 				if o.dpSize > 1 {
 					banner = fmt.Sprintf("%s instance of %s (tp %d, dp rank %d of %d) on http://%s, handshake port %d", o.role, m.Name, ic.TP, dp, o.dpSize, addr, eng.HandshakePort())
 				}
-				units = append(units, httpUnit{addr: addr, h: openai.NewHandlerWithOptions(eng, reg, elog, hopts), banner: banner, d: eng})
+				unit := httpUnit{addr: addr, h: openai.NewHandlerWithOptions(eng, reg, elog, hopts), banner: banner, d: eng}
+				if o.disc != "" {
+					adv := o.advertise
+					if adv == "" {
+						adv = "http://" + net.JoinHostPort(o.host, fmt.Sprint(o.port))
+					}
+					u, err := advertiseURL(adv, dp)
+					if err != nil {
+						return err
+					}
+					in := discovery.Instance{Role: o.role, Model: m.Name, CompatHash: eng.CompatHash(), TP: ic.TP, DPRank: dp, URL: u, EngineID: id}
+					unit.register = func(ctx context.Context) (func(), error) { return registerInstance(ctx, o.disc, o.discPrefix, in, o.discTTL, elog) }
+				}
+				units = append(units, unit)
 			}
 			return runHTTP(cmd.Context(), units, log, o.drainTimeout)
 		},
@@ -312,6 +335,10 @@ can mint params.`,
 	f.IntVar(&o.port, "port", 8100, "HTTP port (data-parallel rank r: port+r)")
 	f.IntVar(&o.hsPort, "handshake-port", 0, "prefill: ZeroMQ handshake port (0: any free port; data-parallel rank r: handshake-port+r)")
 	f.IntVar(&o.dpSize, "data-parallel-size", 1, "data-parallel ranks of this instance: each its own engine, HTTP port port+r and handshake port handshake-port+r (the proxy lists each rank's URL)")
+	f.StringVar(&o.disc, "discovery", "", "etcd://HOST:PORT[,HOST:PORT...]: register this instance (each data-parallel rank) there under a lease kept alive; deregistered when it drains")
+	f.StringVar(&o.discPrefix, "discovery-prefix", discovery.DefaultPrefix, "the etcd key prefix of this deployment's records")
+	f.StringVar(&o.advertise, "advertise-url", "", "with --discovery: the HTTP URL proxies reach this instance at (default http://HOST:PORT, rank r at PORT+r)")
+	f.DurationVar(&o.discTTL, "discovery-ttl", discovery.DefaultTTL, "with --discovery: the registration's lease; a killed instance leaves the proxies this long after it stopped")
 	f.IntVar(&o.dpRank, "data-parallel-rank", -1, "run only this data-parallel rank in this process (one process per rank); -1: every rank in this process")
 	f.IntVar(&o.numBlocks, "num-blocks", 1024, "blocks per pool")
 	f.Uint64Var(&o.seed, "seed", 1, "reference model weights seed (must match across instances)")
@@ -355,6 +382,10 @@ type httpUnit struct {
 	addr, banner string
 	h            http.Handler
 	d            backend.Drainer // nil: no drain
+	// register, when set, registers the unit once it serves (discovery)
+	// and returns its deregistration, called when the unit stops: at the
+	// start of a drain, so proxies stop routing to it at once.
+	register func(ctx context.Context) (deregister func(), err error)
 }
 
 // runHTTP serves every unit until the context ends or SIGINT/SIGTERM,
@@ -407,8 +438,19 @@ func runHTTP(ctx context.Context, units []httpUnit, log *slog.Logger, drainTimeo
 		served := make(chan error, 1)
 		go func() { served <- srv.Serve(lns[i]) }()
 		log.Info(u.banner)
+		deregister := func() {}
+		if u.register != nil {
+			dereg, err := u.register(ctx)
+			if err != nil {
+				srv.Close()
+				errs[i] = err
+				continue
+			}
+			deregister = dereg
+		}
 		fmt.Fprintln(os.Stdout, "READY", "http://"+lns[i].Addr().String())
 		wg.Go(func() {
+			defer deregister()
 			var draining <-chan struct{}
 			if u.d != nil {
 				draining = u.d.Draining()
@@ -425,6 +467,7 @@ func runHTTP(ctx context.Context, units []httpUnit, log *slog.Logger, drainTimeo
 				log.Info("drain requested over HTTP (a signal stops at once)", "addr", u.addr)
 			}
 			if drain {
+				deregister() // proxies stop routing here before the drain waits
 				errs[i] = waitDrained(ctx, u.d, forced, drainTimeout, log)
 			}
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -473,10 +516,11 @@ func proxyCmd() *cobra.Command {
 		port                    int
 		healthInterval          time.Duration
 		apiKeyFile, clusterKey  string
+		disc, discPrefix, model string
 		logs                    logFlags
 	)
 	c := &cobra.Command{
-		Use:   "proxy --prefill URL[,URL...] --decode URL[,URL...] --port P",
+		Use:   "proxy (--prefill URL[,URL...] --decode URL[,URL...] | --discovery etcd://HOST:PORT) --port P",
 		Short: "OpenAI-compatible proxy: prefill on a P instance, decode on a D instance, stream D's answer",
 		Long: `proxy serves the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models,
 /health, /metrics): it validates a request, prefills it on a prefill instance, decodes it on a
@@ -487,7 +531,13 @@ Security (docs/security.md): --api-key-file makes every request but /health need
 to the instances. --cluster-key-file (the instances' file) derives the internal token
 the proxy sends to the instances as X-Hybridxfer-Internal: instances started with a
 cluster key accept kv_transfer_params and aborts only with it. Clients may not send
-kv_transfer_params themselves (400).`,
+kv_transfer_params themselves (400).
+
+Discovery (docs/scaling.md): with --discovery etcd://HOST:PORT[,...] instead of the URL
+lists, the proxy routes to the instances registered there (serve --discovery), as they
+come and go: a draining instance leaves at once, a killed one when its lease expires.
+Decode legs then go only to decode instances with the prefill instance's compatibility
+hash; --model keeps only instances of that model.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(os.Stderr)
@@ -514,17 +564,33 @@ kv_transfer_params themselves (400).`,
 			} else {
 				log.Warn("no --cluster-key-file: the proxy sends no internal token; instances started with a cluster key refuse its requests (403)")
 			}
+			if (disc != "") == (prefill != "" || decode != "") {
+				return fmt.Errorf("%w: give either --prefill and --decode, or --discovery", errFlag)
+			}
+			opts.Dynamic = disc != ""
 			p, err := proxy.NewWithOptions(splitList(prefill), splitList(decode), opts)
 			if err != nil {
 				return err
 			}
 			defer p.Close()
 			addr := net.JoinHostPort(listen, fmt.Sprint(port))
-			return runHTTP(cmd.Context(), []httpUnit{{addr: addr, h: p, banner: fmt.Sprintf("proxy on http://%s (prefill %s, decode %s)", addr, prefill, decode)}}, log, 0)
+			banner := fmt.Sprintf("proxy on http://%s (prefill %s, decode %s)", addr, prefill, decode)
+			if disc != "" {
+				stop, err := watchUpstreams(cmd.Context(), p, disc, discPrefix, model, log)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				banner = fmt.Sprintf("proxy on http://%s (instances from %s%s)", addr, disc, discPrefix)
+			}
+			return runHTTP(cmd.Context(), []httpUnit{{addr: addr, h: p, banner: banner}}, log, 0)
 		},
 	}
 	c.Flags().StringVar(&prefill, "prefill", "", "prefill instance URLs, comma-separated")
 	c.Flags().StringVar(&decode, "decode", "", "decode instance URLs, comma-separated")
+	c.Flags().StringVar(&disc, "discovery", "", "etcd://HOST:PORT[,HOST:PORT...]: route to the instances registered there instead of --prefill/--decode")
+	c.Flags().StringVar(&discPrefix, "discovery-prefix", discovery.DefaultPrefix, "the etcd key prefix of this deployment's records")
+	c.Flags().StringVar(&model, "model", "", "with --discovery: route only to instances serving this model (default: any)")
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1", "listen address")
 	c.Flags().IntVar(&port, "port", 8000, "port")
 	c.Flags().DurationVar(&healthInterval, "health-interval", proxy.DefaultHealthInterval,

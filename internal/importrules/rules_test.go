@@ -220,6 +220,10 @@ var layers = map[string][]string{
 	"openai/openaitest": {"backend", "openai", "tokenizer"},
 	// proxy routes the API over prefill and decode instances.
 	"proxy": {"backend", "openai", "internal/"},
+	// discovery is the etcd edge (registration, watch, an embedded server
+	// for demos and tests): nothing of ours; cmd wires it to serve and
+	// proxy.
+	"discovery": {},
 	// proptest is a library others run in their CI: libraries only, no
 	// HTTP server, no cgo.
 	"proptest":       {"backend", "groups", "hma", "specdec", "oracle/", "tokenizer", "serve", "statexfer/plan", "statexfer/transport", "statexfer/verify"},
