@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -172,7 +171,7 @@ func benchPatternCmd() *cobra.Command {
 		seed       uint64
 		asJSON     bool
 		plotPath   string
-		errMode    string
+		ux         ucxFlags
 	)
 	c := &cobra.Command{
 		Use:   "pattern",
@@ -223,9 +222,7 @@ exits with status 2).`,
 					fc.fail("patterns", "%s is %s, above 64 GiB", s, hostmem.GiB(s.bytes()))
 				}
 			}
-			if _, err := ucxConfig("", errMode); err != nil {
-				fc.fail("ucx-error-mode", "%v", err)
-			}
+			ux.check(&fc)
 			if plotPath != "" {
 				if ext := strings.ToLower(plotPath[strings.LastIndexByte(plotPath, '.')+1:]); ext != "svg" && ext != "png" {
 					fc.fail("plot", "%q: want FILE.svg or FILE.png", plotPath)
@@ -236,7 +233,7 @@ exits with status 2).`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
 			defer cancel()
-			rows, err := runPatternBench(ctx, shapes, iterations, seed, errMode)
+			rows, err := runPatternBench(ctx, shapes, iterations, seed, ux)
 			if err != nil {
 				return err
 			}
@@ -272,7 +269,7 @@ exits with status 2).`,
 	c.Flags().Uint64Var(&seed, "seed", 1, "seed of the target's pattern and of the block permutation")
 	c.Flags().BoolVar(&asJSON, "json", false, `print {"rows": [...]}`)
 	c.Flags().StringVar(&plotPath, "plot", "", "also draw the bandwidths to FILE.svg or FILE.png")
-	c.Flags().StringVar(&errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none or peer")
+	ux.register(c, true)
 	c.AddCommand(patternTargetCmd())
 	return c
 }
@@ -378,8 +375,8 @@ func countMismatches(dst []byte, perm []int, blockBytes int64, seed uint64) int6
 
 // patternTargetSpec is the first line the target reads.
 type patternTargetSpec struct {
-	ErrMode string `json:"err_mode"`
-	Seed    uint64 `json:"seed"`
+	UCX  ucxFlags `json:"ucx"`
+	Seed uint64   `json:"seed"`
 }
 
 func patternTargetCmd() *cobra.Command {
@@ -408,11 +405,6 @@ func patternTargetCmd() *cobra.Command {
 // notification received is reported as NOTIFY <peer id> <base64 message>.
 // Errors are reported as ERROR <message>.
 func runPatternTarget(in io.Reader, stdout io.Writer) error {
-	level := slog.LevelWarn
-	if os.Getenv("HYBRIDXFER_LOG") == "debug" {
-		level = slog.LevelDebug
-	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 	out := &lineWriter{w: stdout}
 	err := patternTarget(bufio.NewReader(in), out)
 	if err != nil {
@@ -430,7 +422,8 @@ func patternTarget(in *bufio.Reader, out *lineWriter) error {
 	if err := json.Unmarshal([]byte(line), &spec); err != nil {
 		return fmt.Errorf("pattern target: bad spec: %w", err)
 	}
-	cfg, err := ucxConfig("pattern-target", spec.ErrMode)
+	spec.UCX.setWorkerLogger()
+	cfg, err := spec.UCX.config("pattern-target")
 	if err != nil {
 		return err
 	}
@@ -499,14 +492,14 @@ type patternReader struct {
 	mapped, oneSided *ucx.Transport
 	target           *worker
 	targetAddr       []byte
-	errMode          string
+	ux               ucxFlags
 	seed             uint64
 	iterations       int
 	tcp              bool
 	bar              progress // a step per iteration of every shape
 }
 
-func runPatternBench(ctx context.Context, shapes []patternShape, iterations int, seed uint64, errMode string) (rows []patternRow, err error) {
+func runPatternBench(ctx context.Context, shapes []patternShape, iterations int, seed uint64, ux ucxFlags) (rows []patternRow, err error) {
 	var biggest int64
 	for _, s := range shapes {
 		biggest = max(biggest, s.bytes())
@@ -516,9 +509,9 @@ func runPatternBench(ctx context.Context, shapes []patternShape, iterations int,
 	if err := hostmem.Check(4*biggest, fmt.Sprintf("bench pattern (4 x %s)", hostmem.GiB(biggest))); err != nil {
 		return nil, err
 	}
-	r := &patternReader{errMode: errMode, seed: seed, iterations: iterations, tcp: strings.Contains(strings.ToLower(os.Getenv("UCX_TLS")), "tcp")}
+	r := &patternReader{ux: ux, seed: seed, iterations: iterations, tcp: strings.Contains(strings.ToLower(os.Getenv("UCX_TLS")), "tcp")}
 	newTr := func(name string, noMap bool) (*ucx.Transport, error) {
-		cfg, err := ucxConfig(name, errMode)
+		cfg, err := ux.config(name)
 		if err != nil {
 			return nil, err
 		}
@@ -538,7 +531,7 @@ func runPatternBench(ctx context.Context, shapes []patternShape, iterations int,
 		return nil, err
 	}
 	defer r.oneSided.Close()
-	if r.target, err = startPatternTarget(ctx, patternTargetSpec{ErrMode: errMode, Seed: seed}); err != nil {
+	if r.target, err = startPatternTarget(ctx, patternTargetSpec{UCX: ux, Seed: seed}); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -568,8 +561,8 @@ func runPatternBench(ctx context.Context, shapes []patternShape, iterations int,
 // run measures one pattern.
 func (r *patternReader) run(ctx context.Context, idx int, s patternShape) (patternRow, error) {
 	n := s.bytes()
-	row := patternRow{Blocks: s.Blocks, BlockBytes: s.BlockBytes, Bytes: n, Iterations: r.iterations, ErrMode: r.errMode}
-	if r.errMode == "" {
+	row := patternRow{Blocks: s.Blocks, BlockBytes: s.BlockBytes, Bytes: n, Iterations: r.iterations, ErrMode: r.ux.ErrMode}
+	if r.ux.ErrMode == "" {
 		row.ErrMode = "none"
 	}
 	id := strconv.Itoa(idx)

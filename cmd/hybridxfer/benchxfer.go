@@ -88,7 +88,7 @@ func benchTransferCmd() *cobra.Command {
 		requests   int
 		iterations int
 		mode       string
-		errMode    string
+		ux         ucxFlags
 		asJSON     bool
 		plotPath   string
 	)
@@ -113,6 +113,11 @@ back, against a raw get of the block plus an active-message round trip. D's
 memory is checked against the pattern at the end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var fc flagChecks
+			ux.check(&fc)
+			if err := fc.err(); err != nil {
+				return err
+			}
 			m, err := mf.load(model)
 			if err != nil {
 				return err
@@ -135,7 +140,7 @@ memory is checked against the pattern at the end.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
 			defer cancel()
-			results, _, err := runCluster(ctx, cfg, perSide(pc.TP, dc.TP), errMode, true, iterations)
+			results, _, err := runCluster(ctx, cfg, perSide(pc.TP, dc.TP), ux, true, iterations)
 			if err != nil {
 				return err
 			}
@@ -143,7 +148,7 @@ memory is checked against the pattern at the end.`,
 			if err := json.Unmarshal([]byte(results[0]), &r); err != nil {
 				return err
 			}
-			r.ErrMode = errMode
+			r.ErrMode = ux.ErrMode
 			out := cmd.OutOrStdout()
 			if plotPath != "" {
 				if err := plotTransfer(plotPath, &r); err != nil {
@@ -171,7 +176,7 @@ memory is checked against the pattern at the end.`,
 	c.Flags().IntVar(&requests, "requests", 1, "requests per iteration")
 	c.Flags().IntVar(&iterations, "iterations", 5, "timed iterations")
 	c.Flags().StringVar(&mode, "mode", "direct", "direct, staged or auto")
-	c.Flags().StringVar(&errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none or peer")
+	ux.register(c, true)
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	c.Flags().StringVar(&plotPath, "plot", "", "also draw the bandwidth rows to this .svg or .png file")
 	return c

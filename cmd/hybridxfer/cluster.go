@@ -64,15 +64,15 @@ func (s jobSpec) config() (verify.Config, error) {
 
 // workerSpec is the first line a worker reads.
 type workerSpec struct {
-	Side        string  `json:"side"` // prefill or decode
-	Ranks       []int   `json:"ranks"`
-	BootID      string  `json:"boot_id,omitempty"` // prefill: the incarnation all its processes share
-	Job         jobSpec `json:"job"`
-	SideChannel string  `json:"side_channel,omitempty"` // decode: P's handshake address
-	BasePort    int     `json:"base_port,omitempty"`    // prefill rank 0's host: where to listen
-	ErrMode     string  `json:"err_mode"`
-	Bench       bool    `json:"bench,omitempty"` // measure instead of verify-only (prefill: echo fixed- completions)
-	Iterations  int     `json:"iterations,omitempty"`
+	Side        string   `json:"side"` // prefill or decode
+	Ranks       []int    `json:"ranks"`
+	BootID      string   `json:"boot_id,omitempty"` // prefill: the incarnation all its processes share
+	Job         jobSpec  `json:"job"`
+	SideChannel string   `json:"side_channel,omitempty"` // decode: P's handshake address
+	BasePort    int      `json:"base_port,omitempty"`    // prefill rank 0's host: where to listen
+	UCX         ucxFlags `json:"ucx"`
+	Bench       bool     `json:"bench,omitempty"` // measure instead of verify-only (prefill: echo fixed- completions)
+	Iterations  int      `json:"iterations,omitempty"`
 }
 
 // worker is a running child process.
@@ -248,7 +248,7 @@ func perSide(p, d int) clusterLayout {
 
 // runCluster starts the workers, wires the handshake, and returns every
 // decode worker's RESULT payload and every prefill worker's DONE payload.
-func runCluster(ctx context.Context, cfg verify.Config, layout clusterLayout, errMode string, bench bool, iterations int) (results, dones []string, err error) {
+func runCluster(ctx context.Context, cfg verify.Config, layout clusterLayout, ux ucxFlags, bench bool, iterations int) (results, dones []string, err error) {
 	js, err := newJobSpec(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -271,7 +271,7 @@ func runCluster(ctx context.Context, cfg verify.Config, layout clusterLayout, er
 	var pws []*worker
 	bootID := session.NewBootID() // one incarnation across P's processes
 	for i, ranks := range layout.prefill {
-		w, err := startWorker(ctx, fmt.Sprintf("prefill %v", ranks), workerSpec{Side: "prefill", Ranks: ranks, BootID: bootID, Job: js, BasePort: port, ErrMode: errMode, Bench: bench})
+		w, err := startWorker(ctx, fmt.Sprintf("prefill %v", ranks), workerSpec{Side: "prefill", Ranks: ranks, BootID: bootID, Job: js, BasePort: port, UCX: ux, Bench: bench})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -297,7 +297,7 @@ func runCluster(ctx context.Context, cfg verify.Config, layout clusterLayout, er
 	}
 	var dws []*worker
 	for _, ranks := range layout.decode {
-		w, err := startWorker(ctx, fmt.Sprintf("decode %v", ranks), workerSpec{Side: "decode", Ranks: ranks, Job: js, SideChannel: addr, ErrMode: errMode, Bench: bench, Iterations: iterations})
+		w, err := startWorker(ctx, fmt.Sprintf("decode %v", ranks), workerSpec{Side: "decode", Ranks: ranks, Job: js, SideChannel: addr, UCX: ux, Bench: bench, Iterations: iterations})
 		if err != nil {
 			return nil, nil, err
 		}

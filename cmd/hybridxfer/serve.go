@@ -124,7 +124,7 @@ type serveOptions struct {
 	stagingBytes              int64
 	dropNotify                float64
 	handoff, policy, mode     string
-	errMode                   string
+	ux                        ucxFlags
 	clusterKeyFile            string
 	hsKey, hsAllow, hsPub     string
 	apiKeyFile                string
@@ -147,6 +147,7 @@ func (o *serveOptions) dpRanks() []int {
 func (o *serveOptions) validate() error {
 	var fc flagChecks
 	o.logs.check(&fc)
+	o.ux.check(&fc)
 	switch backend.Role(o.role) {
 	case backend.RolePrefill, backend.RoleDecode, backend.RoleBoth:
 	default:
@@ -233,7 +234,7 @@ can mint params.`,
 			if err != nil {
 				return err
 			}
-			uc, err := ucxConfig("", o.errMode)
+			uc, err := o.ux.config("")
 			if err != nil {
 				return err
 			}
@@ -320,7 +321,9 @@ can mint params.`,
 						return err
 					}
 					in := discovery.Instance{Role: o.role, Model: m.Name, CompatHash: eng.CompatHash(), TP: ic.TP, DPRank: dp, URL: u, EngineID: id}
-					unit.register = func(ctx context.Context) (func(), error) { return registerInstance(ctx, o.disc, o.discPrefix, in, o.discTTL, elog) }
+					unit.register = func(ctx context.Context) (func(), error) {
+						return registerInstance(ctx, o.disc, o.discPrefix, in, o.discTTL, elog)
+					}
 				}
 				units = append(units, unit)
 			}
@@ -353,7 +356,7 @@ can mint params.`,
 	f.StringVar(&o.handoff, "handoff", string(backend.DecodeComputesLast), "prefill: decode-computes-last or prefill-samples-first")
 	f.StringVar(&o.policy, "kv-load-failure-policy", backend.PolicyFail, "decode: fail (error to the client) or recompute")
 	f.StringVar(&o.mode, "mode", "auto", "decode: read shaping, direct, staged or auto")
-	f.StringVar(&o.errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none or peer")
+	o.ux.register(c, false)
 	f.StringVar(&o.apiKeyFile, "api-key-file", "", "client API keys, one per line (mode 0600): every request but /health and /metrics needs Authorization: Bearer KEY (or the proxy's internal token)")
 	f.StringVar(&o.hsKey, "handshake-key", "", "this instance's CURVE secret key (hybridxfer keys curve): prefill: the handshake server's; decode: its client key")
 	f.StringVar(&o.hsAllow, "handshake-allow", "", "prefill: the decode instances' CURVE public keys allowed to handshake, one per line")

@@ -77,7 +77,7 @@ func verifyCmd() *cobra.Command {
 		mode     string
 		asJSON   bool
 		tport    string
-		errMode  string
+		ux       ucxFlags
 		check    string
 		maxTok   int
 		pCache   string
@@ -114,6 +114,7 @@ byte_mismatches and untouched_violations are both zero.`,
 				return err
 			}
 			var fc flagChecks
+			ux.check(&fc)
 			pm := parseCacheMode(&fc, "prefill-mamba-cache-mode", pCache)
 			dm := parseCacheMode(&fc, "decode-mamba-cache-mode", dCache)
 			if err := fc.err(); err != nil {
@@ -125,7 +126,7 @@ byte_mismatches and untouched_violations are both zero.`,
 				}
 				mc := serve.ModelCheck{Model: m, P: pc, D: dc, Mode: md, PromptTokens: tokens, Requests: requests, MaxTokens: maxTok, Seed: seed,
 					PCacheMode: pm, DCacheMode: dm}
-				return verifyModel(cmd, mc, tport, errMode, asJSON)
+				return verifyModel(cmd, mc, tport, ux, asJSON)
 			}
 			for _, name := range []string{"prefill-mamba-cache-mode", "decode-mamba-cache-mode"} {
 				if cmd.Flags().Changed(name) {
@@ -148,7 +149,7 @@ byte_mismatches and untouched_violations are both zero.`,
 					return transport.NewInproc(h), nil
 				})
 			case "ucx":
-				res, err = verifyCluster(cmd.Context(), cfg, errMode)
+				res, err = verifyCluster(cmd.Context(), cfg, ux)
 			case "memory":
 				res, err = verify.Run(cfg)
 			default:
@@ -195,7 +196,7 @@ byte_mismatches and untouched_violations are both zero.`,
 	c.Flags().IntVar(&maxTok, "max-tokens", 8, "--check model: tokens generated per request")
 	cacheModeFlag(c, &pCache, "prefill-", "--check model: prefill ")
 	cacheModeFlag(c, &dCache, "decode-", "--check model: decode ")
-	c.Flags().StringVar(&errMode, "ucx-error-mode", "none", "UCX endpoint error handling: none (shared-memory lanes, dead peers found by the side channel) or peer (UCX 1.13: tcp lanes, emulated gets)")
+	ux.register(c, true)
 	return c
 }
 
@@ -216,14 +217,14 @@ func pathsText(p map[string]int) string {
 }
 
 // verifyCluster runs the verification with every rank in its own process.
-func verifyCluster(ctx context.Context, cfg verify.Config, errMode string) (*verify.Result, error) {
+func verifyCluster(ctx context.Context, cfg verify.Config, ux ucxFlags) (*verify.Result, error) {
 	j, err := verify.NewJob(cfg)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
-	results, dones, err := runCluster(ctx, cfg, perRank(j.Cfg.P.TP, j.Cfg.D.TP), errMode, false, 0)
+	results, dones, err := runCluster(ctx, cfg, perRank(j.Cfg.P.TP, j.Cfg.D.TP), ux, false, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -253,14 +254,14 @@ func verifyCluster(ctx context.Context, cfg verify.Config, errMode string) (*ver
 }
 
 // verifyModel is verify --check model.
-func verifyModel(cmd *cobra.Command, mc serve.ModelCheck, tport, errMode string, asJSON bool) error {
+func verifyModel(cmd *cobra.Command, mc serve.ModelCheck, tport string, ux ucxFlags, asJSON bool) error {
 	m, pc, dc := mc.Model, mc.P, mc.D
 	switch tport {
 	case "inproc":
 		f := func(_ int, h transport.Handlers) (transport.Transport, error) { return transport.NewInproc(h), nil }
 		mc.PTransports, mc.DTransports = f, f
 	case "ucx":
-		uc, err := ucxConfig("", errMode)
+		uc, err := ux.config("")
 		if err != nil {
 			return err
 		}

@@ -30,11 +30,6 @@ func workerCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			level := slog.LevelWarn
-			if os.Getenv("HYBRIDXFER_LOG") == "debug" {
-				level = slog.LevelDebug
-			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 			in := bufio.NewReader(os.Stdin)
 			line, err := in.ReadString('\n')
 			if err != nil {
@@ -44,6 +39,7 @@ func workerCmd() *cobra.Command {
 			if err := json.Unmarshal([]byte(line), &spec); err != nil {
 				return fmt.Errorf("worker: bad spec: %w", err)
 			}
+			spec.UCX.setWorkerLogger()
 			out := &lineWriter{w: os.Stdout}
 			var runErr error
 			switch spec.Side {
@@ -73,25 +69,6 @@ func (l *lineWriter) line(verb, payload string) {
 	fmt.Fprintf(l.w, "%s %s\n", verb, strings.ReplaceAll(payload, "\n", " "))
 }
 
-func ucxConfig(name, errMode string) (ucx.Config, error) {
-	c := ucx.Config{Name: name}
-	switch os.Getenv("HYBRIDXFER_UCX_IDLE") {
-	case "spin":
-		c.Idle = ucx.IdleSpin
-	case "sleep":
-		c.Idle = ucx.IdleSleep
-	}
-	switch errMode {
-	case "", "none":
-		c.ErrMode = ucx.ErrModeNone
-	case "peer":
-		c.ErrMode = ucx.ErrModePeer
-	default:
-		return c, fmt.Errorf("error mode %q (want none or peer)", errMode)
-	}
-	return c, nil
-}
-
 func compat(m *groups.Model) (zmqchan.Hash, map[string]string) {
 	return zmqchan.Hash(groups.CompatHash(m, statexfer.ProtocolVersion)), groups.CompatFields(m, statexfer.ProtocolVersion)
 }
@@ -111,9 +88,9 @@ func loadJob(spec workerSpec) (j *verify.Job, pool, scratch []int64, err error) 
 }
 
 // ucxTransports builds the hosted ranks' UCX transports for a session.
-func ucxTransports(side, errMode string) session.TransportFactory {
+func ucxTransports(side string, ux ucxFlags) session.TransportFactory {
 	return func(r int, h transport.Handlers) (transport.Transport, error) {
-		uc, err := ucxConfig(fmt.Sprintf("%s-%d", side, r), errMode)
+		uc, err := ux.config(fmt.Sprintf("%s-%d", side, r))
 		if err != nil {
 			return nil, err
 		}
@@ -146,7 +123,7 @@ func runPrefillWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error 
 	}
 	cfg := j.Cfg
 	ctx := context.Background()
-	trs := ucxTransports("prefill", spec.ErrMode)
+	trs := ucxTransports("prefill", spec.UCX)
 	if spec.Bench {
 		trs = echoPrefill(trs)
 	}
@@ -228,7 +205,7 @@ func runDecodeWorker(spec workerSpec, in *bufio.Reader, out *lineWriter) error {
 		return err
 	}
 	ctx := context.Background()
-	trs := ucxTransports("decode", spec.ErrMode)
+	trs := ucxTransports("decode", spec.UCX)
 	echoes := make(chan string, 64)
 	if spec.Bench {
 		trs = echoDecode(trs, echoes)
