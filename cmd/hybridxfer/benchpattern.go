@@ -322,7 +322,7 @@ func plotPatternRows(path string, rows []patternRow) error {
 			series[i].Values = append(series[i].Values, v)
 		}
 	}
-	return plotBars(path, "bench pattern: N scattered blocks of S bytes, one reader", labels, series)
+	return plotBars(path, "bench pattern: N scattered blocks of S bytes, one reader", "GB/s", labels, series)
 }
 
 // ---- the pattern --------------------------------------------------------

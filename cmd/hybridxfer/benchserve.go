@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -37,6 +38,7 @@ type serveBenchOptions struct {
 	stream, asJSON         bool
 	apiKeyFile, clusterKey string
 	settle, timeout        time.Duration
+	plotPath               string
 }
 
 // latencies summarizes one latency distribution in milliseconds.
@@ -141,6 +143,11 @@ traffic generator for other people's services.`,
 			} else {
 				printServeBench(out, res)
 			}
+			if o.plotPath != "" {
+				if err := plotServeBench(o.plotPath, res); err != nil {
+					return err
+				}
+			}
 			// A run with errors, wrong answers or blocks left fails, JSON or
 			// not, so scripts and CI can rely on the exit status.
 			if res.Errors > 0 || res.Wrong > 0 || !res.PoolsEmptyAfter {
@@ -165,12 +172,18 @@ traffic generator for other people's services.`,
 	f.StringVar(&o.apiKeyFile, "api-key-file", "", "a file whose first key is sent as Authorization: Bearer (proxy and instances with --api-key-file)")
 	f.StringVar(&o.clusterKey, "cluster-key-file", "", "the cluster key: its internal token reads the instances' /debug/pools when they need credentials")
 	f.DurationVar(&o.settle, "settle", 30*time.Second, "how long to wait, after the last answer, for every instance to hold nothing")
+	f.StringVar(&o.plotPath, "plot", "", "also draw the latency percentiles (TTFT, inter-token, latency: p50, p90, p99) to FILE.svg or FILE.png")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on the whole run after this long (requests still open count as errors)")
 	return c
 }
 
 func (o *serveBenchOptions) validate() error {
 	var fc flagChecks
+	if o.plotPath != "" {
+		if ext := strings.ToLower(filepath.Ext(o.plotPath)); ext != ".svg" && ext != ".png" {
+			fc.fail("plot", "%q: want FILE.svg or FILE.png", o.plotPath)
+		}
+	}
 	if u, err := url.Parse(o.url); o.url == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		fc.fail("url", "%q is not an http(s) URL of a proxy", o.url)
 	}
@@ -516,4 +529,18 @@ func printServeBench(w io.Writer, r *serveBenchResult) {
 		}
 		fmt.Fprintf(w, "  %-8s %s: %s\n", in.Role, in.URL, state)
 	}
+}
+
+// plotServeBench draws the latency percentiles of r: one group per
+// measure (TTFT, inter-token, latency), one bar per percentile, in ms.
+func plotServeBench(path string, r *serveBenchResult) error {
+	ls := []latencies{r.TTFTms, r.ITLms, r.Latencyms}
+	series := []plotSeries{{Name: "p50"}, {Name: "p90"}, {Name: "p99"}}
+	for _, l := range ls {
+		series[0].Values = append(series[0].Values, l.P50)
+		series[1].Values = append(series[1].Values, l.P90)
+		series[2].Values = append(series[2].Values, l.P99)
+	}
+	title := fmt.Sprintf("bench serve: %d requests, %d in flight, %.1f req/s", r.Requests, r.Concurrency, r.RequestsPerS)
+	return plotBars(path, title, "ms", []string{"TTFT", "inter-token", "latency"}, series)
 }

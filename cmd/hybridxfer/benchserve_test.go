@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -93,5 +94,28 @@ func TestSummarizePercentiles(t *testing.T) {
 		if p := benchPrompt(o, i); len(p) != 37 || p != benchPrompt(o, i+5) || p == benchPrompt(o, i+1) {
 			t.Fatalf("prompt %d: %q", i, p)
 		}
+	}
+}
+
+// TestPlotServeBench: the latency chart is an SVG with the three measures,
+// the percentiles and the unit.
+func TestPlotServeBench(t *testing.T) {
+	path := t.TempDir() + "/serve.svg"
+	r := &serveBenchResult{Requests: 10, Concurrency: 2, RequestsPerS: 3.5,
+		TTFTms: latencies{P50: 10, P90: 20, P99: 30}, ITLms: latencies{P50: 1, P90: 2, P99: 3}, Latencyms: latencies{P50: 12, P90: 22, P99: 33}}
+	if err := plotServeBench(path, r); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<svg", "TTFT", "inter-token", "latency", "p50", "p99", "ms", "3.5 req/s"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the chart lacks %q", want)
+		}
+	}
+	if err := (&serveBenchOptions{url: "http://a:1", concurrency: 1, requests: 1, promptTokens: 1, maxToks: 1, distinct: 1, timeout: time.Minute, plotPath: "x.jpg"}).validate(); err == nil {
+		t.Error("--plot x.jpg accepted")
 	}
 }

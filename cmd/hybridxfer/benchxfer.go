@@ -214,7 +214,7 @@ func plotTransfer(path string, r *xferResult) error {
 	if r.TCPSocketGBps > 0 {
 		series = append(series, plotSeries{Name: "tcp socket", Values: []float64{r.TCPSocketGBps}})
 	}
-	return plotBars(path, "bench transfer", []string{label}, series)
+	return plotBars(path, "bench transfer", "GB/s", []string{label}, series)
 }
 
 // benchRank is one hosted decode rank of `bench transfer`: its memory and

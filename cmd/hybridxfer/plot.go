@@ -21,9 +21,10 @@ type plotSeries struct {
 
 // plotBars draws a grouped bar chart to path, SVG or PNG by its extension:
 // one group of bars per label, one bar (and colour, and legend entry) per
-// series in each group, the Y axis in GB/s. Every series must have one
-// value per label; values that are negative or not finite are drawn as 0.
-func plotBars(path, title string, labels []string, series []plotSeries) error {
+// series in each group, the Y axis labelled yLabel (GB/s, ms). Every
+// series must have one value per label; values that are negative or not
+// finite are drawn as 0.
+func plotBars(path, title, yLabel string, labels []string, series []plotSeries) error {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".svg", ".png":
 	default:
@@ -34,7 +35,7 @@ func plotBars(path, title string, labels []string, series []plotSeries) error {
 	}
 	p := plot.New()
 	p.Title.Text = title
-	p.Y.Label.Text = "GB/s"
+	p.Y.Label.Text = yLabel
 	// One unit of X per label; the groups fill 0.8 of it. The canvas grows
 	// with the bars so that they stay readable.
 	n := float64(len(labels))

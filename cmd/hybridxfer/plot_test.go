@@ -16,7 +16,7 @@ func TestPlotBarsSVG(t *testing.T) {
 		{Name: "raw", Values: []float64{9, 7, 11}},
 		{Name: "memcpy", Values: []float64{11, 9, 13}},
 	}
-	if err := plotBars(path, "bench pattern", labels, series); err != nil {
+	if err := plotBars(path, "bench pattern", "GB/s", labels, series); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
@@ -36,7 +36,7 @@ func TestPlotBarsSVG(t *testing.T) {
 
 func TestPlotBarsPNG(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bars.PNG")
-	if err := plotBars(path, "t", []string{"a"}, []plotSeries{{Name: "x", Values: []float64{1}}}); err != nil {
+	if err := plotBars(path, "t", "GB/s", []string{"a"}, []plotSeries{{Name: "x", Values: []float64{1}}}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
@@ -53,14 +53,14 @@ func TestPlotBarsErrors(t *testing.T) {
 	one := []plotSeries{{Name: "x", Values: []float64{1}}}
 	for _, name := range []string{"bars.gif", "bars", "bars.pdf"} {
 		path := filepath.Join(dir, name)
-		if err := plotBars(path, "t", []string{"a"}, one); err == nil {
+		if err := plotBars(path, "t", "GB/s", []string{"a"}, one); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 		if _, err := os.Stat(path); err == nil {
 			t.Errorf("%s: a file was written", name)
 		}
 	}
-	if err := plotBars(filepath.Join(dir, "x.svg"), "t", []string{"a", "b"}, one); err == nil {
+	if err := plotBars(filepath.Join(dir, "x.svg"), "t", "GB/s", []string{"a", "b"}, one); err == nil {
 		t.Error("a series shorter than the labels: no error")
 	}
 }
