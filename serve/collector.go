@@ -26,6 +26,13 @@ type collectorDescs struct {
 	soonest                   *prometheus.Desc
 	released, expired         *prometheus.Desc
 	peers, loads              *prometheus.Desc
+	pathBatches, pathBytes    *prometheus.Desc
+}
+
+// transportPaths is implemented by instances whose transports count
+// batches by path (Engine.TransportPaths).
+type transportPaths interface {
+	TransportPaths() []RankPathCount
 }
 
 // PeerStates are the values of the state label of hybridxfer_peers
@@ -62,13 +69,17 @@ func NewCollector(in backend.Inspector, engineID string, role backend.Role) *Col
 		expired:  d("hybridxfer_leases_expired_total", "Leases on held state that expired before every consumer notified."),
 		peers:    d("hybridxfer_peers", "Prefill incarnations a decode instance knows, by state.", "state"),
 		loads:    d("hybridxfer_loads_in_flight", "Loads on a decode instance not yet done or failed, by state.", "state"),
+		pathBatches: d("hybridxfer_transport_path_batches_total",
+			"Batches of reads (or writes) the rank's transport completed, by the path that served them (ucx: mapped, one-sided, emulated; inproc).", "rank", "path"),
+		pathBytes: d("hybridxfer_transport_path_bytes_total",
+			"Bytes those batches moved (failed ops excluded), by rank and path.", "rank", "path"),
 	}}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	d := &c.descs
-	for _, x := range []*prometheus.Desc{d.used, d.total, d.cached, d.held, d.free, d.running, d.holds, d.soonest, d.released, d.expired, d.peers, d.loads} {
+	for _, x := range []*prometheus.Desc{d.used, d.total, d.cached, d.held, d.free, d.running, d.holds, d.soonest, d.released, d.expired, d.peers, d.loads, d.pathBatches, d.pathBytes} {
 		ch <- x
 	}
 }
@@ -120,5 +131,28 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range LoadStates {
 		gauge(d.loads, float64(counts[s]), s)
+	}
+
+	if tp, ok := c.in.(transportPaths); ok {
+		// A rank of a "both" instance has two transports: summed.
+		type key struct {
+			rank int
+			path string
+		}
+		sums := map[key][2]uint64{}
+		var keys []key
+		for _, pc := range tp.TransportPaths() {
+			k := key{pc.Rank, pc.Path}
+			if _, seen := sums[k]; !seen {
+				keys = append(keys, k)
+			}
+			v := sums[k]
+			sums[k] = [2]uint64{v[0] + pc.Batches, v[1] + pc.Bytes}
+		}
+		for _, k := range keys {
+			r := strconv.Itoa(k.rank)
+			ch <- prometheus.MustNewConstMetric(d.pathBatches, prometheus.CounterValue, float64(sums[k][0]), r, k.path)
+			ch <- prometheus.MustNewConstMetric(d.pathBytes, prometheus.CounterValue, float64(sums[k][1]), r, k.path)
+		}
 	}
 }

@@ -221,6 +221,51 @@ type Engine struct {
 
 	// decode
 	dec *session.Decode
+
+	trMu       sync.Mutex
+	transports []rankTransport // every rank's transport, for TransportPaths
+}
+
+type rankTransport struct {
+	rank int
+	tr   transport.Transport
+}
+
+// recordTransports wraps f so that the engine keeps every transport it
+// makes (TransportPaths reads their counters at scrape time).
+func (e *Engine) recordTransports(f TransportFactory) session.TransportFactory {
+	return func(rank int, h transport.Handlers) (transport.Transport, error) {
+		tr, err := f(rank, h)
+		if err == nil {
+			e.trMu.Lock()
+			e.transports = append(e.transports, rankTransport{rank, tr})
+			e.trMu.Unlock()
+		}
+		return tr, err
+	}
+}
+
+// RankPathCount is one rank's transport counters for one path.
+type RankPathCount struct {
+	Rank int
+	transport.PathCount
+}
+
+// TransportPaths reads the batches and bytes every rank's transport
+// completed, by path (transports that do not count are left out).
+func (e *Engine) TransportPaths() []RankPathCount {
+	e.trMu.Lock()
+	trs := slices.Clone(e.transports)
+	e.trMu.Unlock()
+	var out []RankPathCount
+	for _, rt := range trs {
+		if pc, ok := rt.tr.(transport.PathCounter); ok {
+			for _, c := range pc.PathCounts() {
+				out = append(out, RankPathCount{Rank: rt.rank, PathCount: c})
+			}
+		}
+	}
+	return out
 }
 
 // New starts an engine: registers every rank's memory, and for a prefill
@@ -257,7 +302,7 @@ func New(cfg Config) (*Engine, error) {
 	switch cfg.Role {
 	case backend.RolePrefill:
 		e.pre, err = session.NewPrefill(session.PrefillConfig{EngineID: cfg.EngineID, BootID: cfg.BootID, Side: side,
-			StagingBytes: cfg.StagingBytes, Transports: session.TransportFactory(cfg.Transports), Holds: engineHolds{e}, Log: cfg.Log, Now: cfg.Now})
+			StagingBytes: cfg.StagingBytes, Transports: e.recordTransports(cfg.Transports), Holds: engineHolds{e}, Log: cfg.Log, Now: cfg.Now})
 		if err != nil {
 			return nil, err
 		}
@@ -277,7 +322,7 @@ func New(cfg Config) (*Engine, error) {
 		go e.sweeper()
 	case backend.RoleDecode:
 		e.dec, err = session.NewDecode(session.DecodeConfig{EngineID: cfg.EngineID, Model: mini, Side: side, StagingBytes: cfg.StagingBytes,
-			Transports: session.TransportFactory(cfg.Transports), TransferTimeout: cfg.TransferTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
+			Transports: e.recordTransports(cfg.Transports), TransferTimeout: cfg.TransferTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
 			Fetch: func(ctx context.Context, host string, port int) (session.Handshake, error) {
 				return cfg.Fetch(ctx, host, port, e.compat, e.summary)
 			}, Log: cfg.Log, Now: cfg.Now})

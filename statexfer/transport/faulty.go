@@ -47,6 +47,14 @@ func WithFaults(inner Transport, plan *FaultPlan) Transport {
 	return w
 }
 
+// PathCounts implements PathCounter for an inner transport that counts.
+func (w *Faulty) PathCounts() []PathCount {
+	if pc, ok := w.inner.(PathCounter); ok {
+		return pc.PathCounts()
+	}
+	return nil
+}
+
 // Inner returns the wrapped transport.
 func (w *Faulty) Inner() Transport { return w.inner }
 

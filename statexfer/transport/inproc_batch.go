@@ -267,6 +267,7 @@ func (b *inprocBatch) run() {
 	b.mu.Unlock()
 
 	var res Result
+	var moved uint64
 	for i := range b.ops {
 		err := b.stopped()
 		if err == nil {
@@ -277,8 +278,12 @@ func (b *inprocBatch) run() {
 				res.Err = err
 			}
 			res.Failed = append(res.Failed, i)
+			continue
 		}
+		moved += b.ops[i].Len
 	}
+	b.peer.t.doneBatches.Add(1)
+	b.peer.t.doneBytes.Add(moved)
 	b.mu.Lock()
 	b.res = res
 	b.state = batchDone

@@ -224,3 +224,17 @@ func CheckRanges(first int, r Ranges) error {
 	}
 	return nil
 }
+
+// PathCount is how many batches a transport completed through one path
+// and their bytes (failed ops excluded).
+type PathCount struct {
+	Path           string
+	Batches, Bytes uint64
+}
+
+// PathCounter is implemented by transports that count their completed
+// batches by the path that served them (UCX: mapped, one-sided,
+// emulated; Inproc: inproc), for metrics read at scrape time.
+type PathCounter interface {
+	PathCounts() []PathCount
+}

@@ -188,6 +188,15 @@ func (t *Transport) Stats() Stats {
 	return s
 }
 
+// PathCounts implements transport.PathCounter: Stats by path name.
+func (t *Transport) PathCounts() []transport.PathCount {
+	out := make([]transport.PathCount, 0, numPaths-1)
+	for p := Path(1); p < numPaths; p++ {
+		out = append(out, transport.PathCount{Path: p.String(), Batches: t.stats.batches[p].Load(), Bytes: t.stats.bytes[p].Load()})
+	}
+	return out
+}
+
 // ---- command queue --------------------------------------------------------
 
 // submit queues f for the progress goroutine.
