@@ -57,8 +57,8 @@ type Inproc struct {
 
 	// done counts completed batches and their bytes (PathCounts).
 	doneBatches, doneBytes atomic.Uint64
-	queue    []*inprocBatch
-	events   []inprocEvent
+	queue                  []*inprocBatch
+	events                 []inprocEvent
 }
 
 var _ Transport = (*Inproc)(nil)
