@@ -9,6 +9,7 @@
 //
 // Main types: Engine and Config; Metrics (the engine's Prometheus metrics)
 // and Collector (instance state read at scrape time); MemHandshake (an
-// in-process handshake for tests and tools); ModelCheck (verify --check
-// model: disaggregated serving against the monolithic reference model).
+// in-process handshake for tests and tools). The model check (verify
+// --check model) that runs two engines against the monolithic reference
+// model lives in statexfer/verify.
 package serve

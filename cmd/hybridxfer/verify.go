@@ -124,7 +124,7 @@ byte_mismatches and untouched_violations are both zero.`,
 				if !cmd.Flags().Changed("prompt-tokens") {
 					tokens = 64 // the reference model attends over every position: keep its default prompts short
 				}
-				mc := serve.ModelCheck{Model: m, P: pc, D: dc, Mode: md, PromptTokens: tokens, Requests: requests, MaxTokens: maxTok, Seed: seed,
+				mc := verify.ModelCheck{Model: m, P: pc, D: dc, Mode: md, PromptTokens: tokens, Requests: requests, MaxTokens: maxTok, Seed: seed,
 					PCacheMode: pm, DCacheMode: dm}
 				return verifyModel(cmd, mc, tport, ux, asJSON)
 			}
@@ -254,7 +254,7 @@ func verifyCluster(ctx context.Context, cfg verify.Config, ux ucxFlags) (*verify
 }
 
 // verifyModel is verify --check model.
-func verifyModel(cmd *cobra.Command, mc serve.ModelCheck, tport string, ux ucxFlags, asJSON bool) error {
+func verifyModel(cmd *cobra.Command, mc verify.ModelCheck, tport string, ux ucxFlags, asJSON bool) error {
 	m, pc, dc := mc.Model, mc.P, mc.D
 	switch tport {
 	case "inproc":
@@ -280,7 +280,7 @@ func verifyModel(cmd *cobra.Command, mc serve.ModelCheck, tport string, ux ucxFl
 	start := time.Now()
 	bar := newProgress(cmd.ErrOrStderr(), mc.Requests, "verify --check model")
 	mc.Progress = func() { bar.Add(1) }
-	res, err := serve.RunModelCheck(cmd.Context(), mc)
+	res, err := verify.RunModelCheck(cmd.Context(), mc)
 	bar.Finish()
 	if err != nil {
 		return err

@@ -208,7 +208,10 @@ var layers = map[string][]string{
 	"statexfer/session":                 {"groups", "hma", "specdec", "kernels", "internal/", "statexfer", "statexfer/plan", "statexfer/transport"},
 	"statexfer/ucx":                     {"kernels", "statexfer/transport"},
 	"statexfer/zmqchan":                 {"internal/ratelog"},
-	"statexfer/verify":                  {"groups", "oracle", "statexfer", "statexfer/plan", "statexfer/session", "statexfer/transport"},
+	// verify: the pattern check over the session, and the model check
+	// (model.go) over two serve engines.
+	"statexfer/verify": {"groups", "oracle", "oracle/", "statexfer", "statexfer/plan", "statexfer/session", "statexfer/transport",
+		"backend", "hma", "serve", "tokenizer"},
 	// backend is the contract between the API and the engine: no HTTP.
 	"backend": {},
 	// serve is the engine driver over the session: a library (no HTTP

@@ -5,4 +5,11 @@
 // (some with prefix hits on D), plans and executes every D rank's transfer,
 // then checks every byte D owns against the pattern for D's own geometry and
 // every other byte of D against its prior contents.
+//
+// It also runs the model check behind `hybridxfer verify --check model`
+// (model.go: ModelCheck, RunModelCheck): a prefill and a decode serve.Engine
+// in this process with their state in the real per-rank layouts, random
+// prompts served disaggregated, every answer and final decode state
+// compared with the monolithic reference model, nothing computed twice,
+// everything released afterwards.
 package verify
