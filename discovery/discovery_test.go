@@ -130,4 +130,6 @@ func TestEndpointsAndRecords(t *testing.T) {
 	}
 }
 
-func clientOpts() []clientv3.OpOption { return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()} }
+func clientOpts() []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
+}
