@@ -32,12 +32,12 @@ func registerInstance(ctx context.Context, disc, prefix string, in discovery.Ins
 	if err != nil {
 		return nil, err
 	}
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	reg, err := discovery.Register(rctx, cli, prefix, in, ttl, log)
 	if err != nil {
 		cli.Close()
-		return nil, err
+		return nil, fmt.Errorf("--discovery %s: %w (is etcd running and reachable there?)", disc, err)
 	}
 	var once sync.Once
 	return func() {

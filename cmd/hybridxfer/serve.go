@@ -410,6 +410,26 @@ func runHTTP(ctx context.Context, units []httpUnit, log *slog.Logger, drainTimeo
 		}
 		lns = append(lns, ln)
 	}
+	// Register (discovery) once every unit listens, before any serves; a
+	// failure undoes what was done and stops.
+	deregs := make([]func(), len(units))
+	for i, u := range units {
+		deregs[i] = func() {}
+		if u.register == nil {
+			continue
+		}
+		dereg, err := u.register(ctx)
+		if err != nil {
+			for _, d := range deregs[:i] {
+				d()
+			}
+			for _, l := range lns {
+				l.Close()
+			}
+			return err
+		}
+		deregs[i] = dereg
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -441,16 +461,7 @@ func runHTTP(ctx context.Context, units []httpUnit, log *slog.Logger, drainTimeo
 		served := make(chan error, 1)
 		go func() { served <- srv.Serve(lns[i]) }()
 		log.Info(u.banner)
-		deregister := func() {}
-		if u.register != nil {
-			dereg, err := u.register(ctx)
-			if err != nil {
-				srv.Close()
-				errs[i] = err
-				continue
-			}
-			deregister = dereg
-		}
+		deregister := deregs[i]
 		fmt.Fprintln(os.Stdout, "READY", "http://"+lns[i].Addr().String())
 		wg.Go(func() {
 			defer deregister()
