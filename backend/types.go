@@ -38,13 +38,17 @@ const (
 // DoRemoteDecode on the request to P; P's response carries the rest, which
 // the proxy passes to D unchanged.
 type KVTransferParams struct {
-	DoRemoteDecode  bool    `json:"do_remote_decode,omitempty"`
-	DoRemotePrefill bool    `json:"do_remote_prefill,omitempty"`
-	RemoteEngineID  string  `json:"remote_engine_id,omitempty"`
-	RemoteRequestID string  `json:"remote_request_id,omitempty"`
-	RemoteHost      string  `json:"remote_host,omitempty"`
-	RemotePort      int     `json:"remote_port,omitempty"` // P's handshake (ZeroMQ) port
-	TPSize          int     `json:"tp_size,omitempty"`
+	DoRemoteDecode  bool   `json:"do_remote_decode,omitempty"`
+	DoRemotePrefill bool   `json:"do_remote_prefill,omitempty"`
+	RemoteEngineID  string `json:"remote_engine_id,omitempty"`
+	RemoteRequestID string `json:"remote_request_id,omitempty"`
+	RemoteHost      string `json:"remote_host,omitempty"`
+	RemotePort      int    `json:"remote_port,omitempty"` // P's handshake (ZeroMQ) port
+	TPSize          int    `json:"tp_size,omitempty"`
+	// RemoteDPRank is P's data-parallel rank (serve --data-parallel-size);
+	// 0, and left out, for a single rank. remote_port is that rank's
+	// handshake port.
+	RemoteDPRank    int     `json:"remote_dp_rank,omitempty"`
 	RemoteBlockIDs  [][]int `json:"remote_block_ids,omitempty"` // per KV cache group
 	NumTokens       int     `json:"num_tokens,omitempty"`       // H: positions P computed
 	LeaseExpiryUnix float64 `json:"lease_expiry,omitempty"`     // seconds since the epoch, P's clock

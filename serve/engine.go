@@ -74,7 +74,10 @@ type Config struct {
 	// Decode: how long a load may take before it counts as failed, the
 	// heartbeat interval (default 1 s; a peer silent for 5 intervals is
 	// declared failed), the failure policy and the read shaping.
-	TransferTimeout   time.Duration
+	TransferTimeout time.Duration
+	// DPRank is the engine's data-parallel rank (kv_transfer_params
+	// remote_dp_rank, bound by the grant); 0 for a single rank.
+	DPRank            int
 	HeartbeatInterval time.Duration
 	FailurePolicy     string
 	Mode              plan.Mode

@@ -159,7 +159,7 @@ func (e *Engine) prefill(ctx context.Context, req backend.GenRequest, tokens []u
 	}
 	id := e.nextID("p", req.ID)
 	kv := &backend.KVTransferParams{RemoteEngineID: e.cfg.EngineID, RemoteRequestID: string(id), RemoteHost: e.cfg.Host,
-		RemotePort: e.port, TPSize: len(e.mems), NumTokens: h, Handoff: e.cfg.Handoff, RemoteBootID: e.pre.BootID()}
+		RemotePort: e.port, TPSize: len(e.mems), RemoteDPRank: e.cfg.DPRank, NumTokens: h, Handoff: e.cfg.Handoff, RemoteBootID: e.pre.BootID()}
 	res := &backend.GenResult{PromptTokens: n, KV: kv, FinishReason: "length"}
 	if h == 0 {
 		e.mu.Unlock()
@@ -242,7 +242,7 @@ func (e *Engine) prefill(ctx context.Context, req backend.GenRequest, tokens []u
 
 // grantParams are the kv_transfer_params fields a grant binds.
 func grantParams(kv *backend.KVTransferParams) grant.Params {
-	return grant.Params{EngineID: kv.RemoteEngineID, BootID: kv.RemoteBootID, Host: kv.RemoteHost, Port: kv.RemotePort, TP: kv.TPSize,
+	return grant.Params{EngineID: kv.RemoteEngineID, BootID: kv.RemoteBootID, Host: kv.RemoteHost, Port: kv.RemotePort, TP: kv.TPSize, DP: kv.RemoteDPRank,
 		ReqID: kv.RemoteRequestID, NumTokens: kv.NumTokens, Handoff: string(kv.Handoff), FirstToken: kv.FirstToken,
 		BlockIDs: kv.RemoteBlockIDs, Expiry: int64(kv.LeaseExpiryUnix * 1e9)}
 }

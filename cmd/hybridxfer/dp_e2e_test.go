@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,7 +26,7 @@ func TestServeDataParallel(t *testing.T) {
 	defer f.stopAll()
 	const model, seed = "qwen3.5-27b", 8
 	common := []string{"--model", model, "--seed", strconv.Itoa(seed)}
-	p := newInstance(t, "P-dp", append([]string{"serve", "--role", "prefill", "--tp", "2", "--data-parallel-size", "2"}, common...)...)
+	p := newInstance(t, "P-dp", append([]string{"serve", "--role", "prefill", "--tp", "2", "--data-parallel-size", "2", "--lease-ttl", "3s"}, common...)...)
 	f.ps = []*instance{p}
 	f.start(p)
 	port, _ := strconv.Atoi(p.url[strings.LastIndex(p.url, ":")+1:])
@@ -65,6 +67,23 @@ func TestServeDataParallel(t *testing.T) {
 		}
 		if want := fmt.Sprintf(`engine_id="prefill-127.0.0.1-%d-dp%d"`, port+r, r); !strings.Contains(m, want) {
 			t.Errorf("dp rank %d metrics lack %s", r, want)
+		}
+	}
+	// Each rank's kv_transfer_params name it (the grant binds the field).
+	for r, u := range []string{p.url, rank1} {
+		body := fmt.Sprintf(`{"model":%q,"prompt":"which rank","max_tokens":1,"kv_transfer_params":{"do_remote_decode":true}}`, model)
+		resp, err := http.Post(u+"/v1/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct {
+			KV map[string]any `json:"kv_transfer_params"`
+		}
+		json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		got, _ := out.KV["remote_dp_rank"].(float64) // absent for rank 0
+		if int(got) != r || out.KV["remote_port"] == nil {
+			t.Errorf("dp rank %d answered kv_transfer_params %v, want remote_dp_rank %d", r, out.KV, r)
 		}
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -277,7 +277,7 @@ can mint params.`,
 				if o.dpSize > 1 {
 					elog = log.With("dp_rank", dp)
 				}
-				cfg := serve.Config{Role: backend.Role(o.role), EngineID: id, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks, MambaCacheMode: cacheMode,
+				cfg := serve.Config{Role: backend.Role(o.role), EngineID: id, DPRank: dp, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks, MambaCacheMode: cacheMode,
 					Host: o.host, LeaseTTL: o.leaseTTL, Handoff: backend.Handoff(o.handoff), TransferTimeout: o.xferTimeout, FailurePolicy: o.policy, Mode: md,
 					HeartbeatInterval: o.heartbeat, MaxModelLen: o.maxModelLen, StagingBytes: o.stagingBytes, ClusterKey: key,
 					Transports: func(r int, h transport.Handlers) (transport.Transport, error) {
