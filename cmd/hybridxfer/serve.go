@@ -163,8 +163,15 @@ func (o *serveOptions) validate() error {
 	if o.dpRank < -1 || o.dpRank >= o.dpSize {
 		fc.fail("data-parallel-rank", "%d (want -1 for every rank, or 0..%d)", o.dpRank, o.dpSize-1)
 	}
-	fc.port("port", o.port+o.dpSize-1, false)
-	fc.port("handshake-port", o.hsPort+o.dpSize-1, true)
+	fc.port("port", o.port, false)
+	fc.port("handshake-port", o.hsPort, true)
+	if o.dpSize > 1 {
+		// The last rank's ports must exist too.
+		fc.port("port", o.port+o.dpSize-1, false)
+		if o.hsPort != 0 {
+			fc.port("handshake-port", o.hsPort+o.dpSize-1, true)
+		}
+	}
 	fc.intIn("num-blocks", int64(o.numBlocks), 1, 1<<26)
 	fc.duration("lease-ttl", o.leaseTTL, 100*time.Millisecond, 24*time.Hour)
 	fc.duration("transfer-timeout", o.xferTimeout, time.Millisecond, time.Hour)
