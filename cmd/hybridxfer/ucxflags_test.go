@@ -2,8 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"log/slog"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 
