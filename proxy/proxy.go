@@ -277,8 +277,17 @@ func (p *Proxy) SetUpstreams(prefill, decode []Upstream) error {
 			return err
 		}
 		for i, u := range ups {
-			if side.in[i].CompatHash != "" {
-				u.compat = side.in[i].CompatHash
+			want := side.in[i].CompatHash
+			if u.compat == want {
+				continue
+			}
+			if slices.Contains(side.old, u) {
+				// Requests in flight read the kept instance's hash: an
+				// instance whose hash changed (restarted with another
+				// model) is a new one, with fresh counts.
+				ups[i] = &upstream{side: u.side, url: u.url, compat: want}
+			} else {
+				u.compat = want // not shared yet
 			}
 		}
 		*side.out = ups

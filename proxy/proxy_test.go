@@ -944,11 +944,19 @@ func TestProxySetUpstreams(t *testing.T) {
 	// An excluded instance that stays in the set stays excluded.
 	set := p.ups.Load()
 	set.decode[0].excluded.Store(true)
-	if err := p.SetUpstreams([]Upstream{{URL: pu}}, []Upstream{{URL: d0}, {URL: d1}}); err != nil {
+	if err := p.SetUpstreams([]Upstream{{URL: pu, CompatHash: "aa"}}, []Upstream{{URL: d0, CompatHash: "bb"}, {URL: d1, CompatHash: "aa"}}); err != nil {
 		t.Fatal(err)
 	}
 	if now := p.ups.Load(); now.decode[0] != set.decode[0] || !now.decode[0].excluded.Load() || now.decode[1].excluded.Load() {
 		t.Errorf("after the update: D0 kept %v excluded %v, D1 excluded %v", now.decode[0] == set.decode[0], now.decode[0].excluded.Load(), now.decode[1].excluded.Load())
+	}
+	// The same URL with another hash (restarted with another model) is a
+	// new instance: fresh state, the new hash.
+	if err := p.SetUpstreams([]Upstream{{URL: pu, CompatHash: "aa"}}, []Upstream{{URL: d0, CompatHash: "aa"}}); err != nil {
+		t.Fatal(err)
+	}
+	if now := p.ups.Load(); now.decode[0] == set.decode[0] || now.decode[0].excluded.Load() || now.decode[0].compat != "aa" {
+		t.Errorf("D0 with a new hash: reused %v, excluded %v, hash %q", now.decode[0] == set.decode[0], now.decode[0].excluded.Load(), now.decode[0].compat)
 	}
 	if err := p.SetUpstreams([]Upstream{{URL: "ftp://x"}}, nil); err == nil {
 		t.Error("SetUpstreams took an ftp URL")
