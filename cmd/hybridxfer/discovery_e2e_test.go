@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/discovery"
-	"github.com/hybridxfer/hybridxfer/groups"
-	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 )
 
 // TestDiscoveryCluster runs a cluster found through a real etcd (embedded
@@ -50,12 +48,7 @@ func TestDiscoveryCluster(t *testing.T) {
 	if err := waitUpstreams(ctx, f.proxy.url, 4); err != nil {
 		t.Fatal(err)
 	}
-	spec, _ := groups.Preset(model, groups.PresetOptions{})
-	mini, err := refmodel.Miniature(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := refmodel.New(mini, seed)
+	ref := referenceModel(t, model, seed)
 	ask := func(what string, n int) {
 		t.Helper()
 		for i := range n {

@@ -10,9 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/hybridxfer/hybridxfer/groups"
-	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 )
 
 // TestServeDataParallel: one prefill process with --data-parallel-size 2
@@ -41,12 +38,7 @@ func TestServeDataParallel(t *testing.T) {
 	f.start(d)
 	f.proxy = newInstance(t, "proxy", "proxy", "--prefill", p.url+","+rank1, "--decode", d.url)
 	f.start(f.proxy)
-	spec, _ := groups.Preset(model, groups.PresetOptions{})
-	mini, err := refmodel.Miniature(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := refmodel.New(mini, seed)
+	ref := referenceModel(t, model, seed)
 	for i := range 6 {
 		prompt := fmt.Sprintf("data parallel %d", i)
 		got, err := chat(ctx, f.proxy.url, model, prompt, 3, i%2 == 0)

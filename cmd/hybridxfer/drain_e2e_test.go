@@ -17,9 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/openai"
-	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 )
 
@@ -64,12 +62,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	f.proxy = newInstance(t, "proxy", slices.Concat([]string{"proxy", "--prefill", strings.Join(pURLs, ","), "--decode", f.ds[0].url,
 		"--health-interval", "200ms"}, xk)...)
 	f.start(f.proxy)
-	spec, _ := groups.Preset(model, groups.PresetOptions{})
-	mini, err := refmodel.Miniature(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := refmodel.New(mini, seed)
+	ref := referenceModel(t, model, seed)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang guard
 	defer cancel()
 

@@ -31,6 +31,21 @@ func buildCLI(t *testing.T) string {
 	return bin
 }
 
+// referenceModel is the monolithic reference model the cluster's answers
+// are compared with: preset model's miniature with the cluster's seed.
+func referenceModel(t *testing.T, model string, seed uint64) *refmodel.Model {
+	t.Helper()
+	spec, err := groups.Preset(model, groups.PresetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mini, err := refmodel.Miniature(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return refmodel.New(mini, seed)
+}
+
 // TestEndToEnd starts the demo cluster (proxy, prefill tp 2, decode tp 4 as
 // separate processes over ZeroMQ and UCX), talks to the proxy over HTTP,
 // streaming and not, and checks every answer against the monolithic
@@ -65,12 +80,7 @@ func TestEndToEnd(t *testing.T) {
 		cmd.Process.Kill()
 		t.Fatal(err)
 	}
-	spec, _ := groups.Preset("qwen3.5-27b", groups.PresetOptions{})
-	mini, err := refmodel.Miniature(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := refmodel.New(mini, 5)
+	ref := referenceModel(t, "qwen3.5-27b", 5)
 	for i, p := range []string{"hello there", "a", strings.Repeat("long prompt ", 12)} {
 		for _, stream := range []bool{false, true} {
 			got, err := chat(ctx, proxy, "qwen3.5-27b", p, 7, stream)

@@ -12,9 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/hybridxfer/hybridxfer/groups"
-	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 )
 
 // The fault campaign (make faults): 2 prefill and 3 decode instances of
@@ -78,12 +75,7 @@ func TestFaultCampaign(t *testing.T) {
 	f.proxy = newInstance(t, "proxy", "proxy", "--prefill", strings.Join(pURLs, ","), "--decode", strings.Join(dURLs, ","), "--health-interval", "200ms")
 	f.start(f.proxy)
 
-	spec, _ := groups.Preset(faultModel, groups.PresetOptions{})
-	mini, err := refmodel.Miniature(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := refmodel.New(mini, faultSeed)
+	ref := referenceModel(t, faultModel, faultSeed)
 
 	phases := []struct {
 		name   string

@@ -15,8 +15,6 @@ import (
 
 	"github.com/hybridxfer/hybridxfer/openai"
 
-	"github.com/hybridxfer/hybridxfer/groups"
-	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/zmqchan"
 )
@@ -98,12 +96,7 @@ func TestSecureCluster(t *testing.T) {
 	f.proxy = newInstance(t, "proxy", append([]string{"proxy", "--prefill", p.url, "--decode", d.url, "--api-key-file", keyFile}, xk...)...)
 	f.start(f.proxy)
 
-	spec, _ := groups.Preset(model, groups.PresetOptions{})
-	mini, err := refmodel.Miniature(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := refmodel.New(mini, 5)
+	ref := referenceModel(t, model, 5)
 	bearer := map[string]string{"Authorization": "Bearer " + apiKey}
 	internal := map[string]string{openai.HeaderInternal: ck.InternalToken()}
 	chatBody := func(content string, kv any) map[string]any {
