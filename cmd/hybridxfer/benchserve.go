@@ -29,6 +29,7 @@ import (
 // serveBenchOptions are bench serve's flags.
 type serveBenchOptions struct {
 	url, instances         string
+	reference              string
 	model                  string
 	seed                   uint64
 	check                  bool
@@ -86,6 +87,7 @@ type serveBenchResult struct {
 	ErrorsByStatus  map[string]int  `json:"errors_by_status"`
 	FirstErrors     []string        `json:"first_errors,omitempty"`
 	Checked         bool            `json:"checked"`
+	CheckedAgainst  string          `json:"checked_against,omitempty"` // "reference model" or --reference's URL
 	Wrong           int             `json:"wrong"`
 	DurationS       float64         `json:"duration_s"`
 	RequestsPerS    float64         `json:"requests_per_s"`
@@ -118,7 +120,8 @@ at a time (a real HTTP client, one connection per client) and reports throughput
 time to the first token (TTFT; without --stream, the whole answer), the inter-token
 latency (--stream only), errors by HTTP status, and, with --check (the default), how
 many answers differ from the monolithic reference model (--model and --seed must be
-the cluster's). Afterwards it asks every instance behind the proxy (the proxy's
+the cluster's), or with --reference URL from a running monolithic instance (serve
+--role both with the cluster's --model and --seed). Afterwards it asks every instance behind the proxy (the proxy's
 /health lists them, or --instances) for its pools, waits up to --settle for the
 prefill leases to be released, and reports pools_empty_after: every instance holds no
 request, no lease and no block.
@@ -162,6 +165,7 @@ traffic generator for other people's services.`,
 	f.StringVar(&o.model, "model", "qwen3.5-27b", "the served model (a preset name)")
 	f.Uint64Var(&o.seed, "seed", 1, "the cluster's --seed (for --check)")
 	f.BoolVar(&o.check, "check", true, "compare every answer with the monolithic reference model")
+	f.StringVar(&o.reference, "reference", "", "compare every answer with this monolithic instance's instead (serve --role both, same --model and --seed); implies --check")
 	f.IntVar(&o.concurrency, "concurrency", 8, "clients sending at once")
 	f.IntVar(&o.requests, "requests", 64, "requests in all")
 	f.IntVar(&o.promptTokens, "prompt-tokens", 32, "tokens per prompt")
@@ -186,6 +190,11 @@ func (o *serveBenchOptions) validate() error {
 	}
 	if u, err := url.Parse(o.url); o.url == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		fc.fail("url", "%q is not an http(s) URL of a proxy", o.url)
+	}
+	if o.reference != "" {
+		if u, err := url.Parse(o.reference); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			fc.fail("reference", "%q is not an http(s) URL of an instance", o.reference)
+		}
 	}
 	fc.intIn("concurrency", int64(o.concurrency), 1, 10000)
 	fc.intIn("requests", int64(o.requests), 1, 10_000_000)
@@ -227,31 +236,6 @@ func runServeBench(ctx context.Context, o serveBenchOptions) (*serveBenchResult,
 		}
 		internal = k.InternalToken()
 	}
-	// The reference answers, one per distinct prompt, computed before the
-	// load so they do not compete with it for the cores.
-	var want []string
-	if o.check {
-		spec, err := groups.Preset(o.model, groups.PresetOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("%w --model: %v (--check needs the cluster's preset; or --check=false)", errFlag, err)
-		}
-		mini, err := refmodel.Miniature(spec)
-		if err != nil {
-			return nil, err
-		}
-		m := refmodel.New(mini, o.seed)
-		for i := range min(o.distinct, o.requests) {
-			out, err := m.Generate(refmodel.NewMapStore(mini), tokenizer.Tokenize(benchPrompt(o, i)), 0, o.maxToks)
-			if err != nil {
-				return nil, err
-			}
-			var b strings.Builder
-			for _, t := range out {
-				b.WriteString(tokenizer.Detokenize(t))
-			}
-			want = append(want, b.String())
-		}
-	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	client := &http.Client{Transport: &http.Transport{
@@ -262,6 +246,14 @@ func runServeBench(ctx context.Context, o serveBenchOptions) (*serveBenchResult,
 		IdleConnTimeout:     30 * time.Second,
 	}}
 	defer client.CloseIdleConnections()
+
+	// The reference answers, one per distinct prompt, before the load so
+	// that they do not compete with it: from --reference (a monolithic
+	// instance, serve --role both), else from the reference model here.
+	want, against, err := benchReference(ctx, client, o, apiKey)
+	if err != nil {
+		return nil, err
+	}
 
 	results := make([]oneResult, o.requests)
 	work := make(chan int)
@@ -282,7 +274,7 @@ func runServeBench(ctx context.Context, o serveBenchOptions) (*serveBenchResult,
 	elapsed := time.Since(start)
 
 	res := &serveBenchResult{URL: o.url, Requests: o.requests, Concurrency: o.concurrency, Stream: o.stream, PromptTokens: o.promptTokens,
-		MaxTokens: o.maxToks, ErrorsByStatus: map[string]int{}, Checked: o.check, DurationS: elapsed.Seconds()}
+		MaxTokens: o.maxToks, ErrorsByStatus: map[string]int{}, Checked: want != nil, CheckedAgainst: against, DurationS: elapsed.Seconds()}
 	var ttft, itl, lat []time.Duration
 	tokens := 0
 	for i, r := range results {
@@ -299,10 +291,10 @@ func runServeBench(ctx context.Context, o serveBenchOptions) (*serveBenchResult,
 			continue
 		}
 		res.OK++
-		if o.check && r.text != want[i%o.distinct] {
+		if want != nil && r.text != want[i%o.distinct] {
 			res.Wrong++
 			if len(res.FirstErrors) < 5 {
-				res.FirstErrors = append(res.FirstErrors, fmt.Sprintf("request %d: answer %q, monolithic %q", i, r.text, want[i%o.distinct]))
+				res.FirstErrors = append(res.FirstErrors, fmt.Sprintf("request %d: answer %q, %s %q", i, r.text, against, want[i%o.distinct]))
 			}
 		}
 		tokens += r.tokens
@@ -507,7 +499,11 @@ func fetchPools(ctx context.Context, client *http.Client, base, apiKey, internal
 func printServeBench(w io.Writer, r *serveBenchResult) {
 	fmt.Fprintf(w, "%d requests, %d at a time, %d-token prompts, max_tokens %d, stream %v, through %s\n",
 		r.Requests, r.Concurrency, r.PromptTokens, r.MaxTokens, r.Stream, r.URL)
-	fmt.Fprintf(w, "ok %d, errors %d %v, wrong answers %d (checked against the monolithic model: %v)\n", r.OK, r.Errors, r.ErrorsByStatus, r.Wrong, r.Checked)
+	checked := "not checked"
+	if r.Checked {
+		checked = "checked against " + r.CheckedAgainst
+	}
+	fmt.Fprintf(w, "ok %d, errors %d %v, wrong answers %d (%s)\n", r.OK, r.Errors, r.ErrorsByStatus, r.Wrong, checked)
 	for _, e := range r.FirstErrors {
 		fmt.Fprintf(w, "  %s\n", e)
 	}
@@ -543,4 +539,48 @@ func plotServeBench(path string, r *serveBenchResult) error {
 	}
 	title := fmt.Sprintf("bench serve: %d requests, %d in flight, %.1f req/s", r.Requests, r.Concurrency, r.RequestsPerS)
 	return plotBars(path, title, "ms", []string{"TTFT", "inter-token", "latency"}, series)
+}
+
+// benchReference returns the expected answer of each distinct prompt and
+// what it came from: --reference's answers (non-streaming, one at a
+// time), else the monolithic reference model's; nil without --check.
+func benchReference(ctx context.Context, client *http.Client, o serveBenchOptions, apiKey string) ([]string, string, error) {
+	n := min(o.distinct, o.requests)
+	var want []string
+	if o.reference != "" {
+		ro := o
+		ro.url, ro.stream = strings.TrimRight(o.reference, "/"), false
+		for i := range n {
+			r := benchOne(ctx, client, ro, apiKey, benchPrompt(o, i))
+			if r.err != nil {
+				return nil, "", fmt.Errorf("bench serve: the reference %s: %w", ro.url, r.err)
+			}
+			want = append(want, r.text)
+		}
+		return want, ro.url, nil
+	}
+	if !o.check {
+		return nil, "", nil
+	}
+	spec, err := groups.Preset(o.model, groups.PresetOptions{})
+	if err != nil {
+		return nil, "", fmt.Errorf("%w --model: %v (--check needs the cluster's preset, or --reference URL, or --check=false)", errFlag, err)
+	}
+	mini, err := refmodel.Miniature(spec)
+	if err != nil {
+		return nil, "", err
+	}
+	m := refmodel.New(mini, o.seed)
+	for i := range n {
+		out, err := m.Generate(refmodel.NewMapStore(mini), tokenizer.Tokenize(benchPrompt(o, i)), 0, o.maxToks)
+		if err != nil {
+			return nil, "", err
+		}
+		var b strings.Builder
+		for _, t := range out {
+			b.WriteString(tokenizer.Detokenize(t))
+		}
+		want = append(want, b.String())
+	}
+	return want, "reference model", nil
 }

@@ -39,6 +39,12 @@ func TestBenchServe(t *testing.T) {
 	}
 	f.proxy = newInstance(t, "proxy", "proxy", "--prefill", strings.Join(ps, ","), "--decode", strings.Join(ds, ","))
 	f.start(f.proxy)
+	// Monolithic instances to compare with: the cluster's seed, and a
+	// wrong one.
+	both := newInstance(t, "both", append([]string{"serve", "--role", "both"}, common...)...)
+	other := newInstance(t, "both-other-seed", "serve", "--role", "both", "--model", "qwen3.5-27b", "--seed", fmt.Sprint(seed+1))
+	f.start(both)
+	f.start(other)
 
 	run := func(seed int, extra ...string) (*serveBenchResult, error) {
 		t.Helper()
@@ -68,6 +74,16 @@ func TestBenchServe(t *testing.T) {
 	}
 	if len(r.Instances) != 4 {
 		t.Errorf("instances checked: %+v, want the 4 behind the proxy", r.Instances)
+	}
+	// Against a running monolithic instance (serve --role both): the same
+	// answers; against one with another seed every answer differs.
+	r, err = run(seed, "--reference", both.url, "--concurrency", "16", "--requests", "32", "--max-tokens", "3", "--stream")
+	if err != nil || r.OK != 32 || r.Wrong != 0 || r.CheckedAgainst != both.url || !r.PoolsEmptyAfter {
+		t.Fatalf("bench serve --reference %s: %v %+v", both.url, err, r)
+	}
+	r, err = run(seed, "--reference", other.url, "--concurrency", "4", "--requests", "8", "--max-tokens", "3")
+	if ee, ok := err.(*exec.ExitError); r.OK != 8 || r.Wrong != 8 || !ok || ee.ExitCode() == 0 {
+		t.Fatalf("bench serve --reference with another seed: %+v, exit %v; want 8 wrong and a failing exit status", r, err)
 	}
 	r, err = run(seed+1, "--concurrency", "4", "--requests", "8", "--max-tokens", "3")
 	ee, isExit := err.(*exec.ExitError)
