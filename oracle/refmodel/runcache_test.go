@@ -48,15 +48,7 @@ func TestPrefillFailureLeavesStepwiseState(t *testing.T) {
 	if !errors.Is(errStep, refmodel.ErrNullBlock) {
 		t.Fatalf("forward over a null block: %v, want ErrNullBlock", errStep)
 	}
-	for r := range run.mems {
-		for p := range run.mems[r].Pools {
-			for b := range run.mems[r].Pools[p] {
-				if !bytes.Equal(run.mems[r].Pools[p][b], step.mems[r].Pools[p][b]) {
-					t.Fatalf("rank %d pool %d block %d differs between the failed run and stepwise Forward", r, p, b)
-				}
-			}
-		}
-	}
+	sameMemory(t, run, step, "rank %d pool %d block %d differs between the failed run and stepwise Forward")
 }
 
 // TestPrefillContextStopsAndFlushes: a canceled context stops a run
@@ -78,15 +70,7 @@ func TestPrefillContextStopsAndFlushes(t *testing.T) {
 	if _, err := m.PrefillContext(ctx, a.store, prompt, 0, n); !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled prefill: %v", err)
 	}
-	for r := range a.mems {
-		for p := range a.mems[r].Pools {
-			for blk := range a.mems[r].Pools[p] {
-				if !bytes.Equal(a.mems[r].Pools[p][blk], b.mems[r].Pools[p][blk]) {
-					t.Fatalf("a canceled prefill wrote rank %d pool %d block %d", r, p, blk)
-				}
-			}
-		}
-	}
+	sameMemory(t, a, b, "a canceled prefill wrote rank %d pool %d block %d")
 	nextA, err := m.Prefill(a.store, prompt, 0, n)
 	if err != nil {
 		t.Fatal(err)
@@ -101,11 +85,18 @@ func TestPrefillContextStopsAndFlushes(t *testing.T) {
 	if nextA != nextB {
 		t.Fatalf("next token %d in one call, %d in two", nextA, nextB)
 	}
+	sameMemory(t, a, b, "rank %d pool %d block %d differs between one call and two")
+}
+
+// sameMemory fails the test (message format: rank, pool, block) at the
+// first block that differs between a's and b's rank memories.
+func sameMemory(t *testing.T, a, b *instance, format string) {
+	t.Helper()
 	for r := range a.mems {
 		for p := range a.mems[r].Pools {
 			for blk := range a.mems[r].Pools[p] {
 				if !bytes.Equal(a.mems[r].Pools[p][blk], b.mems[r].Pools[p][blk]) {
-					t.Fatalf("rank %d pool %d block %d differs between one call and two", r, p, blk)
+					t.Fatalf(format, r, p, blk)
 				}
 			}
 		}
