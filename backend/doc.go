@@ -1,5 +1,5 @@
 // Package backend is the contract between the OpenAI-compatible API
-// (openai) and what serves it (serve.Engine, test fakes): GenRequest and
+// (openai) and what serves it (engine.Engine, test fakes): GenRequest and
 // GenResult, vLLM's kv_transfer_params (KVTransferParams), the Backend,
 // HoldAborter, Drainer (scale-down) and Inspector interfaces, the /debug
 // views, instance roles, handoff modes and failure policies, and the

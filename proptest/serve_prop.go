@@ -16,10 +16,10 @@ import (
 
 	"pgregory.net/rapid"
 
+	"github.com/hybridxfer/hybridxfer/engine"
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
-	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 	"github.com/hybridxfer/hybridxfer/tokenizer"
@@ -64,7 +64,7 @@ type ServeCase struct {
 	InFlight int
 	// ProposeRight, for a model with a drafter, is the percentage of
 	// draft positions at which D's drafter is made to propose the true
-	// continuation (serve.Config.Propose); 0 leaves the drafter's own
+	// continuation (engine.Config.Propose); 0 leaves the drafter's own
 	// guesses. The answers may not depend on it.
 	ProposeRight int
 }
@@ -153,7 +153,7 @@ func fitInFlight(t *rapid.T, c ServeCase) int {
 				if err != nil {
 					t.Fatalf("%v", err)
 				}
-				b, err := serve.InstanceBytes(mini, inst.Config, n, 0)
+				b, err := engine.InstanceBytes(mini, inst.Config, n, 0)
 				if err != nil {
 					t.Fatalf("%v", err)
 				}
@@ -202,7 +202,7 @@ func servingBlocks(mini *groups.Model, in groups.InstanceConfig, routed []ServeR
 // GiB, so their pools are sized to the case's requests, not to a constant.
 const maxEngineBytes = 1 << 30
 
-func checkEngineBytes(t *rapid.T, e *serve.Engine) {
+func checkEngineBytes(t *rapid.T, e *engine.Engine) {
 	if b := e.RegisteredBytes(); b > maxEngineBytes {
 		t.Fatalf("an engine of %s registers %d MiB, more than the %d MiB a serving case may take", e.ModelName(), b>>20, maxEngineBytes>>20)
 	}
@@ -224,7 +224,7 @@ type servedResult struct {
 // unless a fault made D recompute it; and afterwards every block on every
 // instance is free and every lease gone.
 func CheckServing(t *rapid.T, c ServeCase) {
-	hs := &serve.MemHandshake{}
+	hs := &engine.MemHandshake{}
 	var mu sync.Mutex
 	computed := map[string][][2]int{}
 	finals := map[string]*refmodel.Snapshot{}
@@ -240,7 +240,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 	}
 	// Faults go on one decode instance's rank 0 transport (a plan drives
 	// one wrapper).
-	factory := func(f *transport.FaultPlan) serve.TransportFactory {
+	factory := func(f *transport.FaultPlan) engine.TransportFactory {
 		return func(r int, h transport.Handlers) (transport.Transport, error) {
 			if f != nil && r == 0 {
 				return transport.WithFaults(transport.NewInproc(f.Handlers(h)), f), nil
@@ -261,13 +261,13 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		}
 		return out
 	}
-	ps := make([]*serve.Engine, len(c.P))
+	ps := make([]*engine.Engine, len(c.P))
 	for i, pi := range c.P {
 		numBlocks, err := servingBlocks(mini, pi.Config, routed(func(rq ServeRequest) bool { return rq.P == i }), c.InFlight)
 		if err != nil {
 			t.Fatalf("prefill engine %d: %v", i, err)
 		}
-		p, err := serve.New(serve.Config{Role: backend.RolePrefill, EngineID: fmt.Sprintf("P%d", i), Model: c.Model, Seed: 3, Instance: pi.Config,
+		p, err := engine.New(engine.Config{Role: backend.RolePrefill, EngineID: fmt.Sprintf("P%d", i), Model: c.Model, Seed: 3, Instance: pi.Config,
 			NumBlocks: numBlocks, MambaCacheMode: pi.CacheMode, LeaseTTL: time.Hour, Handoff: c.Handoff, Transports: factory(nil), Serve: hs.Serve, OnCompute: onCompute, Log: quiet})
 		if err != nil {
 			t.Fatalf("prefill engine %d: %v", i, err)
@@ -277,7 +277,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		ps[i] = p
 	}
 	propose := proposer(t, c, mini)
-	ds := make([]*serve.Engine, len(c.D))
+	ds := make([]*engine.Engine, len(c.D))
 	for i, di := range c.D {
 		var f *transport.FaultPlan
 		if i == c.FaultD {
@@ -287,8 +287,8 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		if err != nil {
 			t.Fatalf("decode engine %d: %v", i, err)
 		}
-		var d *serve.Engine
-		d, err = serve.New(serve.Config{Role: backend.RoleDecode, EngineID: fmt.Sprintf("D%d", i), Model: c.Model, Seed: 3, Instance: di.Config,
+		var d *engine.Engine
+		d, err = engine.New(engine.Config{Role: backend.RoleDecode, EngineID: fmt.Sprintf("D%d", i), Model: c.Model, Seed: 3, Instance: di.Config,
 			NumBlocks: numBlocks, MambaCacheMode: di.CacheMode, Mode: di.Mode, FailurePolicy: c.Policy, TransferTimeout: 20 * time.Second, Transports: factory(f), Fetch: hs.Fetch,
 			OnCompute: onCompute, Log: quiet, Propose: propose,
 			OnFinish: func(id string, st refmodel.Store, n int) {

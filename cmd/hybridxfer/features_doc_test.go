@@ -262,7 +262,7 @@ func TestFeaturesDocNamesRealTests(t *testing.T) {
 // The parser itself: rows it cannot read are errors, not skipped.
 func TestFeaturesDocParser(t *testing.T) {
 	good := "| Feature | Go tests | Command |\n|---|---|---|\n" +
-		"| x | `serve.TestA` `statexfer/verify.TestB` | `hybridxfer verify --model m`<br>`go test ./serve -run TestA -count=1` |\n\n" +
+		"| x | `engine.TestA` `statexfer/verify.TestB` | `hybridxfer verify --model m`<br>`go test ./engine -run TestA -count=1` |\n\n" +
 		"| Feature | Go tests | Refused command | Error contains |\n|---|---|---|---|\n" +
 		"| y | — | `hybridxfer verify --prefill-tp 3` | `impossible` |\n"
 	doc, err := parseFeaturesDoc(good)
@@ -275,11 +275,11 @@ func TestFeaturesDocParser(t *testing.T) {
 		t.Fatalf("parsed %+v", doc)
 	}
 	for _, row := range []string{
-		"| x | `serve.TestA` | `verify --model m` |",              // not a hybridxfer command
-		"| x | `TestA` | `hybridxfer verify` |",                   // test without its package
-		"| x | `serve.TestA` | `hybridxfer verify --model 'm'` |", // shell quoting
-		"| x | `serve.TestA` | `go test ./serve` |",               // go test without -run
-		"| x | `serve.TestA` |",                                   // a cell missing
+		"| x | `engine.TestA` | `verify --model m` |",              // not a hybridxfer command
+		"| x | `TestA` | `hybridxfer verify` |",                    // test without its package
+		"| x | `engine.TestA` | `hybridxfer verify --model 'm'` |", // shell quoting
+		"| x | `engine.TestA` | `go test ./engine` |",              // go test without -run
+		"| x | `engine.TestA` |",                                   // a cell missing
 	} {
 		if _, err := parseFeaturesDoc("| Feature | Go tests | Command |\n|---|---|---|\n" + row + "\n"); err == nil {
 			t.Errorf("%s: parsed without an error", row)

@@ -12,8 +12,8 @@ import (
 
 	"github.com/hybridxfer/hybridxfer/openai"
 
+	"github.com/hybridxfer/hybridxfer/engine"
 	"github.com/hybridxfer/hybridxfer/groups"
-	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
 
@@ -24,8 +24,8 @@ func TestInspectPrintsAnInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &serve.MemHandshake{}
-	p, err := serve.New(serve.Config{Role: backend.RolePrefill, EngineID: "P-inspect", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 2},
+	hs := &engine.MemHandshake{}
+	p, err := engine.New(engine.Config{Role: backend.RolePrefill, EngineID: "P-inspect", Model: m, Seed: 7, Instance: groups.InstanceConfig{TP: 2},
 		NumBlocks: 64, LeaseTTL: time.Hour, Serve: hs.Serve,
 		Transports: func(_ int, h transport.Handlers) (transport.Transport, error) { return transport.NewInproc(h), nil }})
 	if err != nil {

@@ -20,8 +20,8 @@ import (
 	"github.com/hybridxfer/hybridxfer/openai"
 	"github.com/hybridxfer/hybridxfer/proxy"
 
+	"github.com/hybridxfer/hybridxfer/engine"
 	"github.com/hybridxfer/hybridxfer/hma"
-	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/session"
@@ -41,7 +41,7 @@ type sideChannel struct {
 
 // zmqServe wires the engine's handshake to ZeroMQ on port+dp (any free
 // port when port is 0): ranks bounds the rank a request may name.
-func zmqServe(host string, port, dp, ranks int, sc sideChannel, log *slog.Logger) serve.HandshakeServer {
+func zmqServe(host string, port, dp, ranks int, sc sideChannel, log *slog.Logger) engine.HandshakeServer {
 	return func(engineID string, compat [32]byte, summary map[string]string, payload []byte) (int, func() error, error) {
 		srv, err := zmqchan.Listen(zmqchan.ServerConfig{Host: host, BasePort: port, DPIndex: dp, EngineID: engineID,
 			CompatHash: zmqchan.Hash(compat), Summary: summary, Logger: log, Ranks: ranks, Curve: sc.server,
@@ -54,7 +54,7 @@ func zmqServe(host string, port, dp, ranks int, sc sideChannel, log *slog.Logger
 }
 
 // zmqFetch is D's side of the handshake.
-func zmqFetch(sc sideChannel) serve.HandshakeClient {
+func zmqFetch(sc sideChannel) engine.HandshakeClient {
 	return func(ctx context.Context, host string, port int, compat [32]byte, summary map[string]string) (session.Handshake, error) {
 		opts := []zmqchan.FetchOption{zmqchan.WithTimeout(5 * time.Second), zmqchan.WithSummary(summary)}
 		if sc.client != nil {
@@ -284,7 +284,7 @@ can mint params.`,
 				if o.dpSize > 1 {
 					elog = log.With("dp_rank", dp)
 				}
-				cfg := serve.Config{Role: backend.Role(o.role), EngineID: id, DPRank: dp, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks, MambaCacheMode: cacheMode,
+				cfg := engine.Config{Role: backend.Role(o.role), EngineID: id, DPRank: dp, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks, MambaCacheMode: cacheMode,
 					Host: o.host, LeaseTTL: o.leaseTTL, Handoff: backend.Handoff(o.handoff), TransferTimeout: o.xferTimeout, FailurePolicy: o.policy, Mode: md,
 					HeartbeatInterval: o.heartbeat, MaxModelLen: o.maxModelLen, StagingBytes: o.stagingBytes, ClusterKey: key,
 					Transports: func(r int, h transport.Handlers) (transport.Transport, error) {
@@ -305,13 +305,13 @@ can mint params.`,
 						return transport.WithFaults(tr, f), nil
 					},
 					Serve: zmqServe(o.host, o.hsPort, dp, ic.TP, sc, elog), Fetch: zmqFetch(sc),
-					Metrics: serve.NewMetrics(reg, id, backend.Role(o.role)), Log: elog}
-				eng, err := serve.New(cfg)
+					Metrics: engine.NewMetrics(reg, id, backend.Role(o.role)), Log: elog}
+				eng, err := engine.New(cfg)
 				if err != nil {
 					return err
 				}
 				defer eng.Close()
-				reg.MustRegister(serve.NewCollector(eng, id, backend.Role(o.role)))
+				reg.MustRegister(engine.NewCollector(eng, id, backend.Role(o.role)))
 				addr := net.JoinHostPort(o.listen, fmt.Sprint(port))
 				banner := fmt.Sprintf("%s instance of %s (tp %d) on http://%s, handshake port %d", o.role, m.Name, ic.TP, addr, eng.HandshakePort())
 				if o.dpSize > 1 {

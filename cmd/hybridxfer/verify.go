@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/engine"
 	"github.com/hybridxfer/hybridxfer/groups"
-	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 	"github.com/hybridxfer/hybridxfer/statexfer/ucx"
@@ -265,7 +265,7 @@ func verifyModel(cmd *cobra.Command, mc verify.ModelCheck, tport string, ux ucxF
 		if err != nil {
 			return err
 		}
-		f := func(side string) serve.TransportFactory {
+		f := func(side string) engine.TransportFactory {
 			return func(r int, h transport.Handlers) (transport.Transport, error) {
 				c := uc
 				c.Name = fmt.Sprintf("%s-rank%d", side, r)

@@ -6,9 +6,9 @@
 // It also checks the package graph: layers lists, for every package, the
 // module packages its non-test files may import (kernels and the
 // transport interface are leaves, the pure core imports only the core,
-// nothing imports cmd, proptest imports libraries only, serve neither
+// nothing imports cmd, proptest imports libraries only, engine neither
 // openai nor proxy). specdec owns the speculative rules and hma calls
 // them, so hma imports specdec, not the reverse. noHTTP lists the
-// libraries that must not import net/http (backend, serve, proptest and
+// libraries that must not import net/http (backend, engine, proptest and
 // the pure core): the OpenAI API (openai) and the proxy are the servers.
 package importrules

@@ -209,14 +209,14 @@ var layers = map[string][]string{
 	"statexfer/ucx":                     {"kernels", "statexfer/transport"},
 	"statexfer/zmqchan":                 {"internal/ratelog"},
 	// verify: the pattern check over the session, and the model check
-	// (model.go) over two serve engines.
+	// (model.go) over two engines.
 	"statexfer/verify": {"groups", "oracle", "oracle/", "statexfer", "statexfer/plan", "statexfer/session", "statexfer/transport",
-		"backend", "hma", "serve", "tokenizer"},
+		"backend", "hma", "engine", "tokenizer"},
 	// backend is the contract between the API and the engine: no HTTP.
 	"backend": {},
-	// serve is the engine driver over the session: a library (no HTTP
+	// engine is the engine driver over the session: a library (no HTTP
 	// server: openai serves it), never the cgo/zmq edges (cmd wires them).
-	"serve": {"backend", "groups", "hma", "specdec", "kernels", "internal/", "oracle/", "tokenizer", "statexfer", "statexfer/plan",
+	"engine": {"backend", "groups", "hma", "specdec", "kernels", "internal/", "oracle/", "tokenizer", "statexfer", "statexfer/plan",
 		"statexfer/session", "statexfer/transport", "statexfer/grant"},
 	// openai is the OpenAI-compatible HTTP API over any backend.
 	"openai":            {"backend", "internal/"},
@@ -224,18 +224,18 @@ var layers = map[string][]string{
 	// proxy routes the API over prefill and decode instances.
 	"proxy": {"backend", "openai", "internal/"},
 	// discovery is the etcd edge (registration, watch, an embedded server
-	// for demos and tests): nothing of ours; cmd wires it to serve and
+	// for demos and tests): nothing of ours; cmd wires it to engine and
 	// proxy.
 	"discovery": {},
 	// proptest is a library others run in their CI: libraries only, no
 	// HTTP server, no cgo.
-	"proptest":       {"backend", "groups", "hma", "specdec", "oracle/", "tokenizer", "serve", "statexfer/plan", "statexfer/transport", "statexfer/verify"},
+	"proptest":       {"backend", "groups", "hma", "specdec", "oracle/", "tokenizer", "engine", "statexfer/plan", "statexfer/transport", "statexfer/verify"},
 	"cmd/hybridxfer": {"/"},
 }
 
 // noHTTP are the packages that must not import net/http: the contract,
 // the engine and the property suite are libraries, not servers.
-var noHTTP = []string{"backend", "serve", "proptest", "groups", "hma", "specdec", "statexfer/plan", "statexfer/session"}
+var noHTTP = []string{"backend", "engine", "proptest", "groups", "hma", "specdec", "statexfer/plan", "statexfer/session"}
 
 func allowed(dep string, rules []string) bool {
 	for _, r := range rules {
@@ -279,12 +279,12 @@ func TestImportGraphCatchesViolations(t *testing.T) {
 		want  string
 	}{
 		{map[string]map[string]bool{"kernels": {"groups": true}}, "kernels imports groups"},
-		{map[string]map[string]bool{"proptest": {"serve": true, "statexfer/ucx": true}}, "proptest imports statexfer/ucx"},
+		{map[string]map[string]bool{"proptest": {"engine": true, "statexfer/ucx": true}}, "proptest imports statexfer/ucx"},
 		{map[string]map[string]bool{"newpkg": {}}, "newpkg is not in the layers table"},
-		{map[string]map[string]bool{"serve": {"net/http": true}}, "serve imports net/http"},
+		{map[string]map[string]bool{"engine": {"net/http": true}}, "engine imports net/http"},
 		{map[string]map[string]bool{"proptest": {"openai": true}}, "proptest imports openai"},
-		{map[string]map[string]bool{"serve": {"openai": true}}, "serve imports openai"},
-		{map[string]map[string]bool{"serve": {"cmd/hybridxfer": true}}, "serve imports cmd/hybridxfer"},
+		{map[string]map[string]bool{"engine": {"openai": true}}, "engine imports openai"},
+		{map[string]map[string]bool{"engine": {"cmd/hybridxfer": true}}, "engine imports cmd/hybridxfer"},
 	} {
 		got := strings.Join(checkGraph(c.graph), "\n")
 		if !strings.Contains(got, c.want) {

@@ -7,7 +7,7 @@
 // every other byte of D against its prior contents.
 //
 // It also runs the model check behind `hybridxfer verify --check model`
-// (model.go: ModelCheck, RunModelCheck): a prefill and a decode serve.Engine
+// (model.go: ModelCheck, RunModelCheck): a prefill and a decode engine.Engine
 // in this process with their state in the real per-rank layouts, random
 // prompts served disaggregated, every answer and final decode state
 // compared with the monolithic reference model, nothing computed twice,

@@ -12,10 +12,10 @@ import (
 
 	"github.com/hybridxfer/hybridxfer/backend"
 
+	"github.com/hybridxfer/hybridxfer/engine"
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
-	"github.com/hybridxfer/hybridxfer/serve"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
@@ -34,15 +34,15 @@ type ModelCheck struct {
 	MaxTokens    int
 	Seed         uint64
 	// PCacheMode and DCacheMode are P's and D's recurrent cache modes
-	// (serve.Config.MambaCacheMode). When either is not none every second
+	// (engine.Config.MambaCacheMode). When either is not none every second
 	// request is a follow-up: the previous request's prompt, its answer
 	// and a new message, so that P and D see prefix hits.
 	PCacheMode, DCacheMode hma.RecurrentMode
 	// PTransports and DTransports build the ranks' transports; Serve and
-	// Fetch the handshake (serve.MemHandshake when nil).
-	PTransports, DTransports serve.TransportFactory
-	Serve                    serve.HandshakeServer
-	Fetch                    serve.HandshakeClient
+	// Fetch the handshake (engine.MemHandshake when nil).
+	PTransports, DTransports engine.TransportFactory
+	Serve                    engine.HandshakeServer
+	Fetch                    engine.HandshakeClient
 	// Progress, when set, is called after each request is checked.
 	Progress func()
 }
@@ -96,7 +96,7 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 		return nil, fmt.Errorf("%w: requests, prompt tokens and max tokens must be > 0", backend.ErrBadRequest)
 	}
 	if c.Serve == nil || c.Fetch == nil {
-		hs := &serve.MemHandshake{}
+		hs := &engine.MemHandshake{}
 		c.Serve, c.Fetch = hs.Serve, hs.Fetch
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -108,14 +108,14 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 		mu.Unlock()
 	}
 	finals := map[string]*refmodel.Snapshot{}
-	var d *serve.Engine
-	p, err := serve.New(serve.Config{Role: backend.RolePrefill, EngineID: "check-prefill", Model: c.Model, Seed: c.Seed, Instance: c.P, MambaCacheMode: c.PCacheMode,
+	var d *engine.Engine
+	p, err := engine.New(engine.Config{Role: backend.RolePrefill, EngineID: "check-prefill", Model: c.Model, Seed: c.Seed, Instance: c.P, MambaCacheMode: c.PCacheMode,
 		Handoff: c.Handoff, Transports: c.PTransports, Serve: c.Serve, OnCompute: onCompute, Log: quiet})
 	if err != nil {
 		return nil, fmt.Errorf("prefill: %w", err)
 	}
 	defer p.Close()
-	d, err = serve.New(serve.Config{Role: backend.RoleDecode, EngineID: "check-decode", Model: c.Model, Seed: c.Seed, Instance: c.D, Mode: c.Mode, MambaCacheMode: c.DCacheMode,
+	d, err = engine.New(engine.Config{Role: backend.RoleDecode, EngineID: "check-decode", Model: c.Model, Seed: c.Seed, Instance: c.D, Mode: c.Mode, MambaCacheMode: c.DCacheMode,
 		Transports: c.DTransports, Fetch: c.Fetch, OnCompute: onCompute, Log: quiet,
 		OnFinish: func(id string, st refmodel.Store, n int) {
 			if snap, err := d.Model().Snapshot(st, n); err == nil {

@@ -1,6 +1,6 @@
 //go:build race
 
-package serve
+package engine
 
 // raceEnabled: compute-heavy tests run a reduced set under the race
 // detector (make test runs them in full without it); the reference

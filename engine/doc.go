@@ -1,4 +1,4 @@
-// Package serve is the engine driver: an Engine per instance (prefill,
+// Package engine is the engine driver: an Engine per instance (prefill,
 // decode or both) runs the reference model on its TP ranks, each with its
 // own registered memory and transport, allocates through hma, moves state
 // with the P/D protocol of statexfer/session, and implements
@@ -12,4 +12,4 @@
 // in-process handshake for tests and tools). The model check (verify
 // --check model) that runs two engines against the monolithic reference
 // model lives in statexfer/verify.
-package serve
+package engine

@@ -1,5 +1,5 @@
 //go:build !race
 
-package serve
+package engine
 
 const raceEnabled = false
