@@ -39,6 +39,9 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -count=1 -run 'TestImportRules' ./internal/importrules/
+	@# String methods are generated (stringer, a go.mod tool): regenerate and fail on a difference.
+	$(GO) generate -run stringer ./...
+	@out=$$(git diff --name-only -- '*_string.go'; git ls-files --others --exclude-standard -- '*_string.go'); if [ -n "$$out" ]; then echo "stringer output out of date (run go generate -run stringer ./... and commit):"; echo "$$out"; exit 1; fi
 
 # Each fuzz target for FUZZTIME (go test runs one -fuzz target at a time).
 fuzz:

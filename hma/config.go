@@ -8,33 +8,23 @@ import (
 
 // RecurrentMode selects how recurrent (Mamba, GDN, KDA, ...) groups keep their
 // state blocks.
+//
+//go:generate go tool stringer -type=RecurrentMode -linecomment
 type RecurrentMode uint8
 
 const (
 	// RecurrentNone: one state block per request, updated in place; no prefix
 	// reuse for recurrent groups (a prefix hit of a model with such a group is
 	// always 0).
-	RecurrentNone RecurrentMode = iota
+	RecurrentNone RecurrentMode = iota // none
 	// RecurrentAlign: the state moves to a new block at each block boundary; a
 	// state that a step ended exactly on is kept in the prefix cache after the
 	// request moves on, so prefixes can be reused at those boundaries.
-	RecurrentAlign
+	RecurrentAlign // align
 	// RecurrentAll: a state per block (the kernel writes the state at every
 	// block boundary); all of them are kept while the request lives.
-	RecurrentAll
+	RecurrentAll // all
 )
-
-func (m RecurrentMode) String() string {
-	switch m {
-	case RecurrentNone:
-		return "none"
-	case RecurrentAlign:
-		return "align"
-	case RecurrentAll:
-		return "all"
-	}
-	return fmt.Sprintf("RecurrentMode(%d)", uint8(m))
-}
 
 // GroupSpec describes one group: layers that share one block table.
 type GroupSpec struct {

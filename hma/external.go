@@ -1,8 +1,6 @@
 package hma
 
 import (
-	"fmt"
-
 	"github.com/hybridxfer/hybridxfer/groups"
 )
 
@@ -13,26 +11,18 @@ type BlockRef struct {
 }
 
 // FailurePolicy says what LoadFailed does with the request.
+//
+//go:generate go tool stringer -type=FailurePolicy -linecomment
 type FailurePolicy uint8
 
 const (
 	// PolicyFail ends the request: its failed blocks lose their hashes and
 	// all its blocks return to the pool.
-	PolicyFail FailurePolicy = iota
+	PolicyFail FailurePolicy = iota // fail
 	// PolicyRecompute keeps the request and its valid prefix; it continues
 	// from LoadFailure.Restart.
-	PolicyRecompute
+	PolicyRecompute // recompute
 )
-
-func (p FailurePolicy) String() string {
-	switch p {
-	case PolicyFail:
-		return "fail"
-	case PolicyRecompute:
-		return "recompute"
-	}
-	return fmt.Sprintf("FailurePolicy(%d)", uint8(p))
-}
 
 // LoadFailure reports a failed load.
 type LoadFailure struct {

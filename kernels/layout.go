@@ -3,24 +3,16 @@ package kernels
 import "fmt"
 
 // Layout is the order of the dimensions of an attention page.
+//
+//go:generate go tool stringer -type=Layout -linecomment
 type Layout uint8
 
 const (
 	// HND stores a page as (heads, tokens, head dim).
-	HND Layout = iota
+	HND Layout = iota // HND
 	// NHD stores a page as (tokens, heads, head dim).
-	NHD
+	NHD // NHD
 )
-
-func (l Layout) String() string {
-	switch l {
-	case HND:
-		return "HND"
-	case NHD:
-		return "NHD"
-	}
-	return fmt.Sprintf("Layout(%d)", uint8(l))
-}
 
 // HeadSlice describes heads [First, First+Count) of one attention tensor of
 // Heads heads and Tokens tokens laid out as Layout at TensorOff, and its

@@ -13,32 +13,23 @@ type Time int64
 type Key uint64
 
 // State is where a request is on D.
+//
+//go:generate go tool stringer -type=State -linecomment
 type State uint8
 
 // Request states. Done and Failed are final.
 const (
-	Accepted    State = iota + 1 // known, not yet talking to P
-	Handshaking                  // waiting for the peer's metadata
-	Loading                      // staging and reads in flight
-	Done                         // every read completed
-	Failed                       // ended with an error (Reason)
+	// Accepted: known, not yet talking to P
+	Accepted State = iota + 1 // accepted
+	// Handshaking: waiting for the peer's metadata
+	Handshaking // handshaking
+	// Loading: staging and reads in flight
+	Loading // loading
+	// Done: every read completed
+	Done // done
+	// Failed: ended with an error (Reason)
+	Failed // failed
 )
-
-func (s State) String() string {
-	switch s {
-	case Accepted:
-		return "accepted"
-	case Handshaking:
-		return "handshaking"
-	case Loading:
-		return "loading"
-	case Done:
-		return "done"
-	case Failed:
-		return "failed"
-	}
-	return fmt.Sprintf("State(%d)", uint8(s))
-}
 
 func (s State) final() bool { return s == Done || s == Failed }
 

@@ -9,75 +9,51 @@ import (
 )
 
 // OpKind names the calls a FaultPlan can hit.
+//
+//go:generate go tool stringer -type=OpKind -linecomment
 type OpKind uint8
 
 // The calls a FaultPlan can hit. Read and write batches are hit per op;
 // notifications and connects per call.
 const (
-	OpRead OpKind = iota
-	OpWrite
-	OpNotify
-	OpConnect
+	OpRead    OpKind = iota // read
+	OpWrite                 // write
+	OpNotify                // notify
+	OpConnect               // connect
 	numOpKinds
 )
 
 // String returns the kind's name ("read", "write", "notify", "connect").
-func (k OpKind) String() string {
-	switch k {
-	case OpRead:
-		return "read"
-	case OpWrite:
-		return "write"
-	case OpNotify:
-		return "notify"
-	case OpConnect:
-		return "connect"
-	}
-	return fmt.Sprintf("OpKind(%d)", uint8(k))
-}
 
 // FaultKind is what an injected fault does.
+//
+//go:generate go tool stringer -type=FaultKind -linecomment
 type FaultKind uint8
 
 // The faults a FaultPlan can inject.
 const (
 	// FaultNone injects nothing.
-	FaultNone FaultKind = iota
+	FaultNone FaultKind = iota // none
 	// FaultFail fails the op with ErrInjected: a batch op is not posted and
 	// is listed in Result.Failed; Notify and Connect return the error.
-	FaultFail
+	FaultFail // fail
 	// FaultDelay delays the op by Fault.Delay through the plan's sleep
 	// function: a batch completes no earlier than the delay after it was
 	// posted (its ops still run at once); Notify and Connect wait before
 	// going on.
-	FaultDelay
+	FaultDelay // delay
 	// FaultDrop loses a notification: Notify returns nil and sends nothing.
 	// Only for OpNotify.
-	FaultDrop
+	FaultDrop // drop
 	// FaultDisconnect treats the peer as failed: PeerFailed fires for it,
 	// its in-flight batches fail with ErrDisconnected, and later calls on it
 	// fail with ErrDisconnected. A batch that hits it posts nothing and fails
 	// every op; a Connect that hits it returns a peer that has already
 	// failed.
-	FaultDisconnect
+	FaultDisconnect // disconnect
 )
 
 // String returns the fault kind's name.
-func (k FaultKind) String() string {
-	switch k {
-	case FaultNone:
-		return "none"
-	case FaultFail:
-		return "fail"
-	case FaultDelay:
-		return "delay"
-	case FaultDrop:
-		return "drop"
-	case FaultDisconnect:
-		return "disconnect"
-	}
-	return fmt.Sprintf("FaultKind(%d)", uint8(k))
-}
 
 // Fault is one injected fault.
 type Fault struct {

@@ -15,38 +15,26 @@ import (
 )
 
 // Path is how the bytes of a batch moved.
+//
+//go:generate go tool stringer -type=Path -linecomment
 type Path int
 
 const (
 	// PathNone: the batch had no ops.
-	PathNone Path = iota
+	PathNone Path = iota // none
 	// PathMapped: the peer's memory is mapped into this process
 	// (ucp_rkey_ptr) and the batch was a plain copy on a goroutine of its
 	// own, without UCX requests.
-	PathMapped
+	PathMapped // mapped
 	// PathOneSided: UCX gets/puts on shared-memory lanes to UCX-allocated
 	// memory; the target does not take part.
-	PathOneSided
+	PathOneSided // one-sided
 	// PathEmulated: UCX emulates the gets/puts with active messages that
 	// the target's progress goroutine serves (ordinary memory, tcp, or
 	// ErrModePeer on UCX 1.13).
-	PathEmulated
+	PathEmulated // emulated
 	numPaths
 )
-
-func (p Path) String() string {
-	switch p {
-	case PathNone:
-		return "none"
-	case PathMapped:
-		return "mapped"
-	case PathOneSided:
-		return "one-sided"
-	case PathEmulated:
-		return "emulated"
-	}
-	return fmt.Sprintf("Path(%d)", int(p))
-}
 
 // Batch is a posted batch of reads or writes. It implements transport.Batch.
 type Batch struct {

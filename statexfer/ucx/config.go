@@ -7,6 +7,8 @@ import (
 
 // ErrMode is the UCX error-handling mode of the endpoints a Transport
 // creates.
+//
+//go:generate go tool stringer -type=ErrMode -linecomment
 type ErrMode int
 
 const (
@@ -16,7 +18,7 @@ const (
 	// one-sided. UCX does not detect a dead peer in this mode: a read from
 	// a peer that died may never complete. Detecting that is the side
 	// channel's job; it reports it with Peer.Fail. This is the default.
-	ErrModeNone ErrMode = iota
+	ErrModeNone ErrMode = iota // none
 	// ErrModePeer creates endpoints with UCP_ERR_HANDLING_MODE_PEER. UCX
 	// detects peer failure (connection reset, keepalive) and this package
 	// fails every in-flight op with transport.ErrDisconnected. On UCX 1.13
@@ -24,24 +26,16 @@ const (
 	// endpoints use tcp even on one host and every get is emulated with
 	// active messages (the notes measured 1.0-1.6 GB/s). The mapped path
 	// (ucp_rkey_ptr) is unaffected because it does not use endpoint lanes.
-	ErrModePeer
+	ErrModePeer // peer
 )
-
-func (m ErrMode) String() string {
-	switch m {
-	case ErrModeNone:
-		return "none"
-	case ErrModePeer:
-		return "peer"
-	}
-	return fmt.Sprintf("ErrMode(%d)", int(m))
-}
 
 // IdleMode is what the progress goroutine does when it has nothing to do:
 // no command queued, no batch in flight, and no UCX event for SpinFor.
 //
 // While it idles this side's worker makes no progress, so it does not serve
 // the peer's emulated gets until it wakes (see the package documentation).
+//
+//go:generate go tool stringer -type=IdleMode -linecomment
 type IdleMode int
 
 const (
@@ -52,30 +46,18 @@ const (
 	// microseconds on shm, the kernel's socket path on tcp). The context is
 	// created with UCP_FEATURE_WAKEUP, which limits UCX to transports that
 	// support events. This is the default.
-	IdleWait IdleMode = iota
+	IdleWait IdleMode = iota // wait
 	// IdleSpin never blocks: the goroutine calls ucp_worker_progress in a
 	// loop forever. Lowest latency; burns one core per Transport for its
 	// whole life. Use it for benchmarks on dedicated machines.
-	IdleSpin
+	IdleSpin // spin
 	// IdleSleep sleeps IdleSleep between progress calls (woken early by
 	// commands, but not by UCX events). Little CPU, but a peer reading
 	// emulated gets from this side is served only once per IdleSleep: the
 	// notes measured 0.08 GB/s with a 1 ms poll. Only for sides that never
 	// serve reads.
-	IdleSleep
+	IdleSleep // sleep
 )
-
-func (m IdleMode) String() string {
-	switch m {
-	case IdleWait:
-		return "wait"
-	case IdleSpin:
-		return "spin"
-	case IdleSleep:
-		return "sleep"
-	}
-	return fmt.Sprintf("IdleMode(%d)", int(m))
-}
 
 // Config configures a Transport. The zero value is usable.
 type Config struct {

@@ -169,37 +169,25 @@ func (e *RemoteError) Error() string {
 func (e *RemoteError) Unwrap() error { return ErrRemote }
 
 // AuthFailure says how a handshake failed (UnauthenticatedError.Failure).
+//
+//go:generate go tool stringer -type=AuthFailure -linecomment
 type AuthFailure uint8
 
 const (
 	// AuthRefused: the server's ZAP handler refused the client's CURVE key
 	// (it is not in the server's allow-list).
-	AuthRefused AuthFailure = iota + 1
+	AuthRefused AuthFailure = iota + 1 // client key refused
 	// AuthServerRequiresCurve: a client without CURVE met a server with
 	// CURVE (or the handshake failed in a way only that explains).
-	AuthServerRequiresCurve
+	AuthServerRequiresCurve // server requires CURVE
 	// AuthServerPlaintext: a CURVE client met a server without CURVE.
-	AuthServerPlaintext
+	AuthServerPlaintext // server does not use CURVE
 	// AuthHandshakeFailed: a CURVE client's handshake was broken off by
 	// the server without a reason: the server public key the client uses
 	// is not the server's, or the server does not use CURVE. ZeroMQ does
 	// not tell these two apart.
-	AuthHandshakeFailed
+	AuthHandshakeFailed // CURVE handshake failed
 )
-
-func (f AuthFailure) String() string {
-	switch f {
-	case AuthRefused:
-		return "client key refused"
-	case AuthServerRequiresCurve:
-		return "server requires CURVE"
-	case AuthServerPlaintext:
-		return "server does not use CURVE"
-	case AuthHandshakeFailed:
-		return "CURVE handshake failed"
-	}
-	return fmt.Sprintf("AuthFailure(%d)", uint8(f))
-}
 
 // UnauthenticatedError reports a ZMTP handshake that failed, so that no
 // request was delivered. Without it the failure would look like a timeout:

@@ -70,42 +70,28 @@ type Hash [HashLen]byte
 func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 
 // Status says how a server answered a request.
+//
+//go:generate go tool stringer -type=Status -linecomment
 type Status uint8
 
 // Statuses. Fetch turns every status but StatusOK into an error, so a *Reply
 // returned by Fetch always has StatusOK.
 const (
 	// StatusOK: the handler ran and Payload holds its metadata.
-	StatusOK Status = 0
+	StatusOK Status = 0 // ok
 	// StatusHandlerError: the handler returned an error (or panicked);
 	// Message holds its text.
-	StatusHandlerError Status = 1
+	StatusHandlerError Status = 1 // handler error
 	// StatusVersionMismatch: the server does not speak the client's
 	// protocol version. The reply is encoded in the server's version.
-	StatusVersionMismatch Status = 2
+	StatusVersionMismatch Status = 2 // version mismatch
 	// StatusBadRequest: the server could not decode the request.
-	StatusBadRequest Status = 3
+	StatusBadRequest Status = 3 // bad request
 	// StatusBusy: every handler slot and the queue were full.
-	StatusBusy Status = 4
+	StatusBusy Status = 4 // busy
 
 	maxStatus = StatusBusy
 )
-
-func (s Status) String() string {
-	switch s {
-	case StatusOK:
-		return "ok"
-	case StatusHandlerError:
-		return "handler error"
-	case StatusVersionMismatch:
-		return "version mismatch"
-	case StatusBadRequest:
-		return "bad request"
-	case StatusBusy:
-		return "busy"
-	}
-	return fmt.Sprintf("status(%d)", uint8(s))
-}
 
 // Request asks a server for the metadata of one TP rank, or of all ranks.
 type Request struct {
