@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/backend"
+	"github.com/hybridxfer/hybridxfer/openai/openaitest"
 
 	"github.com/hybridxfer/hybridxfer/openai"
 	"github.com/hybridxfer/hybridxfer/proxy"
@@ -188,18 +189,17 @@ func fzCheckShape(t *testing.T, what string, rec *httptest.ResponseRecorder, all
 		return st
 	}
 	if strings.HasPrefix(ct, "text/event-stream") {
-		events := strings.Split(string(body), "\n\n")
-		if len(events) < 2 || events[len(events)-1] != "" || events[len(events)-2] != "data: [DONE]" {
-			t.Fatalf("%s: stream does not end with data: [DONE]: %.500s", what, body)
+		events, err := openaitest.ParseSSE(body)
+		if err != nil || len(events) == 0 || events[len(events)-1] != "[DONE]" {
+			t.Fatalf("%s: stream does not end with data: [DONE] (%v): %.500s", what, err, body)
 		}
-		for i, ev := range events[:len(events)-2] {
-			data, found := strings.CutPrefix(ev, "data: ")
+		for i, data := range events[:len(events)-1] {
 			var obj map[string]json.RawMessage
-			if !found || json.Unmarshal([]byte(data), &obj) != nil || obj == nil {
-				t.Fatalf("%s: event %d is not data: {JSON object}: %q", what, i, ev)
+			if json.Unmarshal([]byte(data), &obj) != nil || obj == nil {
+				t.Fatalf("%s: event %d is not data: {JSON object}: %q", what, i, data)
 			}
 			if _, bad := obj["error"]; bad {
-				t.Fatalf("%s: error event in a stream the backend completed: %q", what, ev)
+				t.Fatalf("%s: error event in a stream the backend completed: %q", what, data)
 			}
 		}
 		return st

@@ -18,6 +18,8 @@ import (
 	"github.com/hybridxfer/hybridxfer/openai/openaitest"
 
 	"github.com/hybridxfer/hybridxfer/tokenizer"
+	sdk "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 )
 
 func TestCompletions(t *testing.T) {
@@ -407,5 +409,47 @@ func TestKVAbort(t *testing.T) {
 	}
 	if resp := openaitest.Get(t, srv.URL+"/v1/kv/abort"); resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET /v1/kv/abort: status %d", resp.StatusCode)
+	}
+}
+
+// The official OpenAI Go client (openai-go) talks to the API as users'
+// code does: completions and chat, streamed or not, get the backend's text
+// and, on a prefill instance, the kv_transfer_params the SDK does not
+// know, read from its extra fields (and sent with option.WithJSONSet).
+func TestOpenAIGoClient(t *testing.T) {
+	for _, role := range []backend.Role{backend.RoleBoth, backend.RolePrefill} {
+		f := &openaitest.Backend{Name: "p0", Role: role}
+		c := openaitest.SDK(openaitest.Serve(t, f).URL)
+		for i, mode := range []struct{ chat, stream bool }{{false, false}, {false, true}, {true, false}, {true, true}} {
+			id, prompt, max := fmt.Sprintf("sdk-%s-%d", role, i), fmt.Sprintf("prompt %d", i), 2+i
+			var opts []option.RequestOption
+			if role == backend.RolePrefill {
+				opts = append(opts, option.WithJSONSet("kv_transfer_params", map[string]any{"do_remote_decode": true}))
+			}
+			text, kv, err := openaitest.SDKAnswer(context.Background(), c, id, prompt, max, mode.chat, mode.stream, opts...)
+			if err != nil {
+				t.Fatalf("%s %+v: %v", role, mode, err)
+			}
+			seen := prompt
+			if mode.chat {
+				seen = "user: " + prompt + "\nassistant: "
+			}
+			if want := openaitest.Text(seen, max); text != want {
+				t.Errorf("%s %+v: text %q, want %q", role, mode, text, want)
+			}
+			var want *backend.KVTransferParams
+			if role == backend.RolePrefill {
+				want = openaitest.KV("p0", id, len(tokenizer.Tokenize(seen)))
+			}
+			if !reflect.DeepEqual(kv, want) {
+				t.Errorf("%s %+v: kv_transfer_params %+v, want %+v", role, mode, kv, want)
+			}
+		}
+	}
+	// A refused request is an error the SDK reports, with our status.
+	_, _, err := openaitest.SDKAnswer(context.Background(), openaitest.SDK(openaitest.Serve(t, &openaitest.Backend{}).URL), "a b", "x", 1, false, false)
+	var apiErr *sdk.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest {
+		t.Errorf("a bad request id through the SDK: %v, want a 400 *openai.Error", err)
 	}
 }

@@ -778,62 +778,26 @@ func TestProxyReadmits(t *testing.T) {
 // nothing was aborted.
 func TestProxyConcurrent(t *testing.T) {
 	x := newProxyFixtureWith(t, 2, 2, Options{HealthInterval: 10 * time.Millisecond})
+	client := openaitest.SDK(x.proxy.URL) // the official OpenAI Go client, as users run it
 	const n = 32
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
 			id, prompt, max := fmt.Sprintf("c%d", i), fmt.Sprintf("prompt number %d", i), 1+i%5
 			chat, stream := i%2 == 1, i%4 >= 2
-			path, body := "/v1/completions", fmt.Sprintf(`{"prompt":%q,"max_tokens":%d,"stream":%v}`, prompt, max, stream)
-			if chat {
-				path = "/v1/chat/completions"
-				body = fmt.Sprintf(`{"messages":[{"role":"user","content":%q}],"max_tokens":%d,"stream":%v}`, prompt, max, stream)
-				prompt = "user: " + prompt + "\nassistant: "
-			}
-			req, _ := http.NewRequest(http.MethodPost, x.proxy.URL+path, strings.NewReader(body))
-			req.Header.Set(openai.HeaderRequestID, id)
-			resp, err := http.DefaultClient.Do(req)
+			text, kv, err := openaitest.SDKAnswer(context.Background(), client, id, prompt, max, chat, stream)
 			if err != nil {
 				t.Errorf("request %d: %v", i, err)
 				return
 			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err != nil || resp.StatusCode != http.StatusOK {
-				t.Errorf("request %d: status %d, %v: %s", i, resp.StatusCode, err, b)
-				return
+			if kv != nil {
+				t.Errorf("request %d: the proxy passed P's kv_transfer_params to the client: %+v", i, kv)
 			}
-			var text strings.Builder
-			if stream {
-				for _, ev := range strings.Split(strings.TrimSpace(string(b)), "\n\n") {
-					data := strings.TrimPrefix(ev, "data: ")
-					if data == "[DONE]" {
-						break
-					}
-					var c openaitest.StreamChunk
-					if err := json.Unmarshal([]byte(data), &c); err != nil || c.Error != nil || len(c.Choices) != 1 {
-						t.Errorf("request %d: event %q: %v", i, ev, err)
-						return
-					}
-					if ch := c.Choices[0]; ch.Text != nil {
-						text.WriteString(*ch.Text)
-					} else if ch.Delta != nil {
-						text.WriteString(ch.Delta.Content)
-					}
-				}
-			} else {
-				var c openaitest.CompletionResponse
-				if err := json.Unmarshal(b, &c); err != nil || len(c.Choices) != 1 {
-					t.Errorf("request %d: %s: %v", i, b, err)
-					return
-				}
-				text.WriteString(c.Choices[0].Text)
-				if m := c.Choices[0].Message; m != nil {
-					text.WriteString(m.Content)
-				}
+			if chat {
+				prompt = "user: " + prompt + "\nassistant: "
 			}
-			if want := openaitest.Text(prompt, max); text.String() != want {
-				t.Errorf("request %d: %q, want %q", i, text.String(), want)
+			if want := openaitest.Text(prompt, max); text != want {
+				t.Errorf("request %d: %q, want %q", i, text, want)
 			}
 		})
 	}

@@ -1,13 +1,14 @@
 package openaitest
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/openai"
 
 	"github.com/hybridxfer/hybridxfer/tokenizer"
+	"github.com/openai/openai-go/v3/packages/ssestream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -251,41 +253,93 @@ func DecodeError(t *testing.T, resp *http.Response, status int) ErrorBody {
 	return e
 }
 
-// readSSE reads a Server-Sent Events body to EOF and returns each event's
-// data. Every event must be one "data: " line followed by a blank line.
+// ReadSSE reads a Server-Sent Events body to EOF and returns each event's
+// data. The events are parsed by the OpenAI SDK's decoder (openai-go's
+// ssestream, what a client runs); the wire format our API promises is
+// checked on the raw bytes as well: every event one "data: " line and a
+// blank line, nothing else, the last event complete.
 func ReadSSE(t *testing.T, r io.Reader) []string {
 	t.Helper()
-	br := bufio.NewReader(r)
+	return newSSE(r).readAll(t, nil)
+}
+
+// ParseSSE is ReadSSE on a body already read, with an error instead of a
+// test failure (for fuzz targets and table tests).
+func ParseSSE(body []byte) ([]string, error) {
+	s := newSSE(bytes.NewReader(body))
 	var events []string
 	for {
-		ev, Err := NextEvent(br)
-		if Err == io.EOF {
-			return events
-		}
+		ev, ok, Err := s.next()
 		if Err != nil {
-			t.Fatalf("event %d: %v", len(events), Err)
+			return events, fmt.Errorf("event %d: %w", len(events), Err)
+		}
+		if !ok {
+			return events, s.checkFraming()
 		}
 		events = append(events, ev)
 	}
 }
 
-// nextEvent reads one event's data; io.EOF at a clean end of stream.
-func NextEvent(br *bufio.Reader) (string, error) {
-	line, Err := br.ReadString('\n')
-	if Err == io.EOF && line == "" {
-		return "", io.EOF
+// sse decodes an event stream with the SDK's decoder and keeps the raw
+// bytes it read for checkFraming.
+type sse struct {
+	dec ssestream.Decoder
+	raw *bytes.Buffer
+}
+
+func newSSE(r io.Reader) *sse {
+	raw := &bytes.Buffer{}
+	resp := &http.Response{
+		Header: http.Header{"Content-Type": {"text/event-stream"}},
+		Body:   io.NopCloser(io.TeeReader(r, raw)),
 	}
-	if Err != nil {
-		return "", fmt.Errorf("partial line %q: %w", line, Err)
+	return &sse{dec: ssestream.NewDecoder(resp), raw: raw}
+}
+
+// readAll appends the data of every event up to the end of the stream
+// to events and checks the framing of the whole body.
+func (s *sse) readAll(t *testing.T, events []string) []string {
+	t.Helper()
+	for {
+		ev, ok, Err := s.next()
+		if Err != nil {
+			t.Fatalf("event %d: %v", len(events), Err)
+		}
+		if !ok {
+			break
+		}
+		events = append(events, ev)
 	}
-	data, ok := strings.CutPrefix(line, "data: ")
-	if !ok {
-		return "", fmt.Errorf("line %q is not a data line", line)
+	if Err := s.checkFraming(); Err != nil {
+		t.Fatal(Err)
 	}
-	if blank, Err := br.ReadString('\n'); Err != nil || blank != "\n" {
-		return "", fmt.Errorf("want a blank line after data, got %q, %v", blank, Err)
+	return events
+}
+
+// next returns the next event's data; ok false at the end of the stream.
+// Our streams carry data-only events: a named event is an error.
+func (s *sse) next() (data string, ok bool, Err error) {
+	if !s.dec.Next() {
+		return "", false, s.dec.Err()
 	}
-	return strings.TrimSuffix(data, "\n"), nil
+	ev := s.dec.Event()
+	if ev.Type != "" {
+		return "", false, fmt.Errorf("event type %q: our streams carry data-only events", ev.Type)
+	}
+	return strings.TrimSuffix(string(ev.Data), "\n"), true, nil
+}
+
+// sseFraming is the whole of a well-formed body: events of one data line
+// each, every one closed by a blank line.
+var sseFraming = regexp.MustCompile(`\A(?:data: [^\n]*\n\n)*\z`)
+
+// checkFraming checks the bytes read so far (the whole body after the
+// last next) against sseFraming.
+func (s *sse) checkFraming() error {
+	if b := s.raw.Bytes(); !sseFraming.Match(b) {
+		return fmt.Errorf("body is not a sequence of \"data: ...\\n\\n\" events: %.500q", b)
+	}
+	return nil
 }
 
 // streamChunk is a streamed chunk of either endpoint.
@@ -425,7 +479,7 @@ func StreamFirstEvent(t *testing.T, url string, gated *Backend) []string {
 	t.Cleanup(cancel)
 	type result struct {
 		resp *http.Response
-		br   *bufio.Reader
+		s    *sse
 		ev   string
 		Err  error
 	}
@@ -438,9 +492,12 @@ func StreamFirstEvent(t *testing.T, url string, gated *Backend) []string {
 			first <- result{Err: Err}
 			return
 		}
-		br := bufio.NewReader(resp.Body)
-		ev, Err := NextEvent(br)
-		first <- result{resp, br, ev, Err}
+		s := newSSE(resp.Body)
+		ev, ok, Err := s.next()
+		if Err == nil && !ok {
+			Err = fmt.Errorf("stream ended before its first event")
+		}
+		first <- result{resp, s, ev, Err}
 	}()
 	r := RecvOrFail(t, first, "the first event while the backend is held (not flushed?)")
 	close(gated.Gate)
@@ -453,7 +510,7 @@ func StreamFirstEvent(t *testing.T, url string, gated *Backend) []string {
 		*c.Choices[0].Text != tokenizer.Detokenize(Output("abc", 1)[0]) {
 		t.Fatalf("status %d, first event %q: %v", r.resp.StatusCode, r.ev, Err)
 	}
-	return append([]string{r.ev}, ReadSSE(t, r.br)...)
+	return r.s.readAll(t, []string{r.ev})
 }
 
 // postInBackground sends a POST with ctx from a goroutine and reports the
