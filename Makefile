@@ -30,7 +30,7 @@ test: deps
 	$(GO) test -race -timeout 20m $$($(GO) list ./... | grep -vE '/(statexfer/verify|proptest)$$')
 	$(GO) test -timeout 20m -skip 'TestServingSpeculative' $(HEAVY)
 	$(GO) test -timeout 20m -run 'TestServingSpeculative' ./proptest -rapid.checks=300
-	$(GO) test -timeout 10m -run 'TestMambaCacheModes' ./serve
+	$(GO) test -timeout 10m -run 'TestMambaCacheModes' ./engine
 	$(GO) test -race -timeout 10m -run 'TestInproc|TestVerifyCatches' ./statexfer/verify
 	$(GO) test -race -timeout 10m -run 'TestServingEqualsMonolithic' ./proptest -rapid.checks=40
 	CGO_ENABLED=0 $(GO) test -count=1 -timeout 10m $(PURE)
