@@ -66,7 +66,8 @@ func SDKAnswer(ctx context.Context, c sdk.Client, id, prompt string, maxTokens i
 			if len(r.Choices) != 1 || r.Model != Model {
 				return "", nil, fmt.Errorf("openaitest: chat answer with %d choices, model %q: %s", len(r.Choices), r.Model, r.RawJSON())
 			}
-			return r.Choices[0].Message.Content, kv, extra(r.RawJSON())
+			err = extra(r.RawJSON()) // before kv is read: operand order is unspecified
+			return r.Choices[0].Message.Content, kv, err
 		}
 		s := c.Chat.Completions.NewStreaming(ctx, p, opts...)
 		err := readSDKStream(s, func(ch sdk.ChatCompletionChunk) error {
@@ -91,7 +92,8 @@ func SDKAnswer(ctx context.Context, c sdk.Client, id, prompt string, maxTokens i
 		if len(r.Choices) != 1 || r.Model != Model {
 			return "", nil, fmt.Errorf("openaitest: completion with %d choices, model %q: %s", len(r.Choices), r.Model, r.RawJSON())
 		}
-		return r.Choices[0].Text, kv, extra(r.RawJSON())
+		err = extra(r.RawJSON())
+		return r.Choices[0].Text, kv, err
 	}
 	s := c.Completions.NewStreaming(ctx, p, opts...)
 	err := readSDKStream(s, func(ch sdk.Completion) error {
