@@ -25,6 +25,10 @@ type fleet struct {
 	ps    []*instance
 	ds    []*instance
 	proxy *instance
+	// started is every process start ran, for an instance in the fleet's
+	// roles or not (a monolithic instance to compare with), restarts
+	// included: stopAll stops them all.
+	started []*exec.Cmd
 }
 
 func (f *fleet) start(in *instance, extra ...string) {
@@ -39,6 +43,7 @@ func (f *fleet) start(in *instance, extra ...string) {
 		f.t.Fatal(err)
 	}
 	in.cmd = cmd
+	f.started = append(f.started, cmd)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := waitHealthy(ctx, in.url, nil); err != nil {
@@ -51,12 +56,13 @@ func (f *fleet) kill(in *instance) {
 	in.cmd.Wait()
 }
 
+// stopAll kills every process start ran that has not been waited for.
 func (f *fleet) stopAll() {
-	for _, in := range append(append(append([]*instance{}, f.ps...), f.ds...), f.proxy) {
-		if in != nil && in.cmd != nil && in.cmd.ProcessState == nil {
-			in.cmd.Process.Signal(syscall.SIGCONT)
-			in.cmd.Process.Kill()
-			in.cmd.Wait()
+	for _, cmd := range f.started {
+		if cmd.ProcessState == nil {
+			cmd.Process.Signal(syscall.SIGCONT)
+			cmd.Process.Kill()
+			cmd.Wait()
 		}
 	}
 }
