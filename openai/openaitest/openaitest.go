@@ -260,24 +260,17 @@ func DecodeError(t *testing.T, resp *http.Response, status int) ErrorBody {
 // blank line, nothing else, the last event complete.
 func ReadSSE(t *testing.T, r io.Reader) []string {
 	t.Helper()
-	return newSSE(r).readAll(t, nil)
+	events, Err := newSSE(r).readAll(nil)
+	if Err != nil {
+		t.Fatal(Err)
+	}
+	return events
 }
 
 // ParseSSE is ReadSSE on a body already read, with an error instead of a
 // test failure (for fuzz targets and table tests).
 func ParseSSE(body []byte) ([]string, error) {
-	s := newSSE(bytes.NewReader(body))
-	var events []string
-	for {
-		ev, ok, Err := s.next()
-		if Err != nil {
-			return events, fmt.Errorf("event %d: %w", len(events), Err)
-		}
-		if !ok {
-			return events, s.checkFraming()
-		}
-		events = append(events, ev)
-	}
+	return newSSE(bytes.NewReader(body)).readAll(nil)
 }
 
 // sse decodes an event stream with the SDK's decoder and keeps the raw
@@ -298,22 +291,17 @@ func newSSE(r io.Reader) *sse {
 
 // readAll appends the data of every event up to the end of the stream
 // to events and checks the framing of the whole body.
-func (s *sse) readAll(t *testing.T, events []string) []string {
-	t.Helper()
+func (s *sse) readAll(events []string) ([]string, error) {
 	for {
 		ev, ok, Err := s.next()
 		if Err != nil {
-			t.Fatalf("event %d: %v", len(events), Err)
+			return events, fmt.Errorf("event %d: %w", len(events), Err)
 		}
 		if !ok {
-			break
+			return events, s.checkFraming()
 		}
 		events = append(events, ev)
 	}
-	if Err := s.checkFraming(); Err != nil {
-		t.Fatal(Err)
-	}
-	return events
 }
 
 // next returns the next event's data; ok false at the end of the stream.
@@ -510,7 +498,11 @@ func StreamFirstEvent(t *testing.T, url string, gated *Backend) []string {
 		*c.Choices[0].Text != tokenizer.Detokenize(Output("abc", 1)[0]) {
 		t.Fatalf("status %d, first event %q: %v", r.resp.StatusCode, r.ev, Err)
 	}
-	return r.s.readAll(t, []string{r.ev})
+	events, Err := r.s.readAll([]string{r.ev})
+	if Err != nil {
+		t.Fatal(Err)
+	}
+	return events
 }
 
 // postInBackground sends a POST with ctx from a goroutine and reports the
