@@ -22,9 +22,28 @@ func dot(a, b []float32) float32 {
 
 // matVec returns w·x for a rows x len(x) row-major matrix w.
 func matVec(w []float32, rows int, x []float32) []float32 {
+	return matVecInto(make([]float32, rows), w, x)
+}
+
+// matVecInto sets out (rows values) to w·x: each row's sum in index order
+// (dot's bits), four rows at a time so that four independent additions
+// are in flight instead of one chain. It returns out.
+func matVecInto(out, w, x []float32) []float32 {
 	n := len(x)
-	out := make([]float32, rows)
-	for r := range out {
+	r := 0
+	for ; r+4 <= len(out); r += 4 {
+		b := r * n
+		w0, w1, w2, w3 := w[b:b+n], w[b+n:b+2*n], w[b+2*n:b+3*n], w[b+3*n:b+4*n]
+		var s0, s1, s2, s3 float32
+		for i, xi := range x {
+			s0 += float32(w0[i] * xi)
+			s1 += float32(w1[i] * xi)
+			s2 += float32(w2[i] * xi)
+			s3 += float32(w3[i] * xi)
+		}
+		out[r], out[r+1], out[r+2], out[r+3] = s0, s1, s2, s3
+	}
+	for ; r < len(out); r++ {
 		out[r] = dot(w[r*n:(r+1)*n], x)
 	}
 	return out
@@ -80,14 +99,15 @@ func expNeg(x float32) float32 {
 	return y
 }
 
-// dots sets out[j] = dot(q, keys[j]) for every j: the same sums in the
-// same index order (so the same bits), four keys at a time so that four
-// independent additions are in flight instead of one chain.
-func dots(q []float32, keys [][]float32, out []float32) {
+// dotsFlat sets out[j] = dot(q, keys[j*kw:][:len(q)]) for every j < len(out):
+// each sum in index order (so the same bits as dot), four keys at a time
+// so that four independent additions are in flight instead of one chain.
+func dotsFlat(q, keys []float32, kw int, out []float32) {
 	n := len(q)
 	j := 0
-	for ; j+4 <= len(keys); j += 4 {
-		k0, k1, k2, k3 := keys[j][:n], keys[j+1][:n], keys[j+2][:n], keys[j+3][:n]
+	for ; j+4 <= len(out); j += 4 {
+		b := j * kw
+		k0, k1, k2, k3 := keys[b:b+n], keys[b+kw:b+kw+n], keys[b+2*kw:b+2*kw+n], keys[b+3*kw:b+3*kw+n]
 		var s0, s1, s2, s3 float32
 		for i, qi := range q {
 			s0 += float32(qi * k0[i])
@@ -97,37 +117,35 @@ func dots(q []float32, keys [][]float32, out []float32) {
 		}
 		out[j], out[j+1], out[j+2], out[j+3] = s0, s1, s2, s3
 	}
-	for ; j < len(keys); j++ {
-		out[j] = dot(q, keys[j])
+	for ; j < len(out); j++ {
+		out[j] = dot(q, keys[j*kw:j*kw+n])
 	}
 }
 
-// attend returns the softmax(scores)-weighted average of vals, with
-// weights p_j = expNeg(score_j - max score): out[i] = (sum_j p_j·vals[j][i])
-// / sum_j p_j, each sum accumulated in j order. ps is scratch of at least
-// len(scores) values.
-func attend(scores []float32, vals [][]float32, dim int, ps []float32) []float32 {
+// attendFlat sets out (dim values) to the softmax(scores)-weighted
+// average of the values vals[j*vw:][:dim], with weights p_j =
+// expNeg(score_j - max score): out[i] = (sum_j p_j·v_j[i]) / sum_j p_j,
+// each sum accumulated in j order. ps is scratch of len(scores) values.
+func attendFlat(scores, vals []float32, vw, dim int, ps, out []float32) {
 	m := scores[0]
 	for _, s := range scores[1:] {
 		if s > m {
 			m = s
 		}
 	}
-	ps = ps[:len(scores)]
 	var sum float32
 	for j, s := range scores {
 		p := expNeg(s - m)
 		sum += p
 		ps[j] = p
 	}
-	out := make([]float32, dim)
 	// Four output values at a time, each its own chain in j order: the
 	// same additions as one value at a time.
 	i := 0
 	for ; i+4 <= dim; i += 4 {
 		var a0, a1, a2, a3 float32
 		for j, p := range ps {
-			v := vals[j][i : i+4]
+			v := vals[j*vw+i : j*vw+i+4]
 			a0 += float32(p * v[0])
 			a1 += float32(p * v[1])
 			a2 += float32(p * v[2])
@@ -138,14 +156,13 @@ func attend(scores []float32, vals [][]float32, dim int, ps []float32) []float32
 	for ; i < dim; i++ {
 		var a float32
 		for j, p := range ps {
-			a += float32(p * vals[j][i])
+			a += float32(p * vals[j*vw+i])
 		}
 		out[i] = a
 	}
-	for i := range out {
+	for i := range out[:dim] {
 		out[i] /= sum
 	}
-	return out
 }
 
 // argmax returns the index of the largest value, the lowest on ties.

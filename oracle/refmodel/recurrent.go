@@ -30,11 +30,13 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 		heads += r.States[si].Heads
 	}
 	cached := st.cache.recLayer(li, heads)
-	rows := make([]float32, C*R) // channel-major: rows[c*R + row]
-	if t > 0 {
-		if cached != nil && cached.conv != nil {
-			copy(rows, cached.conv)
-		} else {
+	var rows []float32 // channel-major: rows[c*R + row]; only read
+	switch {
+	case t > 0 && cached != nil && cached.conv != nil:
+		rows = cached.conv
+	default:
+		rows = make([]float32, C*R)
+		if t > 0 {
 			for si, s := range r.Segments {
 				for ch := 0; ch < s.Channels(); ch++ {
 					c := w.segOff[si] + ch
@@ -54,12 +56,12 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 		acc := dot(wc[:R], rows[c*R:(c+1)*R]) + float32(wc[R]*u[c])
 		a[c] = softsign(acc)
 	}
-	next := make([]float32, C*R) // the rows shifted up, u the newest
+	next := cached.buffer(C * R) // the rows shifted up, u the newest
 	for c := 0; c < C; c++ {
 		copy(next[c*R:(c+1)*R-1], rows[c*R+1:(c+1)*R])
 		next[c*R+R-1] = u[c]
 	}
-	upd := recUpdate{layer: cached, conv: next, states: make([][]float32, heads)}
+	upd := recUpdate{layer: cached, conv: next, states: cached.updates(heads)}
 	through := !st.cache.carrying()
 	if through {
 		for si, s := range r.Segments {
@@ -76,7 +78,7 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 		sw := &w.states[si]
 		ys := make([]float32, 0, s.Heads*sw.d1)
 		for hd := 0; hd < s.Heads; hd++ {
-			S := make([]float32, sw.d1*sw.d2)
+			S := cached.stateBuffer(k+hd, sw.d1*sw.d2)
 			if t > 0 {
 				if cached != nil && cached.states[k+hd] != nil {
 					copy(S, cached.states[k+hd])

@@ -41,9 +41,10 @@ type runCache struct {
 	// perToken, fixed: the pending lists of the run's positions, reused
 	// (a step's lists are dead once it committed).
 	perToken, fixed []pending
-	// keys, vals, scores, ps: attention's scratch, reused likewise.
-	keys, vals [][]float32
-	scores, ps []float32
+	// arrays: every attention head's keys and values so far (keyarray.go);
+	// jobs: attention's per-head scratch, reused like the pending lists.
+	arrays map[headKey]*keyArray
+	jobs   []headJob
 	// rec[layer]: the newest recurrent state of each recurrent layer.
 	rec []*recLayer
 }
@@ -55,6 +56,44 @@ type recLayer struct {
 	rows    int
 	states  [][]float32 // per state head, numbered across state tensors
 	stateAt []oracle.Coord
+	// spare, spareStates: the buffers conv and states replaced at the
+	// last position, which nothing reads any more: the next position
+	// writes its state into them (buffer, stateBuffer). ups: the header
+	// slice of the pending update's states, reused likewise.
+	spare       []float32
+	spareStates [][]float32
+	ups         [][]float32
+}
+
+// buffer returns n values for a position's new conv rows: the spare
+// buffer when it has room (its old values are overwritten), else a new
+// one; on a nil recLayer (no cache) always a new one.
+func (rl *recLayer) buffer(n int) []float32 {
+	if rl == nil || cap(rl.spare) < n {
+		return make([]float32, n)
+	}
+	b := rl.spare[:n]
+	rl.spare = nil
+	return b
+}
+
+// stateBuffer is buffer for state head k: zeroed, as a new one is.
+func (rl *recLayer) stateBuffer(k, n int) []float32 {
+	if rl == nil || k >= len(rl.spareStates) || cap(rl.spareStates[k]) < n {
+		return make([]float32, n)
+	}
+	b := rl.spareStates[k][:n]
+	rl.spareStates[k] = nil
+	clear(b)
+	return b
+}
+
+// updates returns the header slice for a position's heads new states.
+func (rl *recLayer) updates(heads int) [][]float32 {
+	if rl == nil || cap(rl.ups) < heads {
+		return make([][]float32, heads)
+	}
+	return rl.ups[:heads]
 }
 
 // setCoords records the coordinates of layer li's conv channels and
@@ -129,8 +168,15 @@ func (tc *runCache) carrying() bool { return tc.recOK && tc.wrote }
 // says the store has it too (else the cache holds what the store lacks).
 func (tc *runCache) apply(ups []recUpdate, wroteThrough bool) {
 	for _, u := range ups {
-		u.layer.conv = u.conv
-		copy(u.layer.states, u.states)
+		rl := u.layer
+		rl.spare, rl.conv = rl.conv, u.conv
+		if len(rl.spareStates) < len(u.states) {
+			rl.spareStates = make([][]float32, len(u.states))
+		}
+		for k, s := range u.states {
+			rl.spareStates[k], rl.states[k] = rl.states[k], s
+		}
+		rl.ups = u.states
 	}
 	if len(ups) == 0 {
 		return

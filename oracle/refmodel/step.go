@@ -48,6 +48,7 @@ func (st *step) commit() error {
 			return st.writeErr(p, err)
 		}
 		st.cache.col(p.c).put(p.c.Pos, p.v)
+		st.cache.invalidate(p.c.Layer, p.c.Index, p.c.Pos)
 	}
 	for _, p := range st.fixed {
 		if err := st.s.Write(p.c, p.v); err != nil {
@@ -142,55 +143,71 @@ func dequantize(q []float32, s float32, scales bool) []float32 {
 
 // attention: per kv head, q, k, v = projections of h; t's k and v (and
 // their scales) are written; softmax attention over [Layer.LiveStart(t), t];
-// the heads' outputs are projected back to the residual stream.
+// the heads' outputs are projected back to the residual stream. The heads
+// read the run's key arrays (keyarray.go) and run in parallel when long.
 func (st *step) attention(li int, l *groups.Layer, w *attnWeights, h []float32) ([]float32, error) {
 	a := l.Attention
 	d, dv, t := a.HeadDim, a.VDim(), st.t
 	lo := l.LiveStart(t)
-	cat := make([]float32, 0, a.KVHeads*dv)
+	cat := make([]float32, a.KVHeads*dv)
+	jobs := st.cache.jobs[:0]
 	for g := 0; g < a.KVHeads; g++ {
 		q := matVec(w.q[g], d, h)
 		kq, ks := quantize(matVec(w.k[g], d, h), a.Scales)
 		vq, vs := quantize(matVec(w.v[g], dv, h), a.Scales)
-		keys, vals := st.cache.keys[:0], st.cache.vals[:0]
-		kcol, vcol := st.cache.col(KCoord(li, g, 0)), st.cache.col(VCoord(li, g, 0))
-		var kscol, vscol *column
-		if a.Scales {
-			kscol, vscol = st.cache.col(ScaleCoord(li, g, 0, false)), st.cache.col(ScaleCoord(li, g, 0, true))
+		ka := st.cache.keyArray(li, g, d, dv)
+		if err := st.fillHead(ka, li, g, d, dv, a.Scales, lo); err != nil {
+			return nil, err
 		}
-		for j := lo; j < t; j++ {
-			k, err := st.readVia(kcol, KCoord(li, g, j), d)
-			if err != nil {
-				return nil, err
-			}
-			v, err := st.readVia(vcol, VCoord(li, g, j), dv)
-			if err != nil {
-				return nil, err
-			}
-			sk, sv := float32(1), float32(1)
-			if a.Scales {
-				x, err := st.readVia(kscol, ScaleCoord(li, g, j, false), 1)
-				if err != nil {
-					return nil, err
-				}
-				y, err := st.readVia(vscol, ScaleCoord(li, g, j, true), 1)
-				if err != nil {
-					return nil, err
-				}
-				sk, sv = x[0], y[0]
-			}
-			keys = append(keys, dequantize(k, sk, a.Scales))
-			vals = append(vals, dequantize(v, sv, a.Scales))
-		}
-		keys = append(keys, dequantize(kq, ks, a.Scales))
-		vals = append(vals, dequantize(vq, vs, a.Scales))
-		cat = append(cat, st.softmaxAttend(q, keys, vals, w.scale, dv)...)
+		jobs = append(jobs, headJob{q: q, ka: ka, ownK: dequantize(kq, ks, a.Scales), ownV: dequantize(vq, vs, a.Scales),
+			dim: dv, scale: w.scale, out: cat[g*dv : (g+1)*dv]})
 		st.perToken = append(st.perToken, pending{c: KCoord(li, g, t), v: kq}, pending{c: VCoord(li, g, t), v: vq})
 		if a.Scales {
 			st.perToken = append(st.perToken, pending{c: ScaleCoord(li, g, t, false), v: []float32{ks}}, pending{c: ScaleCoord(li, g, t, true), v: []float32{vs}})
 		}
 	}
+	attendHeads(jobs)
+	clear(jobs)
+	st.cache.jobs = jobs[:0]
 	return matVec(w.o, Hidden, cat), nil
+}
+
+// fillHead brings head g's array to [lo, t): the entries it lacks are
+// read through the run's columns (readVia) and dequantized.
+func (st *step) fillHead(ka *keyArray, li, g, d, dv int, scales bool, lo int) error {
+	ka.window(lo)
+	if ka.end == st.t {
+		return nil
+	}
+	kcol, vcol := st.cache.col(KCoord(li, g, 0)), st.cache.col(VCoord(li, g, 0))
+	var kscol, vscol *column
+	if scales {
+		kscol, vscol = st.cache.col(ScaleCoord(li, g, 0, false)), st.cache.col(ScaleCoord(li, g, 0, true))
+	}
+	for j := ka.end; j < st.t; j++ {
+		k, err := st.readVia(kcol, KCoord(li, g, j), d)
+		if err != nil {
+			return err
+		}
+		v, err := st.readVia(vcol, VCoord(li, g, j), dv)
+		if err != nil {
+			return err
+		}
+		sk, sv := float32(1), float32(1)
+		if scales {
+			x, err := st.readVia(kscol, ScaleCoord(li, g, j, false), 1)
+			if err != nil {
+				return err
+			}
+			y, err := st.readVia(vscol, ScaleCoord(li, g, j, true), 1)
+			if err != nil {
+				return err
+			}
+			sk, sv = x[0], y[0]
+		}
+		ka.push(dequantize(k, sk, scales), dequantize(v, sv, scales))
+	}
+	return nil
 }
 
 // tokenAttention serves MLA and indexer layers: c = Wc·h is t's cached
@@ -202,39 +219,20 @@ func (st *step) tokenAttention(li int, l *groups.Layer, w *tokenWeights, h []flo
 	lo := l.LiveStart(t)
 	q := matVec(w.q, w.n, h)
 	c := matVec(w.c, w.n, h)
-	keys, vals := st.cache.keys[:0], st.cache.vals[:0]
+	ka := st.cache.keyArray(li, 0, w.n, 0)
+	ka.window(lo)
 	col := st.cache.col(TokenCoord(li, 0))
-	for j := lo; j < t; j++ {
+	for j := ka.end; j < t; j++ {
 		v, err := st.readVia(col, TokenCoord(li, j), w.n)
 		if err != nil {
 			return nil, err
 		}
-		keys = append(keys, v)
-		vals = append(vals, v[:w.nv])
+		ka.push(v, nil)
 	}
-	keys = append(keys, c)
-	vals = append(vals, c[:w.nv])
 	st.perToken = append(st.perToken, pending{c: TokenCoord(li, t), v: c})
-	return matVec(w.o, Hidden, st.softmaxAttend(q, keys, vals, w.scale, w.nv)), nil
-}
-
-// softmaxAttend returns attend over scores dot(q, keys[j])·scale and vals
-// (dim values each), on the run's scratch buffers, which it keeps for the
-// next call.
-func (st *step) softmaxAttend(q []float32, keys, vals [][]float32, scale float32, dim int) []float32 {
-	tc := st.cache
-	if cap(tc.scores) < len(keys) {
-		tc.scores = make([]float32, len(keys), 2*len(keys))
-		tc.ps = make([]float32, len(keys), 2*len(keys))
-	}
-	scores := tc.scores[:len(keys)]
-	dots(q, keys, scores)
-	for j := range scores {
-		scores[j] *= scale
-	}
-	out := attend(scores, vals, dim, tc.ps[:len(keys)])
-	clear(keys)
-	clear(vals)
-	tc.keys, tc.vals = keys[:0], vals[:0]
-	return out
+	out := make([]float32, w.nv)
+	job := headJob{q: q, ka: ka, ownK: c, dim: w.nv, scale: w.scale, out: out}
+	job.stage()
+	job.run()
+	return matVec(w.o, Hidden, out), nil
 }
