@@ -71,7 +71,11 @@
 // per-token state is read from the store once per call and recurrent
 // state is written back once at the end, with the same bits as
 // position-by-position Forward calls (TestOutputsUnchanged holds every
-// preset to digests recorded before the cache existed). Attention sums
-// four keys (dots) or four output values (attend) at a time, each its
-// own chain in the original order. BenchmarkPrefill measures it.
+// preset to digests recorded before the cache existed). Each attention
+// head keeps its dequantized keys and values flat for the run
+// (keyarray.go), extended by one position per step; a layer's heads run
+// on several goroutines once they attend over enough keys, each writing
+// only its own output. Attention sums four keys (dotsFlat) or four output
+// values (attendFlat) at a time and matVec four rows, each its own chain
+// in the original order. BenchmarkPrefill measures it.
 package refmodel
