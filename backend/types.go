@@ -25,6 +25,10 @@ type Handoff string
 const (
 	DecodeComputesLast  Handoff = "decode-computes-last"
 	PrefillSamplesFirst Handoff = "prefill-samples-first"
+	// DecodeExport marks a decode instance's answer: the state of the
+	// conversation so far (prompt and answer), held for the next turn's
+	// prefill to read back (D -> P), not a handoff to decode.
+	DecodeExport Handoff = "decode-export"
 )
 
 // Failure policies for state that could not be loaded.
@@ -58,6 +62,14 @@ type KVTransferParams struct {
 	KVLoadFailurePolicy string `json:"kv_load_failure_policy,omitempty"`
 	RemoteBootID        string `json:"remote_boot_id,omitempty"` // P's incarnation
 	RemoteGrant         string `json:"remote_grant,omitempty"`   // a token binding the request's blocks
+	// TokenChain (decode exports): the hash chain of the num_tokens tokens
+	// whose state the blocks hold (grant.TokenChain), bound by the grant.
+	TokenChain string `json:"token_chain,omitempty"`
+	// RemotePrefix (prefill requests of a later turn): a decode instance's
+	// export of the conversation so far; P reads the longest prefix of its
+	// prompt that the export holds instead of computing it, or computes
+	// everything when it cannot (expired, history rewritten, unreachable).
+	RemotePrefix *KVTransferParams `json:"remote_prefix,omitempty"`
 }
 
 // GenRequest is one generation request as the engine sees it, after the

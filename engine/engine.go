@@ -71,6 +71,15 @@ type Config struct {
 	StagingBytes int64
 	// BootID is this incarnation's id (default: random).
 	BootID string
+	// Bidirectional turns on D -> P reads for multi-turn conversations
+	// (conversation.go): a decode instance holds each finished request's
+	// state for ConversationTTL (default 60 s) and answers with its
+	// export (kv_transfer_params handoff decode-export); a prefill
+	// instance given such an export (remote_prefix) reads the prefix of its
+	// prompt that the export holds instead of computing it. Every instance
+	// of the pair needs it, and both handshake functions (Serve, Fetch).
+	Bidirectional   bool
+	ConversationTTL time.Duration
 	// Decode: how long a load may take before it counts as failed, the
 	// heartbeat interval (default 1 s; a peer silent for 5 intervals is
 	// declared failed), the failure policy and the read shaping.
@@ -137,6 +146,12 @@ func (c *Config) defaults() error {
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 30 * time.Second
 	}
+	if c.ConversationTTL < 0 {
+		return fmt.Errorf("%w: ConversationTTL %v is negative", backend.ErrBadRequest, c.ConversationTTL)
+	}
+	if c.ConversationTTL == 0 {
+		c.ConversationTTL = 60 * time.Second
+	}
 	if c.Handoff == "" {
 		c.Handoff = backend.DecodeComputesLast
 	}
@@ -173,11 +188,14 @@ func (c *Config) defaults() error {
 	if c.Transports == nil {
 		return fmt.Errorf("%w: no transport factory", backend.ErrBadRequest)
 	}
-	if c.Role == backend.RolePrefill && c.Serve == nil {
-		return fmt.Errorf("%w: a prefill engine needs a handshake server", backend.ErrBadRequest)
+	if c.Bidirectional && c.Role == backend.RoleBoth {
+		return fmt.Errorf("%w: bidirectional transfer is for prefill and decode instances", backend.ErrBadRequest)
 	}
-	if c.Role == backend.RoleDecode && c.Fetch == nil {
-		return fmt.Errorf("%w: a decode engine needs a handshake client", backend.ErrBadRequest)
+	if (c.Role == backend.RolePrefill || c.Bidirectional) && c.Serve == nil {
+		return fmt.Errorf("%w: a %s engine needs a handshake server", backend.ErrBadRequest, c.Role)
+	}
+	if (c.Role == backend.RoleDecode || c.Bidirectional) && c.Fetch == nil {
+		return fmt.Errorf("%w: a %s engine needs a handshake client", backend.ErrBadRequest, c.Role)
 	}
 	return nil
 }
@@ -302,16 +320,38 @@ func New(cfg Config) (*Engine, error) {
 	if e.alloc, err = hma.New(hc); err != nil {
 		return nil, err
 	}
-	switch cfg.Role {
-	case backend.RolePrefill:
-		e.pre, err = session.NewPrefill(session.PrefillConfig{EngineID: cfg.EngineID, BootID: cfg.BootID, Side: side,
-			StagingBytes: cfg.StagingBytes, Transports: e.recordTransports(cfg.Transports), Holds: engineHolds{e}, Log: cfg.Log, Now: cfg.Now})
-		if err != nil {
-			return nil, err
+	if cfg.Role == backend.RoleBoth {
+		for _, g := range side.Ranks {
+			e.mems = append(e.mems, plan.NewRankMemory(g, side.NumBlocks))
 		}
-		for r := range side.Ranks {
+		return e, nil
+	}
+	pc := session.PrefillConfig{EngineID: cfg.EngineID, BootID: cfg.BootID, Side: side,
+		StagingBytes: cfg.StagingBytes, Transports: e.recordTransports(cfg.Transports), Holds: engineHolds{e}, Log: cfg.Log, Now: cfg.Now}
+	dc := session.DecodeConfig{EngineID: cfg.EngineID, Model: mini, Side: side, StagingBytes: cfg.StagingBytes,
+		Transports: e.recordTransports(cfg.Transports), TransferTimeout: cfg.TransferTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
+		Fetch: func(ctx context.Context, host string, port int) (session.Handshake, error) {
+			return cfg.Fetch(ctx, host, port, e.compat, e.summary)
+		}, Log: cfg.Log, Now: cfg.Now}
+	switch {
+	case cfg.Bidirectional:
+		e.pre, e.dec, err = session.NewBidirectional(pc, dc)
+	case cfg.Role == backend.RolePrefill:
+		e.pre, err = session.NewPrefill(pc)
+	default:
+		e.dec, err = session.NewDecode(dc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for r := range side.Ranks {
+		if e.pre != nil {
 			e.mems = append(e.mems, e.pre.Local(r).Mem)
+		} else {
+			e.mems = append(e.mems, e.dec.Local(r).Mem)
 		}
+	}
+	if e.pre != nil {
 		payload, err := statexfer.EncodeRankMetas(e.pre.Metas())
 		if err != nil {
 			e.Close()
@@ -323,22 +363,6 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.stopSweep, e.sweepDone = make(chan struct{}), make(chan struct{})
 		go e.sweeper()
-	case backend.RoleDecode:
-		e.dec, err = session.NewDecode(session.DecodeConfig{EngineID: cfg.EngineID, Model: mini, Side: side, StagingBytes: cfg.StagingBytes,
-			Transports: e.recordTransports(cfg.Transports), TransferTimeout: cfg.TransferTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
-			Fetch: func(ctx context.Context, host string, port int) (session.Handshake, error) {
-				return cfg.Fetch(ctx, host, port, e.compat, e.summary)
-			}, Log: cfg.Log, Now: cfg.Now})
-		if err != nil {
-			return nil, err
-		}
-		for r := range side.Ranks {
-			e.mems = append(e.mems, e.dec.Local(r).Mem)
-		}
-	default:
-		for _, g := range side.Ranks {
-			e.mems = append(e.mems, plan.NewRankMemory(g, side.NumBlocks))
-		}
 	}
 	return e, nil
 }
@@ -385,11 +409,36 @@ func (e *Engine) admit() (done func(), err error) {
 // notifications go on. Idempotent.
 func (e *Engine) BeginDrain() {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !e.draining {
+	first := !e.draining
+	if first {
 		e.draining = true
 		close(e.drainCh)
 		e.cfg.Log.Info("draining: no new requests; waiting for those in flight and every held lease")
+	}
+	e.mu.Unlock()
+	if first && e.cfg.Role == backend.RoleDecode && e.pre != nil {
+		e.dropExports()
+	}
+}
+
+// dropExports releases every conversation a decode instance holds for a
+// next turn (BeginDrain: the instance is going away; a next turn's
+// prefill computes the prefix instead, declining with "expired").
+func (e *Engine) dropExports() {
+	e.mu.Lock()
+	var ids []hma.ReqID
+	for _, id := range e.alloc.Requests() {
+		if _, held := e.alloc.Holding(id); held {
+			e.alloc.Abort(id)
+			ids = append(ids, id)
+		}
+	}
+	e.mu.Unlock()
+	for _, id := range ids {
+		e.pre.Forget(string(id))
+	}
+	if len(ids) > 0 {
+		e.cfg.Log.Info("draining: conversation exports released", "requests", len(ids))
 	}
 }
 

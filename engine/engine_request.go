@@ -182,6 +182,19 @@ func (e *Engine) prefill(ctx context.Context, req backend.GenRequest, tokens []u
 		return fail(err)
 	}
 	from := min(hit.Tokens, h)
+	log := e.requestLog(string(id))
+	// prefix: the first allocation's prefix hit, until it is made.
+	prefix, fromDecode := from, 0
+	if x := req.KV.RemotePrefix; x != nil {
+		pr, err := e.readPrefix(ctx, id, tokens, h, from, x, log)
+		if err != nil {
+			return fail(err)
+		}
+		if pr.allocated {
+			fromDecode = pr.tokens - from
+			from, prefix = pr.tokens, 0
+		}
+	}
 	var next uint32
 	for {
 		// Everything P would compute may be cached: then use a shorter hit
@@ -189,10 +202,12 @@ func (e *Engine) prefill(ctx context.Context, req backend.GenRequest, tokens []u
 		// is a step to compute and logits to sample.
 		if from == h {
 			from = (h - 1) / hc.Alignment() * hc.Alignment()
+			prefix = from
 		}
-		next, err = e.compute(ctx, id, tokens, from, h, from)
-		if errors.Is(err, hma.ErrStalePrefix) && from > 0 {
+		next, err = e.compute(ctx, id, tokens, from, h, prefix)
+		if errors.Is(err, hma.ErrStalePrefix) && prefix > 0 {
 			from = (min(from, h) - 1) / hc.Alignment() * hc.Alignment() // the next aligned candidate below
+			prefix = from
 			continue
 		}
 		break
@@ -200,11 +215,10 @@ func (e *Engine) prefill(ctx context.Context, req backend.GenRequest, tokens []u
 	if err != nil {
 		return fail(err)
 	}
-	log := e.requestLog(string(id))
-	session.LogEvent(log, session.EventPrefilled, "tokens", h, "prefix_hit", from)
+	session.LogEvent(log, session.EventPrefilled, "tokens", h, "prefix_hit", from-fromDecode, "from_decode", fromDecode)
 	token := session.NewGrant()
 	e.mu.Lock()
-	e.prefixLookup(h, from)
+	e.prefixLookup(h, from-fromDecode)
 	blocks, err := e.alloc.TransferBlocks(id)
 	expiry := e.cfg.Now().Add(e.cfg.LeaseTTL)
 	if err == nil {
@@ -294,7 +308,7 @@ func (h engineHolds) Extend(id string) (time.Time, bool) {
 	e := h.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.alloc.Extend(hma.ReqID(id), hma.Time(e.cfg.Now().Add(e.cfg.LeaseTTL).UnixNano())) {
+	if !e.alloc.Extend(hma.ReqID(id), hma.Time(e.cfg.Now().Add(e.holdTTL()).UnixNano())) {
 		return time.Time{}, false
 	}
 	info, _ := e.alloc.Holding(hma.ReqID(id))
@@ -357,7 +371,7 @@ func (e *Engine) Sweep() []string {
 	e.mu.Lock()
 	ids := e.alloc.Sweep(hma.Time(e.cfg.Now().UnixNano()))
 	if len(ids) > 0 {
-		e.cfg.Log.Warn("prefill leases expired without notification", "requests", len(ids))
+		e.cfg.Log.Warn("leases expired without read completions", "requests", len(ids))
 	}
 	e.mu.Unlock()
 	out := make([]string, len(ids))
@@ -506,7 +520,11 @@ func (e *Engine) decodeRemote(ctx context.Context, req backend.GenRequest, token
 		return nil, err
 	}
 	e.finished(id)
-	return e.result(tokens, out), nil
+	res := e.result(tokens, out)
+	if e.cfg.Bidirectional {
+		res.KV = e.export(id, tokens, out, e.requestLog(string(id)))
+	}
+	return res, nil
 }
 
 // pendingPrefix is the prefix hit still to place: when nothing was loaded

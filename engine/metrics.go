@@ -47,6 +47,10 @@ type Metrics struct {
 	specAcceptedPerPos  *prometheus.CounterVec
 	prefixQueries       prometheus.Counter
 	prefixHits          prometheus.Counter
+	convReused          prometheus.Counter
+	convBytes           prometheus.Counter
+	convDeclines        *prometheus.CounterVec
+	convExports         prometheus.Counter
 }
 
 // NewMetrics creates an engine's metrics and registers them on reg. It
@@ -110,6 +114,15 @@ func NewMetrics(reg *prometheus.Registry, engineID string, role backend.Role) *M
 			"Prompt positions looked up in the prefix cache (P: the positions it computes for D; D: the positions P sends)."),
 		prefixHits: counter("hybridxfer_prefix_cache_hits_total",
 			"Looked-up positions whose state came from the prefix cache (not computed, not transferred)."),
+		// Multi-turn conversations read back from decode (D -> P).
+		convReused: counter("hybridxfer_conversation_reused_tokens_total",
+			"Prompt positions a prefill instance read back from a decode instance's export of the conversation instead of computing them."),
+		convBytes: counter("hybridxfer_conversation_read_bytes_total",
+			"Bytes a prefill instance read from decode instances' conversation exports (D -> P)."),
+		convDeclines: counterVec("hybridxfer_conversation_declines_total",
+			"Conversation exports a prefill instance did not read (it computed the prefix instead), by reason.", "reason"),
+		convExports: counter("hybridxfer_conversation_exports_total",
+			"Finished requests a decode instance holds for the conversation's next turn (kv_transfer_params handoff decode-export)."),
 	}
 	reg.MustRegister(
 		m.transferSeconds, m.transferPostSeconds, m.transferBytes, m.transferReads,
@@ -118,6 +131,7 @@ func NewMetrics(reg *prometheus.Registry, engineID string, role backend.Role) *M
 		m.requests, m.requestSeconds, m.promptTokens,
 		m.completionTokens, m.recomputedTokens, m.specDrafts, m.specDraftTokens, m.specAccepted,
 		m.specAcceptedPerPos, m.prefixQueries, m.prefixHits,
+		m.convReused, m.convBytes, m.convDeclines, m.convExports,
 	)
 	return m
 }
@@ -225,4 +239,31 @@ func (m *Metrics) PrefixCache(queried, hit int) {
 	}
 	m.prefixQueries.Add(float64(queried))
 	m.prefixHits.Add(float64(hit))
+}
+
+// ConversationRead records a read of a conversation's prefix from a decode
+// instance: tokens positions not computed, bytes read.
+func (m *Metrics) ConversationRead(tokens int, bytes int64) {
+	if m == nil {
+		return
+	}
+	m.convReused.Add(float64(max(tokens, 0)))
+	m.convBytes.Add(float64(max(bytes, 0)))
+}
+
+// ConversationDeclined records an export not read, for reason (one of
+// DeclineReasons).
+func (m *Metrics) ConversationDeclined(reason string) {
+	if m == nil {
+		return
+	}
+	m.convDeclines.WithLabelValues(reason).Inc()
+}
+
+// ConversationExported records a finished request held for the next turn.
+func (m *Metrics) ConversationExported() {
+	if m == nil {
+		return
+	}
+	m.convExports.Inc()
 }

@@ -36,6 +36,9 @@ func exercise(m *Metrics) {
 	m.SpecDecode(0, 0) // a plain step: not a speculative one
 	m.PrefixCache(40, 32)
 	m.PrefixCache(8, 0)
+	m.ConversationRead(64, 1<<16)
+	m.ConversationDeclined("mismatch")
+	m.ConversationExported()
 }
 
 // metricNames are every metric NewMetrics registers (the Collector's are
@@ -50,6 +53,8 @@ var metricNames = []string{
 	"hybridxfer_spec_decode_num_drafts_total", "hybridxfer_spec_decode_num_draft_tokens_total",
 	"hybridxfer_spec_decode_num_accepted_tokens_total", "hybridxfer_spec_decode_num_accepted_tokens_per_pos_total",
 	"hybridxfer_prefix_cache_queries_total", "hybridxfer_prefix_cache_hits_total",
+	"hybridxfer_conversation_reused_tokens_total", "hybridxfer_conversation_read_bytes_total",
+	"hybridxfer_conversation_declines_total", "hybridxfer_conversation_exports_total",
 }
 
 func TestMetricsEndpoint(t *testing.T) {
@@ -86,6 +91,10 @@ func TestMetricsEndpoint(t *testing.T) {
 		`hybridxfer_spec_decode_num_accepted_tokens_per_pos_total{engine_id="d0",position="1",role="decode"} 1`,
 		`hybridxfer_prefix_cache_queries_total{engine_id="d0",role="decode"} 48`,
 		`hybridxfer_prefix_cache_hits_total{engine_id="d0",role="decode"} 32`,
+		`hybridxfer_conversation_reused_tokens_total{engine_id="d0",role="decode"} 64`,
+		`hybridxfer_conversation_read_bytes_total{engine_id="d0",role="decode"} 65536`,
+		`hybridxfer_conversation_declines_total{engine_id="d0",reason="mismatch",role="decode"} 1`,
+		`hybridxfer_conversation_exports_total{engine_id="d0",role="decode"} 1`,
 	} {
 		if !strings.Contains(text, line+"\n") {
 			t.Errorf("/metrics lacks %q", line)

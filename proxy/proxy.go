@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hybridxfer/hybridxfer/backend"
 	"github.com/hybridxfer/hybridxfer/openai"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -457,6 +458,10 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 		if e == nil {
 			e = refuseClientKV(fields)
 		}
+		var prev json.RawMessage
+		if e == nil {
+			prev, e = previousTurn(fields)
+		}
 		if e != nil {
 			openai.WriteError(w, e)
 			return
@@ -472,7 +477,7 @@ func (p *Proxy) generate(chat bool) http.HandlerFunc {
 
 		// Prefill: compute the prompt and hold its state for D.
 		pStart, dStart := routeStarts(p.next.Add(1)-1, len(set.prefill))
-		kv, h, e := p.prefillLeg(ctx, r, log, id, fields, set.prefill, pStart)
+		kv, h, e := p.prefillLeg(ctx, r, log, id, fields, prev, set.prefill, pStart)
 		if e != nil {
 			openai.WriteError(w, e)
 			return
@@ -581,9 +586,13 @@ func refusedUntouched(e *openai.APIError) bool {
 // instance at most once). It returns P's kv_transfer_params and the hold
 // they name, or the client's error.
 func (p *Proxy) prefillLeg(ctx context.Context, r *http.Request, log *slog.Logger, id string,
-	fields map[string]json.RawMessage, ups []*upstream, start uint64) (json.RawMessage, hold, *openai.APIError) {
+	fields map[string]json.RawMessage, prev json.RawMessage, ups []*upstream, start uint64) (json.RawMessage, hold, *openai.APIError) {
 	pFields := maps.Clone(fields)
-	setField(pFields, "kv_transfer_params", json.RawMessage(`{"do_remote_decode":true}`))
+	pkv := json.RawMessage(`{"do_remote_decode":true}`)
+	if prev != nil {
+		pkv = json.RawMessage(`{"do_remote_decode":true,"remote_prefix":` + string(prev) + `}`)
+	}
+	setField(pFields, "kv_transfer_params", pkv)
 	setField(pFields, "stream", json.RawMessage(`false`))
 	setField(pFields, "max_tokens", json.RawMessage(`1`))
 	if deleteField(pFields, "max_completion_tokens") {
@@ -653,6 +662,48 @@ func refuseClientKV(fields map[string]json.RawMessage) *openai.APIError {
 		}
 	}
 	return nil
+}
+
+// PreviousTurnField is the request field in which a client sends back
+// the kv_transfer_params of the previous turn's response (a decode
+// instance's export of the conversation, with --bidirectional): the proxy
+// hands them to the prefill instance, which reads the conversation's
+// prefix from that decode instance instead of computing it. The proxy
+// keeps no conversation state: what the client sends is all it carries.
+const PreviousTurnField = "previous_kv_transfer_params"
+
+// previousTurn takes the previous turn's export out of fields (every
+// spelling) and returns it re-encoded, nil when absent or null. It must
+// be a decode instance's export (handoff decode-export); the prefill
+// instance checks its grant and everything else, and computes the prompt
+// when it does not hold.
+func previousTurn(fields map[string]json.RawMessage) (json.RawMessage, *openai.APIError) {
+	var raw json.RawMessage
+	for k, v := range fields {
+		if strings.EqualFold(k, PreviousTurnField) {
+			raw = v
+			delete(fields, k)
+		}
+	}
+	if len(raw) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		return nil, nil
+	}
+	bad := func(msg string) *openai.APIError {
+		return &openai.APIError{Status: http.StatusBadRequest, Message: PreviousTurnField + ": " + msg,
+			Type: "invalid_request_error", Param: PreviousTurnField, Code: "invalid_value"}
+	}
+	var kv backend.KVTransferParams
+	if err := json.Unmarshal(raw, &kv); err != nil {
+		return nil, bad(fmt.Sprintf("not kv_transfer_params: %v", err))
+	}
+	if kv.Handoff != backend.DecodeExport || kv.DoRemoteDecode || kv.DoRemotePrefill || kv.RemotePrefix != nil {
+		return nil, bad("not a decode instance's export of a conversation (send back the previous response's kv_transfer_params unchanged)")
+	}
+	out, err := json.Marshal(&kv)
+	if err != nil {
+		return nil, bad(err.Error())
+	}
+	return out, nil
 }
 
 // deleteField deletes every key of m that encoding/json would decode as

@@ -926,3 +926,62 @@ func TestProxySetUpstreams(t *testing.T) {
 		t.Error("SetUpstreams took an ftp URL")
 	}
 }
+
+// The previous turn's export travels from the client to P, and only to
+// P: P's kv_transfer_params carry it as remote_prefix (re-encoded from
+// the fields P knows), D's body does not carry it, and something that is
+// not a decode instance's export is refused before any upstream call.
+func TestProxyCarriesPreviousTurn(t *testing.T) {
+	const pKV = `{"remote_engine_id":"p9","remote_request_id":"rw-9","remote_block_ids":[[4]]}`
+	p := newRecorder(t, 200, `{"id":"cmpl-x","choices":[{"text":"a"}],"kv_transfer_params":`+pKV+`}`)
+	d := newRecorder(t, 200, `{"id":"cmpl-x","choices":[{"text":"abc"}]}`)
+	proxy, err := New([]string{p.srv.URL}, []string{d.srv.URL}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	srv := httptest.NewServer(proxy)
+	defer srv.Close()
+	const export = `{"remote_engine_id":"d1","remote_request_id":"d-4-x","remote_host":"127.0.0.1","remote_port":7,` +
+		`"tp_size":2,"remote_block_ids":[[3,4],[9]],"num_tokens":40,"lease_expiry":1.5e9,"handoff":"decode-export",` +
+		`"remote_boot_id":"b","remote_grant":"g","token_chain":"00ff"}`
+	resp := openaitest.Post(t, srv.URL+"/v1/completions", `{"model":"m","prompt":"abc","max_tokens":3,"Previous_KV_Transfer_Params":`+export+`}`)
+	if got, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, got)
+	}
+	var pkv struct {
+		DoRemoteDecode bool            `json:"do_remote_decode"`
+		RemotePrefix   json.RawMessage `json:"remote_prefix"`
+	}
+	if err := json.Unmarshal(p.bodies[0]["kv_transfer_params"], &pkv); err != nil || !pkv.DoRemoteDecode {
+		t.Fatalf("P's kv_transfer_params %s (%v)", p.bodies[0]["kv_transfer_params"], err)
+	}
+	var got, want map[string]any
+	if err := json.Unmarshal(pkv.RemotePrefix, &got); err != nil {
+		t.Fatal(err)
+	}
+	_ = json.Unmarshal([]byte(export), &want)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("P's remote_prefix %v, the client sent %v", got, want)
+	}
+	for _, body := range []map[string]json.RawMessage{p.bodies[0], d.bodies[0]} {
+		for k := range body {
+			if strings.EqualFold(k, PreviousTurnField) {
+				t.Errorf("an upstream body carries %s", k)
+			}
+		}
+	}
+	if string(d.bodies[0]["kv_transfer_params"]) != pKV {
+		t.Errorf("D's kv_transfer_params %s, want P's", d.bodies[0]["kv_transfer_params"])
+	}
+	for _, bad := range []string{`{"handoff":"decode-computes-last","remote_engine_id":"p"}`, `{"do_remote_decode":true,"handoff":"decode-export"}`, `[1]`, `"x"`} {
+		resp := openaitest.Post(t, srv.URL+"/v1/completions", `{"model":"m","prompt":"abc","max_tokens":3,"previous_kv_transfer_params":`+bad+`}`)
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 400 || !strings.Contains(string(b), PreviousTurnField) {
+			t.Errorf("previous turn %s: %d %s, want 400 naming the field", bad, resp.StatusCode, b)
+		}
+	}
+	if len(p.bodies) != 1 || len(d.bodies) != 1 {
+		t.Errorf("refused requests reached upstreams: P %d, D %d bodies", len(p.bodies), len(d.bodies))
+	}
+}

@@ -1,6 +1,8 @@
 package tokenizer
 
 import (
+	"strings"
+
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 )
 
@@ -48,4 +50,19 @@ func TokenText(toks []uint32) string {
 		b[i] = byte(refmodel.Vocab + t%refmodel.Vocab)
 	}
 	return string(b)
+}
+
+// Retokenize returns the tokens whose Detokenize renderings make up text
+// (an answer as the API returns it), or false when text holds a
+// character Detokenize never produces.
+func Retokenize(text string) ([]uint32, bool) {
+	out := make([]uint32, 0, len(text))
+	for i := 0; i < len(text); i++ {
+		t := strings.IndexByte(alphabet, text[i])
+		if t < 0 {
+			return nil, false
+		}
+		out = append(out, uint32(t))
+	}
+	return out, true
 }

@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"unicode"
 
@@ -55,5 +56,25 @@ func TestTokenTextRoundTrips(t *testing.T) {
 	}
 	if got := Tokenize(TokenText(toks)); fmt.Sprint(got) != fmt.Sprint(toks) {
 		t.Fatalf("Tokenize(TokenText(%v)) = %v", toks, got)
+	}
+}
+
+// Retokenize inverts Detokenize over the whole vocabulary and refuses
+// text Detokenize never produces.
+func TestRetokenize(t *testing.T) {
+	var toks []uint32
+	var text strings.Builder
+	for v := uint32(0); v < refmodel.Vocab; v++ {
+		toks = append(toks, refmodel.Vocab-1-v)
+		text.WriteString(Detokenize(refmodel.Vocab - 1 - v))
+	}
+	got, ok := Retokenize(text.String())
+	if !ok || fmt.Sprint(got) != fmt.Sprint(toks) {
+		t.Fatalf("Retokenize = %v, %v; want %v", got, ok, toks)
+	}
+	for _, bad := range []string{"a,b", "\uFFFD", "x\n"} {
+		if _, ok := Retokenize(bad); ok {
+			t.Errorf("Retokenize(%q) accepted", bad)
+		}
 	}
 }

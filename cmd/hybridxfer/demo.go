@@ -22,6 +22,7 @@ func demoCmd() *cobra.Command {
 		maxTokens int
 		spec      string
 		numSpec   int
+		bidir     bool
 	)
 	c := &cobra.Command{
 		Use:   "demo [--keep-running] [--port P] [--prefill-instances N --decode-instances M]",
@@ -46,7 +47,7 @@ role behind the one proxy (mixed tp and layouts), e.g. a cluster for bench serve
 			if nP < 1 || nD < 1 || nP > 32 || nD > 32 {
 				return fmt.Errorf("%w --prefill-instances %d, --decode-instances %d (want 1..32 each)", errFlag, nP, nD)
 			}
-			return runE2EDemo(cmd.Context(), cmd.OutOrStdout(), model, demoShape{prefills: nP, decodes: nD, pTP: pTP, dTP: dTP, discovery: map[bool]string{true: "embedded"}[disc]}, seed, maxTokens, keep, sp)
+			return runE2EDemo(cmd.Context(), cmd.OutOrStdout(), model, demoShape{prefills: nP, decodes: nD, pTP: pTP, dTP: dTP, discovery: map[bool]string{true: "embedded"}[disc], bidirectional: bidir}, seed, maxTokens, keep, sp)
 		},
 	}
 	c.Flags().BoolVar(&keep, "keep-running", false, "serve until interrupted instead of running the batch")
@@ -60,6 +61,7 @@ role behind the one proxy (mixed tp and layouts), e.g. a cluster for bench serve
 	c.Flags().Uint64Var(&seed, "seed", 1, "reference model weights seed")
 	c.Flags().IntVar(&maxTokens, "max-tokens", 12, "tokens per answer")
 	c.Flags().StringVar(&spec, "speculative", "", "decode speculatively: mtp (the model's native MTP layers) or eagle3 (--model kimi-k2.5-eagle3); answers are still checked against the run without speculation")
+	c.Flags().BoolVar(&bidir, "bidirectional", false, "run every instance with --bidirectional and also send multi-turn conversations: turn 2+ prefill reads the conversation so far back from decode (D -> P); answers checked against the monolithic model")
 	c.Flags().IntVar(&numSpec, "num-speculative-tokens", 3, "with --speculative: draft tokens per decode step")
 	return c
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/hybridxfer/hybridxfer/discovery"
 	"github.com/hybridxfer/hybridxfer/openai"
+	"github.com/hybridxfer/hybridxfer/proxy"
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
@@ -146,6 +147,9 @@ type demoShape struct {
 	// discovery, when set (an etcd://... endpoint), is passed to every
 	// instance and the proxy instead of URL lists.
 	discovery string
+	// bidirectional: every instance runs --bidirectional and the demo
+	// also sends multi-turn conversations (runConversations).
+	bidirectional bool
 }
 
 func (s demoShape) tp(role string, i int) int {
@@ -171,7 +175,10 @@ func (c *demoCluster) stop() {
 // demoKeys writes a fresh cluster key and CURVE key pairs for P and D into
 // a new directory and returns the flags each role needs: the demo runs
 // with grants signed, the handshake under CURVE and the internal token on.
-func demoKeys() (dir string, prefill, decode, proxy []string, err error) {
+//
+// bidirectional: each side also serves (decode) or fetches (prefill) the
+// other direction's handshake, so each gets the other's flags too.
+func demoKeys(bidirectional bool) (dir string, prefill, decode, proxy []string, err error) {
 	if dir, err = os.MkdirTemp("", "hybridxfer-demo-keys-"); err != nil {
 		return "", nil, nil, nil, err
 	}
@@ -194,6 +201,10 @@ func demoKeys() (dir string, prefill, decode, proxy []string, err error) {
 	cluster := []string{"--cluster-key-file", path("cluster.key")}
 	prefill = append([]string{"--handshake-key", path("prefill.key"), "--handshake-allow", path("decode.pub")}, cluster...)
 	decode = append([]string{"--handshake-key", path("decode.key"), "--handshake-server-pub", path("prefill.pub")}, cluster...)
+	if bidirectional {
+		prefill = append(prefill, "--bidirectional", "--handshake-server-pub", path("decode.pub"))
+		decode = append(decode, "--bidirectional", "--handshake-allow", path("prefill.pub"))
+	}
 	return dir, prefill, decode, cluster, nil
 }
 
@@ -237,7 +248,7 @@ func startDemoClusterOnce(ctx context.Context, model string, shape demoShape, se
 		proxyPort = demoProxyPort
 	}
 	c := &demoCluster{proxy: fmt.Sprintf("http://127.0.0.1:%d", proxyPort)}
-	dir, pk, dk, xk, err := demoKeys()
+	dir, pk, dk, xk, err := demoKeys(shape.bidirectional)
 	if err != nil {
 		return nil, err
 	}
@@ -574,6 +585,103 @@ func runE2EDemo(ctx context.Context, out io.Writer, model string, shape demoShap
 	if matched != len(demoPrompts) {
 		return &exitError{code: 2, err: fmt.Errorf("%d of %d answers differ from the monolithic reference", len(demoPrompts)-matched, len(demoPrompts))}
 	}
+	if shape.bidirectional {
+		if err := runConversations(ctx, out, c, ref, model, maxTokens); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintln(out, "OK: every answer equals the monolithic reference model's")
 	return nil
+}
+
+// demoTurns is how many turns each demo conversation has.
+const demoTurns = 3
+
+// runConversations sends multi-turn conversations through the proxy
+// (--bidirectional): each turn's prompt is the last one's, its answer
+// token for token and a new message, with the last response's
+// kv_transfer_params sent back as previous_kv_transfer_params. Every
+// answer is checked against the monolithic model; the prefill
+// instances' metrics must show turn 2+ reading from the decode instances.
+func runConversations(ctx context.Context, out io.Writer, c *demoCluster, ref *refmodel.Model, model string, maxTokens int) error {
+	before, err := scrapeAll(ctx, c.prefills)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nmulti-turn conversations (%d turns each; turn 2+ prefill reads the conversation so far from the decode instance that answered it):\n", demoTurns)
+	wrong, promptTokens := 0, 0
+	for i, first := range demoPrompts[:3] {
+		prompt := "user: " + first + "\nassistant: "
+		var prev json.RawMessage
+		for turn := range demoTurns {
+			text, kv, err := complete(ctx, c.proxy, model, prompt, maxTokens, prev)
+			if err != nil {
+				return fmt.Errorf("conversation %d turn %d: %w", i, turn, err)
+			}
+			toks := tokenizer.Tokenize(prompt)
+			want, err := ref.Generate(refmodel.NewMapStore(ref.Spec()), toks, 0, maxTokens)
+			if err != nil {
+				return err
+			}
+			got, ok := tokenizer.Retokenize(text)
+			same := ok && fmt.Sprint(got) == fmt.Sprint(want)
+			if !same {
+				wrong++
+			}
+			promptTokens += len(toks)
+			fmt.Fprintf(out, "  [conversation %d turn %d] prompt %4d tokens -> %q %s\n", i, turn+1, len(toks), text, map[bool]string{true: "== monolithic", false: "!= monolithic"}[same])
+			prompt += tokenizer.TokenText(want) + "\nuser: and then?\nassistant: "
+			prev = kv
+		}
+	}
+	after, err := scrapeAll(ctx, c.prefills)
+	if err != nil {
+		return err
+	}
+	delta := func(name string) float64 { return metricValue(after, name) - metricValue(before, name) }
+	reused, bytes := delta("hybridxfer_conversation_reused_tokens_total"), delta("hybridxfer_conversation_read_bytes_total")
+	fmt.Fprintf(out, "prompt tokens %d; read back from decode instead of computed: %.0f tokens (%.0f bytes D -> P); declines %.0f; prefix cache hits on P %.0f\n",
+		promptTokens, reused, bytes, delta("hybridxfer_conversation_declines_total"), delta("hybridxfer_prefix_cache_hits_total"))
+	if wrong > 0 {
+		return &exitError{code: 2, err: fmt.Errorf("%d conversation answers differ from the monolithic reference", wrong)}
+	}
+	if reused == 0 {
+		return &exitError{code: 2, err: errors.New("no conversation turn read its prefix from decode")}
+	}
+	return nil
+}
+
+// complete sends one completion through the proxy, with prev (the last
+// turn's kv_transfer_params) as previous_kv_transfer_params when not
+// nil, and returns the answer and the response's kv_transfer_params.
+func complete(ctx context.Context, url, model, prompt string, maxTokens int, prev json.RawMessage) (string, json.RawMessage, error) {
+	req := map[string]any{"model": model, "prompt": prompt, "max_tokens": maxTokens}
+	if prev != nil {
+		req[proxy.PreviousTurnField] = prev
+	}
+	body, _ := json.Marshal(req)
+	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/completions", bytes.NewReader(body))
+	hr.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(hr)
+	if err != nil {
+		return "", nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return "", nil, fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	var r struct {
+		Choices []struct {
+			Text string `json:"text"`
+		} `json:"choices"`
+		KV json.RawMessage `json:"kv_transfer_params"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return "", nil, err
+	}
+	if len(r.Choices) != 1 {
+		return "", nil, fmt.Errorf("%d choices", len(r.Choices))
+	}
+	return r.Choices[0].Text, r.KV, nil
 }

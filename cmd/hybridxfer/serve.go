@@ -73,12 +73,35 @@ func zmqFetch(sc sideChannel) engine.HandshakeClient {
 // secret key and an allow-list of decode public keys; a decode its own
 // secret key and the prefill instances' public key. Neither: plaintext,
 // with a warning.
-func loadSideChannel(role, keyFile, allowFile, serverPub string, log *slog.Logger) (sideChannel, error) {
+//
+// A bidirectional instance (--bidirectional) both serves a handshake and
+// fetches its peers': it needs all three (its secret key, the peers'
+// public keys it admits, and the peers' server public key).
+func loadSideChannel(role, keyFile, allowFile, serverPub string, bidirectional bool, log *slog.Logger) (sideChannel, error) {
 	if keyFile == "" && allowFile == "" && serverPub == "" {
 		if role != string(backend.RoleBoth) {
 			log.Warn("no --handshake-key: the ZeroMQ handshake is not authenticated; anyone who reaches it gets this instance's transfer metadata (see docs/security.md)")
 		}
 		return sideChannel{}, nil
+	}
+	if bidirectional {
+		if keyFile == "" || allowFile == "" || serverPub == "" {
+			return sideChannel{}, fmt.Errorf("%w --handshake-key, --handshake-allow and --handshake-server-pub: a bidirectional instance serves a handshake and fetches its peers', so it needs all three", errFlag)
+		}
+		srv, err := zmqchan.LoadCurveServer(keyFile, allowFile)
+		if err != nil {
+			return sideChannel{}, err
+		}
+		k, err := zmqchan.LoadCurveKey(keyFile)
+		if err != nil {
+			return sideChannel{}, err
+		}
+		pub, err := zmqchan.LoadCurvePublic(serverPub)
+		if err != nil {
+			return sideChannel{}, err
+		}
+		c := k.Client(pub)
+		return sideChannel{server: srv, client: &c}, nil
 	}
 	switch backend.Role(role) {
 	case backend.RolePrefill:
@@ -129,6 +152,8 @@ type serveOptions struct {
 	hsKey, hsAllow, hsPub     string
 	apiKeyFile                string
 	cacheMode                 string
+	bidirectional             bool
+	conversationTTL           time.Duration
 }
 
 // dpRanks are the data-parallel ranks this process runs.
@@ -174,6 +199,10 @@ func (o *serveOptions) validate() error {
 	}
 	fc.intIn("num-blocks", int64(o.numBlocks), 1, 1<<26)
 	fc.duration("lease-ttl", o.leaseTTL, 100*time.Millisecond, 24*time.Hour)
+	fc.duration("conversation-ttl", o.conversationTTL, 100*time.Millisecond, 24*time.Hour)
+	if o.bidirectional && backend.Role(o.role) == backend.RoleBoth {
+		fc.fail("bidirectional", "is for prefill and decode instances (--role prefill or decode)")
+	}
 	fc.duration("transfer-timeout", o.xferTimeout, time.Millisecond, time.Hour)
 	fc.duration("drain-timeout", o.drainTimeout, time.Millisecond, 24*time.Hour)
 	fc.duration("heartbeat-interval", o.heartbeat, 10*time.Millisecond, time.Hour)
@@ -252,7 +281,7 @@ can mint params.`,
 			if err != nil {
 				return err
 			}
-			sc, err := loadSideChannel(o.role, o.hsKey, o.hsAllow, o.hsPub, log)
+			sc, err := loadSideChannel(o.role, o.hsKey, o.hsAllow, o.hsPub, o.bidirectional, log)
 			if err != nil {
 				return err
 			}
@@ -287,6 +316,7 @@ can mint params.`,
 				cfg := engine.Config{Role: backend.Role(o.role), EngineID: id, DPRank: dp, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks, MambaCacheMode: cacheMode,
 					Host: o.host, LeaseTTL: o.leaseTTL, Handoff: backend.Handoff(o.handoff), TransferTimeout: o.xferTimeout, FailurePolicy: o.policy, Mode: md,
 					HeartbeatInterval: o.heartbeat, MaxModelLen: o.maxModelLen, StagingBytes: o.stagingBytes, ClusterKey: key,
+					Bidirectional: o.bidirectional, ConversationTTL: o.conversationTTL,
 					Transports: func(r int, h transport.Handlers) (transport.Transport, error) {
 						c := uc
 						c.Name = fmt.Sprintf("%s-rank%d", o.role, r)
@@ -353,6 +383,8 @@ can mint params.`,
 	f.IntVar(&o.numBlocks, "num-blocks", 1024, "blocks per pool")
 	f.Uint64Var(&o.seed, "seed", 1, "reference model weights seed (must match across instances)")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 30*time.Second, "prefill: how long a finished request's state waits for its readers")
+	f.BoolVar(&o.bidirectional, "bidirectional", false, "multi-turn conversations read back from decode (D -> P): decode holds each finished request for the next turn and answers with its export; prefill reads a request's previous turn from there (every prefill and decode instance of the deployment needs it)")
+	f.DurationVar(&o.conversationTTL, "conversation-ttl", 60*time.Second, "decode with --bidirectional: how long a finished request waits for the conversation's next turn")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Minute, "on SIGTERM or POST /admin/drain: how long to wait for requests in flight and held leases (prefill: at most --lease-ttl after the last request) before stopping anyway with an error")
 	f.DurationVar(&o.xferTimeout, "transfer-timeout", 10*time.Second, "decode: a load taking longer fails")
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", time.Second, "decode: heartbeat interval for requests being loaded (extends the prefill lease; a prefill silent for 5 intervals is declared failed)")

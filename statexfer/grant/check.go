@@ -29,6 +29,20 @@ const ExpirySlack = 1000 // nanoseconds
 // Check compares D's params and prompt tokens with what g binds; the first
 // difference is a *FieldError naming the kv_transfer_params field.
 func (g *Grant) Check(p Params, prompt []uint32) error {
+	if g.Handoff == HandoffExport {
+		return &FieldError{Field: "handoff", Msg: "a decode instance's export is not a prefill's grant"}
+	}
+	if err := g.checkParams(p); err != nil {
+		return err
+	}
+	if PromptHash(prompt) != g.Prompt {
+		return &FieldError{Field: "prompt", Msg: "the prompt's tokens are not those the grant was issued for"}
+	}
+	return nil
+}
+
+// checkParams compares every field of p with the grant's copy.
+func (g *Grant) checkParams(p Params) error {
 	bad := func(field, format string, args ...any) error {
 		return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
@@ -57,9 +71,6 @@ func (g *Grant) Check(p Params, prompt []uint32) error {
 		return bad("remote_block_ids", "differ from the blocks the grant names")
 	case p.Expiry < g.Expiry-ExpirySlack || p.Expiry > g.Expiry+ExpirySlack:
 		return bad("lease_expiry", "differs from the grant's")
-	}
-	if PromptHash(prompt) != g.Prompt {
-		return bad("prompt", "the prompt's tokens are not those the grant was issued for")
 	}
 	return nil
 }

@@ -137,6 +137,24 @@ type load struct {
 // NewDecode registers the hosted ranks' memory and starts the heartbeat
 // loop.
 func NewDecode(cfg DecodeConfig) (*Decode, error) {
+	d, err := newDecode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	h, err := openHosted("decode", d.cfg.Ranks, d.cfg.Side, d.cfg.StagingBytes, d.cfg.Transports, func(ep *endpoint) transport.Handlers {
+		dr := d.attach(ep)
+		return transport.Handlers{Notify: dr.handle, PeerFailed: dr.peerFailed}
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.start(h)
+	return d, nil
+}
+
+// newDecode checks cfg, sets its defaults and returns a Decode without
+// ranks (attach adds them; start starts it).
+func newDecode(cfg DecodeConfig) (*Decode, error) {
 	if cfg.Side == nil || cfg.Model == nil || cfg.Transports == nil || cfg.Fetch == nil {
 		return nil, fmt.Errorf("%w: decode session needs a model, a side, transports and a fetcher", ErrBadRequest)
 	}
@@ -169,17 +187,20 @@ func NewDecode(cfg DecodeConfig) (*Decode, error) {
 		machine: NewMachine(MachineConfig{HeartbeatInterval: Time(cfg.HeartbeatInterval), LeaseMargin: Time(cfg.LeaseMargin), SuspectAfter: suspect}),
 		stop:    make(chan struct{}), stopped: make(chan struct{})}
 	d.xfer.Store(NewGrant() >> 16) // transfer ids differ across restarts
-	h, err := openHosted("decode", cfg.Ranks, cfg.Side, cfg.StagingBytes, cfg.Transports, func(ep *endpoint) transport.Handlers {
-		dr := &decodeRank{endpoint: ep, d: d, waiters: map[waitKey]chan *statexfer.Message{}}
-		d.ranks[ep.r] = dr
-		return transport.Handlers{Notify: dr.handle, PeerFailed: dr.peerFailed}
-	})
-	if err != nil {
-		return nil, err
-	}
+	return d, nil
+}
+
+// attach makes ep one of d's ranks.
+func (d *Decode) attach(ep *endpoint) *decodeRank {
+	dr := &decodeRank{endpoint: ep, d: d, waiters: map[waitKey]chan *statexfer.Message{}}
+	d.ranks[ep.r] = dr
+	return dr
+}
+
+// start runs d on the opened ranks h.
+func (d *Decode) start(h *hosted) {
 	d.hosted = h
 	go d.ticker()
-	return d, nil
 }
 
 // NotifyFailed counts read-completion notifications and aborts that could
@@ -215,7 +236,7 @@ func (d *Decode) Close() error {
 	d.mu.Unlock()
 	close(d.stop)
 	<-d.stopped
-	return d.hosted.close()
+	return d.hosted.release()
 }
 
 // LoadRequest is one request's state to move from P.

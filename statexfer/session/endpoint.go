@@ -2,6 +2,7 @@ package session
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/hybridxfer/hybridxfer/statexfer"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
@@ -21,6 +22,9 @@ type endpoint struct {
 type hosted struct {
 	order []int // ascending
 	eps   map[int]*endpoint
+	// users: the sessions on these ranks (2 for NewBidirectional); the
+	// last one to close closes them.
+	users atomic.Int32
 }
 
 func hostedRanks(ranks []int, tp int) ([]int, error) {
@@ -49,6 +53,7 @@ func openHosted(role string, ranks []int, s *plan.Side, staging int64, newTr Tra
 		return nil, err
 	}
 	h := &hosted{eps: map[int]*endpoint{}}
+	h.users.Store(1)
 	for _, r := range ranks {
 		ep := &endpoint{r: r}
 		tr, err := newTr(r, attach(ep))
@@ -95,6 +100,14 @@ func (h *hosted) StagingInUse() int64 {
 		}
 	}
 	return n
+}
+
+// release is a session's close: the last user closes the ranks.
+func (h *hosted) release() error {
+	if h.users.Add(-1) > 0 {
+		return nil
+	}
+	return h.close()
 }
 
 // close closes every transport and frees every rank's memory.

@@ -143,6 +143,23 @@ func NewGrant() uint64 {
 // NewPrefill registers the hosted ranks' memory and starts handling D's
 // messages.
 func NewPrefill(cfg PrefillConfig) (*Prefill, error) {
+	p, err := newPrefill(cfg)
+	if err != nil {
+		return nil, err
+	}
+	h, err := openHosted("prefill", cfg.Ranks, cfg.Side, cfg.StagingBytes, cfg.Transports, func(ep *endpoint) transport.Handlers {
+		return transport.Handlers{Notify: p.attach(ep).handle}
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.hosted = h
+	return p, nil
+}
+
+// newPrefill checks cfg and returns a Prefill without ranks (attach adds
+// them).
+func newPrefill(cfg PrefillConfig) (*Prefill, error) {
 	if cfg.Side == nil || cfg.Transports == nil || cfg.Holds == nil {
 		return nil, fmt.Errorf("%w: prefill session needs a side, transports and holds", ErrBadRequest)
 	}
@@ -155,20 +172,17 @@ func NewPrefill(cfg PrefillConfig) (*Prefill, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	p := &Prefill{cfg: cfg, ranks: map[int]*prefillRank{}, grants: map[string]*granted{},
+	return &Prefill{cfg: cfg, ranks: map[int]*prefillRank{}, grants: map[string]*granted{},
 		warn: ratelog.New(10*time.Second, 5), refusals: make(chan struct{}, maxRefusalsInFlight),
-		maxPending: maxPendingStages, slots: make(chan struct{}, gatherSlots()), stop: make(chan struct{})}
-	h, err := openHosted("prefill", cfg.Ranks, cfg.Side, cfg.StagingBytes, cfg.Transports, func(ep *endpoint) transport.Handlers {
-		pr := &prefillRank{endpoint: ep, p: p, parts: map[stageKey][]plan.Step{}, areas: map[string]map[stageKey]int64{},
-			seen: map[string]map[int]bool{}, done: map[string]bool{}, peers: map[string]transport.Peer{}}
-		p.ranks[ep.r] = pr
-		return transport.Handlers{Notify: pr.handle}
-	})
-	if err != nil {
-		return nil, err
-	}
-	p.hosted = h
-	return p, nil
+		maxPending: maxPendingStages, slots: make(chan struct{}, gatherSlots()), stop: make(chan struct{})}, nil
+}
+
+// attach makes ep one of p's ranks.
+func (p *Prefill) attach(ep *endpoint) *prefillRank {
+	pr := &prefillRank{endpoint: ep, p: p, parts: map[stageKey][]plan.Step{}, areas: map[string]map[stageKey]int64{},
+		seen: map[string]map[int]bool{}, done: map[string]bool{}, peers: map[string]transport.Peer{}}
+	p.ranks[ep.r] = pr
+	return pr
 }
 
 // BootID is this incarnation's id.
@@ -360,7 +374,7 @@ func (p *Prefill) Close() error {
 			}
 		}
 	}
-	return p.hosted.close()
+	return p.hosted.release()
 }
 
 func (p *Prefill) closing() bool {

@@ -1,0 +1,252 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hybridxfer/hybridxfer/backend"
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/hma"
+	"github.com/hybridxfer/hybridxfer/statexfer/grant"
+	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/statexfer/session"
+)
+
+// Multi-turn conversations, D -> P (Config.Bidirectional).
+//
+// A decode instance does not free a finished request: it holds the
+// blocks of every computed position (prompt and answer, all but the last
+// token) under a lease of ConversationTTL, registers them with its
+// prefill-side session like a prefill instance registers a prompt, and
+// answers with their export: kv_transfer_params with handoff
+// decode-export, its address and incarnation, the block ids, num_tokens,
+// the lease expiry, the hash chain of the tokens (grant.TokenChain) and a
+// grant that binds them all. The hold ends exactly once: when the reader's
+// read-completion notifications arrive (every rank), when it aborts, or
+// when the sweeper finds the lease expired.
+//
+// The client sends the export back with the next turn (the proxy carries
+// it to P as kv_transfer_params.remote_prefix; it keeps nothing itself).
+// The prefill instance opens the grant, compares the chain with its own
+// prompt and reads the longest prefix it may: models with recurrent or
+// sliding-window groups only the whole exported sequence (their state is
+// the state after exactly num_tokens tokens, and the window's older
+// blocks are gone), attention-only models any chain-block multiple. It
+// reads with its decode-side session (the lease is checked against the
+// handshake's clock offset before and after the reads, and the claim
+// protocol refuses a hold that is gone), then computes the rest. Whatever
+// goes wrong before the reads, it declines: computes the whole prompt,
+// counts the reason (DeclineReasons) and, when the export was genuine,
+// tells D to drop it. A read that fails part way is recovered by
+// recomputing from the first position without valid state (policy
+// recompute), so every position is computed at most once more than a
+// plain run would, and only those after a decline.
+
+// DeclineReasons are the reason labels of hybridxfer_conversation_declines_total.
+var DeclineReasons = []string{"disabled", "grant", "mismatch", "cached", "expired", "unreachable", "failed"}
+
+// holdTTL is how long this instance holds state for a reader: a prefill
+// instance's lease, or a decode instance's conversation TTL. Heartbeats
+// extend a hold by as much.
+func (e *Engine) holdTTL() time.Duration {
+	if e.cfg.Role == backend.RoleDecode {
+		return e.cfg.ConversationTTL
+	}
+	return e.cfg.LeaseTTL
+}
+
+// export holds finished request id (prompt tokens, then out) for the next
+// turn and returns its export, or nil when it cannot (the request is then
+// freed as usual; the answer stands).
+func (e *Engine) export(id hma.ReqID, prompt, out []uint32, log *slog.Logger) *backend.KVTransferParams {
+	token := session.NewGrant()
+	e.mu.Lock()
+	n, err := e.alloc.NumComputedTokens(id)
+	var blocks [][]int
+	if err == nil {
+		blocks, err = e.alloc.TransferBlocks(id)
+	}
+	if err == nil {
+		err = e.checkNoScratch(id, blocks)
+	}
+	expiry := e.cfg.Now().Add(e.cfg.ConversationTTL)
+	if err == nil {
+		err = e.alloc.Hold(id, hma.Time(expiry.UnixNano()), len(e.mems))
+	}
+	if err == nil {
+		if err = e.pre.Register(string(id), token, blocks); err != nil {
+			e.alloc.Abort(id)
+		}
+	}
+	e.mu.Unlock()
+	if err != nil {
+		e.pre.Forget(string(id))
+		e.cfg.Log.Warn("conversation not exported; its state is freed", "request", id, "err", err)
+		return nil
+	}
+	seq := append(append(make([]uint32, 0, len(prompt)+len(out)), prompt...), out...)
+	chain := grant.TokenChain(seq[:n])
+	kv := &backend.KVTransferParams{RemoteEngineID: e.cfg.EngineID, RemoteRequestID: string(id), RemoteHost: e.cfg.Host,
+		RemotePort: e.port, TPSize: len(e.mems), RemoteDPRank: e.cfg.DPRank, NumTokens: n, Handoff: backend.DecodeExport,
+		RemoteBootID: e.pre.BootID(), RemoteBlockIDs: blocks, LeaseExpiryUnix: float64(expiry.UnixNano()) / 1e9, TokenChain: chain}
+	g := &grant.Grant{Params: grantParams(kv), Token: token, Prompt: grant.ChainDigest(chain)}
+	g.Expiry = expiry.UnixNano()
+	kv.RemoteGrant = grant.Seal(g, e.cfg.ClusterKey)
+	e.cfg.Metrics.ConversationExported()
+	session.LogEvent(log, session.EventHeld, "blocks", countBlocks(blocks), "lease_expiry", expiry, "consumers", len(e.mems), "tokens", n, "for", "next turn")
+	return kv
+}
+
+func countBlocks(blocks [][]int) int {
+	n := 0
+	for _, ids := range blocks {
+		n += len(ids)
+	}
+	return n
+}
+
+// prefixRead is the outcome of readPrefix.
+type prefixRead struct {
+	// tokens: positions [0, tokens) hold valid state (read or recomputed);
+	// 0 when declined. allocated: the request's first allocation is made.
+	tokens    int
+	allocated bool
+	reason    string // decline reason, "" when read
+}
+
+// readPrefix reads the longest prefix of tokens that export x holds into
+// request id, at most h-1 positions (P computes at least one), above
+// P's own prefix hit of from tokens. A decline leaves the request as it
+// was (nothing allocated); a read that failed part way has been recovered
+// by recomputing. An error is one the request cannot go on from.
+func (e *Engine) readPrefix(ctx context.Context, id hma.ReqID, tokens []uint32, h, from int, x *backend.KVTransferParams, log *slog.Logger) (prefixRead, error) {
+	decline := func(reason string, err error) (prefixRead, error) {
+		e.cfg.Metrics.ConversationDeclined(reason)
+		log.Info("conversation prefix not read; computing it", "reason", reason, "err", err)
+		return prefixRead{reason: reason}, nil
+	}
+	if !e.cfg.Bidirectional {
+		return decline("disabled", errors.New("this instance runs without --bidirectional"))
+	}
+	g, err := grant.Open(x.RemoteGrant, e.cfg.ClusterKey)
+	if err == nil {
+		err = g.CheckExport(grantParams(x), x.TokenChain)
+	}
+	if err != nil {
+		return decline("grant", err)
+	}
+	ref := session.PeerRef{EngineID: g.EngineID, BootID: g.BootID, Host: g.Host, Port: g.Port, TP: g.TP}
+	drop := func(reason string, err error) (prefixRead, error) {
+		// A genuine export P will not read: D need not keep it (best
+		// effort: when D cannot be reached its lease reclaims it).
+		_, aerr := e.dec.Connect(ctx, ref)
+		if aerr == nil {
+			aerr = e.dec.Abort(ref, g.ReqID, g.Token)
+		}
+		if aerr != nil {
+			log.Debug("dropping the export failed; its lease reclaims it", "err", aerr)
+		}
+		return decline(reason, err)
+	}
+	n := g.NumTokens
+	m, err := grant.ChainMatch(x.TokenChain, n, tokens)
+	if err != nil {
+		return decline("grant", err)
+	}
+	// whole: only the whole exported sequence is readable (a recurrent
+	// state is the state after exactly n tokens; a window's older blocks
+	// are gone).
+	whole := false
+	for _, gg := range e.side.Ranks[0].Groups {
+		whole = whole || gg.Kind == groups.Recurrent || gg.Kind.Windowed()
+	}
+	L := m
+	switch {
+	case whole && (m < n || n >= h):
+		return drop("mismatch", fmt.Errorf("the prompt's first %d tokens match the export's %d, and this model reads only the whole export below %d positions", m, n, h))
+	case !whole && L >= h:
+		L = (h - 1) / grant.ChainBlock * grant.ChainBlock
+	}
+	if L == 0 {
+		return drop("mismatch", fmt.Errorf("the prompt shares no chain block with the export's %d tokens", n))
+	}
+	if L <= from {
+		return drop("cached", fmt.Errorf("the prefix cache already holds %d of the %d matching tokens", from, L))
+	}
+	pl, err := e.dec.Connect(ctx, ref)
+	if err != nil {
+		return decline("unreachable", err)
+	}
+	pblocks := g.BlockIDs
+	if L < n {
+		// Attention only: the blocks covering [0, L) on D's side.
+		pblocks = make([][]int, len(g.BlockIDs))
+		for gi, ids := range g.BlockIDs {
+			bs := pl.P.Ranks[0].Groups[gi].BlockSize
+			pblocks[gi] = ids[:min(len(ids), (L+bs-1)/bs)]
+		}
+	}
+	ext := L - from
+	e.mu.Lock()
+	if err = e.alloc.Allocate(id, hma.AllocSpec{Prefix: from, External: ext}); err != nil {
+		e.mu.Unlock()
+		return decline("failed", err) // nothing allocated
+	}
+	dblocks, err := e.receiveTables(id, L)
+	e.mu.Unlock()
+	if err != nil {
+		return prefixRead{}, err
+	}
+	stats, err := e.dec.Load(ctx, session.LoadRequest{Peer: ref, ReqID: g.ReqID, Grant: g.Token, Mode: e.cfg.Mode,
+		LeaseExpiry: time.Unix(0, g.Expiry), Log: log,
+		Req: &plan.Request{Tokens: L, PBlocks: pblocks, DBlocks: dblocks, DHit: from}})
+	if err == nil {
+		e.mu.Lock()
+		err = e.alloc.LoadDone(id)
+		e.mu.Unlock()
+	}
+	if err != nil {
+		reason := "failed"
+		switch failureReason(err) {
+		case "lease", "claim":
+			reason = "expired"
+		case "peer", "timeout":
+			reason = "unreachable"
+		}
+		e.cfg.Metrics.ConversationDeclined(reason)
+		log.Warn("reading the conversation prefix failed; recomputing it", "reason", reason, "err", err)
+		if rerr := e.recover(ctx, id, tokens, L, ext, backend.PolicyRecompute, err); rerr != nil {
+			return prefixRead{}, rerr
+		}
+		return prefixRead{tokens: L, allocated: true, reason: reason}, nil
+	}
+	e.cfg.Metrics.ConversationRead(ext, stats.Bytes())
+	log.Info("conversation prefix read from decode", "tokens", ext, "bytes", stats.Bytes(), "from", g.EngineID)
+	return prefixRead{tokens: L, allocated: true}, nil
+}
+
+// receiveTables are request id's block tables for a load of the first n
+// positions: per-token groups their tables, recurrent groups the block
+// that receives the state after n tokens (under mu).
+func (e *Engine) receiveTables(id hma.ReqID, n int) ([][]int, error) {
+	out := make([][]int, len(e.side.Ranks[0].Groups))
+	for g, gg := range e.side.Ranks[0].Groups {
+		if gg.Kind == groups.Recurrent {
+			b, err := e.alloc.StateBlock(id, g, n)
+			if err != nil {
+				return nil, err
+			}
+			out[g] = []int{b}
+			continue
+		}
+		t, err := e.alloc.BlockTable(id, g)
+		if err != nil {
+			return nil, err
+		}
+		out[g] = t
+	}
+	return out, e.checkNoScratch(id, out)
+}
