@@ -45,8 +45,52 @@ import (
 // recompute), so every position is computed at most once more than a
 // plain run would, and only those after a decline.
 
+// DefaultConversationTTL is Config.ConversationTTL's default.
+const DefaultConversationTTL = 60 * time.Second
+
 // DeclineReasons are the reason labels of hybridxfer_conversation_declines_total.
 var DeclineReasons = []string{"disabled", "grant", "mismatch", "cached", "expired", "unreachable", "failed"}
+
+// ConversationStats is what multi-turn reads did on this engine so far:
+// a prefill instance's positions read from decode exports (Reused), the
+// bytes of those reads, the exports it did not read by reason; a decode
+// instance's exports.
+type ConversationStats struct {
+	Reused   int
+	Bytes    int64
+	Declines map[string]int
+	Exports  int
+}
+
+// ConversationStats returns a copy of the engine's conversation counts.
+func (e *Engine) ConversationStats() ConversationStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.conv
+	st.Declines = map[string]int{}
+	for k, v := range e.conv.Declines {
+		st.Declines[k] = v
+	}
+	return st
+}
+
+func (e *Engine) convDeclined(reason string) {
+	e.mu.Lock()
+	if e.conv.Declines == nil {
+		e.conv.Declines = map[string]int{}
+	}
+	e.conv.Declines[reason]++
+	e.mu.Unlock()
+	e.cfg.Metrics.ConversationDeclined(reason)
+}
+
+func (e *Engine) convRead(tokens int, bytes int64) {
+	e.mu.Lock()
+	e.conv.Reused += tokens
+	e.conv.Bytes += bytes
+	e.mu.Unlock()
+	e.cfg.Metrics.ConversationRead(tokens, bytes)
+}
 
 // holdTTL is how long this instance holds state for a reader: a prefill
 // instance's lease, or a decode instance's conversation TTL. Heartbeats
@@ -95,6 +139,9 @@ func (e *Engine) export(id hma.ReqID, prompt, out []uint32, log *slog.Logger) *b
 	g := &grant.Grant{Params: grantParams(kv), Token: token, Prompt: grant.ChainDigest(chain)}
 	g.Expiry = expiry.UnixNano()
 	kv.RemoteGrant = grant.Seal(g, e.cfg.ClusterKey)
+	e.mu.Lock()
+	e.conv.Exports++
+	e.mu.Unlock()
 	e.cfg.Metrics.ConversationExported()
 	session.LogEvent(log, session.EventHeld, "blocks", countBlocks(blocks), "lease_expiry", expiry, "consumers", len(e.mems), "tokens", n, "for", "next turn")
 	return kv
@@ -124,7 +171,7 @@ type prefixRead struct {
 // by recomputing. An error is one the request cannot go on from.
 func (e *Engine) readPrefix(ctx context.Context, id hma.ReqID, tokens []uint32, h, from int, x *backend.KVTransferParams, log *slog.Logger) (prefixRead, error) {
 	decline := func(reason string, err error) (prefixRead, error) {
-		e.cfg.Metrics.ConversationDeclined(reason)
+		e.convDeclined(reason)
 		log.Info("conversation prefix not read; computing it", "reason", reason, "err", err)
 		return prefixRead{reason: reason}, nil
 	}
@@ -216,14 +263,14 @@ func (e *Engine) readPrefix(ctx context.Context, id hma.ReqID, tokens []uint32, 
 		case "peer", "timeout":
 			reason = "unreachable"
 		}
-		e.cfg.Metrics.ConversationDeclined(reason)
+		e.convDeclined(reason)
 		log.Warn("reading the conversation prefix failed; recomputing it", "reason", reason, "err", err)
 		if rerr := e.recover(ctx, id, tokens, L, ext, backend.PolicyRecompute, err); rerr != nil {
 			return prefixRead{}, rerr
 		}
 		return prefixRead{tokens: L, allocated: true, reason: reason}, nil
 	}
-	e.cfg.Metrics.ConversationRead(ext, stats.Bytes())
+	e.convRead(ext, stats.Bytes())
 	log.Info("conversation prefix read from decode", "tokens", ext, "bytes", stats.Bytes(), "from", g.EngineID)
 	return prefixRead{tokens: L, allocated: true}, nil
 }

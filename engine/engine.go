@@ -150,7 +150,7 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("%w: ConversationTTL %v is negative", backend.ErrBadRequest, c.ConversationTTL)
 	}
 	if c.ConversationTTL == 0 {
-		c.ConversationTTL = 60 * time.Second
+		c.ConversationTTL = DefaultConversationTTL
 	}
 	if c.Handoff == "" {
 		c.Handoff = backend.DecodeComputesLast
@@ -229,6 +229,7 @@ type Engine struct {
 	specTotals  refmodel.SpecStats
 	scratchSent int // scratch blocks found in a transfer's block lists
 	prefix      PrefixStats
+	conv        ConversationStats
 
 	computeMu sync.Mutex
 	mems      []*plan.RankMemory // per rank: what the model computes on

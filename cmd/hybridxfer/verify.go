@@ -80,6 +80,7 @@ func verifyCmd() *cobra.Command {
 		ux       ucxFlags
 		check    string
 		maxTok   int
+		turns    int
 		pCache   string
 		dCache   string
 	)
@@ -125,7 +126,7 @@ byte_mismatches and untouched_violations are both zero.`,
 					tokens = 64 // the reference model attends over every position: keep its default prompts short
 				}
 				mc := verify.ModelCheck{Model: m, P: pc, D: dc, Mode: md, PromptTokens: tokens, Requests: requests, MaxTokens: maxTok, Seed: seed,
-					PCacheMode: pm, DCacheMode: dm}
+					PCacheMode: pm, DCacheMode: dm, Turns: turns}
 				return verifyModel(cmd, mc, tport, ux, asJSON)
 			}
 			for _, name := range []string{"prefill-mamba-cache-mode", "decode-mamba-cache-mode"} {
@@ -194,6 +195,7 @@ byte_mismatches and untouched_violations are both zero.`,
 	c.Flags().StringVar(&tport, "transport", "inproc", "inproc: every rank in this process over the in-process transport; ucx: each rank its own process, ZeroMQ handshake and UCX reads on 127.0.0.1")
 	c.Flags().StringVar(&check, "check", "state", "state: byte-exact state transfer with the coordinate pattern; model: prefill and decode engines running the reference model, answers and final states compared with the monolithic run")
 	c.Flags().IntVar(&maxTok, "max-tokens", 8, "--check model: tokens generated per request")
+	c.Flags().IntVar(&turns, "turns", 1, "--check model: turns per conversation (> 1: bidirectional engines; turn 2+ prefill reads the conversation back from decode; every third conversation rewrites its history before the last turn, every fourth lets the export expire before its second turn)")
 	cacheModeFlag(c, &pCache, "prefill-", "--check model: prefill ")
 	cacheModeFlag(c, &dCache, "decode-", "--check model: decode ")
 	ux.register(c, true)
@@ -295,6 +297,10 @@ func verifyModel(cmd *cobra.Command, mc verify.ModelCheck, tport string, ux ucxF
 			m.Name, pc.TP, dc.TP, tport, res.Requests, res.PromptTokens, res.OutputTokens, time.Since(start).Seconds())
 		fmt.Fprintf(out, "answers equal to monolithic %d/%d, final states equal %d/%d, positions computed twice %d, everything released %v\n",
 			res.Matched, res.Requests, res.StatesEqual, res.Requests, res.PositionsTwice, res.Idle)
+		if res.Turns > 1 {
+			fmt.Fprintf(out, "%d conversations of %d turns (%d rewritten, %d expired): %d prompt positions read back from decode (%d bytes D -> P), per turn %v of %v prompt tokens; declines %v; positions recomputed after a decline %d\n",
+				res.Conversations, res.Turns, res.Rewritten, res.Expired, res.TokensReusedFromDecode, res.BytesReadFromDecode, res.ReusedPerTurn, res.PromptTokensPerTurn, res.Declines, res.RecomputedAfterDecline)
+		}
 		if res.FollowUps > 0 {
 			fmt.Fprintf(out, "mamba cache mode prefill %s, decode %s: %d follow-up requests; prefix cache hits: prefill %d of %d positions, decode %d of %d\n",
 				res.PCacheMode, res.DCacheMode, res.FollowUps, res.PPrefixHits, res.PPrefixQueries, res.DPrefixHits, res.DPrefixQueries)
