@@ -7,6 +7,13 @@
 // leases) and backend.Inspector (the /debug views). It is a library, not a server: openai serves an Engine over
 // HTTP, proxy routes requests between instances, cmd wires them.
 //
+// With Config.Bidirectional (conversation.go) a decode instance holds
+// each finished request for the conversation's next turn and answers with
+// its export, and a prefill instance given an export (kv_transfer_params
+// remote_prefix) reads the prefix of its prompt that the export holds
+// instead of computing it, or declines and computes (ConversationStats,
+// the hybridxfer_conversation_* metrics).
+//
 // Main types: Engine and Config; Metrics (the engine's Prometheus metrics)
 // and Collector (instance state read at scrape time); MemHandshake (an
 // in-process handshake for tests and tools). The model check (verify

@@ -53,6 +53,9 @@ import (
 //	kv_transfer_params     both         an object (KVTransferParams); instances with an internal
 //	                                    token accept it only from the proxy (403); the proxy refuses
 //	                                    it from clients (400)
+//	previous_kv_transfer_params  both   proxy only: the previous turn's decode export (see
+//	                                    proxy.PreviousTurnField); an instance ignores it like any
+//	                                    unknown field
 //	X-Request-Id (header)  both         1 to 128 visible ASCII characters
 const (
 	// maxStopSequences is the most stop sequences a request may carry.

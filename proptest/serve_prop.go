@@ -22,6 +22,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+	"github.com/hybridxfer/hybridxfer/statexfer/verify"
 	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
 
@@ -225,14 +226,7 @@ type servedResult struct {
 // instance is free and every lease gone.
 func CheckServing(t *rapid.T, c ServeCase) {
 	hs := &engine.MemHandshake{}
-	var mu sync.Mutex
-	computed := map[string][][2]int{}
-	finals := map[string]*refmodel.Snapshot{}
-	onCompute := func(id string, from, to int) {
-		mu.Lock()
-		computed[id] = append(computed[id], [2]int{from, to})
-		mu.Unlock()
-	}
+	rec := verify.NewRecorder()
 	var faults *transport.FaultPlan
 	if c.FaultD >= 0 {
 		faults = transport.NewFaultPlan(1).Add(transport.Rule{Kind: transport.OpRead, Calls: []int{c.FaultRead}, Ops: []int{c.FaultOp},
@@ -268,7 +262,7 @@ func CheckServing(t *rapid.T, c ServeCase) {
 			t.Fatalf("prefill engine %d: %v", i, err)
 		}
 		p, err := engine.New(engine.Config{Role: backend.RolePrefill, EngineID: fmt.Sprintf("P%d", i), Model: c.Model, Seed: 3, Instance: pi.Config,
-			NumBlocks: numBlocks, MambaCacheMode: pi.CacheMode, LeaseTTL: time.Hour, Handoff: c.Handoff, Transports: factory(nil), Serve: hs.Serve, OnCompute: onCompute, Log: quiet})
+			NumBlocks: numBlocks, MambaCacheMode: pi.CacheMode, LeaseTTL: time.Hour, Handoff: c.Handoff, Transports: factory(nil), Serve: hs.Serve, OnCompute: rec.OnCompute, Log: quiet})
 		if err != nil {
 			t.Fatalf("prefill engine %d: %v", i, err)
 		}
@@ -290,15 +284,8 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		var d *engine.Engine
 		d, err = engine.New(engine.Config{Role: backend.RoleDecode, EngineID: fmt.Sprintf("D%d", i), Model: c.Model, Seed: 3, Instance: di.Config,
 			NumBlocks: numBlocks, MambaCacheMode: di.CacheMode, Mode: di.Mode, FailurePolicy: c.Policy, TransferTimeout: 20 * time.Second, Transports: factory(f), Fetch: hs.Fetch,
-			OnCompute: onCompute, Log: quiet, Propose: propose,
-			OnFinish: func(id string, st refmodel.Store, n int) {
-				snap, err := d.Model().Snapshot(st, n)
-				mu.Lock()
-				defer mu.Unlock()
-				if err == nil {
-					finals[id] = snap
-				}
-			}})
+			OnCompute: rec.OnCompute, Log: quiet, Propose: propose,
+			OnFinish: rec.OnFinish(func() *refmodel.Model { return d.Model() })})
 		if err != nil {
 			t.Fatalf("decode engine %d: %v", i, err)
 		}
@@ -374,22 +361,16 @@ func CheckServing(t *rapid.T, c ServeCase) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mu.Lock()
-		var got *refmodel.Snapshot
-		for fid, s := range finals {
-			if strings.HasSuffix(fid, "-"+id) {
-				got = s
-			}
-		}
-		mu.Unlock()
+		o := rec.Request(id, total)
+		got := o.Final
 		if got == nil {
 			t.Fatalf("request %d: no final decode state", i)
 		}
 		if err := got.Diff(wantSnap); err != nil {
-			t.Fatalf("request %d (P%d -> D%d): final state differs from monolithic: %v (computed: %s; faults injected: %v; layers %s)", i, rq.P, rq.D, err, computedRanges(computed, &mu, id), faults.Injected(), layerKinds(c.Model))
+			t.Fatalf("request %d (P%d -> D%d): final state differs from monolithic: %v (computed: %s; faults injected: %v; layers %s)", i, rq.P, rq.D, err, computedRanges(o), faults.Injected(), layerKinds(c.Model))
 		}
 		recomputeAllowed := injected > 0 && c.Policy == backend.PolicyRecompute && rq.D == c.FaultD
-		checkOnce(t, computed, &mu, id, total, recomputeAllowed)
+		checkOnce(t, o, id, total, recomputeAllowed)
 	}
 	if failed > injected {
 		t.Fatalf("%d requests failed, %d faults injected", failed, injected)
@@ -455,15 +436,11 @@ func layerKinds(m *groups.Model) string {
 	return b.String()
 }
 
-// computedRanges lists what each side computed of request id.
-func computedRanges(computed map[string][][2]int, mu *sync.Mutex, id string) string {
-	mu.Lock()
-	defer mu.Unlock()
+// computedRanges lists what each side computed of a request.
+func computedRanges(o verify.Outcome) string {
 	var parts []string
-	for rid, rs := range computed {
-		if strings.HasSuffix(rid, "-"+id) {
-			parts = append(parts, fmt.Sprintf("%s %v", rid, rs))
-		}
+	for rid, rs := range o.Ranges {
+		parts = append(parts, fmt.Sprintf("%s %v", rid, rs))
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, ", ")
@@ -476,27 +453,18 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // position was computed once on each side that computed it, and once across
 // P and D, except that D may have recomputed positions P computed when a
 // load failed (recomputeAllowed).
-func checkOnce(t *rapid.T, computed map[string][][2]int, mu *sync.Mutex, id string, total int, recomputeAllowed bool) {
-	mu.Lock()
-	defer mu.Unlock()
-	count := make([]int, total)
+func checkOnce(t *rapid.T, o verify.Outcome, id string, total int, recomputeAllowed bool) {
 	perSide := map[string][]int{}
-	first := total
-	for rid, rs := range computed {
-		if !strings.HasSuffix(rid, "-"+id) {
-			continue
-		}
+	for rid, rs := range o.Ranges {
 		side := rid[:1]
 		if perSide[side] == nil {
 			perSide[side] = make([]int, total)
 		}
 		for _, r := range rs {
-			first = min(first, r[0])
 			for p := r[0]; p < r[1]; p++ {
 				if p >= total {
 					t.Fatalf("%s: position %d computed beyond %d", rid, p, total)
 				}
-				count[p]++
 				perSide[side][p]++
 				if perSide[side][p] > 1 {
 					t.Fatalf("request %s: position %d computed twice on side %s", id, p, side)
@@ -504,10 +472,10 @@ func checkOnce(t *rapid.T, computed map[string][][2]int, mu *sync.Mutex, id stri
 			}
 		}
 	}
-	for p, n := range count {
+	for p, n := range o.Count {
 		switch {
-		case p < first && n != 0, p >= first && n == 0:
-			t.Fatalf("request %s: position %d computed %d times across P and D (cache hit below %d)", id, p, n, first)
+		case p < o.First && n != 0, p >= o.First && n == 0:
+			t.Fatalf("request %s: position %d computed %d times across P and D (cache hit below %d)", id, p, n, o.First)
 		case n > 1 && !recomputeAllowed:
 			t.Fatalf("request %s: position %d computed %d times across P and D without a reported failure", id, p, n)
 		}

@@ -33,3 +33,13 @@ func TestServingSpeculative(t *testing.T) {
 		CheckServing(t, GenSpeculativeServeCase(8).Draw(t, "case"))
 	})
 }
+
+// TestConversationsEqualMonolithic: multi-turn conversations on
+// bidirectional P and D instances, several at once, with rewritten
+// histories, foreign exports and exports swept while they are read
+// (CheckConversations).
+func TestConversationsEqualMonolithic(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		CheckConversations(t, GenConvCase().Draw(t, "case"))
+	})
+}

@@ -68,6 +68,12 @@ const (
 // GET /health is 200 when every instance's /health is, else 503 listing
 // the unhealthy ones; GET /v1/models is answered by a decode instance.
 //
+// Multi-turn conversations: a client may send the kv_transfer_params of
+// its previous turn's response (a decode instance's export, with
+// --bidirectional) back as previous_kv_transfer_params; the proxy passes
+// it to the prefill instance as kv_transfer_params.remote_prefix and keeps
+// no conversation state (PreviousTurnField).
+//
 // Clients never set kv_transfer_params: a client request carrying them
 // (under any spelling encoding/json would match, even null) is refused
 // with 400 before anything is sent upstream. With ProxyOptions.APIKeys

@@ -38,7 +38,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	f := &fleet{t: t, bin: bin}
 	defer f.stopAll()
 	const model, seed = "qwen3.5-27b", 5
-	dir, pk, dk, xk, err := demoKeys()
+	dir, pk, dk, xk, err := demoKeys(false)
 	if err != nil {
 		t.Fatal(err)
 	}

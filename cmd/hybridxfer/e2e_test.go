@@ -148,6 +148,10 @@ func TestDemoBatch(t *testing.T) {
 	}{
 		{"plain", []string{"demo", "--max-tokens", "4"}, "OK: every answer"},
 		{"speculative", []string{"demo", "--max-tokens", "8", "--speculative", "mtp", "--num-speculative-tokens", "2"}, "acceptance rate"},
+		// Multi-turn: turn 2+ prefill reads the conversation back from
+		// decode (the demo fails unless something was read and every answer
+		// matched).
+		{"bidirectional", []string{"demo", "--max-tokens", "6", "--bidirectional"}, "read back from decode instead of computed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

@@ -58,7 +58,7 @@ func errorOf(ans map[string]any) (param, code, msg string) {
 // still answers as the monolithic model, and P holds nothing afterwards.
 func TestSecureCluster(t *testing.T) {
 	bin := buildCLI(t)
-	dir, pk, dk, xk, err := demoKeys()
+	dir, pk, dk, xk, err := demoKeys(false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,14 @@
 // claim per decode rank while the hold lives, so consumed or concurrently
 // replayed params are refused and nothing is read.
 //
+// A decode instance issues the same kind of grant for a finished
+// request it holds for the conversation's next turn (D -> P): handoff
+// HandoffExport, and instead of a prompt hash the ChainDigest of the
+// request's TokenChain (one SHA-256 link per ChainBlock tokens), which
+// the reader compares with its own prompt (ChainMatch) to find how much
+// of it the export holds. CheckExport checks such a grant; Check refuses
+// it, and CheckExport refuses a prefill's grant.
+//
 // Without a key, grants are still sealed and checked (they catch
 // mismatched params and prompts from a buggy proxy) but anyone can mint
 // them; serve warns at startup.

@@ -34,6 +34,12 @@
 // reads completed succeeds even if its read-completion notification is
 // lost (counted; P's lease reclaims).
 //
+// NewBidirectional opens one set of ranks for both sides (a decode
+// instance that also serves its finished requests to the next turn's
+// prefill, a prefill instance that also reads them): one transport and
+// one registered memory per rank, each incoming message routed to the
+// side whose type it is.
+//
 // Machine is the pure part: per request state (accepted, handshaking,
 // loading, done, failed), leases as D knows them, heartbeats due, and the
 // failures time alone decides (expired lease, silent peer). It never reads

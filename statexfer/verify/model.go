@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/backend"
@@ -16,7 +15,6 @@ import (
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
-	"github.com/hybridxfer/hybridxfer/statexfer/grant"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
@@ -130,32 +128,19 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 		c.Serve, c.Fetch = hs.Serve, hs.Fetch
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var mu sync.Mutex
-	computed := map[string][][2]int{}
-	onCompute := func(id string, from, to int) {
-		mu.Lock()
-		computed[id] = append(computed[id], [2]int{from, to})
-		mu.Unlock()
-	}
-	finals := map[string]*refmodel.Snapshot{}
+	rec := NewRecorder()
 	turns := max(c.Turns, 1)
 	bidir := turns > 1
 	var d *engine.Engine
 	p, err := engine.New(engine.Config{Role: backend.RolePrefill, EngineID: "check-prefill", Model: c.Model, Seed: c.Seed, Instance: c.P, MambaCacheMode: c.PCacheMode,
-		Handoff: c.Handoff, Transports: c.PTransports, Serve: c.Serve, Fetch: c.Fetch, Bidirectional: bidir, OnCompute: onCompute, Log: quiet})
+		Handoff: c.Handoff, Transports: c.PTransports, Serve: c.Serve, Fetch: c.Fetch, Bidirectional: bidir, OnCompute: rec.OnCompute, Log: quiet})
 	if err != nil {
 		return nil, fmt.Errorf("prefill: %w", err)
 	}
 	defer p.Close()
 	d, err = engine.New(engine.Config{Role: backend.RoleDecode, EngineID: "check-decode", Model: c.Model, Seed: c.Seed, Instance: c.D, Mode: c.Mode, MambaCacheMode: c.DCacheMode,
-		Transports: c.DTransports, Serve: c.Serve, Fetch: c.Fetch, Bidirectional: bidir, OnCompute: onCompute, Log: quiet,
-		OnFinish: func(id string, st refmodel.Store, n int) {
-			if snap, err := d.Model().Snapshot(st, n); err == nil {
-				mu.Lock()
-				finals[id] = snap
-				mu.Unlock()
-			}
-		}})
+		Transports: c.DTransports, Serve: c.Serve, Fetch: c.Fetch, Bidirectional: bidir, OnCompute: rec.OnCompute, Log: quiet,
+		OnFinish: rec.OnFinish(func() *refmodel.Model { return d.Model() })})
 	if err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
@@ -173,10 +158,7 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 	}
 	// whole: the model reads back only whole exports (recurrent or
 	// windowed groups), so a rewritten history is a decline.
-	whole := false
-	for _, l := range d.Spec().Layers {
-		whole = whole || l.Kind == groups.Recurrent || l.Kind.Windowed()
-	}
+	whole := WholeExportsOnly(d.Spec())
 	rng := rand.New(rand.NewPCG(c.Seed, 0xc4ec))
 	const alphabet = "abcdefghijklmnopqrstuvwxyz ,."
 	message := func(b *strings.Builder) {
@@ -270,26 +252,8 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 				problem("request %d: the monolithic speculative run differs from the plain one (%v vs %v)", i, spec, want)
 				res.Matched--
 			}
-			mu.Lock()
-			var got *refmodel.Snapshot
-			for fid, s := range finals {
-				if strings.HasSuffix(fid, "-"+id) {
-					got = s
-				}
-			}
-			count := make([]int, total)
-			first := total
-			for rid, rs := range computed {
-				if strings.HasSuffix(rid, "-"+id) {
-					for _, r := range rs {
-						first = min(first, r[0])
-						for x := r[0]; x < r[1] && x < total; x++ {
-							count[x]++
-						}
-					}
-				}
-			}
-			mu.Unlock()
+			o := rec.Request(id, total)
+			got, count, first := o.Final, o.Count, o.First
 			if got != nil && got.Diff(wantSnap) == nil {
 				res.StatesEqual++
 			} else {
@@ -315,17 +279,7 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 					// tokens the prompt still starts with (whole chain
 					// blocks of them when it diverges; none on models that
 					// read only whole exports).
-					common := 0
-					for common < len(history) && common < len(toks) && history[common] == toks[common] {
-						common++
-					}
-					bound := common
-					if common < len(history) {
-						bound = common / grant.ChainBlock * grant.ChainBlock
-						if whole {
-							bound = 0
-						}
-					}
+					bound := ExportCovers(history, toks, whole)
 					for x := 0; x < len(history) && x < total; x++ {
 						switch {
 						case count[x] == 0:

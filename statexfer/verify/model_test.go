@@ -17,8 +17,8 @@ import (
 func TestModelCheckTurns(t *testing.T) {
 	inproc := func(_ int, h transport.Handlers) (transport.Transport, error) { return transport.NewInproc(h), nil }
 	for _, tc := range []struct {
-		model         string
-		p, d          groups.InstanceConfig
+		model string
+		p, d  groups.InstanceConfig
 		whole bool // reads only whole exports: every rewritten turn declines
 	}{
 		{"qwen3.5-27b", groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 1, AttnLayout: groups.NHD}, true},
