@@ -140,10 +140,19 @@ func (c *conversation) declines(reason string) float64 {
 	return testutil.ToFloat64(c.p.cfg.Metrics.convDeclines.WithLabelValues(reason))
 }
 
-func (c *conversation) heldOnD() int {
-	c.d.mu.Lock()
-	defer c.d.mu.Unlock()
-	return c.d.alloc.Stats().Holds
+// heldOnD is how many holds D has once the releases under way (read
+// completions and drops D handles just after a turn) settled at want or
+// below, or after a few seconds.
+func (c *conversation) heldOnD(want int) int {
+	held := func() int {
+		c.d.mu.Lock()
+		defer c.d.mu.Unlock()
+		return c.d.alloc.Stats().Holds
+	}
+	for deadline := time.Now().Add(5 * time.Second); held() > want && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return held()
 }
 
 // TestConversationReadsFromDecode: over three turns, each turn's prompt
@@ -200,7 +209,7 @@ func TestConversationReadsFromDecode(t *testing.T) {
 			}
 			waitIdle(t, c.p)
 			// Every export but the last was released by the next turn's reads.
-			if n := c.heldOnD(); n != 1 {
+			if n := c.heldOnD(1); n != 1 {
 				t.Fatalf("decode holds %d exports, want the last turn's only", n)
 			}
 		})
@@ -245,7 +254,7 @@ func TestConversationRewrittenHistory(t *testing.T) {
 			if tc.declined != "" && c.declines(tc.declined) != 1 {
 				t.Fatalf("declines %q = %v, want 1", tc.declined, c.declines(tc.declined))
 			}
-			if n := c.heldOnD(); n != 1 {
+			if n := c.heldOnD(1); n != 1 {
 				t.Fatalf("decode holds %d exports, want 1 (the rewritten turn's)", n)
 			}
 		})

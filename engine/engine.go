@@ -418,29 +418,43 @@ func (e *Engine) BeginDrain() {
 	}
 	e.mu.Unlock()
 	if first && e.cfg.Role == backend.RoleDecode && e.pre != nil {
-		e.dropExports()
+		e.ReleaseExports()
 	}
 }
 
-// dropExports releases every conversation a decode instance holds for a
-// next turn (BeginDrain: the instance is going away; a next turn's
-// prefill computes the prefix instead, declining with "expired").
-func (e *Engine) dropExports() {
+// ReleaseExports ends every conversation export this decode instance
+// holds (--bidirectional) that no reader has claimed, and returns how many
+// it ended: a draining instance is going away, and the next turn's
+// prefill computes the prefix instead (declining with "expired"). An
+// export a reader has claimed may be being read one-sided at this moment:
+// it ends when that read's completions arrive or its lease expires, never
+// earlier (session.Prefill.ForgetUnclaimed).
+func (e *Engine) ReleaseExports() int {
 	e.mu.Lock()
 	var ids []hma.ReqID
 	for _, id := range e.alloc.Requests() {
 		if _, held := e.alloc.Holding(id); held {
-			e.alloc.Abort(id)
 			ids = append(ids, id)
 		}
 	}
 	e.mu.Unlock()
+	n := 0
 	for _, id := range ids {
-		e.pre.Forget(string(id))
+		if !e.pre.ForgetUnclaimed(string(id)) {
+			continue
+		}
+		// No reader can claim it now; release the blocks (unless the
+		// sweeper got there first).
+		e.mu.Lock()
+		if _, held := e.alloc.Holding(id); held && e.alloc.Abort(id) {
+			n++
+		}
+		e.mu.Unlock()
 	}
-	if len(ids) > 0 {
-		e.cfg.Log.Info("draining: conversation exports released", "requests", len(ids))
+	if n > 0 {
+		e.cfg.Log.Info("conversation exports released", "requests", n)
 	}
+	return n
 }
 
 // Draining implements backend.Drainer.

@@ -209,8 +209,9 @@ var layers = map[string][]string{
 	"statexfer/ucx":                     {"kernels", "statexfer/transport"},
 	"statexfer/zmqchan":                 {"internal/ratelog"},
 	// verify: the pattern check over the session, and the model check
-	// (model.go) over two engines.
-	"statexfer/verify": {"groups", "oracle", "oracle/", "statexfer", "statexfer/plan", "statexfer/session", "statexfer/transport",
+	// (model.go) over two engines; grant for the token chain's block
+	// (what a conversation export covers, ExportCovers).
+	"statexfer/verify": {"groups", "oracle", "oracle/", "statexfer", "statexfer/grant", "statexfer/plan", "statexfer/session", "statexfer/transport",
 		"backend", "hma", "engine", "tokenizer"},
 	// backend is the contract between the API and the engine: no HTTP.
 	"backend": {},

@@ -137,3 +137,73 @@ func TestClaimsAndGrantedBlocks(t *testing.T) {
 		t.Fatalf("released %v aborted %v, want [r@0] and none", h.released, h.aborted)
 	}
 }
+
+// ForgetUnclaimed ends only grants nobody claimed: a hold a reader has
+// claimed may be being read one-sided at this moment, so freeing its
+// blocks early (a draining decode instance releasing its conversation
+// exports) would let the reader copy reused blocks while its lease check
+// still passes. Once forgotten, a grant cannot be claimed.
+func TestForgetUnclaimed(t *testing.T) {
+	m, _ := groups.Preset("qwen3.5-0.8b", groups.PresetOptions{})
+	side, err := plan.NewSide(m, groups.InstanceConfig{TP: 1}, func(int, *groups.Geometry) int { return 8 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &holdsLog{}
+	pre, err := session.NewPrefill(session.PrefillConfig{EngineID: "P", Side: side, StagingBytes: 1 << 20, Transports: inproc, Holds: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pre.Close()
+	for _, r := range []string{"claimed", "free", "proxy-aborted"} {
+		if err := pre.Register(r, 42, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	box := &inbox{}
+	d := transport.NewInproc(transport.Handlers{Notify: box.handle})
+	defer d.Close()
+	peer, err := d.Connect(context.Background(), pre.Transport(0).Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := func(req string, xfer uint64) *statexfer.Message {
+		m := statexfer.Message{Type: statexfer.MsgClaim, ReqID: req, Grant: 42, Xfer: xfer, Ranks: []int{0}, Reply: d.Address()}
+		if err := peer.Notify(statexfer.AppendMessage(nil, &m)); err != nil {
+			t.Fatal(err)
+		}
+		return box.answer(t, statexfer.MsgClaimed, xfer)
+	}
+	if a := claim("claimed", 1); a.Err != "" {
+		t.Fatalf("claim: %+v", a)
+	}
+	if pre.ForgetUnclaimed("claimed") {
+		t.Fatal("forgot a claimed grant")
+	}
+	if !pre.ForgetUnclaimed("free") {
+		t.Fatal("kept an unclaimed grant")
+	}
+	if pre.ForgetUnclaimed("free") || pre.ForgetUnclaimed("unknown") {
+		t.Fatal("forgot a grant that is not there")
+	}
+	if a := claim("free", 2); a.Err == "" {
+		t.Fatal("claimed a forgotten grant")
+	}
+	// The proxy's abort (POST /v1/kv/abort: the decode leg failed or the
+	// client left) must not free a hold while its reader may be reading
+	// it either; it frees an unclaimed one at once.
+	if pre.Abort("claimed", 42) {
+		t.Fatal("the proxy's abort released a claimed hold")
+	}
+	if !pre.Abort("proxy-aborted", 42) {
+		t.Fatal("the proxy's abort kept an unclaimed hold")
+	}
+	h.mu.Lock()
+	if fmt.Sprint(h.aborted) != "[proxy-aborted]" {
+		t.Fatalf("aborted %v, want the unclaimed hold only", h.aborted)
+	}
+	h.mu.Unlock()
+	if pre.Granted() != 1 {
+		t.Fatalf("%d grants left, want the claimed one", pre.Granted())
+	}
+}

@@ -251,6 +251,27 @@ func (p *Prefill) Forget(req string) {
 	}
 }
 
+// ForgetUnclaimed ends req's grant, as Forget does, only if no reader has
+// claimed it: a claimed hold may be being read one-sided this very
+// moment, and freeing its blocks early would let that reader copy reused
+// blocks while its lease check still passes. It reports whether it ended
+// the grant; from then on no reader can claim req. A claimed grant ends
+// when its reader's completions arrive, it aborts, or the lease expires.
+func (p *Prefill) ForgetUnclaimed(req string) bool {
+	p.mu.Lock()
+	g, ok := p.grants[req]
+	if !ok || len(g.claims) > 0 {
+		p.mu.Unlock()
+		return false
+	}
+	delete(p.grants, req)
+	p.mu.Unlock()
+	for _, pr := range p.ranks {
+		pr.forget(req)
+	}
+	return true
+}
+
 // Granted is the number of requests registered and not forgotten.
 func (p *Prefill) Granted() int {
 	p.mu.Lock()
@@ -725,10 +746,16 @@ func (pr *prefillRank) reply(addr []byte, m *statexfer.Message) {
 }
 
 // Abort releases req's hold at once (the proxy gave up on it) when grant
-// matches; it reports whether it did.
+// matches and no reader has claimed it; it reports whether it did. A
+// claimed hold may be being read one-sided this very moment: it ends when
+// its reader's completions or abort arrive, or its lease expires
+// (ForgetUnclaimed).
 func (p *Prefill) Abort(req string, grant uint64) bool {
 	if !p.granted(req, grant) {
 		p.ignored.Add(1)
+		return false
+	}
+	if !p.ForgetUnclaimed(req) {
 		return false
 	}
 	p.cfg.Holds.Abort(req)

@@ -326,6 +326,12 @@ func RunModelCheck(ctx context.Context, c ModelCheck) (*ModelCheckResult, error)
 		// The last turn of each conversation stays held for a next turn
 		// that never comes, until its TTL: end those holds now (at most one
 		// per conversation; more would be a leak).
+		// (Reads release their exports when D has handled their
+		// completions, just after the turn: give those a moment.)
+		held := func() int { return len(d.DebugLeases().Leases) }
+		for deadline := time.Now().Add(5 * time.Second); held() > c.Requests && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 		if n := len(d.SweepAt(time.Now().Add(2 * engine.DefaultConversationTTL))); n > c.Requests {
 			problem("%d exports held after %d conversations", n, c.Requests)
 		}
