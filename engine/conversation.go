@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/backend"
@@ -31,10 +32,13 @@ import (
 // The client sends the export back with the next turn (the proxy carries
 // it to P as kv_transfer_params.remote_prefix; it keeps nothing itself).
 // The prefill instance opens the grant, compares the chain with its own
-// prompt and reads the longest prefix it may: models with recurrent or
-// sliding-window groups only the whole exported sequence (their state is
-// the state after exactly num_tokens tokens, and the window's older
-// blocks are gone), attention-only models any chain-block multiple. It
+// prompt and reads the longest prefix it may (readable): models with
+// sliding-window or chunked groups only the whole exported sequence (the
+// window's older blocks are gone), models with recurrent groups the whole
+// sequence or, when the decode instance keeps a state per block (mamba
+// cache mode all: the export names them, exportBlocks), a block boundary
+// where it computed the state, attention-only models any chain-block
+// multiple. It
 // reads with its decode-side session (the lease is checked against the
 // handshake's clock offset before and after the reads, and the claim
 // protocol refuses a hold that is gone), then computes the rest. Whatever
@@ -102,16 +106,17 @@ func (e *Engine) holdTTL() time.Duration {
 	return e.cfg.LeaseTTL
 }
 
-// export holds finished request id (prompt tokens, then out) for the next
-// turn and returns its export, or nil when it cannot (the request is then
-// freed as usual; the answer stands).
-func (e *Engine) export(id hma.ReqID, prompt, out []uint32, log *slog.Logger) *backend.KVTransferParams {
+// export holds finished request id (prompt tokens, then out; this
+// instance computed from position from on) for the next turn and returns
+// its export, or nil when it cannot (the request is then freed as usual;
+// the answer stands).
+func (e *Engine) export(id hma.ReqID, prompt, out []uint32, from int, log *slog.Logger) *backend.KVTransferParams {
 	token := session.NewGrant()
 	e.mu.Lock()
 	n, err := e.alloc.NumComputedTokens(id)
 	var blocks [][]int
 	if err == nil {
-		blocks, err = e.alloc.TransferBlocks(id)
+		blocks, err = e.exportBlocks(id, n, from)
 	}
 	if err == nil {
 		err = e.checkNoScratch(id, blocks)
@@ -145,6 +150,48 @@ func (e *Engine) export(id hma.ReqID, prompt, out []uint32, log *slog.Logger) *b
 	e.cfg.Metrics.ConversationExported()
 	session.LogEvent(log, session.EventHeld, "blocks", countBlocks(blocks), "lease_expiry", expiry, "consumers", len(e.mems), "tokens", n, "for", "next turn")
 	return kv
+}
+
+// exportBlocks are the blocks an export of request id's n computed
+// tokens names (under mu): TransferBlocks, except that with mamba cache
+// mode all a recurrent group names its state blocks in order, entry k the
+// state after min((k+1)·block size, n) tokens, so that a reader whose
+// prompt leaves the exported tokens after a block boundary can still read
+// the state at that boundary. Entries this instance did not compute are 0
+// (no valid state there): the boundaries below from, the first position
+// it computed itself (a decode instance loads only the running state at
+// P's handoff, not P's boundary states).
+func (e *Engine) exportBlocks(id hma.ReqID, n, from int) ([][]int, error) {
+	blocks, err := e.alloc.TransferBlocks(id)
+	if err != nil || e.cfg.MambaCacheMode != hma.RecurrentAll || n == 0 {
+		return blocks, err
+	}
+	for g, gg := range e.side.Ranks[0].Groups {
+		if gg.Kind != groups.Recurrent {
+			continue
+		}
+		t, err := e.alloc.BlockTable(id, g)
+		if err != nil {
+			return nil, err
+		}
+		bs := gg.BlockSize
+		k := (n-1)/bs + 1
+		if len(t) < k || t[k-1] != blocks[g][0] {
+			continue // not a state per block: the running state only
+		}
+		ids := slices.Clone(t[:k])
+		for i := range ids {
+			// Entry i holds the state after (i+1)·bs tokens: valid once
+			// this instance computed position (i+1)·bs - 1 (the allocator
+			// leaves the loaded ones null already; this holds whatever it
+			// keeps there).
+			if i < k-1 && (i+1)*bs-1 < from {
+				ids[i] = 0
+			}
+		}
+		blocks[g] = ids
+	}
+	return blocks, nil
 }
 
 func countBlocks(blocks [][]int) int {
@@ -203,39 +250,18 @@ func (e *Engine) readPrefix(ctx context.Context, id hma.ReqID, tokens []uint32, 
 	if err != nil {
 		return decline("grant", err)
 	}
-	// whole: only the whole exported sequence is readable (a recurrent
-	// state is the state after exactly n tokens; a window's older blocks
-	// are gone).
-	whole := false
-	for _, gg := range e.side.Ranks[0].Groups {
-		whole = whole || gg.Kind == groups.Recurrent || gg.Kind.Windowed()
-	}
-	L := m
-	switch {
-	case whole && (m < n || n >= h):
-		return drop("mismatch", fmt.Errorf("the prompt's first %d tokens match the export's %d, and this model reads only the whole export below %d positions", m, n, h))
-	case !whole && L >= h:
-		L = (h - 1) / grant.ChainBlock * grant.ChainBlock
-	}
-	if L == 0 {
-		return drop("mismatch", fmt.Errorf("the prompt shares no chain block with the export's %d tokens", n))
-	}
-	if L <= from {
-		return drop("cached", fmt.Errorf("the prefix cache already holds %d of the %d matching tokens", from, L))
-	}
 	pl, err := e.dec.Connect(ctx, ref)
 	if err != nil {
 		return decline("unreachable", err)
 	}
-	pblocks := g.BlockIDs
-	if L < n {
-		// Attention only: the blocks covering [0, L) on D's side.
-		pblocks = make([][]int, len(g.BlockIDs))
-		for gi, ids := range g.BlockIDs {
-			bs := pl.P.Ranks[0].Groups[gi].BlockSize
-			pblocks[gi] = ids[:min(len(ids), (L+bs-1)/bs)]
-		}
+	L, why := readable(pl.P.Ranks[0], g.BlockIDs, m, n, h)
+	if L == 0 {
+		return drop("mismatch", fmt.Errorf("the prompt's first %d tokens match the export's %d: %s", m, n, why))
 	}
+	if L <= from {
+		return drop("cached", fmt.Errorf("the prefix cache already holds %d of the %d readable tokens", from, L))
+	}
+	pblocks := exportedFor(pl.P.Ranks[0], g.BlockIDs, L, n)
 	ext := L - from
 	e.mu.Lock()
 	if err = e.alloc.Allocate(id, hma.AllocSpec{Prefix: from, External: ext}); err != nil {
@@ -296,4 +322,76 @@ func (e *Engine) receiveTables(id hma.ReqID, n int) ([][]int, error) {
 		out[g] = t
 	}
 	return out, e.checkNoScratch(id, out)
+}
+
+// readable is how many leading positions a prefill instance reads from an
+// export of n tokens, given by its block ids per group on D's geometry
+// geo, when its prompt shares m of them (a chain-block multiple, or n)
+// and it must compute at least the last of its h positions: the most,
+// at most m and below h, at which every group of D can give the state:
+// per-token groups at any length (sliding-window and chunked groups only
+// at n, their older blocks are gone), recurrent groups at n or, when the
+// export names a state per block (D's mamba cache mode all), at one of
+// their block boundaries. 0 (with the reason) when there is none.
+func readable(geo *groups.Geometry, ids [][]int, m, n, h int) (int, string) {
+	if m == n && n < h {
+		return n, ""
+	}
+	// The largest chain-block multiple at most m and below h at which
+	// every recurrent group has a valid state (an entry of its block
+	// boundary, non-zero).
+	ok := func(L int) bool {
+		for gi, gg := range geo.Groups {
+			if gg.Kind != groups.Recurrent {
+				continue
+			}
+			k := L/gg.BlockSize - 1
+			if L%gg.BlockSize != 0 || k >= len(ids[gi])-1 || ids[gi][k] == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	hybrid := false
+	for gi, gg := range geo.Groups {
+		switch {
+		case gg.Kind.Windowed():
+			return 0, "a sliding-window or chunked group holds only the export's last window"
+		case gg.Kind == groups.Recurrent:
+			hybrid = true
+			if len(ids[gi]) < 2 {
+				return 0, "a recurrent group holds only the state after all of it (decode's mamba cache mode is not all)"
+			}
+		}
+	}
+	L := min(m, h-1) / grant.ChainBlock * grant.ChainBlock
+	for hybrid && L > 0 && !ok(L) {
+		L -= grant.ChainBlock
+	}
+	if L <= 0 {
+		return 0, "no shared chain block ends where every recurrent group kept a state"
+	}
+	return L, ""
+}
+
+// exportedFor are the export's block ids (per group, on D's geometry geo)
+// that a read of its first L of n positions plans with: per-token groups
+// the blocks covering [0, L), recurrent groups the one block with the
+// state after L tokens.
+func exportedFor(geo *groups.Geometry, ids [][]int, L, n int) [][]int {
+	out := make([][]int, len(ids))
+	for gi, gg := range geo.Groups {
+		bs := gg.BlockSize
+		switch {
+		case gg.Kind == groups.Recurrent && L == n:
+			out[gi] = []int{ids[gi][len(ids[gi])-1]}
+		case gg.Kind == groups.Recurrent:
+			out[gi] = []int{ids[gi][L/bs-1]} // readable checked it
+		case L == n:
+			out[gi] = ids[gi]
+		default:
+			out[gi] = ids[gi][:min(len(ids[gi]), (L+bs-1)/bs)]
+		}
+	}
+	return out
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hybridxfer/hybridxfer/backend"
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/tokenizer"
 )
@@ -224,16 +225,21 @@ func TestConversationReadsFromDecode(t *testing.T) {
 // run's; the export is dropped, not left held.
 func TestConversationRewrittenHistory(t *testing.T) {
 	for _, tc := range []struct {
-		model    string
-		partial  bool
-		p, d     groups.InstanceConfig
-		declined string
+		name, model string
+		partial     bool
+		p, d        groups.InstanceConfig
+		dMode       hma.RecurrentMode
+		declined    string
 	}{
-		{"qwen3.5-27b", false, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 2}, "mismatch"},
-		{"llama-3.1-8b", true, groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 1}, ""},
+		{"qwen3.5-27b", "qwen3.5-27b", false, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 2}, hma.RecurrentNone, "mismatch"},
+		{"llama-3.1-8b", "llama-3.1-8b", true, groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 1}, hma.RecurrentNone, ""},
+		// D keeps a state per block (mamba cache mode all): the hybrid
+		// model reads up to the last block boundary before the change
+		// at which D computed the state.
+		{"qwen3.5-27b decode mode all", "qwen3.5-27b", true, groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 2, BlockSize: 32}, hma.RecurrentAll, ""},
 	} {
-		t.Run(tc.model, func(t *testing.T) {
-			c := newConversation(t, tc.model, tc.p, tc.d, nil)
+		t.Run(tc.name, func(t *testing.T) {
+			c := newConversation(t, tc.model, tc.p, tc.d, func(_, d *Config) { d.MambaCacheMode = tc.dMode })
 			first := "user: tell me about a long river in Egypt\nassistant: "
 			d1 := c.turn(t, "turn0", first, 40, nil)
 			// Rewrite answer token 25 (past what P's own prefix cache
@@ -246,6 +252,22 @@ func TestConversationRewrittenHistory(t *testing.T) {
 			from := 0
 			if tc.partial {
 				from = q / 16 * 16
+				if tc.dMode == hma.RecurrentAll {
+					// The last boundary of D's recurrent blocks (and of
+					// the chain's) before the change, above turn 0's
+					// handoff (D computed the states from there on).
+					handoff := len(tokenizer.Tokenize(first)) - 1
+					for _, gg := range c.d.side.Ranks[0].Groups {
+						if gg.Kind == groups.Recurrent {
+							for from > 0 && from%gg.BlockSize != 0 {
+								from -= 16
+							}
+						}
+					}
+					if from-1 < handoff {
+						t.Fatalf("test setup: no recurrent boundary between the handoff %d and the change at %d", handoff, q)
+					}
+				}
 				if got := testutil.ToFloat64(c.p.cfg.Metrics.convReused); got == 0 {
 					t.Fatal("nothing read from decode")
 				}
@@ -280,5 +302,29 @@ func TestConversationExpired(t *testing.T) {
 	c.checkComputed(t, "turn1", 0, dr.KV.NumTokens)
 	if c.declines("expired") != 1 {
 		t.Fatalf("declines: expired %v, want 1", c.declines("expired"))
+	}
+}
+
+// TestConversationUnkeptBoundary: a decode instance in mamba cache mode
+// all keeps a state block per boundary, but only those after the handoff
+// hold a state it computed (it loaded P's running state, not P's boundary
+// states; the allocator leaves the earlier ones null and the export says
+// so): a history rewritten before the handoff must not read a boundary
+// below it; P declines and computes.
+func TestConversationUnkeptBoundary(t *testing.T) {
+	c := newConversation(t, "qwen3.5-27b", groups.InstanceConfig{TP: 1}, groups.InstanceConfig{TP: 2, BlockSize: 16},
+		func(_, d *Config) { d.MambaCacheMode = hma.RecurrentAll })
+	first := "user: tell me about a long river in Egypt and the countries it runs through\nassistant: "
+	d1 := c.turn(t, "turn0", first, 20, nil)
+	if handoff := len(tokenizer.Tokenize(first)) - 1; handoff <= 48 {
+		t.Fatalf("test setup: handoff %d, want it past the boundaries 16, 32, 48", handoff)
+	}
+	b := []byte(first)
+	b[40] = tokenizer.TokenText([]uint32{(tokenizer.Tokenize(first[40:41])[0] + 1) % refmodel.Vocab})[0]
+	rewritten := string(b) + tokenizer.TokenText(d1.Tokens) + "\nuser: more\nassistant: "
+	dr := c.turn(t, "turn1", rewritten, 4, d1.KV)
+	c.checkComputed(t, "turn1", 0, dr.KV.NumTokens)
+	if c.declines("mismatch") != 1 {
+		t.Fatalf("declines: mismatch %v, want 1", c.declines("mismatch"))
 	}
 }

@@ -527,7 +527,7 @@ func (e *Engine) decodeRemote(ctx context.Context, req backend.GenRequest, token
 	e.finished(id)
 	res := e.result(tokens, out)
 	if e.cfg.Bidirectional {
-		res.KV = e.export(id, tokens, out, e.requestLog(string(id)))
+		res.KV = e.export(id, tokens, out, h, e.requestLog(string(id)))
 	}
 	return res, nil
 }

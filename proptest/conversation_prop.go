@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"github.com/hybridxfer/hybridxfer/backend"
 	"github.com/hybridxfer/hybridxfer/engine"
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/hma"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 	"github.com/hybridxfer/hybridxfer/statexfer/verify"
@@ -41,13 +43,16 @@ type ConvTurn struct {
 }
 
 // ConvCase is one randomized multi-turn run on bidirectional engines:
-// several P and D instances (own tp, block sizes, layouts) and
+// several P and D instances (own tp, block sizes, layouts, recurrent
+// cache modes: a decode instance in mode all exports its boundary states,
+// so a hybrid model's rewritten history is read up to a boundary) and
 // conversations run concurrently, each turn's prompt the previous one's,
 // its answer token for token and a new message, with the previous answer's
 // export sent back (ConvTurn says what goes wrong).
 type ConvCase struct {
 	Model         *groups.Model
 	P, D          []groups.InstanceConfig
+	PMode, DMode  []hma.RecurrentMode // each instance's mamba cache mode
 	Conversations [][]ConvTurn
 }
 
@@ -58,9 +63,11 @@ func GenConvCase() *rapid.Generator[ConvCase] {
 		tps := []int{1, 2, 4}
 		for i, n := 0, rapid.IntRange(1, 2).Draw(t, "num_p"); i < n; i++ {
 			c.P = append(c.P, GenInstance(t, fmt.Sprintf("p%d", i), DrawTP(t, c.Model, tps, "p_tp")))
+			c.PMode = append(c.PMode, drawCacheMode(t, "p_cache_mode"))
 		}
 		for i, n := 0, rapid.IntRange(1, 2).Draw(t, "num_d"); i < n; i++ {
 			c.D = append(c.D, GenInstance(t, fmt.Sprintf("d%d", i), DrawTP(t, c.Model, tps, "d_tp")))
+			c.DMode = append(c.DMode, drawCacheMode(t, "d_cache_mode"))
 		}
 		nc := rapid.IntRange(1, 4).Draw(t, "conversations")
 		for range nc {
@@ -83,8 +90,56 @@ func GenConvCase() *rapid.Generator[ConvCase] {
 			}
 			c.Conversations = append(c.Conversations, turns)
 		}
+		// Fewer conversations when their pools would not fit (a large
+		// preset keeping a state per block).
+		for len(c.Conversations) > 1 && !c.fits(t) {
+			c.Conversations = c.Conversations[:len(c.Conversations)-1]
+			for _, turns := range c.Conversations {
+				for k := range turns {
+					turns[k].Foreign = min(turns[k].Foreign, len(c.Conversations)-1)
+				}
+			}
+		}
 		return c
 	})
+}
+
+// pools sizes every engine's pools for c: room for each conversation's
+// export and its next turn at once, and for the exports of turns whose
+// next turn read another conversation's, at the longest prompt a turn
+// reaches.
+func (c ConvCase) pools(mini *groups.Model, in groups.InstanceConfig) (int, error) {
+	var all []ServeRequest
+	held := 2 * len(c.Conversations)
+	for _, turns := range c.Conversations {
+		n := 0
+		for _, tu := range turns {
+			n += len("user: ") + len(tu.Message) + len("\nassistant: ") + 2*tu.MaxTokens + 1
+			all = append(all, ServeRequest{Prompt: strings.Repeat("x", n), MaxTokens: tu.MaxTokens})
+			if tu.Foreign >= 0 {
+				held++
+			}
+		}
+	}
+	return servingBlocks(mini, in, all, held)
+}
+
+// fits reports whether every engine of c stays within maxEngineBytes.
+func (c ConvCase) fits(t *rapid.T) bool {
+	mini, err := refmodel.Miniature(c.Model)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	for _, in := range append(slices.Clone(c.P), c.D...) {
+		n, err := c.pools(mini, in)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		if b, err := engine.InstanceBytes(mini, in, n, 0); err != nil || b > maxEngineBytes {
+			return false
+		}
+	}
+	return true
 }
 
 // convState is one conversation's progress as the checker sees it.
@@ -158,25 +213,14 @@ func CheckConversations(t *rapid.T, c ConvCase) {
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
-	// Pools: room for every turn's state at once (exports of turns whose
-	// next turn read another's stay held), at each turn's prompt length.
-	var all []ServeRequest
-	for _, turns := range c.Conversations {
-		n := 0
-		for _, tu := range turns {
-			n += len("user: ") + len(tu.Message) + len("\nassistant: ") + 2*tu.MaxTokens + 1
-			all = append(all, ServeRequest{Prompt: strings.Repeat("x", n), MaxTokens: tu.MaxTokens})
-		}
-	}
-	inFlight := len(all) + len(c.Conversations)
-	newEngine := func(role backend.Role, i int, in groups.InstanceConfig) *engine.Engine {
-		n, err := servingBlocks(mini, in, all, inFlight)
+	newEngine := func(role backend.Role, i int, in groups.InstanceConfig, mode hma.RecurrentMode) *engine.Engine {
+		n, err := c.pools(mini, in)
 		if err != nil {
 			t.Fatalf("%v", err)
 		}
 		var e *engine.Engine
 		cfg := engine.Config{Role: role, EngineID: fmt.Sprintf("%s%d", strings.ToUpper(string(role[:1])), i), Model: c.Model, Seed: 3, Instance: in,
-			NumBlocks: n, LeaseTTL: time.Hour, Bidirectional: true, Transports: inprocFactory, Serve: hs.Serve, Fetch: hs.Fetch,
+			NumBlocks: n, MambaCacheMode: mode, LeaseTTL: time.Hour, Bidirectional: true, Transports: inprocFactory, Serve: hs.Serve, Fetch: hs.Fetch,
 			TransferTimeout: 20 * time.Second, OnCompute: rec.OnCompute, Log: quiet}
 		if role == backend.RoleDecode {
 			cfg.OnFinish = rec.OnFinish(func() *refmodel.Model { return e.Model() })
@@ -190,14 +234,14 @@ func CheckConversations(t *rapid.T, c ConvCase) {
 	}
 	ps := make([]*engine.Engine, len(c.P))
 	for i, in := range c.P {
-		ps[i] = newEngine(backend.RolePrefill, i, in)
+		ps[i] = newEngine(backend.RolePrefill, i, in, c.PMode[i])
 		defer ps[i].Close()
 	}
 	pre := make([]prefilled, len(c.P))
 	ds := make([]*engine.Engine, len(c.D))
 	sweeps := make([]atomic.Int64, len(c.D))
 	for i, in := range c.D {
-		ds[i] = newEngine(backend.RoleDecode, i, in)
+		ds[i] = newEngine(backend.RoleDecode, i, in, c.DMode[i])
 		defer ds[i].Close()
 	}
 	spec, model := ds[0].Spec(), ds[0].Model()

@@ -223,7 +223,9 @@ func (p *Prefill) Register(req string, token uint64, blocks [][]int) error {
 				g.blocks[pool] = map[int]bool{}
 			}
 			for _, id := range ids {
-				g.blocks[pool][id] = true
+				if id != 0 { // null: no state there (a decode export's unkept boundaries)
+					g.blocks[pool][id] = true
+				}
 			}
 		}
 	}
