@@ -191,7 +191,9 @@ func (e *Engine) prefill(ctx context.Context, req backend.GenRequest, tokens []u
 			return fail(err)
 		}
 		if pr.allocated {
-			fromDecode = pr.tokens - from
+			if pr.reason == "" {
+				fromDecode = pr.tokens - from // else recomputed after a failed read
+			}
 			from, prefix = pr.tokens, 0
 		}
 	}
@@ -215,10 +217,10 @@ func (e *Engine) prefill(ctx context.Context, req backend.GenRequest, tokens []u
 	if err != nil {
 		return fail(err)
 	}
-	session.LogEvent(log, session.EventPrefilled, "tokens", h, "prefix_hit", from-fromDecode, "from_decode", fromDecode)
+	session.LogEvent(log, session.EventPrefilled, "tokens", h, "prefix_hit", min(from, hit.Tokens), "from_decode", fromDecode)
 	token := session.NewGrant()
 	e.mu.Lock()
-	e.prefixLookup(h, from-fromDecode)
+	e.prefixLookup(h, min(from, hit.Tokens))
 	blocks, err := e.alloc.TransferBlocks(id)
 	expiry := e.cfg.Now().Add(e.cfg.LeaseTTL)
 	if err == nil {
