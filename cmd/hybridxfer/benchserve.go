@@ -175,7 +175,7 @@ traffic generator for other people's services.`,
 	f.BoolVar(&o.asJSON, "json", false, "print JSON")
 	f.StringVar(&o.apiKeyFile, "api-key-file", "", "a file whose first key is sent as Authorization: Bearer (proxy and instances with --api-key-file)")
 	f.StringVar(&o.clusterKey, "cluster-key-file", "", "the cluster key: its internal token reads the instances' /debug/pools when they need credentials")
-	f.DurationVar(&o.settle, "settle", 30*time.Second, "how long to wait, after the last answer, for every instance to hold nothing")
+	f.DurationVar(&o.settle, "settle", 30*time.Second, "how long to wait, after the last answer, for every instance to hold nothing (decode instances with --bidirectional hold each answer for the conversation's next turn until --conversation-ttl: give more than that)")
 	f.StringVar(&o.plotPath, "plot", "", "also draw the latency percentiles (TTFT, inter-token, latency: p50, p90, p99) to FILE.svg or FILE.png")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on the whole run after this long (requests still open count as errors)")
 	return c
