@@ -106,17 +106,16 @@ func (e *Engine) holdTTL() time.Duration {
 	return e.cfg.LeaseTTL
 }
 
-// export holds finished request id (prompt tokens, then out; this
-// instance computed from position from on) for the next turn and returns
-// its export, or nil when it cannot (the request is then freed as usual;
-// the answer stands).
-func (e *Engine) export(id hma.ReqID, prompt, out []uint32, from int, log *slog.Logger) *backend.KVTransferParams {
+// export holds finished request id (prompt tokens, then out) for the next
+// turn and returns its export, or nil when it cannot (the request is then
+// freed as usual; the answer stands).
+func (e *Engine) export(id hma.ReqID, prompt, out []uint32, log *slog.Logger) *backend.KVTransferParams {
 	token := session.NewGrant()
 	e.mu.Lock()
 	n, err := e.alloc.NumComputedTokens(id)
 	var blocks [][]int
 	if err == nil {
-		blocks, err = e.exportBlocks(id, n, from)
+		blocks, err = e.exportBlocks(id, n)
 	}
 	if err == nil {
 		err = e.checkNoScratch(id, blocks)
@@ -157,11 +156,11 @@ func (e *Engine) export(id hma.ReqID, prompt, out []uint32, from int, log *slog.
 // mode all a recurrent group names its state blocks in order, entry k the
 // state after min((k+1)·block size, n) tokens, so that a reader whose
 // prompt leaves the exported tokens after a block boundary can still read
-// the state at that boundary. Entries this instance did not compute are 0
-// (no valid state there): the boundaries below from, the first position
-// it computed itself (a decode instance loads only the running state at
-// P's handoff, not P's boundary states).
-func (e *Engine) exportBlocks(id hma.ReqID, n, from int) ([][]int, error) {
+// the state at that boundary. The entries the allocator left null are
+// the boundaries this instance holds no state for (those before the
+// handoff it loaded: a decode instance receives only P's running state,
+// and hma places null placeholders below it).
+func (e *Engine) exportBlocks(id hma.ReqID, n int) ([][]int, error) {
 	blocks, err := e.alloc.TransferBlocks(id)
 	if err != nil || e.cfg.MambaCacheMode != hma.RecurrentAll || n == 0 {
 		return blocks, err
@@ -174,22 +173,11 @@ func (e *Engine) exportBlocks(id hma.ReqID, n, from int) ([][]int, error) {
 		if err != nil {
 			return nil, err
 		}
-		bs := gg.BlockSize
-		k := (n-1)/bs + 1
+		k := (n-1)/gg.BlockSize + 1
 		if len(t) < k || t[k-1] != blocks[g][0] {
 			continue // not a state per block: the running state only
 		}
-		ids := slices.Clone(t[:k])
-		for i := range ids {
-			// Entry i holds the state after (i+1)·bs tokens: valid once
-			// this instance computed position (i+1)·bs - 1 (the allocator
-			// leaves the loaded ones null already; this holds whatever it
-			// keeps there).
-			if i < k-1 && (i+1)*bs-1 < from {
-				ids[i] = 0
-			}
-		}
-		blocks[g] = ids
+		blocks[g] = slices.Clone(t[:k])
 	}
 	return blocks, nil
 }
@@ -204,11 +192,10 @@ func countBlocks(blocks [][]int) int {
 
 // prefixRead is the outcome of readPrefix.
 type prefixRead struct {
-	// tokens: positions [0, tokens) hold valid state (read or recomputed);
-	// 0 when declined. allocated: the request's first allocation is made.
-	tokens    int
-	allocated bool
-	reason    string // decline reason, "" when read
+	// tokens: positions [0, tokens) hold valid state (read or recomputed)
+	// and the request's first allocation is made; 0 when declined.
+	tokens int
+	reason string // decline reason, "" when read
 }
 
 // readPrefix reads the longest prefix of tokens that export x holds into
@@ -294,11 +281,11 @@ func (e *Engine) readPrefix(ctx context.Context, id hma.ReqID, tokens []uint32, 
 		if rerr := e.recover(ctx, id, tokens, L, ext, backend.PolicyRecompute, err); rerr != nil {
 			return prefixRead{}, rerr
 		}
-		return prefixRead{tokens: L, allocated: true, reason: reason}, nil
+		return prefixRead{tokens: L, reason: reason}, nil
 	}
 	e.convRead(ext, stats.Bytes())
 	log.Info("conversation prefix read from decode", "tokens", ext, "bytes", stats.Bytes(), "from", g.EngineID)
-	return prefixRead{tokens: L, allocated: true}, nil
+	return prefixRead{tokens: L}, nil
 }
 
 // receiveTables are request id's block tables for a load of the first n

@@ -190,7 +190,7 @@ func (e *Engine) prefill(ctx context.Context, req backend.GenRequest, tokens []u
 		if err != nil {
 			return fail(err)
 		}
-		if pr.allocated {
+		if pr.tokens > 0 {
 			if pr.reason == "" {
 				fromDecode = pr.tokens - from // else recomputed after a failed read
 			}
@@ -239,11 +239,7 @@ func (e *Engine) prefill(ctx context.Context, req backend.GenRequest, tokens []u
 	}
 	kv.RemoteBlockIDs = blocks
 	kv.LeaseExpiryUnix = float64(expiry.UnixNano()) / 1e9
-	nb := 0
-	for _, ids := range blocks {
-		nb += len(ids)
-	}
-	session.LogEvent(log, session.EventHeld, "blocks", nb, "lease_expiry", expiry, "consumers", len(e.mems))
+	session.LogEvent(log, session.EventHeld, "blocks", countBlocks(blocks), "lease_expiry", expiry, "consumers", len(e.mems))
 	if e.cfg.Handoff == backend.PrefillSamplesFirst {
 		kv.FirstToken = &next
 		res.Tokens = []uint32{next}
@@ -462,25 +458,8 @@ func (e *Engine) decodeRemote(ctx context.Context, req backend.GenRequest, token
 			return nil, fmt.Errorf("%w: %v", backend.ErrOverloaded, err)
 		}
 	}
-	dblocks := make([][]int, len(e.side.Ranks[0].Groups))
-	for g := range dblocks {
-		var t []int
-		var err error
-		if e.side.Ranks[0].Groups[g].Kind == groups.Recurrent {
-			var b int
-			b, err = e.alloc.StateBlock(id, g, h) // the block that receives P's running state
-			t = []int{b}
-		} else {
-			t, err = e.alloc.BlockTable(id, g)
-		}
-		if err != nil {
-			e.mu.Unlock()
-			abortP()
-			return nil, err
-		}
-		dblocks[g] = t
-	}
-	if err := e.checkNoScratch(id, dblocks); err != nil {
+	dblocks, err := e.receiveTables(id, h) // recurrent: the blocks that receive P's running state
+	if err != nil {
 		e.mu.Unlock()
 		abortP()
 		return nil, err
@@ -529,7 +508,7 @@ func (e *Engine) decodeRemote(ctx context.Context, req backend.GenRequest, token
 	e.finished(id)
 	res := e.result(tokens, out)
 	if e.cfg.Bidirectional {
-		res.KV = e.export(id, tokens, out, h, e.requestLog(string(id)))
+		res.KV = e.export(id, tokens, out, e.requestLog(string(id)))
 	}
 	return res, nil
 }

@@ -148,7 +148,7 @@ type convState struct {
 	export  *backend.KVTransferParams
 	history []uint32 // the tokens export holds
 	d       int      // the decode instance that holds it
-	epoch   int64    // that instance's sweep count before it made the export (odd: one was running)
+	epoch   int64    // that instance's release count before it made the export (odd: one was running)
 	prompt  string   // the next turn's prompt so far
 	// disturbed counts other conversations' turns that sent this one's
 	// export (Foreign): they may consume it first.
@@ -203,7 +203,7 @@ func inprocFactory(_ int, h transport.Handlers) (transport.Transport, error) {
 // into a prompt it does not belong to); every position of a turn is
 // computed at most once across P and D, and none that the turn's export
 // holds is computed again unless something went wrong before the turn
-// (a rewrite, a foreign export, a sweep of its decode instance since the
+// (a rewrite, a foreign export, a release of its decode instance's exports since the
 // export); and afterwards, once the last exports expire, every block on
 // every instance is free and every lease gone.
 func CheckConversations(t *rapid.T, c ConvCase) {
