@@ -23,7 +23,7 @@ func TestServeDataParallel(t *testing.T) {
 	defer f.stopAll()
 	const model, seed = "qwen3.5-27b", 8
 	common := []string{"--model", model, "--seed", strconv.Itoa(seed)}
-	p := newInstance(t, "P-dp", append([]string{"serve", "--role", "prefill", "--tp", "2", "--data-parallel-size", "2", "--lease-ttl", "3s"}, common...)...)
+	p := newInstancePorts(t, "P-dp", 2, append([]string{"serve", "--role", "prefill", "--tp", "2", "--data-parallel-size", "2", "--lease-ttl", "3s"}, common...)...)
 	f.ps = []*instance{p}
 	f.start(p)
 	port, _ := strconv.Atoi(p.url[strings.LastIndex(p.url, ":")+1:])

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"syscall"
@@ -36,8 +37,10 @@ func (f *fleet) start(in *instance, extra ...string) {
 	cmd := exec.Command(f.bin, append(append([]string{}, in.args...), extra...)...)
 	cmd.Env = workerEnv()
 	cmd.Stdout = io.Discard
+	tail := &tailWriter{max: 4 << 10} // what to show when it never gets healthy
+	cmd.Stderr = tail
 	if os.Getenv("FAULTS_VERBOSE") != "" {
-		cmd.Stderr = &prefixWriter{prefix: "[" + in.name + "] ", w: os.Stderr}
+		cmd.Stderr = io.MultiWriter(tail, &prefixWriter{prefix: "[" + in.name + "] ", w: os.Stderr})
 	}
 	if err := cmd.Start(); err != nil {
 		f.t.Fatal(err)
@@ -47,7 +50,7 @@ func (f *fleet) start(in *instance, extra ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := waitHealthy(ctx, in.url, nil); err != nil {
-		f.t.Fatalf("%s: %v", in.name, err)
+		f.t.Fatalf("%s: %v; its last log lines:\n%s", in.name, err, tail)
 	}
 }
 
@@ -68,9 +71,40 @@ func (f *fleet) stopAll() {
 }
 
 func newInstance(t *testing.T, name string, args ...string) *instance {
-	port, err := freePort()
+	return newInstancePorts(t, name, 1, args...)
+}
+
+// newInstancePorts is newInstance for a process that listens on n
+// consecutive ports from its --port (serve --data-parallel-size n): all
+// of them free when picked.
+func newInstancePorts(t *testing.T, name string, n int, args ...string) *instance {
+	port, err := freePorts(n)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &instance{name: name, url: fmt.Sprintf("http://127.0.0.1:%d", port), args: append(args, "--port", fmt.Sprint(port))}
+}
+
+// freePorts returns a port p with p..p+n-1 free on 127.0.0.1 when it
+// looked.
+func freePorts(n int) (int, error) {
+	for range 100 {
+		p, err := freePort()
+		if err != nil {
+			return 0, err
+		}
+		free := true
+		for i := 1; i < n && free; i++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+i))
+			if err != nil {
+				free = false
+				continue
+			}
+			l.Close()
+		}
+		if free {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("no %d consecutive free ports", n)
 }
