@@ -49,8 +49,9 @@
 //
 // Arithmetic is float32 in a fixed order with explicitly rounded products
 // (no FMA contraction), no transcendental functions, no maps in the
-// computation, no goroutines, no clock, no global randomness: the same
-// inputs give the same bits on every platform.
+// computation, no clock, no global randomness, and goroutines only where
+// each computes a disjoint part with the same operations (see below): the
+// same inputs give the same bits on every platform and every schedule.
 //
 // # Stores
 //
@@ -75,7 +76,20 @@
 // head keeps its dequantized keys and values flat for the run
 // (keyarray.go), extended by one position per step; a layer's heads run
 // on several goroutines once they attend over enough keys, each writing
-// only its own output. Attention sums four keys (dotsFlat) or four output
-// values (attendFlat) at a time and matVec four rows, each its own chain
-// in the original order. BenchmarkPrefill measures it.
+// only its own output. Attention sums four keys (dotsFlat, scores4) or
+// four output values (attendFlat) and computes four softmax weights
+// (softmaxWeights) at a time, and matVec four rows, each its own chain in
+// the original order; a recurrent layer computes all its heads' gates as
+// one matVec and reuses its scratch.
+//
+// A prefill of 16 positions or more on a store the run cache carries
+// recurrent state for splits the target layers across two goroutines
+// (pipeline.go): the first computes layers [0, k) of position t+1 while
+// the second computes layers [k, L), the LM head and the drafts of
+// position t, each with its own layers' cache; k balances an estimate of
+// the two halves' cost. The second goroutine writes a position only after
+// both halves computed it, so the store passes through the same states as
+// with one goroutine, on success, failure and cancellation alike
+// (TestSplitPrefill*). BenchmarkPrefill measures it: on qwen3.5-27b's
+// miniature (tp 2, 2 cores) 2,000 tokens take about 0.9 s.
 package refmodel

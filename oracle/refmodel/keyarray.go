@@ -122,26 +122,32 @@ func (j *headJob) stage() {
 func (j *headJob) run() {
 	ka := j.ka
 	scores := ka.scores[:j.n]
-	dotsFlat(j.q, j.keys, ka.kw, scores)
-	for i := range scores {
-		scores[i] *= j.scale
+	var m float32
+	if len(j.q) == 4 && ka.kw == 4 {
+		m = scores4(j.q, j.keys, j.scale, scores)
+	} else {
+		dotsFlat(j.q, j.keys, ka.kw, scores)
+		for i := range scores {
+			scores[i] *= j.scale
+		}
+		m = maxOf(scores)
 	}
-	attendFlat(scores, j.vls, j.vw, j.dim, ka.ps[:j.n], j.out)
+	attendFlat(scores, m, j.vls, j.vw, j.dim, ka.ps[:j.n], j.out)
 }
 
 // parallelKeys is the number of keys per head from which a layer's heads
 // run on several goroutines; below it one goroutine is faster.
 const parallelKeys = 96
 
-// attendHeads runs the jobs, on up to GOMAXPROCS goroutines when there
-// is enough work. Each job writes only its own array's scratch and its
-// out, so the results do not depend on the schedule.
-func attendHeads(jobs []headJob) {
+// attendHeads runs the jobs, on up to GOMAXPROCS goroutines when
+// parallel and there is enough work. Each job writes only its own array's
+// scratch and its out, so the results do not depend on the schedule.
+func attendHeads(jobs []headJob, parallel bool) {
 	for i := range jobs {
 		jobs[i].stage()
 	}
 	workers := min(len(jobs), runtime.GOMAXPROCS(0))
-	if workers < 2 || jobs[0].n < parallelKeys {
+	if !parallel || workers < 2 || jobs[0].n < parallelKeys {
 		for i := range jobs {
 			jobs[i].run()
 		}

@@ -124,21 +124,10 @@ func dotsFlat(q, keys []float32, kw int, out []float32) {
 
 // attendFlat sets out (dim values) to the softmax(scores)-weighted
 // average of the values vals[j*vw:][:dim], with weights p_j =
-// expNeg(score_j - max score): out[i] = (sum_j p_j·v_j[i]) / sum_j p_j,
+// expNeg(score_j - m), m the largest score (maxOf): out[i] = (sum_j p_j·v_j[i]) / sum_j p_j,
 // each sum accumulated in j order. ps is scratch of len(scores) values.
-func attendFlat(scores, vals []float32, vw, dim int, ps, out []float32) {
-	m := scores[0]
-	for _, s := range scores[1:] {
-		if s > m {
-			m = s
-		}
-	}
-	var sum float32
-	for j, s := range scores {
-		p := expNeg(s - m)
-		sum += p
-		ps[j] = p
-	}
+func attendFlat(scores []float32, m float32, vals []float32, vw, dim int, ps, out []float32) {
+	sum := softmaxWeights(scores, m, ps)
 	// Four output values at a time, each its own chain in j order: the
 	// same additions as one value at a time.
 	i := 0
@@ -174,4 +163,77 @@ func argmax(x []float32) uint32 {
 		}
 	}
 	return uint32(best)
+}
+
+// softmaxWeights sets ps[j] = expNeg(scores[j] - m) for m the largest
+// score and returns their sum, accumulated in j order. Four weights at a
+// time, each with expNeg's operations: s - m is never above 0 (NaN
+// aside), where expNeg's first test only returns what the squarings give
+// anyway (1 at 0), and y < 0 covers its y <= 0 (-0 squares to 0).
+func softmaxWeights(scores []float32, m float32, ps []float32) float32 {
+	var sum float32
+	j := 0
+	for ; j+4 <= len(scores); j += 4 {
+		s := scores[j : j+4 : j+4]
+		y0, y1, y2, y3 := 1+(s[0]-m)*(1.0/256), 1+(s[1]-m)*(1.0/256), 1+(s[2]-m)*(1.0/256), 1+(s[3]-m)*(1.0/256)
+		if y0 < 0 {
+			y0 = 0
+		}
+		if y1 < 0 {
+			y1 = 0
+		}
+		if y2 < 0 {
+			y2 = 0
+		}
+		if y3 < 0 {
+			y3 = 0
+		}
+		for range 8 {
+			y0, y1, y2, y3 = y0*y0, y1*y1, y2*y2, y3*y3
+		}
+		p := ps[j : j+4 : j+4]
+		p[0], p[1], p[2], p[3] = y0, y1, y2, y3
+		sum += y0
+		sum += y1
+		sum += y2
+		sum += y3
+	}
+	for ; j < len(scores); j++ {
+		p := expNeg(scores[j] - m)
+		sum += p
+		ps[j] = p
+	}
+	return sum
+}
+
+// scores4 sets out[j] = dot(q, keys[4j:][:4])·scale for 4-value queries
+// and keys at stride 4 (the miniature's attention heads) and returns the
+// largest, the first on ties: dot's additions in its order, then the
+// scaling, as dotsFlat and the scale pass do.
+func scores4(q, keys []float32, scale float32, out []float32) float32 {
+	q = q[:4:4]
+	q0, q1, q2, q3 := q[0], q[1], q[2], q[3]
+	keys = keys[:4*len(out)]
+	for j := range out {
+		k := keys[4*j : 4*j+4 : 4*j+4]
+		var s float32
+		s += float32(q0 * k[0])
+		s += float32(q1 * k[1])
+		s += float32(q2 * k[2])
+		s += float32(q3 * k[3])
+		out[j] = s * scale
+	}
+	return maxOf(out)
+}
+
+// maxOf is the largest value of x (len(x) > 0): x[0] unless a later value
+// is greater.
+func maxOf(x []float32) float32 {
+	m := x[0]
+	for _, s := range x[1:] {
+		if s > m {
+			m = s
+		}
+	}
+	return m
 }

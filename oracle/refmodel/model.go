@@ -126,14 +126,39 @@ func (m *Model) forward(s Store, t int, token uint32, cache *runCache) (Output, 
 		return Output{}, fmt.Errorf("%w: %d (vocabulary %d)", ErrToken, token, Vocab)
 	}
 	st := &step{m: m, s: s, t: t, cache: cache, perToken: cache.perToken[:0], fixed: cache.fixed[:0]}
-	x := append([]float32(nil), m.embed[int(token)*Hidden:(int(token)+1)*Hidden]...)
-	// Eagle3 reads the sum of the normalized hidden states at its cut
-	// points; MTP reads the final one.
-	var aux []float32
-	done := 0
+	x := m.embedding(token)
+	aux, err := st.targets(0, len(m.targets), x, nil)
+	if err != nil {
+		return Output{}, err
+	}
+	out, err := st.finish(x, aux)
+	if err != nil {
+		return Output{}, err
+	}
+	if err := st.commit(); err != nil {
+		return Output{}, err
+	}
+	return out, nil
+}
+
+// embedding returns a fresh copy of token's embedding.
+func (m *Model) embedding(token uint32) []float32 {
+	return append([]float32(nil), m.embed[int(token)*Hidden:(int(token)+1)*Hidden]...)
+}
+
+// targets runs the target layers targets[lo:hi] (lo and hi at decoder
+// layer boundaries) on x in place. Eagle3 reads the sum of the normalized
+// hidden states at its cut points (MTP reads the final one): aux is that
+// sum so far, and targets adds the cuts in (lo, hi] and returns it.
+func (st *step) targets(lo, hi int, x, aux []float32) ([]float32, error) {
+	m := st.m
+	done := lo
 	for _, c := range m.aux {
+		if c <= lo || c > hi {
+			continue
+		}
 		if err := st.stack(m.targets[done:c], x); err != nil {
-			return Output{}, err
+			return nil, err
 		}
 		done = c
 		if aux == nil {
@@ -142,9 +167,16 @@ func (m *Model) forward(s Store, t int, token uint32, cache *runCache) (Output, 
 			addInto(aux, rmsNorm(x))
 		}
 	}
-	if err := st.stack(m.targets[done:], x); err != nil {
-		return Output{}, err
+	if err := st.stack(m.targets[done:hi], x); err != nil {
+		return nil, err
 	}
+	return aux, nil
+}
+
+// finish turns the hidden state x after the last target layer (and aux,
+// the Eagle3 sum) into the position's logits, greedy token and drafts.
+func (st *step) finish(x, aux []float32) (Output, error) {
+	m := st.m
 	hf := rmsNorm(x)
 	var out Output
 	out.Logits = matVec(m.unembed, Vocab, hf)
@@ -158,9 +190,6 @@ func (m *Model) forward(s Store, t int, token uint32, cache *runCache) (Output, 
 		if err := st.draft(&out, aux, out.Next); err != nil {
 			return Output{}, err
 		}
-	}
-	if err := st.commit(); err != nil {
-		return Output{}, err
 	}
 	return out, nil
 }
@@ -239,13 +268,31 @@ func (m *Model) PrefillContext(ctx context.Context, s Store, tokens []uint32, fr
 	if from < 0 || to <= from || to > len(tokens) {
 		return 0, fmt.Errorf("%w: prefill [%d, %d) of %d tokens", ErrRange, from, to, len(tokens))
 	}
+	return m.prefillCall(ctx, s, tokens, from, to, autoSplit)
+}
+
+// prefillCall is PrefillContext splitting the layers at split (prefill).
+func (m *Model) prefillCall(ctx context.Context, s Store, tokens []uint32, from, to, split int) (uint32, error) {
 	cache := newRunCache(s)
-	next, err := m.prefill(ctx, s, tokens, from, to, cache)
+	next, err := m.prefill(ctx, s, tokens, from, to, cache, split)
 	return next, errors.Join(err, cache.flush(s))
 }
 
-// prefill computes [from, to) sharing cache; the caller flushes it.
-func (m *Model) prefill(ctx context.Context, s Store, tokens []uint32, from, to int, cache *runCache) (uint32, error) {
+// autoSplit lets prefill choose where to split its layers (splitAt).
+const autoSplit = -1
+
+// prefill computes [from, to) sharing cache; the caller flushes it. It
+// splits the target layers at split (autoSplit: splitAt; 0: not at all)
+// across two goroutines (pipeline.go) when cache is still empty and
+// carries recurrent state: the first goroutine must not read from the
+// store the state of a position the second has not written yet.
+func (m *Model) prefill(ctx context.Context, s Store, tokens []uint32, from, to int, cache *runCache, split int) (uint32, error) {
+	if split == autoSplit {
+		split = m.splitAt(tokens, from, to)
+	}
+	if split > 0 && cache.empty() && cache.recOK && m.err == nil {
+		return m.prefillSplit(ctx, s, tokens, from, to, split, cache)
+	}
 	var next uint32
 	for t := from; t < to; t++ {
 		if (t-from)%prefillCheckEvery == 0 {
@@ -272,16 +319,21 @@ func (m *Model) Generate(s Store, prompt []uint32, from, n int) ([]uint32, error
 	if from < 0 || from >= len(prompt) || n < 0 {
 		return nil, fmt.Errorf("%w: generate %d tokens from position %d of a %d-token prompt", ErrRange, n, from, len(prompt))
 	}
+	return m.generateCall(s, prompt, from, n, autoSplit)
+}
+
+// generateCall is Generate splitting the prompt's layers at split (prefill).
+func (m *Model) generateCall(s Store, prompt []uint32, from, n, split int) ([]uint32, error) {
 	cache := newRunCache(s)
-	out, err := m.generate(s, prompt, from, n, cache)
+	out, err := m.generate(s, prompt, from, n, cache, split)
 	if err = errors.Join(err, cache.flush(s)); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (m *Model) generate(s Store, prompt []uint32, from, n int, cache *runCache) ([]uint32, error) {
-	next, err := m.prefill(context.Background(), s, prompt, from, len(prompt), cache)
+func (m *Model) generate(s Store, prompt []uint32, from, n int, cache *runCache, split int) ([]uint32, error) {
+	next, err := m.prefill(context.Background(), s, prompt, from, len(prompt), cache, split)
 	if err != nil {
 		return nil, err
 	}

@@ -21,15 +21,12 @@ import (
 func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) ([]float32, error) {
 	r := l.Recurrent
 	t, C, R := st.t, w.channels, w.rows
-	u := matVec(w.in, C, h)
+	sc := &st.cache.rs
+	u := matVecInto(grow(&sc.u, C), w.in, h)
 	// The run's cache carries the layer's conv rows as one block and its
 	// state heads (numbered across state tensors) between positions;
 	// cached is nil when it does not (runcache.go).
-	heads := 0
-	for si := range r.States {
-		heads += r.States[si].Heads
-	}
-	cached := st.cache.recLayer(li, heads)
+	cached := st.cache.recLayer(li, w.heads)
 	var rows []float32 // channel-major: rows[c*R + row]; only read
 	switch {
 	case t > 0 && cached != nil && cached.conv != nil:
@@ -50,7 +47,7 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 	for c := 0; c < C; c++ {
 		u[c] += float32(w.leak[c] * rows[c*R+R-1])
 	}
-	a := make([]float32, C)
+	a := grow(&sc.a, C)
 	for c := 0; c < C; c++ {
 		wc := w.conv[c*(R+1) : (c+1)*(R+1)]
 		acc := dot(wc[:R], rows[c*R:(c+1)*R]) + float32(wc[R]*u[c])
@@ -61,7 +58,7 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 		copy(next[c*R:(c+1)*R-1], rows[c*R+1:(c+1)*R])
 		next[c*R+R-1] = u[c]
 	}
-	upd := recUpdate{layer: cached, conv: next, states: cached.updates(heads)}
+	upd := recUpdate{layer: cached, conv: next, slab: cached.stateSlab(w.stateValues), states: cached.updates(w.heads)}
 	through := !st.cache.carrying()
 	if through {
 		for si, s := range r.Segments {
@@ -72,13 +69,17 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 		}
 	}
 	out := matVec(w.o, Hidden, a)
-	k := 0
+	k, off := 0, 0
+	f := grow(&sc.f, stateFeatures)
 	for si := range r.States {
 		s := &r.States[si]
 		sw := &w.states[si]
-		ys := make([]float32, 0, s.Heads*sw.d1)
+		n := sw.d1 * sw.d2
+		gates := matVecInto(grow(&sc.gates, 2*s.Heads), sw.gates, h)
+		ys := grow(&sc.ys, s.Heads*sw.d1)
 		for hd := 0; hd < s.Heads; hd++ {
-			S := cached.stateBuffer(k+hd, sw.d1*sw.d2)
+			S := upd.slab[off : off+n : off+n]
+			off += n
 			if t > 0 {
 				if cached != nil && cached.states[k+hd] != nil {
 					copy(S, cached.states[k+hd])
@@ -86,19 +87,18 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 					return nil, st.readErr(li, err)
 				}
 			}
-			f := make([]float32, stateFeatures)
 			start := hd * C / s.Heads
 			for j := range f {
 				f[j] = a[(start+j)%C]
 			}
-			ys = append(ys, update(w.rule, &sw.heads[hd], sw.d1, sw.d2, S, f, h)...)
+			update(w.rule, &sw.heads[hd], sw.d1, sw.d2, S, f, gates[2*hd], gates[2*hd+1], grow(&sc.kvq, 2*sw.d2+sw.d1), ys[hd*sw.d1:(hd+1)*sw.d1])
 			upd.states[k+hd] = S
 			if through {
 				st.fixed = append(st.fixed, pending{c: StateCoord(li, si, hd), v: S})
 			}
 		}
 		k += s.Heads
-		addInto(out, matVec(sw.o, Hidden, ys))
+		addInto(out, matVecInto(grow(&sc.o, Hidden), sw.o, ys))
 	}
 	if cached != nil {
 		if cached.convAt == nil {
@@ -107,6 +107,20 @@ func (st *step) recurrent(li int, l *groups.Layer, w *recWeights, h []float32) (
 		st.recUpdates = append(st.recUpdates, upd)
 	}
 	return out, nil
+}
+
+// recScratch is a recurrent layer's working memory at one position:
+// nothing in it outlives the position's layer.
+type recScratch struct {
+	u, a, f, gates, kvq, ys, o []float32
+}
+
+// grow returns (*buf)[:n], reallocating *buf when it is shorter.
+func grow(buf *[]float32, n int) []float32 {
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
+	}
+	return (*buf)[:n]
 }
 
 // rule is the state update of a recurrent family.
@@ -136,8 +150,9 @@ func ruleOf(t groups.RecurrentType) (rule, bool) {
 }
 
 // update applies one token to state head S (d1 x d2, row-major, in place)
-// and returns its read-out y (d1 values). k, v, q are projections of the
-// features f; g, b are the head's gates of h.
+// and sets its read-out y (d1 values). k, v, q are projections of the
+// features f (computed into kvq, 2*d2+d1 values of scratch); g, b are the
+// head's gates, dot products of its gate weights with the layer input h.
 //
 //	GDN:        S = α·S; S += β·(v − S·k̂)·k̂ᵀ        α = gate(g), β = gate(b), k̂ = k/|k|
 //	KDA:        as GDN with a per-row decay α_i = gate(g + A_i0 − 1)
@@ -146,12 +161,9 @@ func ruleOf(t groups.RecurrentType) (rule, bool) {
 //	short_conv: conv only; state tensors it declares get the Mamba2 rule
 //
 // and y = S·q in every case.
-func update(ru rule, hw *headWeights, d1, d2 int, S, f, h []float32) []float32 {
-	k := matVec(hw.k, d2, f)
-	v := matVec(hw.v, d1, f)
-	q := matVec(hw.q, d2, f)
-	g, b := dot(hw.g, h), dot(hw.b, h)
-	y := make([]float32, d1)
+func update(ru rule, hw *headWeights, d1, d2 int, S, f []float32, g, b float32, kvq, y []float32) {
+	matVecInto(kvq, hw.kvq, f)
+	k, v, q := kvq[:d2:d2], kvq[d2:d2+d1:d2+d1], kvq[d2+d1:]
 	delta := ru == ruleDelta || ru == ruleDeltaDecay
 	if delta {
 		l2Normalize(k)
@@ -191,5 +203,4 @@ func update(ru rule, hw *headWeights, d1, d2 int, S, f, h []float32) []float32 {
 			y[i] += float32(hw.skip * v[i])
 		}
 	}
-	return y
 }

@@ -21,8 +21,7 @@ import (
 // store writes float32 bits and reads them back unchanged.
 //
 // Recurrent state (conv rows, state heads) is carried only on a store
-// known to read back what it wrote at the same coordinate (RankStore,
-// MapStore; not a slot view, which reads one slot and writes another),
+// known to read back what it wrote at the same coordinate (roundTripper),
 // and write-back: the run's first position writes it through to the store
 // (so a write the store refuses fails where it always did), later
 // positions keep it in the cache, and flush writes the newest values once
@@ -45,24 +44,34 @@ type runCache struct {
 	// jobs: attention's per-head scratch, reused like the pending lists.
 	arrays map[headKey]*keyArray
 	jobs   []headJob
+	// rs: the recurrent layers' scratch, reused by every position.
+	rs recScratch
 	// rec[layer]: the newest recurrent state of each recurrent layer.
 	rec []*recLayer
+	// split: the cache of one of a split prefill's two goroutines
+	// (pipeline.go): its heads run serially, and a position's recurrent
+	// buffers are never reused, since the goroutine that writes the
+	// store holds them until it has.
+	split bool
 }
 
 // recLayer is one recurrent layer's newest state in a run.
 type recLayer struct {
+	li      int
 	conv    []float32      // all channels' rows, channel-major; nil until set
 	convAt  []oracle.Coord // per channel, its coordinate (for flush)
 	rows    int
 	states  [][]float32 // per state head, numbered across state tensors
 	stateAt []oracle.Coord
-	// spare, spareStates: the buffers conv and states replaced at the
-	// last position, which nothing reads any more: the next position
-	// writes its state into them (buffer, stateBuffer). ups: the header
-	// slice of the pending update's states, reused likewise.
-	spare       []float32
-	spareStates [][]float32
-	ups         [][]float32
+	// slab: the state heads' values (states are slices of it); spare,
+	// spareSlab: the conv rows and slab replaced at the last position,
+	// which nothing reads any more: the next position writes its state
+	// into them (buffer, stateSlab). ups: the header slice of the pending
+	// update's states, reused likewise.
+	slab      []float32
+	spare     []float32
+	spareSlab []float32
+	ups       [][]float32
 }
 
 // buffer returns n values for a position's new conv rows: the spare
@@ -77,13 +86,14 @@ func (rl *recLayer) buffer(n int) []float32 {
 	return b
 }
 
-// stateBuffer is buffer for state head k: zeroed, as a new one is.
-func (rl *recLayer) stateBuffer(k, n int) []float32 {
-	if rl == nil || k >= len(rl.spareStates) || cap(rl.spareStates[k]) < n {
+// stateSlab is buffer for the n values of all state heads: zeroed, as a
+// new one is.
+func (rl *recLayer) stateSlab(n int) []float32 {
+	if rl == nil || cap(rl.spareSlab) < n {
 		return make([]float32, n)
 	}
-	b := rl.spareStates[k][:n]
-	rl.spareStates[k] = nil
+	b := rl.spareSlab[:n]
+	rl.spareSlab = nil
 	clear(b)
 	return b
 }
@@ -122,6 +132,7 @@ func (rl *recLayer) setCoords(li int, r *groups.RecurrentSpec, segOff []int, row
 type recUpdate struct {
 	layer  *recLayer
 	conv   []float32
+	slab   []float32 // the states' values
 	states [][]float32
 }
 
@@ -138,12 +149,18 @@ type column struct{ at [][]float32 }
 // newRunCache returns an empty cache for a run on s.
 func newRunCache(s Store) *runCache {
 	tc := &runCache{cols: map[colKey]*column{}}
-	switch s.(type) {
-	case *RankStore, *MapStore:
-		tc.recOK = true
-	}
+	_, tc.recOK = s.(roundTripper)
 	return tc
 }
+
+// roundTripper is a store known to read back at a coordinate what it
+// last wrote there: RankStore, MapStore and stores that embed them (and
+// so must keep that promise); not a slot view, which reads one slot and
+// writes another.
+type roundTripper interface{ roundTrips() }
+
+func (*RankStore) roundTrips() {}
+func (*MapStore) roundTrips()  {}
 
 // recLayer returns layer li's state in the run (heads state heads),
 // creating it; nil when the cache does not carry recurrent state.
@@ -155,7 +172,7 @@ func (tc *runCache) recLayer(li, heads int) *recLayer {
 		tc.rec = append(tc.rec, make([]*recLayer, li+1-len(tc.rec))...)
 	}
 	if tc.rec[li] == nil {
-		tc.rec[li] = &recLayer{states: make([][]float32, heads)}
+		tc.rec[li] = &recLayer{li: li, states: make([][]float32, heads)}
 	}
 	return tc.rec[li]
 }
@@ -170,13 +187,12 @@ func (tc *runCache) apply(ups []recUpdate, wroteThrough bool) {
 	for _, u := range ups {
 		rl := u.layer
 		rl.spare, rl.conv = rl.conv, u.conv
-		if len(rl.spareStates) < len(u.states) {
-			rl.spareStates = make([][]float32, len(u.states))
-		}
-		for k, s := range u.states {
-			rl.spareStates[k], rl.states[k] = rl.states[k], s
-		}
+		rl.spareSlab, rl.slab = rl.slab, u.slab
+		copy(rl.states, u.states)
 		rl.ups = u.states
+		if tc.split {
+			rl.spare, rl.spareSlab, rl.ups = nil, nil, nil
+		}
 	}
 	if len(ups) == 0 {
 		return
@@ -197,19 +213,28 @@ func (tc *runCache) flush(s Store) error {
 		if rl == nil || rl.conv == nil {
 			continue
 		}
-		R := rl.rows
-		for c, at := range rl.convAt {
-			if err := s.Write(at, rl.conv[c*R:(c+1)*R]); err != nil {
-				return fmt.Errorf("recurrent state %+v: %w", at, err)
-			}
-		}
-		for k, at := range rl.stateAt {
-			if err := s.Write(at, rl.states[k]); err != nil {
-				return fmt.Errorf("recurrent state %+v: %w", at, err)
-			}
+		if err := rl.write(s, rl.conv, rl.states); err != nil {
+			return err
 		}
 	}
 	tc.dirty = false
+	return nil
+}
+
+// write writes the layer's recurrent state conv and states (in its
+// numbering) to s: conv channels, then state heads.
+func (rl *recLayer) write(s Store, conv []float32, states [][]float32) error {
+	R := rl.rows
+	for c, at := range rl.convAt {
+		if err := s.Write(at, conv[c*R:(c+1)*R]); err != nil {
+			return fmt.Errorf("recurrent state %+v: %w", at, err)
+		}
+	}
+	for k, at := range rl.stateAt {
+		if err := s.Write(at, states[k]); err != nil {
+			return fmt.Errorf("recurrent state %+v: %w", at, err)
+		}
+	}
 	return nil
 }
 

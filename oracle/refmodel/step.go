@@ -43,25 +43,37 @@ func (st *step) readErr(li int, err error) error {
 // for) and into the cache (runcache.go). The values are not modified
 // afterwards, so the cache keeps them without copying.
 func (st *step) commit() error {
-	for _, p := range st.perToken {
-		if err := st.s.Write(p.c, p.v); err != nil {
-			return st.writeErr(p, err)
-		}
-		st.cache.col(p.c).put(p.c.Pos, p.v)
-		st.cache.invalidate(p.c.Layer, p.c.Index, p.c.Pos)
+	if err := st.m.write(st.s, st.t, st.perToken, st.fixed); err != nil {
+		return err
 	}
-	for _, p := range st.fixed {
-		if err := st.s.Write(p.c, p.v); err != nil {
-			return st.writeErr(p, err)
-		}
-	}
-	st.cache.apply(st.recUpdates, len(st.fixed) > 0)
+	st.keep()
 	st.cache.perToken, st.cache.fixed = st.perToken[:0], st.fixed[:0]
 	return nil
 }
 
-func (st *step) writeErr(p pending, err error) error {
-	return fmt.Errorf("layer %d (%s) position %d: %w", p.c.Layer, st.m.spec.Layers[p.c.Layer].Name, st.t, err)
+// keep records position t's state in the run's cache: its per-token
+// vectors (truncating the key arrays at a position it rewrites) and its
+// recurrent state, which the store has too when the position wrote it
+// through.
+func (st *step) keep() {
+	for _, p := range st.perToken {
+		st.cache.col(p.c).put(p.c.Pos, p.v)
+		st.cache.invalidate(p.c.Layer, p.c.Index, p.c.Pos)
+	}
+	st.cache.apply(st.recUpdates, len(st.fixed) > 0)
+}
+
+// write writes position t's pending lists to s in order; an error names
+// the first write that failed (the writes before it stay).
+func (m *Model) write(s Store, t int, lists ...[]pending) error {
+	for _, l := range lists {
+		for _, p := range l {
+			if err := s.Write(p.c, p.v); err != nil {
+				return fmt.Errorf("layer %d (%s) position %d: %w", p.c.Layer, m.spec.Layers[p.c.Layer].Name, t, err)
+			}
+		}
+	}
+	return nil
 }
 
 // stack runs layers as residual blocks on x, in place: a decoder layer is
@@ -166,7 +178,7 @@ func (st *step) attention(li int, l *groups.Layer, w *attnWeights, h []float32) 
 			st.perToken = append(st.perToken, pending{c: ScaleCoord(li, g, t, false), v: []float32{ks}}, pending{c: ScaleCoord(li, g, t, true), v: []float32{vs}})
 		}
 	}
-	attendHeads(jobs)
+	attendHeads(jobs, !st.cache.split)
 	clear(jobs)
 	st.cache.jobs = jobs[:0]
 	return matVec(w.o, Hidden, cat), nil

@@ -3,6 +3,7 @@ package refmodel
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/hybridxfer/hybridxfer/groups"
 )
@@ -63,6 +64,7 @@ type tokenWeights struct {
 
 type headWeights struct {
 	k, v, q []float32 // d2 x F, d1 x F, d2 x F (F = stateFeatures)
+	kvq     []float32 // k, v and q stacked: (2*d2+d1) x F
 	g, b    []float32 // Hidden: decay and write gates
 	a       []float32 // d1*d2 in [0.5, 1.5): decay rates
 	skip    float32
@@ -71,6 +73,7 @@ type headWeights struct {
 type stateWeights struct {
 	d1, d2 int
 	heads  []headWeights
+	gates  []float32 // (2*heads) x Hidden: each head's g, then its b
 	o      []float32 // Hidden x (heads*d1)
 }
 
@@ -83,6 +86,9 @@ type recWeights struct {
 	leak           []float32 // channels, in [0.25, 0.5): λ
 	o              []float32 // Hidden x channels
 	states         []stateWeights
+	// heads, stateValues: the state heads of every state tensor and
+	// their values, in all.
+	heads, stateValues int
 }
 
 type layerWeights struct {
@@ -155,9 +161,13 @@ func newLayerWeights(w *weights, spec *groups.Model, l *groups.Layer) layerWeigh
 			for j := range hw.a {
 				hw.a[j] += 1
 			}
+			hw.kvq = slices.Concat(hw.k, hw.v, hw.q)
 			sw.heads = append(sw.heads, hw)
+			sw.gates = append(append(sw.gates, hw.g...), hw.b...)
 		}
 		x.states = append(x.states, sw)
+		x.heads += s.Heads
+		x.stateValues += s.Heads * d1 * d2
 	}
 	return layerWeights{rec: x}
 }
