@@ -52,7 +52,6 @@ func (l *lockedStore) Write(c oracle.Coord, src []float32) error {
 
 // handoff is position t after the first half of the layers.
 type handoff struct {
-	t               int
 	x, aux          []float32
 	perToken, fixed []pending
 	rec             []recUpdate
@@ -149,10 +148,17 @@ func (m *Model) prefillSplit(ctx context.Context, s Store, tokens []uint32, from
 	handoffs := make(chan handoff, 1)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	// halt stops the first goroutine and waits for it: before the flush
+	// below writes the store unlocked, and on a panic here.
+	halt := sync.OnceFunc(func() {
+		close(stop)
+		wg.Wait()
+	})
+	defer halt()
 	wg.Go(func() {
 		for t := from; t < to; t++ {
 			st := &step{m: m, s: ls, t: t, cache: first}
-			h := handoff{t: t, x: m.embedding(tokens[t])}
+			h := handoff{x: m.embedding(tokens[t])}
 			h.aux, h.err = st.targets(0, k, h.x, nil)
 			if h.err == nil {
 				st.keep()
@@ -211,8 +217,7 @@ func (m *Model) prefillSplit(ctx context.Context, s Store, tokens []uint32, from
 		}
 		return nil
 	}()
-	close(stop)
-	wg.Wait()
+	halt()
 	if err != nil {
 		if dirty {
 			for _, u := range committed {
