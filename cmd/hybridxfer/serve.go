@@ -478,12 +478,14 @@ func runHTTP(ctx context.Context, units []httpUnit, log *slog.Logger, drainTimeo
 		select {
 		case sig := <-sigs:
 			log.Info("signal: stopping (instances drain first; a second signal stops at once)", "signal", sig.String())
+			// stop first: a unit that sees its drain begin then also
+			// sees stop closed and does not log it as an HTTP drain.
+			once.Do(func() { close(stop) })
 			for _, u := range units {
 				if u.d != nil {
 					u.d.BeginDrain()
 				}
 			}
-			once.Do(func() { close(stop) })
 		case <-ctx.Done():
 			return
 		}
@@ -517,7 +519,11 @@ func runHTTP(ctx context.Context, units []httpUnit, log *slog.Logger, drainTimeo
 				drain = false // the caller is stopping us
 			case <-stop:
 			case <-draining:
-				log.Info("drain requested over HTTP (a signal stops at once)", "addr", u.addr)
+				select {
+				case <-stop: // the signal's drain
+				default:
+					log.Info("drain requested over HTTP (a signal stops at once)", "addr", u.addr)
+				}
 			}
 			if drain {
 				deregister() // proxies stop routing here before the drain waits
