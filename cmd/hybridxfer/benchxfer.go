@@ -287,18 +287,24 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 	}
 	var statsMu sync.Mutex
 	var post, stage, steps time.Duration
-	transfer := func(i int, dr *benchRank) error {
+	// run moves every plan of rank i through the session; the transfer row
+	// records the post, stage and post-step times (the one-sided row runs
+	// the same plans and is not counted: the figures are per transfer).
+	run := func(i int, dr *benchRank, record bool) error {
 		for q, p := range plans[i] {
 			st, err := dec.Session.RunPlan(ctx, dec.Peer, dr.Rank, j.ReqID(q), j.Grant(q), p)
 			if err != nil {
 				return err
 			}
-			statsMu.Lock()
-			post, stage, steps = post+st.Post, stage+st.Stage, steps+st.Steps
-			statsMu.Unlock()
+			if record {
+				statsMu.Lock()
+				post, stage, steps = post+st.Post, stage+st.Stage, steps+st.Steps
+				statsMu.Unlock()
+			}
 		}
 		return nil
 	}
+	transfer := func(i int, dr *benchRank) error { return run(i, dr, true) }
 	ucxs := make([]*ucx.Transport, 0, len(ranks))
 	for _, dr := range ranks {
 		if t, ok := dec.Session.Transport(dr.Rank).(*ucx.Transport); ok {
@@ -310,7 +316,7 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 			t.SetMapped(on)
 		}
 	}
-	oneSided := func(i int, dr *benchRank) error { return transfer(i, dr) }
+	oneSided := func(i int, dr *benchRank) error { return run(i, dr, false) }
 	src := newBenchSources(dec, spec.Ranks[0])
 	defer src.close()
 	memcpy := func(i int, dr *benchRank) error { return src.memcpy(dr, plans[i]) }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
 
 func fakeHostEnv() hostEnv {
@@ -123,5 +126,67 @@ func TestResolveOptions(t *testing.T) {
 	}
 	if strings.Join(yielded, ",") != "NET_DEVICES,TCP_PORT_RANGE" {
 		t.Errorf("yielded %v", yielded)
+	}
+}
+
+func TestTCPSegDefaults(t *testing.T) {
+	none := func(string) (string, bool) { return "", false }
+	for _, tc := range []struct {
+		name string
+		opts map[string]string
+		env  map[string]string
+		want int // options added
+	}{
+		{"nothing set", nil, nil, 2},
+		{"other tcp options", map[string]string{"TCP_SNDBUF": "64k"}, map[string]string{"UCX_TLS": "tcp"}, 2},
+		{"config TX", map[string]string{"TCP_TX_SEG_SIZE": "64k"}, nil, 0},
+		{"config RX bare", map[string]string{"RX_SEG_SIZE": "64k"}, nil, 0},
+		{"env RX", nil, map[string]string{"UCX_TCP_RX_SEG_SIZE": "2m"}, 0},
+		{"env TX", nil, map[string]string{"UCX_TCP_TX_SEG_SIZE": "8k"}, 0},
+	} {
+		lookup := none
+		if tc.env != nil {
+			lookup = func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+		}
+		got := tcpSegDefaults(tc.opts, lookup)
+		if len(got) != tc.want {
+			t.Errorf("%s: %v, want %d options", tc.name, got, tc.want)
+			continue
+		}
+		for _, o := range got {
+			if o.Value != TCPSegSize || (o.Name != "TX_SEG_SIZE" && o.Name != "RX_SEG_SIZE") {
+				t.Errorf("%s: option %+v", tc.name, o)
+			}
+		}
+	}
+}
+
+// TestTCPSegSizeReachesUCX shows that the segment options reach UCX under
+// the names this package passes: UCX refuses a receive segment smaller
+// than the send segment, so the refused pair fails New and the default
+// pair, and an operator's pair in Config, do not.
+func TestTCPSegSizeReachesUCX(t *testing.T) {
+	for _, k := range []string{"UCX_TCP_TX_SEG_SIZE", "UCX_TCP_RX_SEG_SIZE"} {
+		if _, ok := os.LookupEnv(k); ok {
+			t.Skipf("%s is set in the environment", k)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		opts map[string]string
+		ok   bool
+	}{
+		{"default", map[string]string{"TLS": "tcp"}, true},
+		{"operator pair", map[string]string{"TLS": "tcp", "TCP_TX_SEG_SIZE": "64k", "TCP_RX_SEG_SIZE": "64k"}, true},
+		{"rx below tx", map[string]string{"TLS": "tcp", "TCP_TX_SEG_SIZE": "2m", "TCP_RX_SEG_SIZE": "1m"}, false},
+		{"tx above the default rx", map[string]string{"TLS": "tcp", "TCP_TX_SEG_SIZE": "2m"}, false},
+	} {
+		tr, err := New(Config{UCX: tc.opts}, transport.Handlers{})
+		if err == nil {
+			tr.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: New error %v, want ok=%v", tc.name, err, tc.ok)
+		}
 	}
 }
