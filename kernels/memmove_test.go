@@ -28,6 +28,7 @@ var memmoves = []struct {
 	f    func(dst, src []byte)
 }{
 	{"Memmove", kernels.Memmove},
+	{"MemmoveBulk", kernels.MemmoveBulk},
 	{"MemmoveNT", kernels.MemmoveNT},
 	{"CopyPlain", kernels.CopyPlain},
 }
@@ -88,7 +89,7 @@ func firstDiff(a, b []byte) int {
 func TestMemmoveAlignments(t *testing.T) {
 	short := []int{0, 1, 2, 7, 31, 32, 33, 63, 64, 65, 127, 128, 129, 191, 192, 255, 256, 257,
 		319, 320, 383, 511, 512, 513, 1000, 4095, 4096, 4097}
-	long := []int{kernels.StreamThreshold - 1, kernels.StreamThreshold, kernels.StreamThreshold + 1,
+	long := []int{kernels.BulkStreamThreshold - 1, kernels.BulkStreamThreshold, kernels.BulkStreamThreshold + 1, kernels.StreamThreshold - 1, kernels.StreamThreshold, kernels.StreamThreshold + 1,
 		65536 + 17, 1<<20 - 1, 1 << 20, 1<<20 + 127, 1<<20 + 129, 2<<20 + 4097, 3<<20 + 64}
 	for _, m := range memmoves {
 		t.Run(m.name, func(t *testing.T) {

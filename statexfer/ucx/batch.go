@@ -150,9 +150,9 @@ func (b *Batch) copyMapped(runs []run) {
 			l := local[g.LocalOff : g.LocalOff+g.Len]
 			rem := unsafe.Slice((*byte)(unsafe.Add(r.remote.mapped, g.RemoteOff)), g.Len)
 			if b.write {
-				kernels.Memmove(rem, l)
+				kernels.MemmoveBulk(rem, l)
 			} else {
-				kernels.Memmove(l, rem)
+				kernels.MemmoveBulk(l, rem)
 			}
 			i++
 		}
