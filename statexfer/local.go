@@ -121,5 +121,47 @@ func Import(ctx context.Context, tr transport.Transport, meta RankMeta) (*Remote
 	return r, nil
 }
 
+// ReadCostNs is the fixed cost of one read from any of the rank's regions
+// (the largest), where its peer reports it for every region
+// (transport.ReadCoster); ok false otherwise.
+func (r *Remote) ReadCostNs() (float64, bool) {
+	rc, ok := r.Peer.(transport.ReadCoster)
+	if !ok || len(r.regs) == 0 {
+		return 0, false
+	}
+	var worst float64
+	for _, m := range r.regs {
+		ns, ok := rc.ReadCostNs(m)
+		if !ok {
+			return 0, false
+		}
+		worst = max(worst, ns)
+	}
+	return worst, true
+}
+
+// CostFor is base with the per-read cost the remotes' peers report
+// (Remote.ReadCostNs, the largest of them), or base unchanged when any
+// remote cannot say: Auto mode then weighs staging against the reads of
+// the path they really take (on the UCX mapped path a read costs tens of
+// nanoseconds, and staging, three copies of every byte, loses).
+func CostFor(base plan.CostModel, remotes []*Remote) plan.CostModel {
+	var worst float64
+	for _, r := range remotes {
+		if r == nil {
+			continue
+		}
+		ns, ok := r.ReadCostNs()
+		if !ok {
+			return base
+		}
+		worst = max(worst, ns)
+	}
+	if worst > 0 {
+		base.PerReadNs = worst
+	}
+	return base
+}
+
 // Region returns an imported region of the remote rank (nil when absent).
 func (r *Remote) Region(reg plan.Region) transport.RemoteMemory { return r.regs[reg] }

@@ -255,6 +255,15 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 		}
 		ranks = append(ranks, br)
 	}
+	// Auto mode prices reads as the serving decode session does: by the
+	// path the peers report (statexfer.CostFor).
+	var rems []*statexfer.Remote
+	for _, br := range ranks {
+		for _, r := range br.Remotes {
+			rems = append(rems, r)
+		}
+	}
+	j.Planner.Cost = statexfer.CostFor(j.Planner.Cost, rems)
 	// Plans (timed, each plan once: cold caches included).
 	plans := make([][]*plan.Plan, len(ranks))
 	var planTime time.Duration

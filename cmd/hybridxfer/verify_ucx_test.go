@@ -48,3 +48,34 @@ func TestVerifyUCXProcesses(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyUCXAutoReadsDirectOnMappedPath: gpt-oss-120b 4 -> 8 reads 2
+// KiB pieces. Auto mode staged them under the default cost model (500 ns
+// per read), which bench transfer measured 4-6x slower than direct on the
+// UCX mapped path; the decode session now prices reads by the path its
+// peers report (transport.ReadCoster) and reads directly, byte-exact.
+func TestVerifyUCXAutoReadsDirectOnMappedPath(t *testing.T) {
+	bin := buildCLI(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang guard
+	defer cancel()
+	args := []string{"verify", "--transport", "ucx", "--model", "gpt-oss-120b", "--prefill-tp", "4", "--decode-tp", "8",
+		"--prompt-tokens", "1024", "--requests", "2", "--mode", "auto", "--json"}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = workerEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+	var res struct {
+		ByteMismatches int            `json:"byte_mismatches"`
+		DirectPlans    int            `json:"direct_plans"`
+		StagedPlans    int            `json:"staged_plans"`
+		Paths          map[string]int `json:"paths"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+	if res.ByteMismatches != 0 || res.StagedPlans != 0 || res.DirectPlans == 0 || res.Paths["mapped"] == 0 {
+		t.Fatalf("auto mode on the mapped path: %s", out)
+	}
+}

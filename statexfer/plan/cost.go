@@ -1,9 +1,12 @@
 package plan
 
 // CostModel estimates the time of a plan in direct and staged mode; Auto
-// picks the cheaper. The defaults are rough figures for one host (shared
-// memory transport, one-sided reads): tune them with measured numbers from
-// `hybridxfer bench transfer`.
+// picks the cheaper. The defaults are rough figures for UCX-posted reads
+// (one-sided on shared memory): tune them with measured numbers from
+// `hybridxfer bench transfer`. The decode session replaces PerReadNs with
+// what its peers report for the path they take (statexfer.CostFor; the UCX
+// mapped path: 50 ns), so that Auto does not stage reads that cost tens of
+// nanoseconds.
 type CostModel struct {
 	// PerReadNs is the fixed cost of one read descriptor (post, completion).
 	PerReadNs float64

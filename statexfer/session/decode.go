@@ -739,6 +739,14 @@ func (d *Decode) handshake(p *peer) {
 			p.remotes[r][pr] = rem
 		}
 	}
+	// Auto mode weighs staging against the reads of the path taken.
+	var all []*statexfer.Remote
+	for _, m := range p.remotes {
+		for _, rem := range m {
+			all = append(all, rem)
+		}
+	}
+	pl.Cost = statexfer.CostFor(pl.Cost, all)
 	// Heartbeats and aborts go to P rank 0 from the first hosted rank.
 	first := d.ranks[d.order[0]]
 	if rem := p.remotes[first.r][0]; rem != nil {

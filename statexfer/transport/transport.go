@@ -232,6 +232,15 @@ type PathCount struct {
 	Batches, Bytes uint64
 }
 
+// ReadCoster is implemented by peers that know what one read costs on the
+// path they take to a remote memory: ReadCostNs is the fixed cost in
+// nanoseconds of one read of m (posting, completion, per-read work), apart
+// from moving its bytes; ok false when the peer cannot say. The planner's
+// cost model weighs it against staging (plan.CostModel.PerReadNs).
+type ReadCoster interface {
+	ReadCostNs(m RemoteMemory) (ns float64, ok bool)
+}
+
 // PathCounter is implemented by transports that count their completed
 // batches by the path that served them (UCX: mapped, one-sided,
 // emulated; Inproc: inproc), for metrics read at scrape time.

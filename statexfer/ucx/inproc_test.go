@@ -585,3 +585,37 @@ func TestIdleModes(t *testing.T) {
 		}
 	}
 }
+
+// TestReadCost: a peer reports the mapped path's per-read cost for memory
+// it copies through the mapped path, and nothing for memory UCX's own gets
+// read (tcp: emulated; mapping turned off: one-sided).
+func TestReadCost(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		mapOff bool
+		ok     bool
+	}{
+		{"shm-mapped", Config{UCX: shmTLS()}, false, true},
+		{"shm-mapping-off", Config{UCX: shmTLS()}, true, false},
+		{"tcp", Config{UCX: tcpTLS()}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := newPair(t, tc.cfg)
+			r := importRemote(t, x.dp, alloc(t, x.P, 1<<16))
+			if tc.mapOff {
+				x.D.SetMapped(false)
+			}
+			var rc transport.ReadCoster = x.dp
+			ns, ok := rc.ReadCostNs(r)
+			if ok != tc.ok || (ok && ns != MappedReadNs) {
+				t.Fatalf("ReadCostNs = %v, %v; want ok %v (mapped: %v ns)", ns, ok, tc.ok, MappedReadNs)
+			}
+			// Memory of another peer is not this peer's to price.
+			other := newPair(t, tc.cfg)
+			if _, ok := rc.ReadCostNs(importRemote(t, other.dp, alloc(t, other.P, 1<<16))); ok {
+				t.Fatal("ReadCostNs priced another peer's memory")
+			}
+		})
+	}
+}

@@ -367,6 +367,25 @@ func (p *Peer) post(in []transport.Ranges, write bool) (*Batch, error) {
 	return b, nil
 }
 
+// MappedReadNs is the fixed cost of one read on the mapped path, as
+// ReadCostNs reports it: checking and posting a run costs 2-50 ns per read
+// (BenchmarkPostCost; bench transfer's post_ns_per_read 22-52 ns) and the
+// copy loop a few more, against about 500 ns per UCX-posted read
+// (plan.DefaultCost).
+const MappedReadNs = 50
+
+// ReadCostNs implements transport.ReadCoster: MappedReadNs for a remote
+// memory the mapped path copies (ucp_rkey_ptr mapped it and mapping is on),
+// unknown otherwise (UCX's own gets: one-sided or emulated, whose cost the
+// transport does not measure).
+func (p *Peer) ReadCostNs(m transport.RemoteMemory) (float64, bool) {
+	r, ok := m.(*Remote)
+	if !ok || r.p != p || r.mapped == nil || p.t.noMap.Load() {
+		return 0, false
+	}
+	return MappedReadNs, true
+}
+
 // rmaPath is the path UCX takes for gets/puts through this endpoint:
 // one-sided when the memory is reachable through shared memory (rkey_ptr
 // works, so UCX-allocated shm) and the endpoint has get protocols on shm
