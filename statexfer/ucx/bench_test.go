@@ -103,3 +103,54 @@ func scatterPerm(n int) []int {
 func scatteredPerm(dst *Memory, r *Remote, n int, size uint64) []transport.Op {
 	return scattered(dst, r, n, size, 99)
 }
+
+// BenchmarkMappedSmallReads reads 131072 scattered 2 KiB blocks of a 256
+// MiB region (gpt-oss-120b's read size) through ReadRanges on the mapped
+// path, next to copy() of the same ranges from the same mapped source
+// into the same destination: the per-read cost of the mapped path.
+func BenchmarkMappedSmallReads(b *testing.B) {
+	const n, size = 131072, 2 << 10
+	x := newPairB(b, Config{UCX: shmTLS()})
+	src := alloc(b, x.P, n*size)
+	fill(src.Bytes(), 1)
+	dst := alloc(b, x.D, n*size)
+	r := importRemote(b, x.dp, src)
+	ops := scatteredPerm(dst, r, n, size)
+	ranges := make([]transport.Range, n)
+	for i, op := range ops {
+		ranges[i] = transport.Range{LocalOff: op.LocalOff, RemoteOff: op.RemoteOff, Len: op.Len}
+	}
+	runs := []transport.Ranges{{Local: dst, Remote: r, Ranges: ranges}}
+	from, to := r.MappedBytes(), dst.Bytes()
+	if from == nil {
+		b.Skip("not mapped")
+	}
+	warm, err := x.dp.ReadRanges(runs) // faults in the mapping and dst
+	if err != nil {
+		b.Fatal(err)
+	}
+	wait(b, warm)
+	b.Run("memcpy", func(b *testing.B) {
+		b.SetBytes(n * size)
+		for b.Loop() {
+			for _, g := range ranges {
+				copy(to[g.LocalOff:g.LocalOff+g.Len], from[g.RemoteOff:g.RemoteOff+g.Len])
+			}
+		}
+	})
+	b.Run("mapped", func(b *testing.B) {
+		b.SetBytes(n * size)
+		for b.Loop() {
+			bt, err := x.dp.ReadRanges(runs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res := wait(b, bt); res.Err != nil {
+				b.Fatal(res.Err)
+			}
+			if bt.(*Batch).Path() != PathMapped {
+				b.Fatal("not mapped")
+			}
+		}
+	})
+}
