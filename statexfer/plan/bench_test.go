@@ -35,3 +35,26 @@ func BenchmarkPlan397B(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPlanPerRead: qwen3.5-27b 2 -> 4 at 32,768 tokens, decode rank 0
+// (the bench transfer row), reported per read.
+func BenchmarkPlanPerRead(b *testing.B) {
+	m, err := groups.Preset("qwen3.5-27b", groups.PresetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pl, req, err := Synthetic(m, groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 4}, 32768, 0, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var reads int
+	for b.Loop() {
+		p, err := pl.Plan(0, req, Direct)
+		if err != nil {
+			b.Fatal(err)
+		}
+		reads = p.NumReads()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(reads), "ns/read")
+	b.ReportMetric(float64(reads), "reads")
+}
