@@ -94,10 +94,10 @@ func optionSetIn(opts map[string]string, key string, lookup func(string) (string
 // segments (docs/transport.md). UCX's tcp transport takes its send and
 // receive buffers of this size from its memory pools.
 //
-// Both ends of a connection must agree: a receive segment smaller than the
-// peer's send segment fails the transfer. Every hybridxfer process uses
-// the same default; an operator who sets UCX_TCP_TX_SEG_SIZE or
-// UCX_TCP_RX_SEG_SIZE on one instance sets them on all.
+// UCX 1.13 does not negotiate segment sizes between peers, and mixed sizes
+// were not tested: every hybridxfer process uses the same default, and an
+// operator who sets UCX_TCP_TX_SEG_SIZE or UCX_TCP_RX_SEG_SIZE on one
+// instance should set them on all.
 const TCPSegSize = "1m"
 
 // tcpSegDefaults are the segment-size options to add to the Config's:
