@@ -67,53 +67,9 @@ func resolveOptions(opts map[string]string, lookup func(string) (string, bool)) 
 
 // optionSet reports whether key is set in opts or in the environment.
 func optionSet(opts map[string]string, key string) bool {
-	return optionSetIn(opts, key, os.LookupEnv)
-}
-
-// optionSetIn is optionSet with the environment's lookup given; a
-// transport option also counts when opts names it bare (ucp_config_modify's
-// form, "TX_SEG_SIZE" for "TCP_TX_SEG_SIZE").
-func optionSetIn(opts map[string]string, key string, lookup func(string) (string, bool)) bool {
 	if _, ok := opts[key]; ok {
 		return true
 	}
-	if bare := optionName(key); bare != key {
-		if _, ok := opts[bare]; ok {
-			return true
-		}
-	}
-	_, ok := lookup("UCX_" + key)
+	_, ok := os.LookupEnv("UCX_" + key)
 	return ok
-}
-
-// TCPSegSize is the tcp transport's segment size this package gives UCX
-// (TCP_TX_SEG_SIZE and TCP_RX_SEG_SIZE) unless the operator or the Config
-// set either. UCX 1.13's default, 8 KiB, returns an emulated get's data
-// (tcp has no RDMA) in 8 KiB active messages: measured on loopback, raw
-// gets then move 0.25-0.38 of one TCP stream, and 0.98-1.01 with 1 MiB
-// segments (docs/transport.md). UCX's tcp transport takes its send and
-// receive buffers of this size from its memory pools.
-//
-// UCX 1.13 does not negotiate segment sizes between peers, and mixed sizes
-// were not tested: every hybridxfer process uses the same default, and an
-// operator who sets UCX_TCP_TX_SEG_SIZE or UCX_TCP_RX_SEG_SIZE on one
-// instance should set them on all.
-const TCPSegSize = "1m"
-
-// tcpSegDefaults are the segment-size options to add to the Config's:
-// both at TCPSegSize when neither is set in opts or the environment, none
-// otherwise (UCX refuses a receive segment smaller than the send segment,
-// so the pair is the operator's once one of them is).
-func tcpSegDefaults(opts map[string]string, lookup func(string) (string, bool)) []ucxOption {
-	keys := []string{"TCP_TX_SEG_SIZE", "TCP_RX_SEG_SIZE"}
-	for _, k := range keys {
-		if optionSetIn(opts, k, lookup) {
-			return nil
-		}
-	}
-	out := make([]ucxOption, len(keys))
-	for i, k := range keys {
-		out[i] = ucxOption{Key: k, Name: optionName(k), Value: TCPSegSize}
-	}
-	return out
 }

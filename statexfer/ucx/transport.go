@@ -376,7 +376,6 @@ func (t *Transport) takeSpin() bool {
 // when it adds it.
 func (t *Transport) ucxOptions() []ucxOption {
 	opts, _ := resolveOptions(t.cfg.UCX, os.LookupEnv)
-	opts = append(opts, tcpSegDefaults(t.cfg.UCX, os.LookupEnv)...)
 	if _, bare := t.cfg.UCX["DIR"]; bare || optionSet(t.cfg.UCX, "POSIX_DIR") {
 		slog.Info("ucx: posix shared-memory directory chosen by the environment or Config; " +
 			"a killed process may leave ucx_shm_posix_* files there")
