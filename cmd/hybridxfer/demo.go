@@ -28,13 +28,13 @@ func demoCmd() *cobra.Command {
 		Use:   "demo [--keep-running] [--port P] [--prefill-instances N --decode-instances M]",
 		Short: "Proxy + prefill (tp 2) + decode (tp 4) processes; chat requests checked against the monolithic model",
 		Long: `demo starts a proxy, a prefill instance (tp 2) and a decode instance (tp 4, NHD, SD and
-cross-layer layouts) as separate processes on 127.0.0.1, talking over ZeroMQ (handshake) and UCX (state,
+cross-layer layouts, staged reads) as separate processes on 127.0.0.1, talking over ZeroMQ (handshake) and UCX (state,
 notifications). It sends a batch of chat requests (streaming and not) through the proxy with
 a plain HTTP client, checks every answer against the same reference model run monolithically
 in this process, prints a summary with a metrics excerpt, stops everything and exits 0 only
 if every answer matches. With --keep-running it prints the proxy URL and serves until
 interrupted. --prefill-instances and --decode-instances start more instances of each
-role behind the one proxy (mixed tp and layouts), e.g. a cluster for bench serve:
+role behind the one proxy (mixed tp, layouts and read modes), e.g. a cluster for bench serve:
 
   hybridxfer demo --prefill-instances 4 --decode-instances 4 --keep-running --port 8000`,
 		Args: cobra.NoArgs,

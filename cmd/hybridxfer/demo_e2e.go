@@ -139,8 +139,9 @@ type demoCluster struct {
 // demoShape is how many instances of each role the demo starts and their
 // tp: instance i of a role runs the role's tp when i is even and half of
 // it (at least 1) when odd, so several instances mix tp sizes; decode
-// instances with an even index use NHD, SD and cross-layer blocks, odd
-// ones the defaults (HND, DS, per-layer), so layouts mix too.
+// instances with an even index use NHD, SD and cross-layer blocks and
+// staged reads, odd ones the defaults (HND, DS, per-layer, auto: direct
+// reads on one host), so layouts and read modes mix too.
 type demoShape struct {
 	prefills, decodes int
 	pTP, dTP          int
@@ -277,7 +278,10 @@ func startDemoClusterOnce(ctx context.Context, model string, shape demoShape, se
 		c.decodes = append(c.decodes, u)
 		args := []string{"serve", "--role", "decode", "--model", model, "--tp", strconv.Itoa(shape.tp("decode", j)), "--port", strconv.Itoa(port), "--seed", s}
 		if j%2 == 0 {
-			args = append(args, "--layout", "NHD", "--conv-layout", "SD", "--block-layout", "cross-layer")
+			// Staged explicitly: on one host Auto reads directly (the
+			// mapped path prices a read at tens of nanoseconds), and the
+			// demo and the tests on it exercise both.
+			args = append(args, "--layout", "NHD", "--conv-layout", "SD", "--block-layout", "cross-layer", "--mode", "staged")
 		}
 		specs = append(specs, procSpec{name("decode", j, shape.decodes), u, slices.Concat(args, shape.discoveryArgs(), extra, dk)})
 	}
@@ -496,9 +500,9 @@ func runE2EDemo(ctx context.Context, out io.Writer, model string, shape demoShap
 	}
 	ref := refmodel.New(mini, seed)
 	if shape.prefills == 1 && shape.decodes == 1 {
-		fmt.Fprintf(out, "starting prefill (tp %d), decode (tp %d, NHD, SD, cross-layer blocks) and proxy for %s (reference miniature) on 127.0.0.1\n", shape.pTP, shape.dTP, model)
+		fmt.Fprintf(out, "starting prefill (tp %d), decode (tp %d, NHD, SD, cross-layer blocks, staged reads) and proxy for %s (reference miniature) on 127.0.0.1\n", shape.pTP, shape.dTP, model)
 	} else {
-		fmt.Fprintf(out, "starting %d prefill instances (tp %d and %d), %d decode instances (tp %d and %d, mixed layouts) and a proxy for %s (reference miniature) on 127.0.0.1\n",
+		fmt.Fprintf(out, "starting %d prefill instances (tp %d and %d), %d decode instances (tp %d and %d, mixed layouts and read modes) and a proxy for %s (reference miniature) on 127.0.0.1\n",
 			shape.prefills, shape.tp("prefill", 0), shape.tp("prefill", 1), shape.decodes, shape.tp("decode", 0), shape.tp("decode", 1), model)
 	}
 	t0 := time.Now()

@@ -97,8 +97,8 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 	// 64 requests in flight at once through the proxy (the demo's default
-	// layout: D in NHD/SD, reads shaped by the cost model, so staged and
-	// direct transfers overlap): every answer equals the monolithic one.
+	// layout: D in NHD/SD with staged reads): every answer equals the
+	// monolithic one.
 	const inFlight = 64
 	errs := make(chan error, inFlight)
 	for i := range inFlight {
