@@ -22,15 +22,7 @@ func TestVerifyUCXProcesses(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c[1]+"-tp"+c[3]+"-"+c[5], func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang guard
-			defer cancel()
 			args := append([]string{"verify", "--transport", "ucx", "--prompt-tokens", "700", "--requests", "3", "--json"}, c...)
-			cmd := exec.CommandContext(ctx, bin, args...)
-			cmd.Env = workerEnv()
-			out, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("%v: %v\n%s", args, err, out)
-			}
 			var res struct {
 				Transport           string `json:"transport"`
 				ByteMismatches      int    `json:"byte_mismatches"`
@@ -39,9 +31,7 @@ func TestVerifyUCXProcesses(t *testing.T) {
 				PrefillReleased     int    `json:"prefill_released"`
 				Requests            int    `json:"requests"`
 			}
-			if err := json.Unmarshal(out, &res); err != nil {
-				t.Fatalf("%v: %v\n%s", args, err, out)
-			}
+			out := runVerifyJSON(t, bin, args, &res)
 			if res.Transport != "ucx" || res.ByteMismatches != 0 || res.UntouchedViolations != 0 || res.BytesMoved == 0 || res.PrefillReleased != res.Requests {
 				t.Fatalf("%v: %s", args, out)
 			}
@@ -56,26 +46,35 @@ func TestVerifyUCXProcesses(t *testing.T) {
 // peers report (transport.ReadCoster) and reads directly, byte-exact.
 func TestVerifyUCXAutoReadsDirectOnMappedPath(t *testing.T) {
 	bin := buildCLI(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang guard
-	defer cancel()
 	args := []string{"verify", "--transport", "ucx", "--model", "gpt-oss-120b", "--prefill-tp", "4", "--decode-tp", "8",
 		"--prompt-tokens", "1024", "--requests", "2", "--mode", "auto", "--json"}
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = workerEnv()
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%v: %v\n%s", args, err, out)
-	}
 	var res struct {
 		ByteMismatches int            `json:"byte_mismatches"`
 		DirectPlans    int            `json:"direct_plans"`
 		StagedPlans    int            `json:"staged_plans"`
 		Paths          map[string]int `json:"paths"`
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("%v: %v\n%s", args, err, out)
-	}
+	out := runVerifyJSON(t, bin, args, &res)
 	if res.ByteMismatches != 0 || res.StagedPlans != 0 || res.DirectPlans == 0 || res.Paths["mapped"] == 0 {
 		t.Fatalf("auto mode on the mapped path: %s", out)
 	}
+}
+
+// runVerifyJSON runs bin with args (a verify --json command, worker
+// processes included) under a hang guard, fails the test when it fails,
+// decodes its JSON into res and returns the output.
+func runVerifyJSON(t *testing.T, bin string, args []string, res any) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang guard
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = workerEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+	if err := json.Unmarshal(out, res); err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+	return out
 }
