@@ -3,6 +3,7 @@ module github.com/hybridxfer/hybridxfer
 go 1.26.0
 
 require (
+	github.com/NVIDIA/go-nvml v0.13.4-1
 	github.com/ebitengine/purego v0.11.3
 	github.com/openai/openai-go/v3 v3.102.0
 	github.com/pebbe/zmq4 v1.4.0

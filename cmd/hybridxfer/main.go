@@ -20,7 +20,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(modelsCmd(), verifyCmd(), benchCmd(), demoCmd(), serveCmd(), proxyCmd(), workerCmd(), keysCmd(), inspectCmd())
+	root.AddCommand(modelsCmd(), verifyCmd(), benchCmd(), demoCmd(), serveCmd(), proxyCmd(), workerCmd(), keysCmd(), inspectCmd(), devicesCmd())
 	// Tools (verify, bench, demo, ...) log warnings and errors only, not
 	// every request's lifecycle; serve and proxy replace this with their
 	// --log-format/--log-level/--log-sample logger.
