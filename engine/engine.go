@@ -69,6 +69,11 @@ type Config struct {
 	LeaseTTL     time.Duration
 	Handoff      backend.Handoff
 	StagingBytes int64
+	// Memory is where the ranks' caches live and the engine that runs the
+	// transfer kernels (zero: host memory, the CPU engine). The reference
+	// model computes on host memory: a cache without a host view is
+	// refused.
+	Memory statexfer.MemoryConfig
 	// BootID is this incarnation's id (default: random).
 	BootID string
 	// Bidirectional turns on D -> P reads for multi-turn conversations
@@ -160,6 +165,9 @@ func (c *Config) defaults() error {
 	}
 	if c.StagingBytes == 0 {
 		c.StagingBytes = defaultStagingBytes
+	}
+	if !c.Memory.Kind.IsHost() {
+		return fmt.Errorf("%w: memory kind %s: the reference model computes on host memory", backend.ErrBadRequest, c.Memory.Kind)
 	}
 	if c.MaxModelLen == 0 {
 		c.MaxModelLen = 8192
@@ -328,8 +336,8 @@ func New(cfg Config) (*Engine, error) {
 		return e, nil
 	}
 	pc := session.PrefillConfig{EngineID: cfg.EngineID, BootID: cfg.BootID, Side: side,
-		StagingBytes: cfg.StagingBytes, Transports: e.recordTransports(cfg.Transports), Holds: engineHolds{e}, Log: cfg.Log, Now: cfg.Now}
-	dc := session.DecodeConfig{EngineID: cfg.EngineID, Model: mini, Side: side, StagingBytes: cfg.StagingBytes,
+		StagingBytes: cfg.StagingBytes, Memory: cfg.Memory, Transports: e.recordTransports(cfg.Transports), Holds: engineHolds{e}, Log: cfg.Log, Now: cfg.Now}
+	dc := session.DecodeConfig{EngineID: cfg.EngineID, Model: mini, Side: side, StagingBytes: cfg.StagingBytes, Memory: cfg.Memory,
 		Transports: e.recordTransports(cfg.Transports), TransferTimeout: cfg.TransferTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
 		Fetch: func(ctx context.Context, host string, port int) (session.Handshake, error) {
 			return cfg.Fetch(ctx, host, port, e.compat, e.summary)

@@ -37,6 +37,24 @@ type Engine interface {
 	Close() error
 }
 
+// HostMapper is implemented by engines that can run kernels on host memory
+// they did not allocate: the CPU engine on any []byte; a device engine on
+// host memory it registers for its DMA (page-locked), what host staging of
+// device caches copies through. The buffer does not own p: Free forgets it.
+type HostMapper interface {
+	MapHost(p []byte) (Buffer, error)
+}
+
+// HostKernels is implemented by engines that run the kernels on host memory
+// directly, with no Buffer per call: the CPU engine, whose Copy and
+// Transpose on mapped host memory are these calls. The executor uses it
+// when both regions of a step are host memory, so the CPU path builds no
+// wrappers.
+type HostKernels interface {
+	CopyHost(dst, src []byte, ops []CopyOp) error
+	TransposeHost(dst, src []byte, t Transpose) error
+}
+
 // Default returns the CPU engine.
 func Default() Engine { return NewCPU() }
 
@@ -46,7 +64,11 @@ type CPU struct {
 	closed atomic.Bool
 }
 
-var _ Engine = (*CPU)(nil)
+var (
+	_ Engine      = (*CPU)(nil)
+	_ HostMapper  = (*CPU)(nil)
+	_ HostKernels = (*CPU)(nil)
+)
 
 // NewCPU returns a CPU engine.
 func NewCPU() *CPU { return &CPU{} }
@@ -73,6 +95,30 @@ func (e *CPU) Alloc(n int64) (Buffer, error) {
 
 // Wrap returns a buffer of e over p without copying it.
 func (e *CPU) Wrap(p []byte) *CPUBuffer { return &CPUBuffer{eng: e, b: p} }
+
+// MapHost implements HostMapper: Wrap.
+func (e *CPU) MapHost(p []byte) (Buffer, error) {
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	return e.Wrap(p), nil
+}
+
+// CopyHost implements HostKernels: Copy on host memory.
+func (e *CPU) CopyHost(dst, src []byte, ops []CopyOp) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	return Copy(dst, src, ops)
+}
+
+// TransposeHost implements HostKernels: RunTranspose on host memory.
+func (e *CPU) TransposeHost(dst, src []byte, t Transpose) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	return RunTranspose(dst, src, t)
+}
 
 // Copy implements Engine.
 func (e *CPU) Copy(dst, src Buffer, ops []CopyOp) error {

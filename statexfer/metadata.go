@@ -10,8 +10,10 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// MetadataVersion is the version of the RankMeta encoding.
-const MetadataVersion = 3
+// MetadataVersion is the version of the RankMeta encoding. Version 4:
+// regions carry their memory kind, and cache regions of a rank that stages
+// through host memory carry no key (they are not registered).
+const MetadataVersion = 4
 
 // ProtocolVersion enters the compatibility hash: P and D of different
 // protocol versions refuse each other. Version 2: grants, transfer ids,
@@ -37,12 +39,19 @@ type RegionMeta struct {
 	Key       []byte `msgpack:"k"`
 	Stride    int64  `msgpack:"st"` // page stride (0 for staging)
 	NumBlocks int    `msgpack:"nb"` // blocks (0 for staging)
+	// Kind is the memory the region lives in (host by default).
+	Kind transport.MemKind `msgpack:"mk"`
 }
 
 // Desc is the region's transport descriptor.
 func (r *RegionMeta) Desc() transport.MemDesc {
-	return transport.MemDesc{Addr: r.Addr, Len: r.Len, Key: r.Key}
+	return transport.MemDesc{Addr: r.Addr, Len: r.Len, Key: r.Key, Kind: r.Kind}
 }
+
+// Registered reports whether peers can read the region: it has a key. A
+// rank that stages through host memory publishes its cache regions (their
+// sizes and kinds) without keys, and only its staging buffer is readable.
+func (r *RegionMeta) Registered() bool { return len(r.Key) > 0 }
 
 // GroupMeta is what a rank says of one KV cache group.
 type GroupMeta struct {
@@ -129,11 +138,29 @@ func (m *RankMeta) sane() error {
 		if r.Len == 0 || r.Stride < 0 || r.NumBlocks < 0 || (r.Pool != plan.StagingPool && (r.Pool < 0 || r.Slot < 0)) {
 			return bad("region %d: %+v", i, r)
 		}
+		if err := r.Kind.Valid(); err != nil {
+			return bad("region %d: %v", i, err)
+		}
+		if r.Pool == plan.StagingPool && !r.Registered() {
+			return bad("region %d: staging buffer without a key", i)
+		}
 		if r.Pool != plan.StagingPool && uint64(r.Stride)*uint64(r.NumBlocks) > r.Len {
 			return bad("region %d: %d blocks of %d bytes exceed its %d bytes", i, r.NumBlocks, r.Stride, r.Len)
 		}
 	}
 	return nil
+}
+
+// Direct reports whether D can read the rank's cache directly: every cache
+// region is registered. When it is not (the rank stages through host
+// memory), the reason says so, and only staged plans can read from it.
+func (m *RankMeta) Direct() (ok bool, reason string) {
+	for _, r := range m.Regions {
+		if r.Pool != plan.StagingPool && !r.Registered() {
+			return false, fmt.Sprintf("prefill rank %d stages through host memory (its %s cache is not registered for remote reads)", m.Rank, r.Kind)
+		}
+	}
+	return true, ""
 }
 
 // Region returns the region (pool, slot), or nil.

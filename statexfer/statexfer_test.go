@@ -99,7 +99,7 @@ func testLocal(t *testing.T, tp, rank int) (*Local, transport.Transport) {
 	}
 	tr := transport.NewInproc(transport.Handlers{})
 	t.Cleanup(func() { tr.Close() })
-	l, err := NewLocal(tr, g, []int{5}, 1024)
+	l, err := NewLocal(tr, g, []int{5}, 1024, MemoryConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestRankMetaRoundTripAndChecks(t *testing.T) {
 	}
 	tr2 := transport.NewInproc(transport.Handlers{})
 	t.Cleanup(func() { tr2.Close() })
-	lc, err := NewLocal(tr2, cross, []int{5}, 0)
+	lc, err := NewLocal(tr2, cross, []int{5}, 0, MemoryConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func fzRealMetas(f *testing.F) []statexfer.RankMeta {
 		}
 		tr := transport.NewInproc(transport.Handlers{})
 		f.Cleanup(func() { tr.Close() })
-		l, err := statexfer.NewLocal(tr, g, []int{4}, 1024)
+		l, err := statexfer.NewLocal(tr, g, []int{4}, 1024, statexfer.MemoryConfig{})
 		if err != nil {
 			f.Fatal(err)
 		}

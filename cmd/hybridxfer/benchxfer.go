@@ -496,7 +496,7 @@ func (s *benchSources) source(rem *statexfer.Remote, r plan.Region) ([]byte, err
 		return b, nil
 	}
 	n := rem.Meta.Region(r).Len
-	m, err := s.tr.Alloc(int(n)) // transport memory, like the transfer's; pages touched by Alloc
+	m, err := s.tr.Alloc(int(n), transport.HostMemory) // transport memory, like the transfer's; pages touched by Alloc
 	if err != nil {
 		return nil, fmt.Errorf("memcpy baseline: mirror of %d bytes: %w", n, err)
 	}

@@ -38,6 +38,7 @@ type jobSpec struct {
 	Mode         string                `json:"mode"`
 	HitPercent   int                   `json:"hit_percent,omitempty"`
 	Exact        bool                  `json:"exact,omitempty"`
+	Memory       memoryFlags           `json:"memory,omitempty"`
 }
 
 func newJobSpec(cfg verify.Config) (jobSpec, error) {
@@ -46,7 +47,7 @@ func newJobSpec(cfg verify.Config) (jobSpec, error) {
 		return jobSpec{}, err
 	}
 	return jobSpec{Model: mj, P: cfg.P, DCfg: cfg.D, PromptTokens: cfg.PromptTokens, Requests: cfg.Requests, Seed: cfg.Seed, Mode: cfg.Mode.String(),
-		HitPercent: cfg.HitPercent, Exact: cfg.Exact}, nil
+		HitPercent: cfg.HitPercent, Exact: cfg.Exact, Memory: memoryFlagsOf(cfg.Memory)}, nil
 }
 
 func (s jobSpec) config() (verify.Config, error) {
@@ -58,8 +59,12 @@ func (s jobSpec) config() (verify.Config, error) {
 	if err != nil {
 		return verify.Config{}, err
 	}
+	mc, err := s.Memory.config()
+	if err != nil {
+		return verify.Config{}, err
+	}
 	return verify.Config{Model: m, P: s.P, D: s.DCfg, PromptTokens: s.PromptTokens, Requests: s.Requests, Seed: s.Seed, Mode: md,
-		HitPercent: s.HitPercent, Exact: s.Exact}, nil
+		HitPercent: s.HitPercent, Exact: s.Exact, Memory: mc}, nil
 }
 
 // workerSpec is the first line a worker reads.

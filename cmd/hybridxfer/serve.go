@@ -145,6 +145,7 @@ type serveOptions struct {
 	heartbeat                 time.Duration
 	maxModelLen               int
 	stagingBytes              int64
+	mem                       memoryFlags
 	dropNotify                float64
 	handoff, policy, mode     string
 	ux                        ucxFlags
@@ -298,6 +299,13 @@ can mint params.`,
 			if err != nil {
 				return err
 			}
+			memCfg, err := o.mem.config()
+			if err != nil {
+				return err
+			}
+			if memCfg.Engine != nil {
+				defer memCfg.Engine.Close()
+			}
 			// One engine per data-parallel rank this process runs, each with
 			// its own HTTP port (port+r), handshake port (handshake-port+r),
 			// metrics and engine id.
@@ -315,7 +323,7 @@ can mint params.`,
 				}
 				cfg := engine.Config{Role: backend.Role(o.role), EngineID: id, DPRank: dp, Model: m, Seed: o.seed, Instance: ic, NumBlocks: o.numBlocks, MambaCacheMode: cacheMode,
 					Host: o.host, LeaseTTL: o.leaseTTL, Handoff: backend.Handoff(o.handoff), TransferTimeout: o.xferTimeout, FailurePolicy: o.policy, Mode: md,
-					HeartbeatInterval: o.heartbeat, MaxModelLen: o.maxModelLen, StagingBytes: o.stagingBytes, ClusterKey: key,
+					HeartbeatInterval: o.heartbeat, MaxModelLen: o.maxModelLen, StagingBytes: o.stagingBytes, Memory: memCfg, ClusterKey: key,
 					Bidirectional: o.bidirectional, ConversationTTL: o.conversationTTL,
 					Transports: func(r int, h transport.Handlers) (transport.Transport, error) {
 						c := uc
@@ -390,6 +398,7 @@ can mint params.`,
 	f.DurationVar(&o.heartbeat, "heartbeat-interval", time.Second, "decode: heartbeat interval for requests being loaded (extends the prefill lease; a prefill silent for 5 intervals is declared failed)")
 	f.IntVar(&o.maxModelLen, "max-model-len", 8192, "prompt + max_tokens above this are refused with 400")
 	f.Int64Var(&o.stagingBytes, "staging-bytes", 64<<20, "per rank staging pool (prefill: gathers; decode: scratch), split into per-request ranges")
+	o.mem.add(f)
 	f.Float64Var(&o.dropNotify, "fault-drop-notify", 0, "testing: lose this share (0..1) of the control messages every rank sends")
 	_ = f.MarkHidden("fault-drop-notify")
 	f.StringVar(&o.handoff, "handoff", string(backend.DecodeComputesLast), "prefill: decode-computes-last or prefill-samples-first")

@@ -75,6 +75,7 @@ func verifyCmd() *cobra.Command {
 		requests int
 		seed     uint64
 		mode     string
+		mem      memoryFlags
 		asJSON   bool
 		tport    string
 		ux       ucxFlags
@@ -122,6 +123,11 @@ byte_mismatches and untouched_violations are both zero.`,
 				return err
 			}
 			if check == "model" {
+				for _, name := range []string{"memory-kind", "staging"} {
+					if cmd.Flags().Changed(name) {
+						return fmt.Errorf("%w --%s: --check model runs the reference engines on host memory; use --check state", errFlag, name)
+					}
+				}
 				if !cmd.Flags().Changed("prompt-tokens") {
 					tokens = 64 // the reference model attends over every position: keep its default prompts short
 				}
@@ -138,7 +144,14 @@ byte_mismatches and untouched_violations are both zero.`,
 				return fmt.Errorf("--check %q (want state or model)", check)
 			}
 			start := time.Now()
-			cfg := verify.Config{Model: m, P: pc, D: dc, PromptTokens: tokens, Requests: requests, Seed: seed, Mode: md}
+			memCfg, err := mem.config()
+			if err != nil {
+				return err
+			}
+			if memCfg.Engine != nil {
+				defer memCfg.Engine.Close()
+			}
+			cfg := verify.Config{Model: m, P: pc, D: dc, PromptTokens: tokens, Requests: requests, Seed: seed, Mode: md, Memory: memCfg}
 			var res *verify.Result
 			// The ucx run moves requests in worker processes: no bar.
 			steps := map[string]int{"inproc": requests, "memory": dc.TP * requests}[tport]
@@ -191,6 +204,7 @@ byte_mismatches and untouched_violations are both zero.`,
 	c.Flags().IntVar(&requests, "requests", 4, "number of requests")
 	c.Flags().Uint64Var(&seed, "seed", 1, "seed for lengths, block ids, prefix hits and contents")
 	c.Flags().StringVar(&mode, "mode", "auto", "read shaping: direct, staged or auto (cost model)")
+	mem.add(c.Flags())
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	c.Flags().StringVar(&tport, "transport", "inproc", "inproc: every rank in this process over the in-process transport; ucx: each rank its own process, ZeroMQ handshake and UCX reads on 127.0.0.1")
 	c.Flags().StringVar(&check, "check", "state", "state: byte-exact state transfer with the coordinate pattern; model: prefill and decode engines running the reference model, answers and final states compared with the monolithic run")

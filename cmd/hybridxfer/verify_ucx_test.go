@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,6 +58,38 @@ func TestVerifyUCXAutoReadsDirectOnMappedPath(t *testing.T) {
 	out := runVerifyJSON(t, bin, args, &res)
 	if res.ByteMismatches != 0 || res.StagedPlans != 0 || res.DirectPlans == 0 || res.Paths["mapped"] == 0 {
 		t.Fatalf("auto mode on the mapped path: %s", out)
+	}
+}
+
+// verify --staging host over UCX with every rank its own process: P's
+// caches are not registered (only its staging buffers are), D's session
+// learns it from the handshake, so even Auto on the mapped path (which
+// reads directly when it can, the test above) stages every plan, and D
+// ends byte-exact with every request released on P.
+func TestVerifyUCXHostStaging(t *testing.T) {
+	bin := buildCLI(t)
+	args := []string{"verify", "--transport", "ucx", "--model", "gpt-oss-120b", "--prefill-tp", "4", "--decode-tp", "8",
+		"--prompt-tokens", "1024", "--requests", "2", "--mode", "auto", "--staging", "host", "--json"}
+	var res struct {
+		ByteMismatches  int            `json:"byte_mismatches"`
+		Untouched       int            `json:"untouched_violations"`
+		DirectPlans     int            `json:"direct_plans"`
+		StagedPlans     int            `json:"staged_plans"`
+		PrefillReleased int            `json:"prefill_released"`
+		Paths           map[string]int `json:"paths"`
+	}
+	out := runVerifyJSON(t, bin, args, &res)
+	if res.ByteMismatches != 0 || res.Untouched != 0 || res.DirectPlans != 0 || res.StagedPlans != 2*8 || res.PrefillReleased != 2 {
+		t.Fatalf("host staging: %s", out)
+	}
+	// A device cache is refused up front with what is missing (here: no
+	// CUDA driver; on a GPU host: the in-process backend moves host memory
+	// only), never run on host memory instead.
+	cmd := exec.Command(bin, "verify", "--model", "qwen3.5-0.8b", "--prefill-tp", "1", "--decode-tp", "1", "--requests", "1",
+		"--transport", "inproc", "--memory-kind", "device:0")
+	cmd.Env = workerEnv()
+	if msg, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(msg), "device:0") {
+		t.Fatalf("--memory-kind device:0: %v\n%s", err, msg)
 	}
 }
 

@@ -192,6 +192,7 @@ var layers = map[string][]string{
 	"hma":                               {"groups", "specdec"},
 	"kernels":                           {},
 	"kernels/cuda":                      {"kernels"},
+	"kernels/nvml":                      {},
 	"kernels/kerneltest":                {"kernels"},
 	"internal/baseline":                 {"kernels"},
 	"internal/hostmem":                  {},
@@ -204,14 +205,14 @@ var layers = map[string][]string{
 	"statexfer/transport/transporttest": {"statexfer/transport"},
 	"statexfer/grant":                   {},
 	"statexfer/plan":                    {"groups", "kernels"},
-	"statexfer":                         {"groups", "statexfer/plan", "statexfer/transport"},
+	"statexfer":                         {"groups", "kernels", "statexfer/plan", "statexfer/transport"},
 	"statexfer/session":                 {"groups", "hma", "specdec", "kernels", "internal/", "statexfer", "statexfer/plan", "statexfer/transport"},
 	"statexfer/ucx":                     {"kernels", "statexfer/transport"},
 	"statexfer/zmqchan":                 {"internal/ratelog"},
 	// verify: the pattern check over the session, and the model check
 	// (model.go) over two engines; grant for the token chain's block
 	// (what a conversation export covers, ExportCovers).
-	"statexfer/verify": {"groups", "oracle", "oracle/", "statexfer", "statexfer/grant", "statexfer/plan", "statexfer/session", "statexfer/transport",
+	"statexfer/verify": {"groups", "kernels", "oracle", "oracle/", "statexfer", "statexfer/grant", "statexfer/plan", "statexfer/session", "statexfer/transport",
 		"backend", "hma", "engine", "tokenizer"},
 	// backend is the contract between the API and the engine: no HTTP.
 	"backend": {},

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/kernels"
 	"github.com/hybridxfer/hybridxfer/oracle/refmodel"
 	"github.com/hybridxfer/hybridxfer/proptest"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
@@ -121,7 +122,7 @@ func (c disaggCase) byPlanner(t tb, mode plan.Mode) {
 		if err != nil {
 			t.Fatalf("%v: plan for D rank %d: %v", c, r, err)
 		}
-		if err := plan.Execute(pl, p.mems, d.mems[r]); err != nil {
+		if err := plan.Execute(kernels.Default(), pl, p.mems, d.mems[r]); err != nil {
 			t.Fatalf("%v: execute for D rank %d: %v", c, r, err)
 		}
 	}

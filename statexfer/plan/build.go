@@ -14,6 +14,10 @@ type Planner struct {
 	P, D *Side
 	// Cost decides Auto mode.
 	Cost CostModel
+	// NoDirect, when set, says why D cannot read P's cache directly (one
+	// side stages through host memory, or P's cache is memory D's
+	// transport cannot read): Auto stages, Direct is refused.
+	NoDirect string
 	// targets[d]: P ranks D rank d notifies; consumers[p]: notifications P rank p expects.
 	targets   [][]int
 	consumers []int
@@ -84,11 +88,16 @@ func (pl *Planner) Plan(d int, req *Request, mode Mode) (*Plan, error) {
 				ErrIncompatible, d, r.Rank, b.nlo, b.nhi)
 		}
 	}
-	if mode == Auto {
+	switch {
+	case mode == Auto && pl.NoDirect != "":
+		mode = Staged
+	case mode == Auto:
 		mode = Direct
 		if pl.Cost.PreferStaged(p) {
 			mode = Staged
 		}
+	case mode == Direct && pl.NoDirect != "" && len(p.Remotes) > 0:
+		return nil, fmt.Errorf("%w: direct mode: %s; use staged or auto", ErrBadRequest, pl.NoDirect)
 	}
 	p.Mode = mode
 	if mode == Staged {

@@ -1,6 +1,8 @@
 package plan
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/hybridxfer/hybridxfer/groups"
@@ -47,5 +49,32 @@ func TestCostPerReadDecidesAuto(t *testing.T) {
 					tc.model, tc.p, tc.d, c.name, c.cost.PerReadNs, p.NumReads(), p.Bytes(), got, c.staged)
 			}
 		}
+	}
+}
+
+// NoDirect (a side stages through host memory) makes Auto stage plans the
+// cost model would read directly, and refuses Direct with the reason.
+func TestNoDirectForcesStaging(t *testing.T) {
+	m, err := groups.Preset("qwen3.5-27b", groups.PresetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, req, err := Synthetic(m, groups.InstanceConfig{TP: 2}, groups.InstanceConfig{TP: 4}, 4096, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := pl.Plan(0, req, Auto); err != nil || p.Mode != Direct {
+		t.Fatalf("auto without NoDirect: %v %v, want direct (the case this test turns)", err, p)
+	}
+	pl.NoDirect = "prefill rank 0 stages through host memory"
+	p, err := pl.Plan(0, req, Auto)
+	if err != nil || p.Mode != Staged || p.Remotes[0].Reads[0].Remote != Staging {
+		t.Fatalf("auto with NoDirect: %v, mode %v", err, p)
+	}
+	if _, err := pl.Plan(0, req, Direct); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), pl.NoDirect) {
+		t.Fatalf("direct with NoDirect: %v", err)
+	}
+	if p, err := pl.Plan(1, req, Staged); err != nil || p.Mode != Staged {
+		t.Fatalf("staged with NoDirect: %v", err)
 	}
 }

@@ -2,18 +2,35 @@ package plan
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/hybridxfer/hybridxfer/groups"
 	"github.com/hybridxfer/hybridxfer/kernels"
 )
 
-// RankMemory is one rank's cache memory as Go byte slices: per pool, per
-// region (a layer slot, or the whole pool cross-layer), NumBlocks blocks of
-// the pool's BlockStride bytes; plus a staging buffer. It is what the
-// in-process executor moves bytes between.
+// RankMemory is one rank's cache memory: per pool, per region (a layer
+// slot, or the whole pool cross-layer), NumBlocks blocks of the pool's
+// BlockStride bytes; plus a staging buffer. Pools and Staging are the host
+// views as Go byte slices; a region without one (nil: device memory) has
+// an engine buffer in Bufs. It is what the executor moves bytes between,
+// through a kernels.Engine.
 type RankMemory struct {
 	Pools   [][][]byte
 	Staging []byte
+	// Bufs holds the regions that live in an engine's memory without a
+	// host view (device caches), by region.
+	Bufs map[Region]kernels.Buffer
+
+	mu     sync.Mutex
+	mapped map[Region]mappedBuf // host regions mapped into a non-CPU engine
+}
+
+// mappedBuf is a host region mapped into an engine (kernels.HostMapper),
+// valid while the region's bytes are the same.
+type mappedBuf struct {
+	base *byte
+	n    int
+	buf  kernels.Buffer
 }
 
 // NewRankMemory allocates rank memory for g with numBlocks blocks per pool.
@@ -28,7 +45,7 @@ func NewRankMemory(g *groups.Geometry, numBlocks []int) *RankMemory {
 	return m
 }
 
-// Region returns the bytes of r.
+// Region returns the host bytes of r (nil when r has no host view).
 func (m *RankMemory) Region(r Region) []byte {
 	if r.Pool == StagingPool {
 		return m.Staging
@@ -43,9 +60,77 @@ func (m *RankMemory) EnsureStaging(n int64) {
 	}
 }
 
-// Execute runs plan p in process: P ranks' gathers on pMem, the reads from
-// pMem into dMem, then D's post steps, with the CPU kernels.
-func Execute(p *Plan, pMem []*RankMemory, dMem *RankMemory) error {
+// buffer returns region r as a buffer of e: its engine buffer, or its host
+// bytes mapped into e (once per region and backing array).
+func (m *RankMemory) buffer(e kernels.Engine, r Region) (kernels.Buffer, error) {
+	if b, ok := m.Bufs[r]; ok {
+		return b, nil
+	}
+	host := m.Region(r)
+	if len(host) == 0 {
+		return nil, fmt.Errorf("%w: region %s has no memory", ErrBadRequest, r)
+	}
+	hm, ok := e.(kernels.HostMapper)
+	if !ok {
+		return nil, fmt.Errorf("%w: region %s is host memory and engine %s cannot use host memory", ErrBadRequest, r, e.Name())
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if mb, ok := m.mapped[r]; ok && mb.base == &host[0] && mb.n == len(host) {
+		return mb.buf, nil
+	}
+	b, err := hm.MapHost(host)
+	if err != nil {
+		return nil, fmt.Errorf("map region %s into engine %s: %w", r, e.Name(), err)
+	}
+	if m.mapped == nil {
+		m.mapped = map[Region]mappedBuf{}
+	}
+	m.mapped[r] = mappedBuf{base: &host[0], n: len(host), buf: b}
+	return b, nil
+}
+
+// Unmap forgets the host regions mapped into an engine (call before the
+// memory is released).
+func (m *RankMemory) Unmap() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, mb := range m.mapped {
+		mb.buf.Free()
+	}
+	m.mapped = nil
+}
+
+// kernel runs copy ops (or, with t set, one transpose) from region sr of
+// sm to region dr of dm with e: on the host views directly when both have
+// one and e runs host kernels (the CPU engine), else on e's buffers.
+// queued reports whether e may still be running it (Sync before use).
+func kernel(e kernels.Engine, dm *RankMemory, dr Region, sm *RankMemory, sr Region, ops []kernels.CopyOp, t *kernels.Transpose) (queued bool, err error) {
+	if hk, ok := e.(kernels.HostKernels); ok {
+		if d, s := dm.Region(dr), sm.Region(sr); d != nil && s != nil && dm.Bufs[dr] == nil && sm.Bufs[sr] == nil {
+			if t != nil {
+				return false, hk.TransposeHost(d, s, *t)
+			}
+			return false, hk.CopyHost(d, s, ops)
+		}
+	}
+	d, err := dm.buffer(e, dr)
+	if err != nil {
+		return false, err
+	}
+	s, err := sm.buffer(e, sr)
+	if err != nil {
+		return false, err
+	}
+	if t != nil {
+		return true, e.Transpose(d, s, *t)
+	}
+	return true, e.Copy(d, s, ops)
+}
+
+// Execute runs plan p in process with engine e: P ranks' gathers on pMem,
+// the reads from pMem into dMem, then D's post steps.
+func Execute(e kernels.Engine, p *Plan, pMem []*RankMemory, dMem *RankMemory) error {
 	dMem.EnsureStaging(p.ScratchBytes)
 	for i := range p.Remotes {
 		rp := &p.Remotes[i]
@@ -54,14 +139,14 @@ func Execute(p *Plan, pMem []*RankMemory, dMem *RankMemory) error {
 		}
 		src := pMem[rp.Rank]
 		src.EnsureStaging(rp.StagingBytes)
-		if err := RunSteps(src, rp.Gather); err != nil {
+		if err := RunSteps(e, src, rp.Gather); err != nil {
 			return fmt.Errorf("gather on prefill rank %d: %w", rp.Rank, err)
 		}
-		if err := runReads(src, dMem, rp.Reads); err != nil {
+		if err := runReads(e, src, dMem, rp.Reads); err != nil {
 			return fmt.Errorf("reads from prefill rank %d: %w", rp.Rank, err)
 		}
 	}
-	if err := RunSteps(dMem, p.Post); err != nil {
+	if err := RunSteps(e, dMem, p.Post); err != nil {
 		return fmt.Errorf("post-processing on decode rank %d: %w", p.DRank, err)
 	}
 	return nil
@@ -69,32 +154,43 @@ func Execute(p *Plan, pMem []*RankMemory, dMem *RankMemory) error {
 
 // runReads copies reads from one rank's memory to another's, batching
 // consecutive reads between the same two regions into one kernel call.
-func runReads(src, dst *RankMemory, rs []Read) error {
+func runReads(e kernels.Engine, src, dst *RankMemory, rs []Read) error {
 	var ops []kernels.CopyOp
+	queued := false
 	for i := 0; i < len(rs); {
 		j := i
 		ops = ops[:0]
 		for ; j < len(rs) && rs[j].Remote == rs[i].Remote && rs[j].Local == rs[i].Local; j++ {
 			ops = append(ops, kernels.CopyOp{Dst: rs[j].LocalOff, Src: rs[j].RemoteOff, Len: rs[j].Len})
 		}
-		if err := kernels.Copy(dst.Region(rs[i].Local), src.Region(rs[i].Remote), ops); err != nil {
+		q, err := kernel(e, dst, rs[i].Local, src, rs[i].Remote, ops, nil)
+		if err != nil {
 			return err
 		}
+		queued = queued || q
 		i = j
+	}
+	if queued {
+		return e.Sync()
 	}
 	return nil
 }
 
-// RunSteps runs local steps in order on one rank's memory.
-func RunSteps(m *RankMemory, steps []Step) error {
+// RunSteps runs local steps in order on one rank's memory with engine e,
+// and waits for them (Sync) when e ran any asynchronously: the steps'
+// results are in memory when it returns.
+func RunSteps(e kernels.Engine, m *RankMemory, steps []Step) error {
 	var ops []kernels.CopyOp
+	queued := false
 	for i := 0; i < len(steps); {
 		s := steps[i]
 		if s.Kind == StepTranspose {
 			t := kernels.Transpose{Batches: 1, Rows: s.Rows, Cols: s.Cols, ItemBytes: s.ItemBytes, SrcOff: s.SrcOff, DstOff: s.DstOff}
-			if err := kernels.RunTranspose(m.Region(s.Dst), m.Region(s.Src), t); err != nil {
+			q, err := kernel(e, m, s.Dst, m, s.Src, nil, &t)
+			if err != nil {
 				return err
 			}
+			queued = queued || q
 			i++
 			continue
 		}
@@ -103,10 +199,15 @@ func RunSteps(m *RankMemory, steps []Step) error {
 		for ; j < len(steps) && steps[j].Kind == StepCopy && steps[j].Src == s.Src && steps[j].Dst == s.Dst; j++ {
 			ops = append(ops, kernels.CopyOp{Dst: steps[j].DstOff, Src: steps[j].SrcOff, Len: steps[j].Len})
 		}
-		if err := kernels.Copy(m.Region(s.Dst), m.Region(s.Src), ops); err != nil {
+		q, err := kernel(e, m, s.Dst, m, s.Src, ops, nil)
+		if err != nil {
 			return err
 		}
+		queued = queued || q
 		i = j
+	}
+	if queued {
+		return e.Sync()
 	}
 	return nil
 }

@@ -34,7 +34,7 @@ func NewBidirectional(pc PrefillConfig, dc DecodeConfig) (*Prefill, *Decode, err
 	if err != nil {
 		return nil, nil, err
 	}
-	h, err := openHosted("bidirectional", pc.Ranks, pc.Side, pc.StagingBytes, pc.Transports, func(ep *endpoint) transport.Handlers {
+	h, err := openHosted("bidirectional", pc.Ranks, pc.Side, pc.StagingBytes, pc.Memory, pc.Transports, func(ep *endpoint) transport.Handlers {
 		pr, dr := p.attach(ep), d.attach(ep)
 		return transport.Handlers{
 			Notify: func(from transport.PeerID, msg []byte) {

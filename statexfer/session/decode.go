@@ -49,8 +49,11 @@ type DecodeConfig struct {
 	// StagingBytes is each hosted rank's scratch pool (staged reads and
 	// layout conversions land there).
 	StagingBytes int64
-	Transports   TransportFactory
-	Fetch        Fetcher
+	// Memory is where the ranks' memory lives and the engine that runs
+	// their post-steps (zero: host memory, the CPU engine).
+	Memory     statexfer.MemoryConfig
+	Transports TransportFactory
+	Fetch      Fetcher
 	// HandshakeTimeout bounds one handshake (default 10 s).
 	HandshakeTimeout time.Duration
 	// TransferTimeout bounds one load (default 30 s).
@@ -141,7 +144,7 @@ func NewDecode(cfg DecodeConfig) (*Decode, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := openHosted("decode", d.cfg.Ranks, d.cfg.Side, d.cfg.StagingBytes, d.cfg.Transports, func(ep *endpoint) transport.Handlers {
+	h, err := openHosted("decode", d.cfg.Ranks, d.cfg.Side, d.cfg.StagingBytes, d.cfg.Memory, d.cfg.Transports, func(ep *endpoint) transport.Handlers {
 		dr := d.attach(ep)
 		return transport.Handlers{Notify: dr.handle, PeerFailed: dr.peerFailed}
 	})
@@ -747,6 +750,7 @@ func (d *Decode) handshake(p *peer) {
 		}
 	}
 	pl.Cost = statexfer.CostFor(pl.Cost, all)
+	pl.NoDirect = noDirect(d.hosted, all)
 	// Heartbeats and aborts go to P rank 0 from the first hosted rank.
 	first := d.ranks[d.order[0]]
 	if rem := p.remotes[first.r][0]; rem != nil {

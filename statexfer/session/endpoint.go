@@ -47,7 +47,7 @@ func hostedRanks(ranks []int, tp int) ([]int, error) {
 // openHosted opens the given ranks of side s (nil: all): attach is called
 // with each rank's endpoint before its transport exists and returns the
 // handlers the transport is built with.
-func openHosted(role string, ranks []int, s *plan.Side, staging int64, newTr TransportFactory, attach func(*endpoint) transport.Handlers) (*hosted, error) {
+func openHosted(role string, ranks []int, s *plan.Side, staging int64, mc statexfer.MemoryConfig, newTr TransportFactory, attach func(*endpoint) transport.Handlers) (*hosted, error) {
 	ranks, err := hostedRanks(ranks, s.TP())
 	if err != nil {
 		return nil, err
@@ -63,7 +63,7 @@ func openHosted(role string, ranks []int, s *plan.Side, staging int64, newTr Tra
 		}
 		ep.tr = tr
 		h.eps[r] = ep
-		if ep.local, err = statexfer.NewLocal(tr, s.Ranks[r], s.NumBlocks, staging); err != nil {
+		if ep.local, err = statexfer.NewLocal(tr, s.Ranks[r], s.NumBlocks, staging, mc); err != nil {
 			h.close()
 			return nil, fmt.Errorf("%s rank %d memory: %w", role, r, err)
 		}
@@ -122,4 +122,23 @@ func (h *hosted) close() error {
 		}
 	}
 	return first
+}
+
+// noDirect says why direct reads are impossible for a decode instance
+// whose hosted ranks are h reading from remotes ("" when they are
+// possible): a hosted rank stages through host memory (its cache is not
+// registered), or a remote's cache cannot be read directly.
+func noDirect(h *hosted, remotes []*statexfer.Remote) string {
+	for _, r := range h.order {
+		if l := h.eps[r].local; !l.Direct() {
+			return fmt.Sprintf("decode rank %d stages through host memory (its %s cache is not registered)", r, l.Kind)
+		}
+	}
+	why, rank := "", -1
+	for _, rem := range remotes { // the lowest rank's reason: the same on every run
+		if ok, w := rem.Direct(); !ok && (rank < 0 || rem.Meta.Rank < rank) {
+			why, rank = w, rem.Meta.Rank
+		}
+	}
+	return why
 }

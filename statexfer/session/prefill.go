@@ -50,10 +50,13 @@ type PrefillConfig struct {
 	Ranks []int
 	// StagingBytes is each hosted rank's staging pool (0: no staged reads).
 	StagingBytes int64
-	Transports   TransportFactory
-	Holds        Holds
-	Log          *slog.Logger
-	Now          func() time.Time
+	// Memory is where the ranks' memory lives and the engine that runs
+	// their gathers (zero: host memory, the CPU engine).
+	Memory     statexfer.MemoryConfig
+	Transports TransportFactory
+	Holds      Holds
+	Log        *slog.Logger
+	Now        func() time.Time
 }
 
 // Prefill is the P side of the protocol for the ranks of one instance that
@@ -147,7 +150,7 @@ func NewPrefill(cfg PrefillConfig) (*Prefill, error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := openHosted("prefill", cfg.Ranks, cfg.Side, cfg.StagingBytes, cfg.Transports, func(ep *endpoint) transport.Handlers {
+	h, err := openHosted("prefill", cfg.Ranks, cfg.Side, cfg.StagingBytes, cfg.Memory, cfg.Transports, func(ep *endpoint) transport.Handlers {
 		return transport.Handlers{Notify: p.attach(ep).handle}
 	})
 	if err != nil {
@@ -649,7 +652,7 @@ func (pr *prefillRank) gather(key stageKey, grant uint64, steps []plan.Step) (in
 	if h := pr.p.gatherHook; h != nil {
 		h(key.req, key.drank)
 	}
-	if err := plan.RunSteps(pr.local.Mem, shifted); err != nil {
+	if err := plan.RunSteps(pr.local.Engine, pr.local.Mem, shifted); err != nil {
 		pr.putStaging(off)
 		return 0, err
 	}

@@ -163,7 +163,7 @@ func (dr *decodeRank) run(ctx context.Context, k Key, p *peer, lr *LoadRequest, 
 			post[i] = s
 		}
 	}
-	if err := plan.RunSteps(dr.local.Mem, post); err != nil {
+	if err := plan.RunSteps(dr.local.Engine, dr.local.Mem, post); err != nil {
 		return &rankError{phase: "post", err: fmt.Errorf("post-processing: %w", err)}
 	}
 	rs.Steps = time.Since(t3)

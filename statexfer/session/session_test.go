@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/kernels"
 	"github.com/hybridxfer/hybridxfer/statexfer"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/session"
@@ -121,7 +122,7 @@ func TestCollidingRequestIDsFromTwoPrefills(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := plan.Execute(p, pmems[i%2], want); err != nil {
+		if err := plan.Execute(kernels.Default(), p, pmems[i%2], want); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -65,7 +65,10 @@ func (w *Faulty) Plan() *FaultPlan { return w.plan }
 func (w *Faulty) Name() string { return w.inner.Name() + "+faults" }
 
 // Alloc implements Transport. Memory is not wrapped.
-func (w *Faulty) Alloc(size int) (Memory, error) { return w.inner.Alloc(size) }
+func (w *Faulty) Alloc(size int, kind MemKind) (Memory, error) { return w.inner.Alloc(size, kind) }
+
+// Supports implements Transport.
+func (w *Faulty) Supports(kind MemKind) error { return w.inner.Supports(kind) }
 
 // Address implements Transport.
 func (w *Faulty) Address() []byte { return w.inner.Address() }

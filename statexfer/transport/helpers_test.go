@@ -103,7 +103,7 @@ func mustConnect(t *testing.T, a, b transport.Transport) transport.Peer {
 
 func mustAlloc(t *testing.T, tr transport.Transport, n int) transport.Memory {
 	t.Helper()
-	m, err := tr.Alloc(n)
+	m, err := tr.Alloc(n, transport.HostMemory)
 	if err != nil {
 		t.Fatalf("Alloc: %v", err)
 	}

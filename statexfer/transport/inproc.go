@@ -136,10 +136,25 @@ func (t *Inproc) Name() string { return "inproc" }
 // the process, but Connect to it fails once the transport is closed.
 func (t *Inproc) Address() []byte { return append([]byte(nil), t.addr...) }
 
+// Supports implements Transport: host memory (host-pinned is served as
+// host memory: nothing outside the process reaches it), no device memory.
+func (t *Inproc) Supports(kind MemKind) error {
+	if err := kind.Valid(); err != nil {
+		return err
+	}
+	if !kind.IsHost() {
+		return &KindError{Backend: "inproc", Kind: kind, Why: "the in-process backend moves Go memory only (device caches go through host staging)"}
+	}
+	return nil
+}
+
 // Alloc implements Transport.
-func (t *Inproc) Alloc(size int) (Memory, error) {
+func (t *Inproc) Alloc(size int, kind MemKind) (Memory, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("transport: inproc: invalid alloc size %d", size)
+	}
+	if err := t.Supports(kind); err != nil {
+		return nil, err
 	}
 	buf := make([]byte, size)
 	t.mu.Lock()
@@ -148,7 +163,7 @@ func (t *Inproc) Alloc(size int) (Memory, error) {
 		return nil, fmt.Errorf("%w: inproc: alloc", ErrClosed)
 	}
 	t.nextMem++
-	m := &inprocMem{owner: t, id: t.nextMem, addr: t.nextAddr, buf: buf}
+	m := &inprocMem{owner: t, id: t.nextMem, addr: t.nextAddr, buf: buf, kind: kind}
 	// Synthetic, non-overlapping addresses with a guard page between ranges.
 	t.nextAddr += (uint64(size)+4095)&^4095 + 4096
 	t.mems[m.id] = m

@@ -64,9 +64,9 @@ func (p *inprocPeer) Import(d MemDesc) (RemoteMemory, error) {
 	if m == nil || m.closed.Load() {
 		return nil, fmt.Errorf("%w: no memory %d at inproc %d", ErrBadKey, id, r.id)
 	}
-	if d.Addr != m.addr || d.Len != uint64(len(m.buf)) {
-		return nil, fmt.Errorf("%w: desc [%#x, +%d) does not match memory %d [%#x, +%d)",
-			ErrBadKey, d.Addr, d.Len, id, m.addr, len(m.buf))
+	if d.Addr != m.addr || d.Len != uint64(len(m.buf)) || d.Kind != m.kind {
+		return nil, fmt.Errorf("%w: desc [%#x, +%d) %s does not match memory %d [%#x, +%d) %s",
+			ErrBadKey, d.Addr, d.Len, d.Kind, id, m.addr, len(m.buf), m.kind)
 	}
 	d.Key = append([]byte(nil), d.Key...)
 	return &inprocRemote{link: p.link, mem: m, desc: d}, nil

@@ -21,6 +21,7 @@ type inprocMem struct {
 	id     uint64
 	addr   uint64
 	buf    []byte
+	kind   MemKind
 	closed atomic.Bool
 }
 
@@ -35,8 +36,11 @@ func (m *inprocMem) Desc() MemDesc {
 	key = append(key, inprocKeyMagic...)
 	key = binary.LittleEndian.AppendUint64(key, m.owner.id)
 	key = binary.LittleEndian.AppendUint64(key, m.id)
-	return MemDesc{Addr: m.addr, Len: uint64(len(m.buf)), Key: key}
+	return MemDesc{Addr: m.addr, Len: uint64(len(m.buf)), Key: key, Kind: m.kind}
 }
+
+// Kind implements Memory.
+func (m *inprocMem) Kind() MemKind { return m.kind }
 
 // Close deregisters the memory. Ops posted later that use it fail; ops in
 // flight that use it may fail (releasing memory under an in-flight op is a

@@ -26,14 +26,22 @@ type MemDesc struct {
 	Addr uint64
 	Len  uint64
 	Key  []byte
+	// Kind is the memory the range is registered in (host by default).
+	Kind MemKind
 }
 
 // Memory is a local range registered with a Transport. Bytes is valid until
 // Close. Real transports hand out memory that is not Go heap memory (mmap'd or
 // transport-allocated), so it may be referenced by C code and remote peers.
+//
+// Bytes is the host view of the range: nil for memory the CPU cannot
+// address (Kind device); such memory is moved by the transport and by a
+// device kernels.Engine only.
 type Memory interface {
 	Bytes() []byte
 	Desc() MemDesc
+	// Kind is the memory the range was allocated in.
+	Kind() MemKind
 	Close() error
 }
 
@@ -154,8 +162,13 @@ type Handlers struct {
 type Transport interface {
 	// Name is the backend's name ("inproc", "ucx", ...).
 	Name() string
-	// Alloc returns size bytes of zeroed memory registered for remote access.
-	Alloc(size int) (Memory, error)
+	// Alloc returns size bytes of zeroed memory of kind registered for
+	// remote access. A kind the backend cannot serve is refused with a
+	// *KindError (errors.Is ErrUnsupported) saying why.
+	Alloc(size int, kind MemKind) (Memory, error)
+	// Supports reports whether the backend registers, and reads from
+	// peers, memory of kind: nil, or a *KindError saying what is missing.
+	Supports(kind MemKind) error
 	// Address is what a peer passes to Connect to reach this transport.
 	Address() []byte
 	// Connect opens an endpoint to the transport at addr.
@@ -187,6 +200,15 @@ type Peer interface {
 	Close() error
 }
 
+// MemLen is the registered length of m: its host view's length, or its
+// descriptor's for memory without one (device memory).
+func MemLen(m Memory) uint64 {
+	if b := m.Bytes(); b != nil {
+		return uint64(len(b))
+	}
+	return m.Desc().Len
+}
+
 // CheckOp validates one op against the local and remote registered bounds.
 // Backends call it for every op before posting a batch.
 func CheckOp(i int, op Op) error {
@@ -196,7 +218,7 @@ func CheckOp(i int, op Op) error {
 	if op.Len == 0 {
 		return fmt.Errorf("%w: op %d: zero length", ErrOutOfBounds, i)
 	}
-	ll := uint64(len(op.Local.Bytes()))
+	ll := MemLen(op.Local)
 	if op.LocalOff > ll || op.Len > ll-op.LocalOff {
 		return fmt.Errorf("%w: op %d: local [%d, +%d) outside %d bytes", ErrOutOfBounds, i, op.LocalOff, op.Len, ll)
 	}
@@ -215,7 +237,7 @@ func CheckRanges(first int, r Ranges) error {
 	if r.Local == nil || r.Remote == nil {
 		return fmt.Errorf("%w: op %d: nil memory", ErrOutOfBounds, first)
 	}
-	ll := uint64(len(r.Local.Bytes()))
+	ll := MemLen(r.Local)
 	rl := r.Remote.Desc().Len
 	for k, g := range r.Ranges {
 		if g.Len == 0 || g.LocalOff > ll || g.Len > ll-g.LocalOff || g.RemoteOff > rl || g.Len > rl-g.RemoteOff {

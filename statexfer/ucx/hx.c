@@ -44,6 +44,16 @@ ucs_status_t hx_init(ucp_context_h *ctx, const char **keys, const char **vals,
 	return st;
 }
 
+uint64_t hx_mem_types(ucp_context_h ctx)
+{
+	ucp_context_attr_t a;
+	memset(&a, 0, sizeof(a));
+	a.field_mask = UCP_ATTR_FIELD_MEMORY_TYPES;
+	if (ucp_context_query(ctx, &a) != UCS_OK)
+		return 0;
+	return a.memory_types;
+}
+
 static ucs_status_t hx_am_notify_cb(void *arg, const void *header,
 				    size_t header_length, void *data,
 				    size_t length, const ucp_am_recv_param_t *param)
@@ -275,17 +285,19 @@ void hx_req_free(void *req) { ucp_request_free(req); }
 
 /* ---- memory ------------------------------------------------------------- */
 
-ucs_status_t hx_mem_alloc(ucp_context_h ctx, size_t n, ucp_mem_h *memh,
-			  void **addr, size_t *len)
+ucs_status_t hx_mem_alloc(ucp_context_h ctx, size_t n, int mem_type,
+			  ucp_mem_h *memh, void **addr, size_t *len)
 {
 	ucp_mem_map_params_t p;
 	memset(&p, 0, sizeof(p));
 	p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS |
 		       UCP_MEM_MAP_PARAM_FIELD_LENGTH |
-		       UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+		       UCP_MEM_MAP_PARAM_FIELD_FLAGS |
+		       UCP_MEM_MAP_PARAM_FIELD_MEMORY_TYPE;
 	p.address = NULL;
 	p.length = n;
 	p.flags = UCP_MEM_MAP_ALLOCATE;
+	p.memory_type = (ucs_memory_type_t)mem_type;
 	ucs_status_t st = ucp_mem_map(ctx, &p, memh);
 	if (st != UCS_OK)
 		return st;

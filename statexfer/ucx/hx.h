@@ -52,6 +52,11 @@ void hx_batch_flush(hx_batch_t *b);
 int hx_ptr_is_err(ucs_status_ptr_t p);
 int hx_ptr_status(ucs_status_ptr_t p);
 
+// hx_mem_types returns the context's supported memory types
+// (ucp_context_query UCP_ATTR_FIELD_MEMORY_TYPES: a bit per
+// ucs_memory_type_t), 0 when the query fails.
+uint64_t hx_mem_types(ucp_context_h ctx);
+
 // Context and worker.
 ucs_status_t hx_init(ucp_context_h *ctx, const char **keys, const char **vals,
 		     int nkv, int wakeup);
@@ -101,9 +106,9 @@ void *hx_flush_worker(ucp_worker_h w);
 int hx_req_status(void *req); // UCS_INPROGRESS while pending
 void hx_req_free(void *req);
 
-// Memory.
-ucs_status_t hx_mem_alloc(ucp_context_h ctx, size_t n, ucp_mem_h *memh,
-			  void **addr, size_t *len);
+// Memory. mem_type is a ucs_memory_type_t (host or cuda).
+ucs_status_t hx_mem_alloc(ucp_context_h ctx, size_t n, int mem_type,
+			  ucp_mem_h *memh, void **addr, size_t *len);
 ucs_status_t hx_mem_register(ucp_context_h ctx, void *addr, size_t n,
 			     ucp_mem_h *memh);
 ucs_status_t hx_rkey_pack(ucp_context_h ctx, ucp_mem_h memh, void **buf,

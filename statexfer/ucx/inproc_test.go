@@ -428,7 +428,7 @@ func TestValidation(t *testing.T) {
 		t.Errorf("canceled connect: %v", err)
 	}
 	// Alloc.
-	if _, err := x.D.Alloc(0); !errors.Is(err, ErrInvalid) {
+	if _, err := x.D.Alloc(0, transport.HostMemory); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Alloc(0): %v", err)
 	}
 	// Empty batches complete at once.

@@ -201,6 +201,9 @@ func (p *Peer) ImportRemote(d transport.MemDesc) (*Remote, error) {
 	if d.Len == 0 || d.Addr+d.Len < d.Addr {
 		return nil, fmt.Errorf("%w: range [%#x, +%d)", transport.ErrBadKey, d.Addr, d.Len)
 	}
+	if err := p.t.Supports(d.Kind); err != nil {
+		return nil, fmt.Errorf("import a peer's range: %w", err)
+	}
 	if err := p.usable(); err != nil {
 		return nil, err
 	}
@@ -216,13 +219,13 @@ func (p *Peer) ImportRemote(d transport.MemDesc) (*Remote, error) {
 			r = old
 			return nil
 		}
-		nr := &Remote{p: p, desc: transport.MemDesc{Addr: d.Addr, Len: d.Len, Key: bytes.Clone(d.Key)}}
+		nr := &Remote{p: p, desc: transport.MemDesc{Addr: d.Addr, Len: d.Len, Key: bytes.Clone(d.Key), Kind: d.Kind}}
 		if st := C.ucp_ep_rkey_unpack(p.ep, crkey, &nr.rkey); st != 0 {
 			return fmt.Errorf("%w: %w", transport.ErrBadKey, statusErr("ucp_ep_rkey_unpack", int(st)))
 		}
 		p.rmaGet.Store(strings.Contains(p.infoLocked(), "get["))
 		var ptr unsafe.Pointer
-		if C.ucp_rkey_ptr(nr.rkey, C.uint64_t(d.Addr), &ptr) == 0 && ptr != nil {
+		if d.Kind.IsHost() && C.ucp_rkey_ptr(nr.rkey, C.uint64_t(d.Addr), &ptr) == 0 && ptr != nil {
 			nr.mapped = ptr
 		}
 		p.remotes[ck] = nr
@@ -319,7 +322,8 @@ func (p *Peer) post(in []transport.Ranges, write bool) (*Batch, error) {
 			total += g.Len
 		}
 		runs[i] = run{local: lm, remote: rm, ranges: r.Ranges}
-		mapped = mapped && (rm.mapped != nil || len(r.Ranges) == 0)
+		// The mapped path copies with the CPU: host memory on both ends.
+		mapped = mapped && ((rm.mapped != nil && lm.buf != nil) || len(r.Ranges) == 0)
 		n += len(r.Ranges)
 	}
 	if err := p.usable(); err != nil {

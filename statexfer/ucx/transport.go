@@ -80,6 +80,10 @@ type Transport struct {
 	// noMap turns the mapped path off (Config.DisableMapped, SetMapped).
 	noMap atomic.Bool
 
+	// memTypes is the context's memory types (a bit per
+	// ucs_memory_type_t), set once at start.
+	memTypes uint64
+
 	stats struct {
 		batches [numPaths]atomic.Uint64
 		bytes   [numPaths]atomic.Uint64
@@ -436,6 +440,7 @@ func (t *Transport) init() error {
 	if st := C.hx_init(&t.ctx, kp, vp, C.int(len(keys)), wakeup); st != 0 {
 		return statusErr("ucp_init", int(st))
 	}
+	t.memTypes = uint64(C.hx_mem_types(t.ctx))
 	if st := C.hx_worker_create(t.ctx, wakeup, C.uintptr_t(t.key), &t.wc); st != 0 {
 		C.ucp_cleanup(t.ctx)
 		return statusErr("ucp_worker_create", int(st))

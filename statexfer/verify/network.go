@@ -109,7 +109,7 @@ func (j *Job) StartP(ranks []int, bootID string, newTr session.TransportFactory,
 	ranks, staging := hostedPool(ranks, j.Cfg.P.TP, pool)
 	h := &verifyHolds{released: map[int]int{}, want: len(j.reqs), ranks: len(ranks), hosted: ranks, done: make(chan struct{})}
 	s, err := session.NewPrefill(session.PrefillConfig{EngineID: PrefillEngineID, BootID: bootID, Side: j.PSide, Ranks: ranks,
-		StagingBytes: staging, Transports: newTr, Holds: h})
+		StagingBytes: staging, Memory: j.Cfg.Memory, Transports: newTr, Holds: h})
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +171,7 @@ type Decode struct {
 func (j *Job) StartD(ctx context.Context, ranks []int, newTr session.TransportFactory, fetch session.Fetcher, scratch []int64) (*Decode, error) {
 	ranks, pool := hostedPool(ranks, j.Cfg.D.TP, scratch)
 	s, err := session.NewDecode(session.DecodeConfig{EngineID: "decode", Model: j.Cfg.Model, Side: j.DSide, Ranks: ranks, StagingBytes: pool,
-		Transports: newTr, Fetch: fetch})
+		Memory: j.Cfg.Memory, Transports: newTr, Fetch: fetch})
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,9 @@ import (
 	"sort"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/kernels"
 	"github.com/hybridxfer/hybridxfer/oracle"
+	"github.com/hybridxfer/hybridxfer/statexfer"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 )
 
@@ -28,8 +30,14 @@ type Config struct {
 	HitPercent int
 	// Exact gives every request exactly PromptTokens tokens (benchmarks).
 	Exact bool
-	// Executor runs a plan; nil means plan.Execute (in process).
+	// Executor runs a plan; nil means plan.Execute (in process) with
+	// Memory's engine.
 	Executor func(p *plan.Plan, pMem []*plan.RankMemory, dMem *plan.RankMemory) error
+	// Memory is where both sides' memory lives and the engine that runs
+	// the kernels (zero: host memory, the CPU engine). With HostStaging
+	// every plan is staged: caches are not registered, state moves through
+	// host staging buffers.
+	Memory statexfer.MemoryConfig
 	// Progress, when set, is called after each request is moved: once per
 	// request and decode rank in Run, once per request in RunTransport
 	// (progress bars; nil: nothing is called).
@@ -181,6 +189,9 @@ func NewJob(cfg Config) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Memory.HostStaging {
+		planner.NoDirect = "host staging (verify --staging host)"
+	}
 	return &Job{Cfg: cfg, PGeo: pGeo, DGeo: dGeo, NumP: numP, NumD: numD, PSide: pSide, DSide: dSide, Planner: planner, reqs: reqs}, nil
 }
 
@@ -297,7 +308,13 @@ func Run(cfg Config) (*Result, error) {
 	}
 	exec := cfg.Executor
 	if exec == nil {
-		exec = plan.Execute
+		eng := cfg.Memory.Engine
+		if eng == nil {
+			eng = kernels.Default()
+		}
+		exec = func(p *plan.Plan, pMem []*plan.RankMemory, dMem *plan.RankMemory) error {
+			return plan.Execute(eng, p, pMem, dMem)
+		}
 	}
 	for rank, g := range j.DSide.Ranks {
 		dMem := plan.NewRankMemory(g, j.NumD)

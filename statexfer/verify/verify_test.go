@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/kernels"
 	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
@@ -50,7 +51,7 @@ func TestVerifyCatchesBrokenTransfers(t *testing.T) {
 	drop := cfg
 	drop.Executor = func(p *plan.Plan, pm []*plan.RankMemory, dm *plan.RankMemory) error {
 		p.Remotes[0].Reads = p.Remotes[0].Reads[1:]
-		return plan.Execute(p, pm, dm)
+		return plan.Execute(kernels.Default(), p, pm, dm)
 	}
 	res, err := Run(drop)
 	if err != nil {
@@ -63,7 +64,7 @@ func TestVerifyCatchesBrokenTransfers(t *testing.T) {
 	over.Executor = func(p *plan.Plan, pm []*plan.RankMemory, dm *plan.RankMemory) error {
 		r := &p.Remotes[0].Reads[len(p.Remotes[0].Reads)-1]
 		r.Len++
-		return plan.Execute(p, pm, dm)
+		return plan.Execute(kernels.Default(), p, pm, dm)
 	}
 	if res, err = Run(over); err != nil {
 		t.Fatal(err)

@@ -557,7 +557,7 @@ func testCloseWhileBusy(t *testing.T, env Env) {
 	if err := p.Notify([]byte("x")); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("Notify after Close: %v, want ErrClosed", err)
 	}
-	if _, err := a.tr.Alloc(64); !errors.Is(err, transport.ErrClosed) {
+	if _, err := a.tr.Alloc(64, transport.HostMemory); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("Alloc after Close: %v, want ErrClosed", err)
 	}
 	_ = a.tr.Close()

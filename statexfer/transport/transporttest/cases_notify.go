@@ -258,7 +258,7 @@ func testNotifyClosedPeer(t *testing.T, env Env) {
 	if err := p3.Notify([]byte("x")); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("Notify on a closed transport: %v, want ErrClosed", err)
 	}
-	if _, err := c.tr.Alloc(64); !errors.Is(err, transport.ErrClosed) {
+	if _, err := c.tr.Alloc(64, transport.HostMemory); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("Alloc on a closed transport: %v, want ErrClosed", err)
 	}
 	if _, err := c.tr.Connect(ctx, d.tr.Address()); !errors.Is(err, transport.ErrClosed) {

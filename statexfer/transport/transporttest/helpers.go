@@ -154,7 +154,7 @@ func connect(t testing.TB, a, b transport.Transport) transport.Peer {
 // alloc allocates size bytes and closes them at cleanup.
 func alloc(t testing.TB, tr transport.Transport, size int) transport.Memory {
 	t.Helper()
-	m, err := tr.Alloc(size)
+	m, err := tr.Alloc(size, transport.HostMemory)
 	if err != nil {
 		t.Fatalf("Alloc(%d): %v", size, err)
 	}

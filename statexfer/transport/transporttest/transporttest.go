@@ -32,6 +32,7 @@ type testCase struct {
 // cases lists the subtests in the order Run runs them.
 var cases = []testCase{
 	{"AllocRegisterDesc", testAllocRegisterDesc},
+	{"MemoryKinds", testMemoryKinds},
 	{"ReadRandom", testReadRandom},
 	{"WriteRandom", testWriteRandom},
 	{"ReadRanges", testReadRanges},

@@ -1,0 +1,122 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/hybridxfer/hybridxfer/groups"
+	"github.com/hybridxfer/hybridxfer/kernels"
+	"github.com/hybridxfer/hybridxfer/kernels/kerneltest"
+	"github.com/hybridxfer/hybridxfer/statexfer"
+	"github.com/hybridxfer/hybridxfer/statexfer/plan"
+	"github.com/hybridxfer/hybridxfer/statexfer/session"
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+)
+
+func inprocFactory(_ int, h transport.Handlers) (transport.Transport, error) {
+	return transport.NewInproc(h), nil
+}
+
+// Host staging on either side alone: the decode session learns it from the
+// handshake (P's cache regions published without keys, or its own cache
+// unregistered), so Auto stages every plan and the state arrives
+// byte-exact, and Direct is refused with the reason instead of reading
+// memory that is not registered.
+func TestHostStagingOnEitherSide(t *testing.T) {
+	m, err := groups.Preset("qwen3.5-0.8b", groups.PresetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name         string
+		pHost, dHost bool
+		want         string
+	}{
+		{"prefill", true, false, "prefill rank 0 stages through host memory"},
+		{"decode", false, true, "decode rank 0 stages through host memory"},
+		{"both", true, true, "decode rank 0 stages through host memory"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			j, err := NewJob(Config{Model: m, P: groups.InstanceConfig{TP: 2}, D: groups.InstanceConfig{TP: 4, ConvLayout: groups.SD},
+				PromptTokens: 300, Requests: 4, Seed: 9, Mode: plan.Auto, Memory: statexfer.MemoryConfig{HostStaging: true}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pool, scratch, err := j.Staging() // sized for staged plans (the job's planner knows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The sessions' planners know nothing of the job's: what they
+			// learn comes from the memory of each side.
+			pEng, dEng := kerneltest.NewRecorder(kernels.NewCPU()), kerneltest.NewRecorder(kernels.NewCPU())
+			j.Cfg.Memory = statexfer.MemoryConfig{HostStaging: c.pHost, Engine: pEng}
+			pre, err := j.StartP(nil, "", inprocFactory, pool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pre.Session.Close()
+			for r := 0; r < 2; r++ {
+				l := pre.Session.Local(r)
+				if _, registered := l.Regions[plan.Region{Pool: 0, Slot: 0}]; registered == c.pHost {
+					t.Fatalf("prefill rank %d: cache registered %v with host staging %v", r, registered, c.pHost)
+				}
+			}
+			fetch, err := StaticFetcher(pre.Session.Metas())
+			if err != nil {
+				t.Fatal(err)
+			}
+			j.Cfg.Memory = statexfer.MemoryConfig{HostStaging: c.dHost, Engine: dEng}
+			dec, err := j.StartD(context.Background(), nil, inprocFactory, fetch, scratch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dec.Session.Close()
+			res, err := dec.Run(context.Background(), j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.OK() || res.DirectPlans != 0 || res.StagedPlans != 4*4 || res.BytesMoved == 0 {
+				t.Fatalf("%d mismatches, %d untouched violations, %d direct / %d staged plans, %d bytes: %s",
+					res.ByteMismatches, res.UntouchedViolations, res.DirectPlans, res.StagedPlans, res.BytesMoved, res.FirstProblem)
+			}
+			// P's gathers and D's scatters and conv transposes (P is DS, D
+			// SD) ran on the engines given, and were waited for.
+			if pEng.Copies.Load() == 0 || pEng.Syncs.Load() == 0 || dEng.Copies.Load() == 0 || dEng.Transposes.Load() == 0 || dEng.Syncs.Load() == 0 {
+				t.Fatalf("engines: prefill %d copies %d syncs, decode %d copies %d transposes %d syncs",
+					pEng.Copies.Load(), pEng.Syncs.Load(), dEng.Copies.Load(), dEng.Transposes.Load(), dEng.Syncs.Load())
+			}
+			// A request in direct mode is refused with the reason (a fresh
+			// one: a refused load gives up its request).
+			if err := pre.Session.Register("direct-probe", 77, j.reqs[0].pIDs); err != nil {
+				t.Fatal(err)
+			}
+			_, err = dec.Session.Load(context.Background(), session.LoadRequest{Peer: dec.Peer, ReqID: "direct-probe", Grant: 77, Mode: plan.Direct, Req: j.Request(0)})
+			if !errors.Is(err, plan.ErrBadRequest) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("direct load: %v, want ErrBadRequest naming %q", err, c.want)
+			}
+		})
+	}
+}
+
+// The in-process executor runs every kernel on the engine of the config:
+// the same bytes as the CPU engine's host path, with the kernels counted.
+func TestRunThroughEngine(t *testing.T) {
+	m := groups.KindSampleModel()
+	for _, mode := range []plan.Mode{plan.Direct, plan.Staged} {
+		rec := kerneltest.NewRecorder(kernels.NewCPU())
+		p := groups.InstanceConfig{TP: 2, BlockSize: 16, ConvLayout: groups.SD}
+		d := groups.InstanceConfig{TP: 4, BlockSize: 32, KernelBlockSize: 16, AttnLayout: groups.NHD}
+		res, err := Run(Config{Model: m, P: p, D: d, PromptTokens: 77, Requests: 3, Seed: 3, Mode: mode, Memory: statexfer.MemoryConfig{Engine: rec}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.OK() || res.BytesMoved == 0 {
+			t.Fatalf("%s: %d mismatches, %d untouched: %s", mode, res.ByteMismatches, res.UntouchedViolations, res.FirstProblem)
+		}
+		if rec.Copies.Load() == 0 || rec.Transposes.Load() == 0 || rec.Maps.Load() == 0 {
+			t.Fatalf("%s: %d copies, %d transposes, %d mapped regions on the engine", mode, rec.Copies.Load(), rec.Transposes.Load(), rec.Maps.Load())
+		}
+	}
+}
