@@ -84,7 +84,7 @@ func NewLocal(tr transport.Transport, g *groups.Geometry, numBlocks []int, stagi
 	cache := func(r plan.Region, n int64) ([]byte, error) {
 		if mc.HostStaging {
 			// Engine memory, not registered.
-			if !mc.Kind.IsHost() && eng.Name() == "cpu" {
+			if _, cpu := eng.(*kernels.CPU); cpu && !mc.Kind.IsHost() {
 				l.Close()
 				return nil, fmt.Errorf("%w: %s cache memory needs a device engine, the engine is %s", ErrMemory, mc.Kind, eng.Name())
 			}

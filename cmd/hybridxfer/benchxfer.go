@@ -403,14 +403,18 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 	// The baselines overwrote D's memory (the limit copy whole regions):
 	// prepare it afresh, move the real state once more and check it.
 	for _, dr := range ranks {
-		j.PrepareD(dr.Rank, dr.Local.Mem)
+		if err := j.PrepareD(dr.Rank, dr.Local.Mem); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := parallel(transfer); err != nil {
 		return nil, err
 	}
 	vr := &verify.Result{}
 	for _, dr := range ranks {
-		j.CheckD(dr.Rank, dr.Local.Mem, vr)
+		if err := j.CheckD(dr.Rank, dr.Local.Mem, vr); err != nil {
+			return nil, err
+		}
 	}
 	res.ByteMismatches, res.Untouched = vr.ByteMismatches, vr.UntouchedViolations
 	if err := fixedOverhead(ctx, j, dec, ranks[0], echoes, res); err != nil {

@@ -164,9 +164,7 @@ func (e *Engine) teardown() {
 		d.cuStreamSynchronize(e.stream)
 	}
 	for b := range e.bufs {
-		if b.ptr != 0 {
-			d.cuMemFree(b.ptr)
-		}
+		b.release()
 		b.freed = true
 	}
 	clear(e.bufs)
@@ -271,6 +269,41 @@ func (e *Engine) Alloc(n int64) (kernels.Buffer, error) {
 			d.cuMemFree(b.ptr)
 			return nil, err
 		}
+	}
+	e.bufs[b] = struct{}{}
+	return b, nil
+}
+
+// CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP.
+const hostRegisterFlags = 0x01 | 0x02
+
+var _ kernels.HostMapper = (*Engine)(nil)
+
+// MapHost implements kernels.HostMapper: it page-locks p
+// (cuMemHostRegister) and returns a buffer over its device mapping
+// (cuMemHostGetDevicePointer), so the kernels read and write host memory
+// across the bus: host staging's device-to-host gathers on P and
+// host-to-device scatters on D. p must stay allocated, and must not be Go
+// memory the collector may free, until the buffer is freed (Free
+// unregisters it).
+func (e *Engine) MapHost(p []byte) (kernels.Buffer, error) {
+	if len(p) == 0 {
+		return nil, fmt.Errorf("%w: map an empty host range", kernels.ErrInvalid)
+	}
+	leave, err := e.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	d := &e.l.drv
+	host := unsafe.Pointer(&p[0])
+	if err := e.l.check("cuMemHostRegister_v2", d.cuMemHostRegister(host, uintptr(len(p)), hostRegisterFlags)); err != nil {
+		return nil, err
+	}
+	b := &buffer{e: e, n: int64(len(p)), host: host}
+	if err := e.l.check("cuMemHostGetDevicePointer_v2", d.cuMemHostGetDevicePointer(&b.ptr, host, 0)); err != nil {
+		d.cuMemHostUnregister(host)
+		return nil, err
 	}
 	e.bufs[b] = struct{}{}
 	return b, nil
@@ -452,6 +485,22 @@ type buffer struct {
 	ptr   uint64 // 0 for an empty buffer
 	n     int64
 	freed bool
+	// host is the host memory a MapHost buffer registered (its device
+	// pointer is ptr); nil for device memory.
+	host unsafe.Pointer
+}
+
+// release frees b's memory: unregisters mapped host memory, frees device
+// memory. Called with e.mu held, after the stream is synchronized.
+func (b *buffer) release() error {
+	d := &b.e.l.drv
+	switch {
+	case b.ptr == 0:
+		return nil
+	case b.host != nil:
+		return b.e.l.check("cuMemHostUnregister", d.cuMemHostUnregister(b.host))
+	}
+	return b.e.l.check("cuMemFree_v2", d.cuMemFree(b.ptr))
 }
 
 // Len implements kernels.Buffer.
@@ -513,5 +562,5 @@ func (b *buffer) Free() error {
 		return nil
 	}
 	err = e.syncLocked()
-	return errors.Join(err, e.l.check("cuMemFree_v2", e.l.drv.cuMemFree(b.ptr)))
+	return errors.Join(err, b.release())
 }

@@ -34,6 +34,9 @@ type driver struct {
 	cuMemcpyHtoDAsync         func(dst uint64, src unsafe.Pointer, n uintptr, s uintptr) int32
 	cuMemcpyDtoHAsync         func(dst unsafe.Pointer, src uint64, n uintptr, s uintptr) int32
 	cuMemcpyDtoDAsync         func(dst, src uint64, n uintptr, s uintptr) int32
+	cuMemHostRegister         func(p unsafe.Pointer, n uintptr, flags uint32) int32
+	cuMemHostUnregister       func(p unsafe.Pointer) int32
+	cuMemHostGetDevicePointer func(d *uint64, p unsafe.Pointer, flags uint32) int32
 	cuModuleLoadData          func(m *uintptr, image unsafe.Pointer) int32
 	cuModuleUnload            func(m uintptr) int32
 	cuModuleGetFunction       func(f *uintptr, m uintptr, name *byte) int32
@@ -114,6 +117,9 @@ func loadLibs() (*libs, error) {
 		{&d.cuMemcpyHtoDAsync, []string{"cuMemcpyHtoDAsync_v2"}},
 		{&d.cuMemcpyDtoHAsync, []string{"cuMemcpyDtoHAsync_v2"}},
 		{&d.cuMemcpyDtoDAsync, []string{"cuMemcpyDtoDAsync_v2"}},
+		{&d.cuMemHostRegister, []string{"cuMemHostRegister_v2"}},
+		{&d.cuMemHostUnregister, []string{"cuMemHostUnregister"}},
+		{&d.cuMemHostGetDevicePointer, []string{"cuMemHostGetDevicePointer_v2"}},
 		{&d.cuModuleLoadData, []string{"cuModuleLoadData"}},
 		{&d.cuModuleUnload, []string{"cuModuleUnload"}},
 		{&d.cuModuleGetFunction, []string{"cuModuleGetFunction"}},

@@ -60,6 +60,47 @@ func (m *RankMemory) EnsureStaging(n int64) {
 	}
 }
 
+// Shadow returns m as host memory for code that reads and writes bytes
+// (pattern fills, checks): m itself when every region has a host view,
+// else a copy whose engine regions (Bufs) are downloaded into host bytes;
+// Store writes such a copy back.
+func (m *RankMemory) Shadow() (*RankMemory, error) {
+	if len(m.Bufs) == 0 {
+		return m, nil
+	}
+	sh := &RankMemory{Pools: make([][][]byte, len(m.Pools)), Staging: m.Staging}
+	for p := range m.Pools {
+		sh.Pools[p] = make([][]byte, len(m.Pools[p]))
+		for s, b := range m.Pools[p] {
+			r := Region{Pool: p, Slot: s}
+			if buf, ok := m.Bufs[r]; ok {
+				b = make([]byte, buf.Len())
+				if err := buf.Download(0, b); err != nil {
+					return nil, fmt.Errorf("download %s: %w", r, err)
+				}
+			}
+			sh.Pools[p][s] = b
+		}
+	}
+	return sh, nil
+}
+
+// Store writes the engine regions of a Shadow of m back into m.
+func (m *RankMemory) Store(sh *RankMemory) error {
+	if sh == m {
+		return nil
+	}
+	for r, buf := range m.Bufs {
+		if r.Pool == StagingPool {
+			continue
+		}
+		if err := buf.Upload(0, sh.Pools[r.Pool][r.Slot]); err != nil {
+			return fmt.Errorf("upload %s: %w", r, err)
+		}
+	}
+	return nil
+}
+
 // buffer returns region r as a buffer of e: its engine buffer, or its host
 // bytes mapped into e (once per region and backing array).
 func (m *RankMemory) buffer(e kernels.Engine, r Region) (kernels.Buffer, error) {

@@ -32,11 +32,13 @@ func TestHostStagingOnEitherSide(t *testing.T) {
 	for _, c := range []struct {
 		name         string
 		pHost, dHost bool
+		device       bool // caches in an engine without host views (kerneltest.Opaque), as on a GPU
 		want         string
 	}{
-		{"prefill", true, false, "prefill rank 0 stages through host memory"},
-		{"decode", false, true, "decode rank 0 stages through host memory"},
-		{"both", true, true, "decode rank 0 stages through host memory"},
+		{"prefill", true, false, false, "prefill rank 0 stages through host memory"},
+		{"decode", false, true, false, "decode rank 0 stages through host memory"},
+		{"both", true, true, false, "decode rank 0 stages through host memory"},
+		{"device-caches", true, true, true, "decode rank 0 stages through host memory (its device:0 cache"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			j, err := NewJob(Config{Model: m, P: groups.InstanceConfig{TP: 2}, D: groups.InstanceConfig{TP: 4, ConvLayout: groups.SD},
@@ -51,7 +53,12 @@ func TestHostStagingOnEitherSide(t *testing.T) {
 			// The sessions' planners know nothing of the job's: what they
 			// learn comes from the memory of each side.
 			pEng, dEng := kerneltest.NewRecorder(kernels.NewCPU()), kerneltest.NewRecorder(kernels.NewCPU())
-			j.Cfg.Memory = statexfer.MemoryConfig{HostStaging: c.pHost, Engine: pEng}
+			kind := transport.HostMemory
+			if c.device {
+				pEng, dEng = kerneltest.NewRecorder(kerneltest.NewOpaque()), kerneltest.NewRecorder(kerneltest.NewOpaque())
+				kind = transport.DeviceMemory(0)
+			}
+			j.Cfg.Memory = statexfer.MemoryConfig{HostStaging: c.pHost, Engine: pEng, Kind: kind}
 			pre, err := j.StartP(nil, "", inprocFactory, pool)
 			if err != nil {
 				t.Fatal(err)
@@ -62,12 +69,15 @@ func TestHostStagingOnEitherSide(t *testing.T) {
 				if _, registered := l.Regions[plan.Region{Pool: 0, Slot: 0}]; registered == c.pHost {
 					t.Fatalf("prefill rank %d: cache registered %v with host staging %v", r, registered, c.pHost)
 				}
+				if hostView := l.Mem.Region(plan.Region{Pool: 0, Slot: 0}) != nil; hostView == c.device {
+					t.Fatalf("prefill rank %d: cache host view %v with device caches %v", r, hostView, c.device)
+				}
 			}
 			fetch, err := StaticFetcher(pre.Session.Metas())
 			if err != nil {
 				t.Fatal(err)
 			}
-			j.Cfg.Memory = statexfer.MemoryConfig{HostStaging: c.dHost, Engine: dEng}
+			j.Cfg.Memory = statexfer.MemoryConfig{HostStaging: c.dHost, Engine: dEng, Kind: kind}
 			dec, err := j.StartD(context.Background(), nil, inprocFactory, fetch, scratch)
 			if err != nil {
 				t.Fatal(err)

@@ -114,7 +114,10 @@ func (j *Job) StartP(ranks []int, bootID string, newTr session.TransportFactory,
 		return nil, err
 	}
 	for _, r := range ranks {
-		j.FillP(r, s.Local(r).Mem)
+		if err := j.FillP(r, s.Local(r).Mem); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	for i := range j.reqs {
 		if err := s.Register(j.ReqID(i), j.Grant(i), j.reqs[i].pIDs); err != nil {
@@ -176,7 +179,10 @@ func (j *Job) StartD(ctx context.Context, ranks []int, newTr session.TransportFa
 		return nil, err
 	}
 	for _, r := range ranks {
-		j.PrepareD(r, s.Local(r).Mem)
+		if err := j.PrepareD(r, s.Local(r).Mem); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	d := &Decode{Session: s, Ranks: ranks, Peer: session.PeerRef{EngineID: PrefillEngineID, Host: "verify"}}
 	if _, err := s.Connect(ctx, d.Peer); err != nil {
@@ -203,7 +209,9 @@ func (d *Decode) Run(ctx context.Context, j *Job) (*Result, error) {
 		}
 	}
 	for _, rk := range d.Ranks {
-		j.CheckD(rk, d.Session.Local(rk).Mem, res)
+		if err := j.CheckD(rk, d.Session.Local(rk).Mem, res); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }

@@ -227,25 +227,41 @@ func (r *request) planRequest() *plan.Request {
 	return &plan.Request{Tokens: r.h, PBlocks: r.pIDs, DBlocks: r.dTab, DHit: r.hit}
 }
 
-// FillP writes every request's pattern into P rank memory.
-func (j *Job) FillP(rank int, m *plan.RankMemory) {
-	for _, r := range j.reqs {
-		fillP(j.PSide.Ranks[rank], m, r)
+// FillP writes every request's pattern into P rank memory (device
+// regions through a host shadow, plan.RankMemory.Shadow).
+func (j *Job) FillP(rank int, m *plan.RankMemory) error {
+	sh, err := m.Shadow()
+	if err != nil {
+		return err
 	}
+	for _, r := range j.reqs {
+		fillP(j.PSide.Ranks[rank], sh, r)
+	}
+	return m.Store(sh)
 }
 
 // PrepareD fills D rank memory with the garbage stream and the pattern of
 // the positions D already holds (prefix hits).
-func (j *Job) PrepareD(rank int, m *plan.RankMemory) {
-	garbage(m, uint64(rank))
-	for _, r := range j.reqs {
-		fillHit(j.DSide.Ranks[rank], m, r)
+func (j *Job) PrepareD(rank int, m *plan.RankMemory) error {
+	sh, err := m.Shadow()
+	if err != nil {
+		return err
 	}
+	garbage(sh, uint64(rank))
+	for _, r := range j.reqs {
+		fillHit(j.DSide.Ranks[rank], sh, r)
+	}
+	return m.Store(sh)
 }
 
 // CheckD checks D rank memory after every request arrived, adding to res.
-func (j *Job) CheckD(rank int, m *plan.RankMemory, res *Result) {
-	check(j.DSide.Ranks[rank], m, j.reqs, uint64(rank), res)
+func (j *Job) CheckD(rank int, m *plan.RankMemory, res *Result) error {
+	sh, err := m.Shadow()
+	if err != nil {
+		return err
+	}
+	check(j.DSide.Ranks[rank], sh, j.reqs, uint64(rank), res)
+	return nil
 }
 
 // Account adds one executed plan to res.
@@ -304,7 +320,9 @@ func Run(cfg Config) (*Result, error) {
 	pMem := make([]*plan.RankMemory, j.Cfg.P.TP)
 	for rank, g := range j.PSide.Ranks {
 		pMem[rank] = plan.NewRankMemory(g, j.NumP)
-		j.FillP(rank, pMem[rank])
+		if err := j.FillP(rank, pMem[rank]); err != nil {
+			return nil, err
+		}
 	}
 	exec := cfg.Executor
 	if exec == nil {
@@ -318,7 +336,9 @@ func Run(cfg Config) (*Result, error) {
 	}
 	for rank, g := range j.DSide.Ranks {
 		dMem := plan.NewRankMemory(g, j.NumD)
-		j.PrepareD(rank, dMem)
+		if err := j.PrepareD(rank, dMem); err != nil {
+			return nil, err
+		}
 		for i := range j.reqs {
 			p, err := j.PlanRequest(rank, i)
 			if err != nil {
@@ -332,7 +352,9 @@ func Run(cfg Config) (*Result, error) {
 				cfg.Progress()
 			}
 		}
-		j.CheckD(rank, dMem, res)
+		if err := j.CheckD(rank, dMem, res); err != nil {
+			return nil, err
+		}
 	}
 	res.Finish()
 	return res, nil
