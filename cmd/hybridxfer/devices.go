@@ -8,6 +8,8 @@ import (
 
 	"github.com/hybridxfer/hybridxfer/internal/hostmem"
 	"github.com/hybridxfer/hybridxfer/kernels/nvml"
+	"github.com/hybridxfer/hybridxfer/statexfer/transport"
+	"github.com/hybridxfer/hybridxfer/statexfer/ucx"
 	"github.com/spf13/cobra"
 )
 
@@ -20,6 +22,27 @@ type devicesReport struct {
 	DriverFound bool   `json:"driver_found"`
 	Library     string `json:"library"`
 	nvml.Inventory
+	// UCXMemoryTypes are the memory types the installed UCX supports;
+	// UCXDeviceMemory says whether it registers device memory ("yes") or
+	// why not.
+	UCXMemoryTypes  string `json:"ucx_memory_types"`
+	UCXDeviceMemory string `json:"ucx_device_memory"`
+}
+
+// ucxMemory asks a UCX context which memory types it supports and whether
+// it registers device memory (else why not: the line serve and verify
+// print when --memory-kind device is refused).
+func ucxMemory() (types, device string) {
+	t, err := ucx.New(ucx.Config{Name: "devices"}, transport.Handlers{})
+	if err != nil {
+		return "unknown", fmt.Sprintf("no UCX context: %v", err)
+	}
+	defer t.Close()
+	device = "yes"
+	if err := t.Supports(transport.DeviceMemory(0)); err != nil {
+		device = err.Error()
+	}
+	return t.MemTypes(), device
 }
 
 func devicesCmd() *cobra.Command {
@@ -45,23 +68,28 @@ machine, where the CPU engine is used. Any other NVML failure is an error.`,
 			}
 			out := cmd.OutOrStdout()
 			inv, err := discoverDevices(nvml.WithLibraryPath(lib))
-			if errors.Is(err, nvml.ErrNoDriver) {
-				msg := fmt.Sprintf("no NVIDIA driver found (%s): the CPU engine will be used", lib)
-				if asJSON {
-					// stdout stays one JSON object; the line goes to stderr.
-					fmt.Fprintln(cmd.ErrOrStderr(), msg)
-					return writeJSON(out, devicesReport{Library: lib, Inventory: nvml.Inventory{Devices: []nvml.Device{}}})
-				}
-				_, err := fmt.Fprintln(out, msg)
-				return err
-			}
-			if err != nil {
+			if err != nil && !errors.Is(err, nvml.ErrNoDriver) {
 				return fmt.Errorf("devices: %w", err)
 			}
-			if asJSON {
-				return writeJSON(out, devicesReport{DriverFound: true, Library: lib, Inventory: *inv})
+			rep := devicesReport{DriverFound: err == nil, Library: lib, Inventory: nvml.Inventory{Devices: []nvml.Device{}}}
+			if inv != nil {
+				rep.Inventory = *inv
 			}
-			return printDevices(out, inv)
+			rep.UCXMemoryTypes, rep.UCXDeviceMemory = ucxMemory()
+			msg := fmt.Sprintf("no NVIDIA driver found (%s): the CPU engine will be used", lib)
+			if asJSON {
+				if !rep.DriverFound {
+					fmt.Fprintln(cmd.ErrOrStderr(), msg) // stdout stays one JSON object
+				}
+				return writeJSON(out, rep)
+			}
+			if !rep.DriverFound {
+				fmt.Fprintln(out, msg)
+			} else if err := printDevices(out, inv); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(out, "UCX memory types: %s; device memory: %s\n", rep.UCXMemoryTypes, rep.UCXDeviceMemory)
+			return err
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the inventory as one JSON object")

@@ -35,20 +35,24 @@ func TestDevicesWithoutDriver(t *testing.T) {
 	lib := filepath.Join(t.TempDir(), "libnvidia-ml.so.1")
 	out, errOut, code := runDevices(t, "--nvml-library", lib)
 	want := "no NVIDIA driver found (" + lib + "): the CPU engine will be used\n"
-	if code != 0 || out != want {
-		t.Errorf("devices --nvml-library %s: exit %d, stdout %q (stderr %q); want exit 0 and %q", lib, code, out, errOut, want)
+	if code != 0 || !strings.HasPrefix(out, want) || !strings.Contains(out, "\nUCX memory types: ") {
+		t.Errorf("devices --nvml-library %s: exit %d, stdout %q (stderr %q); want exit 0, %q and the UCX line", lib, code, out, errOut, want)
 	}
 
 	out, errOut, code = runDevices(t, "--json", "--nvml-library", lib)
 	var rep struct {
-		DriverFound *bool         `json:"driver_found"`
-		Library     string        `json:"library"`
-		Devices     []nvml.Device `json:"devices"`
+		DriverFound     *bool         `json:"driver_found"`
+		Library         string        `json:"library"`
+		Devices         []nvml.Device `json:"devices"`
+		UCXMemoryTypes  string        `json:"ucx_memory_types"`
+		UCXDeviceMemory string        `json:"ucx_device_memory"`
 	}
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 {
 		t.Fatalf("devices --json: exit %d, stdout %q: %v", code, out, err)
 	}
-	if rep.DriverFound == nil || *rep.DriverFound || rep.Library != lib || rep.Devices == nil || len(rep.Devices) != 0 {
+	// UCX reports host memory at least; device memory is "yes" or why not.
+	if rep.DriverFound == nil || *rep.DriverFound || rep.Library != lib || rep.Devices == nil || len(rep.Devices) != 0 ||
+		!strings.Contains(rep.UCXMemoryTypes, "host") || rep.UCXDeviceMemory == "" {
 		t.Errorf("devices --json without a driver: %s", out)
 	}
 	if !strings.Contains(errOut, "no NVIDIA driver found") {
