@@ -44,6 +44,12 @@ type xferResult struct {
 	Reads int   `json:"reads"`
 	// The transfer on its default path (mapped when P's memory maps here).
 	GBps float64 `json:"gbps"`
+	// FirstGBps is the warm-up transfer, the first on new peers: what a
+	// first request pays (page tables of P's mapped memory, wireup).
+	FirstGBps float64 `json:"first_transfer_gbps"`
+	// HandshakeMs is the decode side's connection to P before it (the
+	// handshake: metadata, endpoints, imports).
+	HandshakeMs float64 `json:"handshake_ms"`
 	// The transfer with the mapped path off: UCX's own gets.
 	OneSidedGBps float64 `json:"ucx_one_sided_gbps"`
 	OneSidedPath string  `json:"ucx_one_sided_path"`
@@ -384,6 +390,10 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 			}
 			if it >= 0 && el > 0 {
 				samples[row.name] = append(samples[row.name], baseline.GBps(moved, el))
+			}
+			if it < 0 && row.name == "transfer" && el > 0 {
+				res.FirstGBps = baseline.GBps(moved, el)
+				res.HandshakeMs = float64(dec.Handshake.Microseconds()) / 1e3
 			}
 		}
 	}

@@ -16,6 +16,9 @@ import (
 type ucxFlags struct {
 	ErrMode string `json:"err_mode"` // none (default) or peer
 	Idle    string `json:"idle"`     // auto (default), spin or sleep
+	// NoPrefault: do not populate the page tables of peers' mapped memory
+	// at import (the first copies then fault once per page).
+	NoPrefault bool `json:"no_prefault,omitempty"`
 	// WorkerLog is the log level of worker processes (multi-process
 	// commands): warn by default.
 	WorkerLog string `json:"worker_log,omitempty"`
@@ -27,6 +30,7 @@ func (u *ucxFlags) register(c *cobra.Command, workers bool) {
 	f := c.Flags()
 	f.StringVar(&u.ErrMode, "ucx-error-mode", "none", "UCX endpoint error handling: none (shared-memory lanes, dead peers found by the side channel) or peer (UCX 1.13: tcp lanes, emulated gets)")
 	f.StringVar(&u.Idle, "ucx-idle", "auto", "how UCX progress threads wait for events: auto (spin briefly, then sleep), spin or sleep")
+	f.BoolVar(&u.NoPrefault, "ucx-no-prefault", false, "do not populate the page tables of a same-host peer's mapped memory in the background when it is imported (the first copies then fault once per page)")
 	if workers {
 		f.StringVar(&u.WorkerLog, "worker-log-level", "warn", "log level of the worker processes (debug, info, warn, error), on their stderr")
 	}
@@ -44,7 +48,7 @@ func (u ucxFlags) check(fc *flagChecks) {
 
 // config is the ucx.Config of a transport named name.
 func (u ucxFlags) config(name string) (ucx.Config, error) {
-	c := ucx.Config{Name: name}
+	c := ucx.Config{Name: name, NoPrefault: u.NoPrefault}
 	switch u.Idle {
 	case "", "auto":
 	case "spin":

@@ -74,6 +74,10 @@ type Config struct {
 	SpinFor time.Duration
 	// IdleSleep is the sleep of IdleSleep; default 1ms.
 	IdleSleep time.Duration
+	// NoPrefault leaves the page tables of a peer's mapped memory to be
+	// filled by the first copies (one fault per page) instead of
+	// populating them in the background at import (see Peer.prefault).
+	NoPrefault bool
 	// DisableMapped turns off the mapped path: reads and writes of ranges
 	// that ucp_rkey_ptr can map are then posted to UCX like any other.
 	DisableMapped bool

@@ -227,6 +227,7 @@ func (p *Peer) ImportRemote(d transport.MemDesc) (*Remote, error) {
 		var ptr unsafe.Pointer
 		if d.Kind.IsHost() && C.ucp_rkey_ptr(nr.rkey, C.uint64_t(d.Addr), &ptr) == 0 && ptr != nil {
 			nr.mapped = ptr
+			p.prefault(ptr, d.Len)
 		}
 		p.remotes[ck] = nr
 		r = nr

@@ -166,6 +166,8 @@ type Decode struct {
 	Session *session.Decode
 	Ranks   []int
 	Peer    session.PeerRef
+	// Handshake is how long the connection to P took (metadata, imports).
+	Handshake time.Duration
 }
 
 // StartD starts the D side for the given ranks (nil: all): registered
@@ -185,10 +187,12 @@ func (j *Job) StartD(ctx context.Context, ranks []int, newTr session.TransportFa
 		}
 	}
 	d := &Decode{Session: s, Ranks: ranks, Peer: session.PeerRef{EngineID: PrefillEngineID, Host: "verify"}}
+	t0 := time.Now()
 	if _, err := s.Connect(ctx, d.Peer); err != nil {
 		s.Close()
 		return nil, err
 	}
+	d.Handshake = time.Since(t0)
 	return d, nil
 }
 
