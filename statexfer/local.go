@@ -53,7 +53,7 @@ type MemoryConfig struct {
 // ErrMemory is returned for unusable memory settings.
 var ErrMemory = errors.New("statexfer: bad memory configuration")
 
-// Engine is c's engine, or the CPU engine.
+// engine is c's engine, or the CPU engine.
 func (c MemoryConfig) engine() kernels.Engine {
 	if c.Engine == nil {
 		return kernels.Default()
