@@ -18,6 +18,12 @@ type Planner struct {
 	// side stages through host memory, or P's cache is memory D's
 	// transport cannot read): Auto stages, Direct is refused.
 	NoDirect string
+	// PStaging is each P rank's staging pool in bytes (0: none), DScratch
+	// D's scratch pool (0: none); nil PStaging means unknown. Auto stages
+	// only plans whose gathers and scratch fit them (with StagingAlign
+	// slack per range): a staged plan larger than a pool can never run.
+	PStaging []int64
+	DScratch int64
 	// targets[d]: P ranks D rank d notifies; consumers[p]: notifications P rank p expects.
 	targets   [][]int
 	consumers []int
@@ -93,7 +99,7 @@ func (pl *Planner) Plan(d int, req *Request, mode Mode) (*Plan, error) {
 		mode = Staged
 	case mode == Auto:
 		mode = Direct
-		if pl.Cost.PreferStaged(p) {
+		if pl.Cost.PreferStaged(p) && pl.stagingFits(p) {
 			mode = Staged
 		}
 	case mode == Direct && pl.NoDirect != "" && len(p.Remotes) > 0:
@@ -104,6 +110,27 @@ func (pl *Planner) Plan(d int, req *Request, mode Mode) (*Plan, error) {
 		stage(p)
 	}
 	return p, nil
+}
+
+// StagingAlign is the slack a staging or scratch range may need for
+// alignment in its pool (session.Pool aligns ranges to 64 bytes).
+const StagingAlign = 64
+
+// stagingFits reports whether the staged form of direct plan p fits the
+// pools Auto knows of: every P rank's gather in its staging pool, and the
+// plan's scratch plus everything it reads in D's scratch pool.
+func (pl *Planner) stagingFits(p *Plan) bool {
+	if pl.PStaging == nil {
+		return true
+	}
+	scratch := p.ScratchBytes
+	for _, rp := range p.Remotes {
+		if rp.Rank < 0 || rp.Rank >= len(pl.PStaging) || rp.Bytes+StagingAlign > pl.PStaging[rp.Rank] {
+			return false
+		}
+		scratch += rp.Bytes
+	}
+	return scratch+StagingAlign <= pl.DScratch
 }
 
 // group builds the template of group g.

@@ -78,3 +78,40 @@ func TestNoDirectForcesStaging(t *testing.T) {
 		t.Fatalf("staged with NoDirect: %v", err)
 	}
 }
+
+// Auto stages a plan only when its gathers fit every P rank's staging pool
+// and its scratch fits D's; pools unknown (nil) keep the cost model's
+// choice.
+func TestAutoStagesOnlyWhatFits(t *testing.T) {
+	m, err := groups.Preset("gpt-oss-120b", groups.PresetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, req, err := Synthetic(m, groups.InstanceConfig{TP: 4}, groups.InstanceConfig{TP: 8}, 8192, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged, err := pl.Plan(0, req, Staged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	need := staged.Remotes[0].StagingBytes
+	for _, c := range []struct {
+		name     string
+		pools    []int64
+		scratch  int64
+		wantMode Mode
+	}{
+		{"unknown", nil, 0, Staged},
+		{"ample", []int64{need + StagingAlign, need + StagingAlign, need + StagingAlign, need + StagingAlign}, staged.ScratchBytes + StagingAlign, Staged},
+		{"P pool too small", []int64{need, need, need, need}, 1 << 40, Direct},
+		{"no P pool", []int64{0, 0, 0, 0}, 1 << 40, Direct},
+		{"D scratch too small", []int64{1 << 40, 1 << 40, 1 << 40, 1 << 40}, staged.ScratchBytes, Direct},
+	} {
+		pl.PStaging, pl.DScratch = c.pools, c.scratch
+		p, err := pl.Plan(0, req, Auto)
+		if err != nil || p.Mode != c.wantMode {
+			t.Errorf("%s: %v, mode %v, want %v", c.name, err, p.Mode, c.wantMode)
+		}
+	}
+}

@@ -751,6 +751,7 @@ func (d *Decode) handshake(p *peer) {
 	}
 	pl.Cost = statexfer.CostFor(pl.Cost, all)
 	pl.NoDirect = noDirect(d.hosted, all)
+	pl.PStaging, pl.DScratch = stagingPools(metas), d.cfg.StagingBytes
 	// Heartbeats and aborts go to P rank 0 from the first hosted rank.
 	first := d.ranks[d.order[0]]
 	if rem := p.remotes[first.r][0]; rem != nil {

@@ -142,3 +142,15 @@ func noDirect(h *hosted, remotes []*statexfer.Remote) string {
 	}
 	return why
 }
+
+// stagingPools is each P rank's staging pool as its metadata publishes it
+// (the staging region's length; 0 without one), for Auto mode.
+func stagingPools(metas []statexfer.RankMeta) []int64 {
+	out := make([]int64, len(metas))
+	for i := range metas {
+		if r := metas[i].Region(plan.Staging); r != nil {
+			out[i] = int64(r.Len)
+		}
+	}
+	return out
+}

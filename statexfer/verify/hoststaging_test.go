@@ -130,3 +130,57 @@ func TestRunThroughEngine(t *testing.T) {
 		}
 	}
 }
+
+// Auto does not stage a plan P's staging pool cannot hold: with the cost
+// model preferring staged reads (inproc reads are priced at the default
+// 500 ns, gpt-oss's 2 KiB reads stage) and P's pool smaller than one
+// gather, every request reads directly and arrives byte-exact, where it
+// failed with "could not stage" before; explicit Staged still fails with
+// the reason.
+func TestAutoDoesNotStageWhatPCannotHold(t *testing.T) {
+	m, err := groups.Preset("gpt-oss-120b", groups.PresetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := NewJob(Config{Model: m, P: groups.InstanceConfig{TP: 4}, D: groups.InstanceConfig{TP: 8}, PromptTokens: 600, Requests: 3, Seed: 4, Mode: plan.Auto, Exact: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p0, err := j.PlanRequest(0, 0)
+	if err != nil || p0.Mode != plan.Staged {
+		t.Fatalf("the job's own planner: %v, want a staged plan (the case this test needs)", err)
+	}
+	_, scratch, err := j.Staging()
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := []int64{4096, 4096, 4096, 4096} // far below one gather
+	pre, err := j.StartP(nil, "", inprocFactory, small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pre.Session.Close()
+	fetch, err := StaticFetcher(pre.Session.Metas())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := j.StartD(context.Background(), nil, inprocFactory, fetch, scratch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Session.Close()
+	res, err := dec.Run(context.Background(), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.OK() || res.StagedPlans != 0 || res.DirectPlans != 3*8 {
+		t.Fatalf("%d mismatches, %d direct / %d staged plans: %s", res.ByteMismatches, res.DirectPlans, res.StagedPlans, res.FirstProblem)
+	}
+	if err := pre.Session.Register("staged-probe", 78, j.reqs[0].pIDs); err != nil {
+		t.Fatal(err)
+	}
+	_, err = dec.Session.Load(context.Background(), session.LoadRequest{Peer: dec.Peer, ReqID: "staged-probe", Grant: 78, Mode: plan.Staged, Req: j.Request(0)})
+	if err == nil || !strings.Contains(err.Error(), "staging") {
+		t.Fatalf("explicit staged load past P's pool: %v, want a staging error", err)
+	}
+}
