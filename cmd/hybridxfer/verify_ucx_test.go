@@ -93,6 +93,28 @@ func TestVerifyUCXHostStaging(t *testing.T) {
 	}
 }
 
+// Over UCX tcp (gets emulated by active messages, about 10 us a read) the
+// decode session prices reads by that path and Auto stages qwen3.5-27b's
+// plans of many reads, which bench transfer measured faster there (the
+// short request's plans may still read directly); before, it priced every
+// read at plan.DefaultCost's 500 ns and read all 8 plans directly.
+func TestVerifyUCXAutoStagesOverTCP(t *testing.T) {
+	bin := buildCLI(t)
+	t.Setenv("UCX_TLS", "tcp")
+	args := []string{"verify", "--transport", "ucx", "--model", "qwen3.5-27b", "--prefill-tp", "2", "--decode-tp", "4",
+		"--prompt-tokens", "1024", "--requests", "2", "--mode", "auto", "--json"}
+	var res struct {
+		ByteMismatches int            `json:"byte_mismatches"`
+		DirectPlans    int            `json:"direct_plans"`
+		StagedPlans    int            `json:"staged_plans"`
+		Paths          map[string]int `json:"paths"`
+	}
+	out := runVerifyJSON(t, bin, args, &res)
+	if res.ByteMismatches != 0 || res.StagedPlans == 0 || res.DirectPlans+res.StagedPlans != 2*4 || res.Paths["emulated"] == 0 {
+		t.Fatalf("auto mode over tcp: %s", out)
+	}
+}
+
 // runVerifyJSON runs bin with args (a verify --json command, worker
 // processes included) under a hang guard, fails the test when it fails,
 // decodes its JSON into res and returns the output.

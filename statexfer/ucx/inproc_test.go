@@ -595,10 +595,12 @@ func TestReadCost(t *testing.T) {
 		cfg    Config
 		mapOff bool
 		ok     bool
+		ns     float64
 	}{
-		{"shm-mapped", Config{UCX: shmTLS()}, false, true},
-		{"shm-mapping-off", Config{UCX: shmTLS()}, true, false},
-		{"tcp", Config{UCX: tcpTLS()}, false, false},
+		{"shm-mapped", Config{UCX: shmTLS()}, false, true, MappedReadNs},
+		{"shm-mapping-off", Config{UCX: shmTLS()}, true, false, 0}, // one-sided gets: not measured
+		{"tcp", Config{UCX: tcpTLS()}, false, true, EmulatedReadNs},
+		{"error-mode-peer-mapping-off", Config{ErrMode: ErrModePeer}, true, true, EmulatedReadNs},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			x := newPair(t, tc.cfg)
@@ -608,8 +610,8 @@ func TestReadCost(t *testing.T) {
 			}
 			var rc transport.ReadCoster = x.dp
 			ns, ok := rc.ReadCostNs(r)
-			if ok != tc.ok || (ok && ns != MappedReadNs) {
-				t.Fatalf("ReadCostNs = %v, %v; want ok %v (mapped: %v ns)", ns, ok, tc.ok, MappedReadNs)
+			if ok != tc.ok || ns != tc.ns {
+				t.Fatalf("ReadCostNs = %v, %v; want %v, %v", ns, ok, tc.ns, tc.ok)
 			}
 			// Memory of another peer is not this peer's to price.
 			other := newPair(t, tc.cfg)

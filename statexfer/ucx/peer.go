@@ -379,16 +379,33 @@ func (p *Peer) post(in []transport.Ranges, write bool) (*Batch, error) {
 // assumes 500 ns for a UCX-posted read.
 const MappedReadNs = 50
 
+// EmulatedReadNs is the fixed cost of one read on the emulated path (gets
+// served by active messages in the target's progress: UCX over tcp, or
+// error mode peer), as ReadCostNs reports it. Measured with `UCX_TLS=tcp
+// hybridxfer bench transfer --prompt-tokens 8192` (qwen3.5-27b 2 -> 4,
+// 66,304 reads, loopback): 12 us per read beyond one TCP stream's time
+// for the same bytes (the ranks' reads overlap, so a rank's own reads
+// cost more); 10 us keeps it conservative. At this price Auto stages
+// plans of many small reads, which bench transfer measured faster there
+// (staged 0.26, direct 0.19 of a TCP stream).
+const EmulatedReadNs = 10000
+
 // ReadCostNs implements transport.ReadCoster: MappedReadNs for a remote
-// memory the mapped path copies (ucp_rkey_ptr mapped it and mapping is on),
-// unknown otherwise (UCX's own gets: one-sided or emulated, whose cost the
-// transport does not measure).
+// memory the mapped path copies (ucp_rkey_ptr mapped it and mapping is
+// on), EmulatedReadNs where UCX emulates the gets, unknown otherwise
+// (one-sided gets on shared memory with mapping off).
 func (p *Peer) ReadCostNs(m transport.RemoteMemory) (float64, bool) {
 	r, ok := m.(*Remote)
-	if !ok || r.p != p || r.mapped == nil || p.t.noMap.Load() {
+	if !ok || r.p != p {
 		return 0, false
 	}
-	return MappedReadNs, true
+	if r.mapped != nil && !p.t.noMap.Load() {
+		return MappedReadNs, true
+	}
+	if p.rmaPath([]run{{remote: r, ranges: []transport.Range{{Len: 1}}}}) == PathEmulated {
+		return EmulatedReadNs, true
+	}
+	return 0, false
 }
 
 // rmaPath is the path UCX takes for gets/puts through this endpoint:

@@ -7,19 +7,27 @@ import (
 	"time"
 
 	"github.com/hybridxfer/hybridxfer/statexfer"
+	"github.com/hybridxfer/hybridxfer/statexfer/plan"
 	"github.com/hybridxfer/hybridxfer/statexfer/session"
 	"github.com/hybridxfer/hybridxfer/statexfer/transport"
 )
 
 // Staging computes, from the job's plans, the staging pool each P rank
 // needs (every consumer D rank's largest gather at once) and each D rank's
-// scratch pool (its largest plan's).
+// scratch pool (its largest plan's). In Auto mode the pools are sized for
+// staged plans: the sessions' planners price reads by the path their
+// transport takes, which the job's planner does not know, and stage only
+// what fits the pools.
 func (j *Job) Staging() (pool []int64, scratch []int64, err error) {
 	area := make([]int64, j.Cfg.P.TP)
 	scratch = make([]int64, j.Cfg.D.TP)
+	mode := j.Cfg.Mode
+	if mode == plan.Auto {
+		mode = plan.Staged
+	}
 	for d := 0; d < j.Cfg.D.TP; d++ {
 		for i := range j.reqs {
-			p, err := j.PlanRequest(d, i)
+			p, err := j.Planner.Plan(d, j.reqs[i].planRequest(), mode)
 			if err != nil {
 				return nil, nil, err
 			}
