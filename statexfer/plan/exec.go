@@ -117,8 +117,12 @@ func (m *RankMemory) buffer(e kernels.Engine, r Region) (kernels.Buffer, error) 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if mb, ok := m.mapped[r]; ok && mb.base == &host[0] && mb.n == len(host) {
-		return mb.buf, nil
+	if mb, ok := m.mapped[r]; ok {
+		if mb.base == &host[0] && mb.n == len(host) {
+			return mb.buf, nil
+		}
+		mb.buf.Free() // the region was reallocated (EnsureStaging)
+		delete(m.mapped, r)
 	}
 	b, err := hm.MapHost(host)
 	if err != nil {
