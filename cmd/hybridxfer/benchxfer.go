@@ -370,6 +370,7 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 			return baseline.TCPStream(moved, 1<<20)
 		}},
 	}
+	res.HandshakeMs = float64(dec.Handshake.Microseconds()) / 1e3
 	samples := map[string][]float64{}
 	var oneSidedPaths, transferPaths map[string]int
 	for it := -1; it < iters; it++ { // iteration -1 warms up: page faults, wireup
@@ -393,7 +394,6 @@ func benchDecode(ctx context.Context, j *verify.Job, spec workerSpec, dec *verif
 			}
 			if it < 0 && row.name == "transfer" && el > 0 {
 				res.FirstGBps = baseline.GBps(moved, el)
-				res.HandshakeMs = float64(dec.Handshake.Microseconds()) / 1e3
 			}
 		}
 	}

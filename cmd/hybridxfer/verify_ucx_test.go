@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hybridxfer/hybridxfer/statexfer/verify"
 )
 
 // verify --transport ucx runs every P and D rank as its own process
@@ -24,15 +26,7 @@ func TestVerifyUCXProcesses(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c[1]+"-tp"+c[3]+"-"+c[5], func(t *testing.T) {
 			args := append([]string{"verify", "--transport", "ucx", "--prompt-tokens", "700", "--requests", "3", "--json"}, c...)
-			var res struct {
-				Transport           string `json:"transport"`
-				ByteMismatches      int    `json:"byte_mismatches"`
-				UntouchedViolations int    `json:"untouched_violations"`
-				BytesMoved          int64  `json:"bytes_moved"`
-				PrefillReleased     int    `json:"prefill_released"`
-				Requests            int    `json:"requests"`
-			}
-			out := runVerifyJSON(t, bin, args, &res)
+			res, out := runVerifyJSON(t, bin, args)
 			if res.Transport != "ucx" || res.ByteMismatches != 0 || res.UntouchedViolations != 0 || res.BytesMoved == 0 || res.PrefillReleased != res.Requests {
 				t.Fatalf("%v: %s", args, out)
 			}
@@ -49,13 +43,7 @@ func TestVerifyUCXAutoReadsDirectOnMappedPath(t *testing.T) {
 	bin := buildCLI(t)
 	args := []string{"verify", "--transport", "ucx", "--model", "gpt-oss-120b", "--prefill-tp", "4", "--decode-tp", "8",
 		"--prompt-tokens", "1024", "--requests", "2", "--mode", "auto", "--json"}
-	var res struct {
-		ByteMismatches int            `json:"byte_mismatches"`
-		DirectPlans    int            `json:"direct_plans"`
-		StagedPlans    int            `json:"staged_plans"`
-		Paths          map[string]int `json:"paths"`
-	}
-	out := runVerifyJSON(t, bin, args, &res)
+	res, out := runVerifyJSON(t, bin, args)
 	if res.ByteMismatches != 0 || res.StagedPlans != 0 || res.DirectPlans == 0 || res.Paths["mapped"] == 0 {
 		t.Fatalf("auto mode on the mapped path: %s", out)
 	}
@@ -70,16 +58,8 @@ func TestVerifyUCXHostStaging(t *testing.T) {
 	bin := buildCLI(t)
 	args := []string{"verify", "--transport", "ucx", "--model", "gpt-oss-120b", "--prefill-tp", "4", "--decode-tp", "8",
 		"--prompt-tokens", "1024", "--requests", "2", "--mode", "auto", "--staging", "host", "--json"}
-	var res struct {
-		ByteMismatches  int            `json:"byte_mismatches"`
-		Untouched       int            `json:"untouched_violations"`
-		DirectPlans     int            `json:"direct_plans"`
-		StagedPlans     int            `json:"staged_plans"`
-		PrefillReleased int            `json:"prefill_released"`
-		Paths           map[string]int `json:"paths"`
-	}
-	out := runVerifyJSON(t, bin, args, &res)
-	if res.ByteMismatches != 0 || res.Untouched != 0 || res.DirectPlans != 0 || res.StagedPlans != 2*8 || res.PrefillReleased != 2 {
+	res, out := runVerifyJSON(t, bin, args)
+	if res.ByteMismatches != 0 || res.UntouchedViolations != 0 || res.DirectPlans != 0 || res.StagedPlans != 2*8 || res.PrefillReleased != 2 {
 		t.Fatalf("host staging: %s", out)
 	}
 	// A device cache is refused up front with what is missing (here: no
@@ -103,13 +83,7 @@ func TestVerifyUCXAutoStagesOverTCP(t *testing.T) {
 	t.Setenv("UCX_TLS", "tcp")
 	args := []string{"verify", "--transport", "ucx", "--model", "qwen3.5-27b", "--prefill-tp", "2", "--decode-tp", "4",
 		"--prompt-tokens", "1024", "--requests", "2", "--mode", "auto", "--json"}
-	var res struct {
-		ByteMismatches int            `json:"byte_mismatches"`
-		DirectPlans    int            `json:"direct_plans"`
-		StagedPlans    int            `json:"staged_plans"`
-		Paths          map[string]int `json:"paths"`
-	}
-	out := runVerifyJSON(t, bin, args, &res)
+	res, out := runVerifyJSON(t, bin, args)
 	if res.ByteMismatches != 0 || res.StagedPlans == 0 || res.DirectPlans+res.StagedPlans != 2*4 || res.Paths["emulated"] == 0 {
 		t.Fatalf("auto mode over tcp: %s", out)
 	}
@@ -117,8 +91,8 @@ func TestVerifyUCXAutoStagesOverTCP(t *testing.T) {
 
 // runVerifyJSON runs bin with args (a verify --json command, worker
 // processes included) under a hang guard, fails the test when it fails,
-// decodes its JSON into res and returns the output.
-func runVerifyJSON(t *testing.T, bin string, args []string, res any) []byte {
+// decodes its JSON and returns it with the output.
+func runVerifyJSON(t *testing.T, bin string, args []string) (*verify.Result, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a hang guard
 	defer cancel()
@@ -128,8 +102,9 @@ func runVerifyJSON(t *testing.T, bin string, args []string, res any) []byte {
 	if err != nil {
 		t.Fatalf("%v: %v\n%s", args, err, out)
 	}
+	res := &verify.Result{}
 	if err := json.Unmarshal(out, res); err != nil {
 		t.Fatalf("%v: %v\n%s", args, err, out)
 	}
-	return out
+	return res, out
 }

@@ -152,7 +152,7 @@ func (m *RankMemory) Unmap() {
 // queued reports whether e may still be running it (Sync before use).
 func kernel(e kernels.Engine, dm *RankMemory, dr Region, sm *RankMemory, sr Region, ops []kernels.CopyOp, t *kernels.Transpose) (queued bool, err error) {
 	if hk, ok := e.(kernels.HostKernels); ok {
-		if d, s := dm.Region(dr), sm.Region(sr); d != nil && s != nil && dm.Bufs[dr] == nil && sm.Bufs[sr] == nil {
+		if d, s := dm.Region(dr), sm.Region(sr); d != nil && s != nil { // regions in Bufs have no host view
 			if t != nil {
 				return false, hk.TransposeHost(d, s, *t)
 			}

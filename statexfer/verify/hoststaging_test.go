@@ -19,6 +19,34 @@ func inprocFactory(_ int, h transport.Handlers) (transport.Transport, error) {
 	return transport.NewInproc(h), nil
 }
 
+// startDecode starts j's decode side (with j.Cfg.Memory as it is now)
+// connected to pre over inproc through the static fetcher.
+func startDecode(t *testing.T, j *Job, pre *Prefill, scratch []int64) *Decode {
+	t.Helper()
+	fetch, err := StaticFetcher(pre.Session.Metas())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := j.StartD(context.Background(), nil, inprocFactory, fetch, scratch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dec.Session.Close() })
+	return dec
+}
+
+// loadFresh registers a new request id on P with request 0's blocks and
+// loads it on D in mode (a refused load gives up its request, so each
+// probe needs its own).
+func loadFresh(t *testing.T, j *Job, pre *Prefill, dec *Decode, id string, grant uint64, mode plan.Mode) error {
+	t.Helper()
+	if err := pre.Session.Register(id, grant, j.reqs[0].pIDs); err != nil {
+		t.Fatal(err)
+	}
+	_, err := dec.Session.Load(context.Background(), session.LoadRequest{Peer: dec.Peer, ReqID: id, Grant: grant, Mode: mode, Req: j.Request(0)})
+	return err
+}
+
 // Host staging on either side alone: the decode session learns it from the
 // handshake (P's cache regions published without keys, or its own cache
 // unregistered), so Auto stages every plan and the state arrives
@@ -63,7 +91,7 @@ func TestHostStagingOnEitherSide(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer pre.Session.Close()
+			t.Cleanup(func() { pre.Session.Close() }) // after the decode side (cleanups run last first)
 			for r := 0; r < 2; r++ {
 				l := pre.Session.Local(r)
 				if _, registered := l.Regions[plan.Region{Pool: 0, Slot: 0}]; registered == c.pHost {
@@ -73,16 +101,8 @@ func TestHostStagingOnEitherSide(t *testing.T) {
 					t.Fatalf("prefill rank %d: cache host view %v with device caches %v", r, hostView, c.device)
 				}
 			}
-			fetch, err := StaticFetcher(pre.Session.Metas())
-			if err != nil {
-				t.Fatal(err)
-			}
 			j.Cfg.Memory = statexfer.MemoryConfig{HostStaging: c.dHost, Engine: dEng, Kind: kind}
-			dec, err := j.StartD(context.Background(), nil, inprocFactory, fetch, scratch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer dec.Session.Close()
+			dec := startDecode(t, j, pre, scratch)
 			res, err := dec.Run(context.Background(), j)
 			if err != nil {
 				t.Fatal(err)
@@ -97,12 +117,8 @@ func TestHostStagingOnEitherSide(t *testing.T) {
 				t.Fatalf("engines: prefill %d copies %d syncs, decode %d copies %d transposes %d syncs",
 					pEng.Copies.Load(), pEng.Syncs.Load(), dEng.Copies.Load(), dEng.Transposes.Load(), dEng.Syncs.Load())
 			}
-			// A request in direct mode is refused with the reason (a fresh
-			// one: a refused load gives up its request).
-			if err := pre.Session.Register("direct-probe", 77, j.reqs[0].pIDs); err != nil {
-				t.Fatal(err)
-			}
-			_, err = dec.Session.Load(context.Background(), session.LoadRequest{Peer: dec.Peer, ReqID: "direct-probe", Grant: 77, Mode: plan.Direct, Req: j.Request(0)})
+			// A request in direct mode is refused with the reason.
+			err = loadFresh(t, j, pre, dec, "direct-probe", 77, plan.Direct)
 			if !errors.Is(err, plan.ErrBadRequest) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("direct load: %v, want ErrBadRequest naming %q", err, c.want)
 			}
@@ -159,16 +175,8 @@ func TestAutoDoesNotStageWhatPCannotHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pre.Session.Close()
-	fetch, err := StaticFetcher(pre.Session.Metas())
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec, err := j.StartD(context.Background(), nil, inprocFactory, fetch, scratch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Session.Close()
+	t.Cleanup(func() { pre.Session.Close() }) // after the decode side (cleanups run last first)
+	dec := startDecode(t, j, pre, scratch)
 	res, err := dec.Run(context.Background(), j)
 	if err != nil {
 		t.Fatal(err)
@@ -176,10 +184,7 @@ func TestAutoDoesNotStageWhatPCannotHold(t *testing.T) {
 	if !res.OK() || res.StagedPlans != 0 || res.DirectPlans != 3*8 {
 		t.Fatalf("%d mismatches, %d direct / %d staged plans: %s", res.ByteMismatches, res.DirectPlans, res.StagedPlans, res.FirstProblem)
 	}
-	if err := pre.Session.Register("staged-probe", 78, j.reqs[0].pIDs); err != nil {
-		t.Fatal(err)
-	}
-	_, err = dec.Session.Load(context.Background(), session.LoadRequest{Peer: dec.Peer, ReqID: "staged-probe", Grant: 78, Mode: plan.Staged, Req: j.Request(0)})
+	err = loadFresh(t, j, pre, dec, "staged-probe", 78, plan.Staged)
 	if err == nil || !strings.Contains(err.Error(), "staging") {
 		t.Fatalf("explicit staged load past P's pool: %v, want a staging error", err)
 	}
